@@ -1,0 +1,31 @@
+# ACBO benchmark workflow: SCM suites -> GRPO training -> evaluation -> summary.
+# All logic lives in the `workflow_src` package; every rule is a thin call to its `acbo` CLI.
+
+from workflow_src.config import ConfigError, resolve_config
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    CFG = resolve_config(config, source="config")
+except ConfigError as err:
+    raise ValueError(f"invalid configuration:\n{err}") from None
+
+
+include: "rules/common.smk"
+include: "rules/suites.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+localrules:
+    all,
+
+
+rule all:
+    input:
+        [summary_html(name) for name in CFG["experiments"]],
+        "results/compare.html",
+    default_target: True

@@ -1,0 +1,66 @@
+# Path helpers and config slices shared by the stage rules.
+
+import shlex
+import shutil
+import sys
+
+from workflow_src.config import (
+    baselines_slice,
+    canonical_json,
+    evaluation_slice,
+    summary_slice,
+    suite_slice,
+    train_slice,
+)
+from workflow_src.provenance import code_hash
+
+# the package's CLI: the `acbo` script when on PATH, else this interpreter's module entry point
+ACBO = "acbo" if shutil.which("acbo") else f"{shlex.quote(sys.executable)} -m workflow_src"
+ENV = "../envs/acbo.yaml"
+
+
+wildcard_constraints:
+    config=r"[A-Za-z0-9_-]+",
+    seed=r"\d+",
+    suite=r"[A-Za-z0-9_.-]+",
+
+
+def spec_arg(obj):
+    """A config slice as a shell-quoted canonical JSON argument (also what makes params change)."""
+    return shlex.quote(canonical_json(obj))
+
+
+def suite_file(suite):
+    return f"results/suites/{suite}.json"
+
+
+def train_suite_files(name):
+    return [suite_file(f"train-L{level:02d}") for level in CFG["experiments"][name]["levels"]]
+
+
+def checkpoint_file(name, seed, which="final"):
+    return f"checkpoints/{name}/seed_{seed}/{which}.ckpt"
+
+
+def train_log(name, seed):
+    return f"results/{name}/train/seed_{seed}.parquet"
+
+
+def eval_table(name, seed, suite):
+    return f"results/{name}/eval/seed_{seed}/{suite}.parquet"
+
+
+def baseline_table(suite):
+    return f"results/baselines/{suite}.parquet"
+
+
+def summary_html(name):
+    return f"results/{name}/summary.html"
+
+
+def seeds_of(name):
+    return CFG["experiments"][name]["seeds"]
+
+
+def eval_suites_of(name):
+    return CFG["experiments"][name]["eval_suites"]

@@ -1,0 +1,50 @@
+# Evaluation: the trained policy per (config, seed, suite), and the baselines per suite. The
+# baselines depend only on the global evaluation protocol, so every config and seed shares them.
+
+
+rule evaluate:
+    input:
+        checkpoint=checkpoint_file("{config}", "{seed}", "final"),
+        suite=suite_file("{suite}"),
+    output:
+        eval_table("{config}", "{seed}", "{suite}"),
+    params:
+        spec=spec_arg(evaluation_slice(CFG)),
+        code=code_hash("evaluate"),
+    log:
+        "logs/{config}/eval/seed_{seed}/{suite}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    group:
+        "evaluate"
+    conda:
+        ENV
+    shell:
+        "{ACBO} evaluate --checkpoint {input.checkpoint} --suite {input.suite} --out {output}"
+        " --experiment {wildcards.config} --seed {wildcards.seed} --spec {params.spec} --threads {threads}"
+        " > {log} 2>&1"
+
+
+rule baselines:
+    input:
+        suite=suite_file("{suite}"),
+    output:
+        baseline_table("{suite}"),
+    params:
+        spec=spec_arg(baselines_slice(CFG)),
+        code=code_hash("baselines"),
+    log:
+        "logs/baselines/{suite}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    group:
+        "evaluate"
+    conda:
+        ENV
+    shell:
+        "{ACBO} baselines --suite {input.suite} --out {output} --spec {params.spec} --threads {threads}"
+        " > {log} 2>&1"

@@ -1,0 +1,20 @@
+# SCM suites: generated per curriculum level (train-LNN, heldout-LNN), the fixed heldout-classic
+# suite, or a user-written file named under suites.user (validated and copied, never regenerated).
+
+
+rule suite:
+    output:
+        "results/suites/{suite}.json",
+    params:
+        spec=lambda wc: spec_arg(suite_slice(CFG, wc.suite)),
+        code=code_hash("suite"),
+    log:
+        "logs/suites/{suite}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{ACBO} suite generate --spec {params.spec} --out {output} > {log} 2>&1"

@@ -1,0 +1,27 @@
+# GRPO training per experiment config and seed. Periodic episode_NNNNN.ckpt, latest.ckpt (resume)
+# and best.ckpt are written beside final.ckpt; a restarted job resumes from latest.ckpt.
+
+
+rule train:
+    input:
+        lambda wc: train_suite_files(wc.config),
+    output:
+        final=checkpoint_file("{config}", "{seed}", "final"),
+        best=checkpoint_file("{config}", "{seed}", "best"),
+        log_table=train_log("{config}", "{seed}"),
+    params:
+        spec=lambda wc: spec_arg(train_slice(CFG, wc.config)),
+        verbose=lambda wc: "--verbose" if CFG["experiments"][wc.config]["verbose"] else "",
+        code=code_hash("train"),
+    log:
+        "logs/{config}/train/seed_{seed}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=lambda wc: 10 + CFG["experiments"][wc.config]["episodes"] // 20,
+    conda:
+        ENV
+    shell:
+        "{ACBO} train --experiment {wildcards.config} --seed {wildcards.seed} --spec {params.spec}"
+        " --threads {threads} --suites-dir results/suites --checkpoint-dir checkpoints/{wildcards.config}/seed_{wildcards.seed}"
+        " --log-table {output.log_table} {params.verbose} > {log} 2>&1"

@@ -1,0 +1,90 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# In CI (.ci/run sets ACBO_REQUIRE_ALL=1) a missing real component is a failure, not a skip.
+REQUIRE_ALL = os.environ.get("ACBO_REQUIRE_ALL") == "1"
+
+
+def require(condition: bool, what: str) -> None:
+    if condition:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"{what} is required in CI (ACBO_REQUIRE_ALL=1) but not available")
+    pytest.skip(f"{what} not available")
+
+
+def run_cli(*args, cwd=ROOT, check=False, env=None, timeout=600):
+    """Run the `acbo` CLI in a subprocess and return the CompletedProcess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "workflow_src", *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"acbo {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def snakemake_bin() -> str:
+    exe = Path(sys.executable).parent / "snakemake"
+    return str(exe) if exe.exists() else shutil.which("snakemake")
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def default_config():
+    from workflow_src.config import load_config
+
+    return load_config(ROOT / "config/config.yaml")
+
+
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A fresh copy of the workflow definition (not its outputs) in ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args, check=True, timeout=900, env=None):
+    proc = subprocess.run(
+        [snakemake_bin(), "--cores", "2", *map(str, args)],
+        cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *targets, extra=()) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n` would run for ``targets`` (parsed from its job stats)."""
+    proc = snakemake(workdir, *targets, "-n", *extra)
+    counts: dict[str, int] = {}
+    in_table = False
+    for line in (proc.stdout + proc.stderr).splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table and len(parts) == 2 and parts[1].isdigit():
+            if parts[0] != "total":
+                counts[parts[0]] = int(parts[1])
+        elif in_table and parts and not set(line.strip()) <= {"-", " "}:
+            in_table = False
+    return counts

@@ -1,0 +1,154 @@
+"""``acbo``: one command-line entry point with a subcommand per workflow stage.
+
+Heavy modules (JAX) are imported only by the subcommands that need them, after the XLA thread count
+has been set from ``--threads``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import ConfigError, experiment, load_config, suite_slice
+
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2, no traceback."""
+
+
+def configure_jax(threads: int | None) -> None:
+    """Pin XLA's CPU thread pool to ``threads`` and enable the project-local compilation cache."""
+    if threads:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "intra_op_parallelism_threads" not in flags:
+            os.environ["XLA_FLAGS"] = (
+                f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+                f"intra_op_parallelism_threads={threads}"
+            ).strip()
+    import jax
+
+    cache_dir = os.environ.get("ACBO_JAX_CACHE", ".jax_cache")
+    jax.config.update("jax_compilation_cache_dir", str(Path(cache_dir).resolve()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def _spec(args, build) -> dict:
+    """The stage's config slice: given as canonical JSON by a rule, or read from the config file."""
+    if getattr(args, "spec", None):
+        return json.loads(args.spec)
+    return build(load_config(args.config))
+
+
+# --- suite -------------------------------------------------------------------------------------------
+
+
+def cmd_suite_generate(args) -> int:
+    from .suites import build_suite
+
+    spec = _spec(args, lambda cfg: suite_slice(cfg, args.name))
+    out = args.out or f"results/suites/{spec['name']}.json"
+    build_suite(spec, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_suite_validate(args) -> int:
+    from .suite_io import SuiteError, load_suite
+
+    status = 0
+    for path in args.files:
+        try:
+            suite = load_suite(path)
+        except SuiteError as err:
+            status = 1
+            for problem in err.problems:
+                print(f"{path}: {problem}")
+        else:
+            print(f"{path}: ok ({len(suite.scms)} SCMs)")
+    return status
+
+
+def cmd_suite_oracle(args) -> int:
+    from .suites import oracle_json, oracle_table
+    from .suite_io import load_suite
+
+    suite = load_suite(args.file)
+    if args.json:
+        print(oracle_json(suite))
+    else:
+        for row in oracle_table(suite):
+            print(f"{row['id']}: do({row['variable']}={row['value']:g}) y*={row['y_star']:.4f} mu_y={row['mu_y']:.4f}")
+    return 0
+
+
+def cmd_suite_show(args) -> int:
+    from .suites import show_suite
+    from .suite_io import load_suite
+
+    print(show_suite(load_suite(args.file)))
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acbo", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="store_true", help="print the package version and exit")
+    sub = parser.add_subparsers(dest="command")
+
+    def add_config(p):
+        p.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+        p.add_argument("--spec", help="the stage's config slice as JSON (used by the workflow rules)")
+
+    suite = sub.add_parser("suite", help="generate, validate and inspect SCM suite files")
+    suite_sub = suite.add_subparsers(dest="suite_command", required=True)
+    gen = suite_sub.add_parser("generate", help="write a suite file from the config")
+    gen.add_argument("name", nargs="?", help="suite name: train-LNN, heldout-LNN, heldout-classic or a user suite")
+    gen.add_argument("--out", help="output path (default results/suites/NAME.json)")
+    add_config(gen)
+    gen.set_defaults(func=cmd_suite_generate)
+    val = suite_sub.add_parser("validate", help="check suite files; one line per problem")
+    val.add_argument("files", nargs="+")
+    val.set_defaults(func=cmd_suite_validate)
+    orc = suite_sub.add_parser("oracle", help="exact oracle action and values per SCM")
+    orc.add_argument("file")
+    orc.add_argument("--json", action="store_true", help="print a JSON list")
+    orc.set_defaults(func=cmd_suite_oracle)
+    show = suite_sub.add_parser("show", help="a readable table of a suite")
+    show.add_argument("file")
+    show.set_defaults(func=cmd_suite_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoint_errors import CheckpointError
+    from .suite_io import SuiteError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if args.command == "suite" and args.suite_command == "generate" and not (args.name or args.spec):
+        parser.error("suite generate needs a suite NAME or --spec")
+    try:
+        return args.func(args)
+    except (ConfigError, SuiteError, CheckpointError, CLIError) as err:
+        print(f"acbo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

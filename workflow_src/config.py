@@ -1,0 +1,223 @@
+"""Loading, validating and resolving the workflow configuration.
+
+The config file holds named experiment configs that override shared ``defaults``, the settings of
+generated suites, and one global evaluation protocol. ``resolve_config`` validates it against the JSON
+Schema shipped in the package (filling defaults, refusing unknown keys with a message naming the key)
+and returns every experiment fully merged. The ``*_slice`` helpers give each stage exactly the part of
+the config it depends on, as canonical JSON, so that Snakemake reruns exactly what a change made stale.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .generators import N_LEVELS
+
+EXPERIMENT_DEFAULTS: dict = {
+    "description": "",
+    "seeds": [0],
+    "levels": [1, 2],
+    "episodes": 100,
+    "checkpoint_every": 50,
+    "verbose": False,
+    "eval_suites": ["heldout-L01"],
+    "policy": {
+        "name": "simple_permutation_invariant",
+        "hidden_dim": 64,
+        "n_heads": 4,
+        "n_layers": 2,
+        "fixed_std": 0.5,
+    },
+    "training": {
+        "learning_rate": 5e-4,
+        "lr_schedule": "constant",
+        "warmup_episodes": 0,
+        "group_size": 10,
+        "n_obs": 10,
+        "n_interventions": 30,
+        "clip_eps": 0.2,
+        "entropy_coef": 0.01,
+        "kl_coef": 0.0,
+        "max_grad_norm": 1.0,
+        "update_epochs": 2,
+    },
+    "reward": {"target": 0.9, "parent": 0.1, "info_gain": 0.0},
+    "curriculum": {
+        "ema_decay": 0.9,
+        "min_episodes_per_scm": 3,
+        "advance_threshold": 0.8,
+        "min_episodes_per_level": 20,
+        "max_episodes_per_level": 150,
+        "family_temperature": 0.2,
+    },
+}
+
+GENERATED_SUITE = re.compile(r"^(train|heldout)-L(\d{2})$")
+CLASSIC_SUITE = "heldout-classic"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@cache
+def config_schema() -> dict:
+    return yaml.safe_load(files("workflow_src").joinpath("schemas/config.schema.yaml").read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator class that also fills ``default`` values of missing properties."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if validator.is_type(instance, "object"):
+            for name, sub in props.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - known)
+        return f"{where}: unknown key {', '.join(map(repr, unknown))} (allowed: {', '.join(sorted(known))})"
+    return f"{where}: {error.message}"
+
+
+def validate_config(raw: dict, source: str = "config") -> dict:
+    """Validate against the schema and fill schema defaults; raise ``ConfigError`` naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the config must be a mapping")
+    doc = copy.deepcopy(raw)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(config_schema())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {_describe(e)}" for e in errors))
+    return doc
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def known_suite(name: str, cfg: dict) -> bool:
+    match = GENERATED_SUITE.match(name)
+    return bool(match and 1 <= int(match.group(2)) <= N_LEVELS) or name == CLASSIC_SUITE or (
+        name in cfg["suites"]["user"]
+    )
+
+
+def resolve_config(raw: dict, source: str = "config") -> dict:
+    """Validate and merge: every experiment gets ``defaults`` (built-in, then the file's) under it."""
+    doc = validate_config(raw, source)
+    defaults = deep_merge(EXPERIMENT_DEFAULTS, doc.get("defaults", {}))
+    doc["experiments"] = {name: deep_merge(defaults, exp) for name, exp in doc["experiments"].items()}
+    doc["defaults"] = defaults
+    for name, exp in doc["experiments"].items():
+        for suite in exp["eval_suites"]:
+            if not known_suite(suite, doc):
+                raise ConfigError(f"{source}: experiments.{name}.eval_suites: unknown suite {suite!r}")
+    base = doc["suites"]["seed_base"]
+    if abs(base["train"] - base["heldout"]) < N_LEVELS + 1:
+        raise ConfigError(f"{source}: suites.seed_base: train and heldout bases must differ by more than {N_LEVELS}")
+    return doc
+
+
+def load_config(path: str | Path = "config/config.yaml") -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return resolve_config(raw, str(path))
+
+
+def experiment(cfg: dict, name: str) -> dict:
+    try:
+        return cfg["experiments"][name]
+    except KeyError:
+        raise ConfigError(f"unknown experiment config {name!r} (known: {', '.join(cfg['experiments'])})") from None
+
+
+# --- canonical slices: what each stage depends on ---------------------------------------------------
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
+
+
+def suite_slice(cfg: dict, suite: str) -> dict:
+    """Settings that determine one suite file."""
+    if not known_suite(suite, cfg):
+        raise ConfigError(
+            f"unknown suite {suite!r} (expected train-LNN or heldout-LNN with NN in 01..{N_LEVELS}, "
+            f"{CLASSIC_SUITE}, or a name under suites.user)"
+        )
+    if suite in cfg["suites"]["user"]:
+        return {"name": suite, "user_file": cfg["suites"]["user"][suite]}
+    if suite == CLASSIC_SUITE:
+        return {"name": suite, "classic": True}
+    match = GENERATED_SUITE.match(suite)
+    kind, level = match.group(1), int(match.group(2))
+    settings = {k: v for k, v in cfg["suites"].items() if k not in ("pool_size", "seed_base", "user")}
+    return {
+        "name": suite,
+        "level": level,
+        "size": cfg["suites"]["pool_size"][kind],
+        "seed": cfg["suites"]["seed_base"][kind] + level,
+        "generator": settings,
+    }
+
+
+def train_slice(cfg: dict, name: str) -> dict:
+    """Settings that determine a training run (seeds are a wildcard; logging and evaluation are not here)."""
+    exp = experiment(cfg, name)
+    return {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
+
+
+def evaluation_slice(cfg: dict) -> dict:
+    """The evaluation protocol of the trained policy."""
+    ev = cfg["evaluation"]
+    return {k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed", "policy_modes")}
+
+
+def baselines_slice(cfg: dict) -> dict:
+    ev = cfg["evaluation"]
+    return {k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed", "baselines")}
+
+
+def summary_slice(cfg: dict, name: str) -> dict:
+    exp = experiment(cfg, name)
+    ev = cfg["evaluation"]
+    return {
+        "config": name,
+        "seeds": exp["seeds"],
+        "eval_suites": exp["eval_suites"],
+        "bootstrap_resamples": ev["bootstrap_resamples"],
+        "bootstrap_seed": ev["bootstrap_seed"],
+    }

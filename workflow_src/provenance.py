@@ -1,0 +1,66 @@
+"""Provenance: package version, git commit, and hashes of the code each stage depends on.
+
+Snakemake does not notice edits in imported modules, so each rule's params carry the hash of the
+modules its stage uses: editing report code reruns summaries only, editing baseline code reruns
+baselines (and what reads them), and so on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+
+from . import __version__
+
+# The modules (and schema files) each stage's output depends on, beside the config.
+STAGE_SOURCES: dict[str, tuple[str, ...]] = {
+    "suite": ("scm.py", "generators.py", "suite_io.py", "schemas/suite.schema.json"),
+    "train": (
+        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "policy.py", "grpo.py", "curriculum.py",
+        "train.py", "checkpoint.py",
+    ),
+    "evaluate": (
+        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "policy.py", "checkpoint.py", "rollout.py",
+        "methods.py", "evaluate.py", "tables.py",
+    ),
+    "baselines": (
+        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "rollout.py", "methods.py", "evaluate.py",
+        "tables.py",
+    ),
+    "summary": ("metrics.py", "tables.py", "summarize.py", "charts.py"),
+}
+
+
+@cache
+def code_hash(stage: str) -> str:
+    """sha256 over the stage's source files (missing files hash as empty, so the set can grow)."""
+    root = files("workflow_src")
+    h = hashlib.sha256()
+    for name in STAGE_SOURCES[stage]:
+        path = root.joinpath(name)
+        h.update(name.encode() + b"\0")
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@cache
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def file_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def package_version() -> str:
+    return __version__

@@ -1,0 +1,212 @@
+"""Suite files (``acbo-suite/1``): reading, validation and deterministic writing."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+
+from .atomic import atomic_write_text
+from .scm import SCM, ancestors, reachability
+
+SUITE_FORMAT = "acbo-suite/1"
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; ``problems`` holds one line per problem."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    scms: tuple[SCM, ...]
+    level: int | None = None
+    seed: int | None = None
+
+
+@cache
+def suite_schema() -> dict:
+    return json.loads(files("workflow_src").joinpath("schemas/suite.schema.json").read_text())
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name} is not valid JSON")
+
+
+def _json_path(path) -> str:
+    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in path]
+    return "".join(parts).lstrip(".") or "(top level)"
+
+
+def _schema_problems(doc) -> list[str]:
+    validator = jsonschema.Draft202012Validator(suite_schema())
+    problems = []
+    for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        path = list(err.absolute_path)
+        where = _json_path(path)
+        if len(path) >= 2 and path[0] == "scms" and isinstance(path[1], int):
+            scm = doc["scms"][path[1]]
+            scm_id = scm.get("id", f"#{path[1]}") if isinstance(scm, dict) else f"#{path[1]}"
+            where = f"scm {scm_id!r}: " + (_json_path(path[2:]) if len(path) > 2 else "(scm)")
+        problems.append(f"{where}: {err.message}")
+    return problems
+
+
+def _scm_problems(raw: dict) -> list[str]:
+    """Semantic checks of one schema-valid SCM entry; each line names the field."""
+    problems: list[str] = []
+
+    def bad(field: str, msg: str):
+        problems.append(f"scm {raw['id']!r}: {field}: {msg}")
+
+    nodes = raw["nodes"]
+    index = {name: i for i, name in enumerate(nodes)}
+    if len(index) != len(nodes):
+        dupes = sorted({n for n in nodes if nodes.count(n) > 1})
+        bad("nodes", f"duplicate node names {dupes}")
+    if raw["target"] not in index:
+        bad("target", f"unknown node {raw['target']!r}")
+    seen_edges = set()
+    for k, edge in enumerate(raw["edges"]):
+        for end in ("parent", "child"):
+            if edge[end] not in index:
+                bad(f"edges[{k}].{end}", f"unknown node {edge[end]!r}")
+        if edge["parent"] == edge["child"]:
+            bad(f"edges[{k}]", f"self-loop on {edge['parent']!r}")
+        if (edge["parent"], edge["child"]) in seen_edges:
+            bad(f"edges[{k}]", f"duplicate edge {edge['parent']!r} -> {edge['child']!r}")
+        seen_edges.add((edge["parent"], edge["child"]))
+        if not math.isfinite(edge["coef"]):
+            bad(f"edges[{k}].coef", f"must be finite, got {edge['coef']}")
+    for key in ("bias", "noise_std"):
+        for name, value in raw.get(key, {}).items():
+            if name not in index:
+                bad(f"{key}.{name}", f"unknown node {name!r}")
+            elif not math.isfinite(value):
+                bad(f"{key}.{name}", f"must be finite, got {value}")
+            elif key == "noise_std" and value <= 0:
+                bad(f"{key}.{name}", f"must be positive, got {value}")
+    for name, (lo, hi) in raw["ranges"].items():
+        if name not in index:
+            bad(f"ranges.{name}", f"unknown node {name!r}")
+        elif name == raw["target"]:
+            bad(f"ranges.{name}", "the target may not be intervened on")
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            bad(f"ranges.{name}", f"bounds must be finite, got [{lo}, {hi}]")
+        elif lo >= hi:
+            bad(f"ranges.{name}", f"lower bound must be below upper bound, got [{lo}, {hi}]")
+    if problems:
+        return problems
+    adjacency = np.zeros((len(nodes), len(nodes)), bool)
+    for edge in raw["edges"]:
+        adjacency[index[edge["parent"]], index[edge["child"]]] = True
+    cyclic = np.flatnonzero(np.diag(reachability(adjacency)))
+    if cyclic.size:
+        bad("edges", f"graph has a cycle through {[nodes[i] for i in cyclic]}")
+        return problems
+    anc = ancestors(adjacency, index[raw["target"]])
+    if not any(anc[index[name]] for name in raw["ranges"]):
+        bad("ranges", f"target {raw['target']!r} has no intervenable ancestor")
+    return problems
+
+
+def _build_scm(raw: dict) -> SCM:
+    nodes = tuple(raw["nodes"])
+    index = {name: i for i, name in enumerate(nodes)}
+    n = len(nodes)
+    weights = np.zeros((n, n))
+    for edge in raw["edges"]:
+        weights[index[edge["parent"]], index[edge["child"]]] = edge["coef"]
+    bias = np.array([raw.get("bias", {}).get(v, 0.0) for v in nodes], float)
+    noise = np.array([raw.get("noise_std", {}).get(v, 1.0) for v in nodes], float)
+    lo = np.full(n, np.nan)
+    hi = np.full(n, np.nan)
+    for name, (a, b) in raw["ranges"].items():
+        lo[index[name]], hi[index[name]] = a, b
+    return SCM(
+        id=raw["id"], nodes=nodes, target=index[raw["target"]], weights=weights, bias=bias,
+        noise_std=noise, lo=lo, hi=hi, family=raw.get("family", "custom"), level=raw.get("level", 0),
+    )
+
+
+def parse_suite(doc, path: str = "<suite>") -> Suite:
+    """Validate a decoded suite document and build its SCMs; raise ``SuiteError`` listing all problems."""
+    if not isinstance(doc, dict):
+        raise SuiteError(path, ["(top level): must be a JSON object"])
+    if doc.get("format") != SUITE_FORMAT:
+        raise SuiteError(path, [f"format: expected {SUITE_FORMAT!r}, got {doc.get('format')!r}"])
+    problems = _schema_problems(doc)
+    if problems:
+        raise SuiteError(path, problems)
+    ids = [s["id"] for s in doc["scms"]]
+    problems = [f"scm {i!r}: id: duplicate id" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    for raw in doc["scms"]:
+        problems.extend(_scm_problems(raw))
+    if problems:
+        raise SuiteError(path, problems)
+    level = doc.get("level")
+    scms = []
+    for raw in doc["scms"]:
+        raw = {"level": level or 0, **raw}
+        scms.append(_build_scm(raw))
+    return Suite(name=doc["name"], scms=tuple(scms), level=level, seed=doc.get("seed"))
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SuiteError(path, [f"cannot read file: {exc.strerror}"]) from None
+    try:
+        doc = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise SuiteError(path, [f"not valid JSON: {exc}"]) from None
+    return parse_suite(doc, path)
+
+
+def scm_to_dict(scm: SCM) -> dict:
+    names = scm.nodes
+    edges = [
+        {"parent": names[i], "child": names[j], "coef": float(scm.weights[i, j])}
+        for i, j in zip(*np.nonzero(scm.weights))
+    ]
+    allowed = scm.intervenable
+    return {
+        "id": scm.id,
+        "family": scm.family,
+        "level": scm.level,
+        "nodes": list(names),
+        "target": names[scm.target],
+        "edges": edges,
+        "bias": {v: float(b) for v, b in zip(names, scm.bias)},
+        "noise_std": {v: float(s) for v, s in zip(names, scm.noise_std)},
+        "ranges": {v: [float(scm.lo[i]), float(scm.hi[i])] for i, v in enumerate(names) if allowed[i]},
+    }
+
+
+def suite_to_json(suite: Suite) -> str:
+    doc = {"format": SUITE_FORMAT, "name": suite.name}
+    if suite.level is not None:
+        doc["level"] = suite.level
+    if suite.seed is not None:
+        doc["seed"] = suite.seed
+    # one SCM per line: diffable, and small enough to read
+    head = json.dumps(doc)[:-1]
+    scms = ",\n  ".join(json.dumps(scm_to_dict(s)) for s in suite.scms)
+    return f'{head}, "scms": [\n  {scms}\n]}}\n'
+
+
+def write_suite(suite: Suite, path: str | Path) -> None:
+    atomic_write_text(path, suite_to_json(suite))
