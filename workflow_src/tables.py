@@ -1,0 +1,96 @@
+"""Parquet table schemas: the long evaluation table shared by every method, and the training log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .atomic import atomic_path
+
+# One row per (method, SCM, episode, step). Baseline rows have null config, seed and checkpoint hash.
+EVAL_SCHEMA = pa.schema(
+    [
+        # identity
+        pa.field("config", pa.string()),
+        pa.field("seed", pa.int32()),
+        pa.field("suite", pa.string(), nullable=False),
+        pa.field("scm_id", pa.string(), nullable=False),
+        pa.field("family", pa.string(), nullable=False),
+        pa.field("level", pa.int16(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("episode", pa.int32(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        # action
+        pa.field("variable", pa.string(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("is_parent", pa.bool_(), nullable=False),
+        pa.field("is_optimal_variable", pa.bool_(), nullable=False),
+        pa.field("range_utilization", pa.float64(), nullable=False),  # |value - center| / radius, in [0, 1]
+        # outcomes
+        pa.field("target", pa.float64(), nullable=False),  # sampled Y of this intervention
+        pa.field("expected_target", pa.float64(), nullable=False),  # exact E[Y | do(variable = value)]
+        pa.field("oracle_target", pa.float64(), nullable=False),  # y*, the best achievable E[Y]
+        pa.field("random_target", pa.float64(), nullable=False),  # E[Y] of the uniformly random policy
+        pa.field("mu_target", pa.float64(), nullable=False),  # observational E[Y]
+        pa.field("norm_improvement", pa.float64(), nullable=False),  # (mu - expected) / (mu - y*)
+        pa.field("f1", pa.float64(), nullable=False),  # surrogate structure F1 on the data collected so far
+        # provenance
+        pa.field("package_version", pa.string(), nullable=False),
+        pa.field("git_commit", pa.string(), nullable=False),
+        pa.field("checkpoint_hash", pa.string()),
+    ]
+)
+
+# One row per training episode.
+TRAIN_LOG_SCHEMA = pa.schema(
+    [
+        pa.field("config", pa.string(), nullable=False),
+        pa.field("seed", pa.int32(), nullable=False),
+        pa.field("episode", pa.int32(), nullable=False),
+        pa.field("level", pa.int16(), nullable=False),
+        pa.field("level_changed", pa.bool_(), nullable=False),
+        pa.field("scm_id", pa.string(), nullable=False),
+        pa.field("family", pa.string(), nullable=False),
+        pa.field("reward", pa.float64(), nullable=False),
+        pa.field("reward_target", pa.float64(), nullable=False),
+        pa.field("reward_parent", pa.float64(), nullable=False),
+        pa.field("reward_info_gain", pa.float64(), nullable=False),
+        pa.field("norm_improvement", pa.float64(), nullable=False),
+        pa.field("parent_rate", pa.float64(), nullable=False),
+        pa.field("range_utilization", pa.float64(), nullable=False),
+        pa.field("f1", pa.float64(), nullable=False),
+        pa.field("loss", pa.float64(), nullable=False),
+        pa.field("grad_norm", pa.float64(), nullable=False),
+        pa.field("learning_rate", pa.float64(), nullable=False),
+        pa.field("wall_time", pa.float64(), nullable=False),  # seconds since the run (or resume) started
+    ]
+)
+
+
+class TableError(ValueError):
+    pass
+
+
+def to_table(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
+    missing = [n for n in schema.names if n not in frame.columns]
+    extra = [c for c in frame.columns if c not in schema.names]
+    if missing or extra:
+        raise TableError(f"{what}: missing columns {missing}, unexpected columns {extra}")
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+
+
+def write_table(frame: pd.DataFrame, schema: pa.Schema, path: str | Path, what: str = "table") -> None:
+    """Write ``frame`` with exactly ``schema`` (atomically); deterministic bytes for equal frames."""
+    table = to_table(frame, schema, what)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=False)
+
+
+def read_table(path: str | Path, schema: pa.Schema) -> pd.DataFrame:
+    table = pq.read_table(path)
+    if table.schema.remove_metadata() != schema.remove_metadata():
+        raise TableError(f"{path}: schema differs from the documented one")
+    return table.to_pandas()
