@@ -95,6 +95,49 @@ def cmd_suite_show(args) -> int:
     return 0
 
 
+# --- train / evaluate / baselines / summarize / compare / bench -----------------------------------------
+
+
+def cmd_train(args) -> int:
+    configure_jax(args.threads)
+    from .train import run_training_cli
+
+    return run_training_cli(args)
+
+
+def cmd_evaluate(args) -> int:
+    configure_jax(args.threads)
+    from .evaluate import run_evaluate_cli
+
+    return run_evaluate_cli(args)
+
+
+def cmd_baselines(args) -> int:
+    configure_jax(args.threads)
+    from .evaluate import run_baselines_cli
+
+    return run_baselines_cli(args)
+
+
+def cmd_summarize(args) -> int:
+    from .summarize import run_summarize_cli
+
+    return run_summarize_cli(args)
+
+
+def cmd_compare(args) -> int:
+    from .summarize import run_compare_cli
+
+    return run_compare_cli(args)
+
+
+def cmd_bench(args) -> int:
+    configure_jax(args.threads)
+    from .bench import run_bench_cli
+
+    return run_bench_cli(args)
+
+
 # --- parser --------------------------------------------------------------------------------------------
 
 
@@ -124,7 +167,66 @@ def build_parser() -> argparse.ArgumentParser:
     show = suite_sub.add_parser("show", help="a readable table of a suite")
     show.add_argument("file")
     show.set_defaults(func=cmd_suite_show)
+
+    train = sub.add_parser("train", help="train the policy with GRPO for one experiment config and seed")
+    train.add_argument("--experiment", required=True, help="experiment config name")
+    train.add_argument("--seed", type=int, required=True)
+    train.add_argument("--suites-dir", default="results/suites", help="where train-LNN.json files are")
+    train.add_argument("--checkpoint-dir", help="default checkpoints/EXPERIMENT/seed_SEED")
+    train.add_argument("--log-table", help="default results/EXPERIMENT/train/seed_SEED.parquet")
+    train.add_argument("--episodes", type=int, help="override the number of episodes")
+    train.add_argument("--stop-after", type=int, help="stop (as if interrupted) after this many episodes")
+    train.add_argument("--verbose", action="store_true", help="print per-step detail")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config(train)
+    add_threads(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained checkpoint on a suite")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--suite", required=True, help="suite file")
+    ev.add_argument("--out", required=True, help="output Parquet table")
+    ev.add_argument("--experiment", help="config name recorded in the table (default: the checkpoint's)")
+    ev.add_argument("--seed", type=int, help="seed recorded in the table (default: the checkpoint's)")
+    ev.add_argument("--methods", help="comma-separated policy modes (default from config: greedy,sampled)")
+    add_config(ev)
+    add_threads(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    base = sub.add_parser("baselines", help="run the non-learned baselines on a suite")
+    base.add_argument("--suite", required=True, help="suite file")
+    base.add_argument("--out", required=True, help="output Parquet table")
+    base.add_argument("--methods", help="comma-separated baselines (default from config)")
+    add_config(base)
+    add_threads(base)
+    base.set_defaults(func=cmd_baselines)
+
+    summ = sub.add_parser("summarize", help="aggregate one experiment config into summary.parquet/.html")
+    summ.add_argument("--experiment", required=True)
+    summ.add_argument("--results", default="results", help="the results directory")
+    summ.add_argument("--checkpoints", default="checkpoints", help="the checkpoints directory")
+    summ.add_argument("--out-table", help="default results/EXPERIMENT/summary.parquet")
+    summ.add_argument("--out-html", help="default results/EXPERIMENT/summary.html")
+    summ.add_argument("--charts-dir", help="default results/EXPERIMENT/charts")
+    add_config(summ)
+    summ.set_defaults(func=cmd_summarize)
+
+    comp = sub.add_parser("compare", help="compare the configs that have summaries")
+    comp.add_argument("summaries", nargs="+", help="summary.parquet files")
+    comp.add_argument("--out", default="results/compare.html")
+    comp.set_defaults(func=cmd_compare)
+
+    bench = sub.add_parser("bench", help="benchmarks (training, evaluation, suites); writes JSON")
+    bench.add_argument("--out", default="results/bench", help="output directory")
+    bench.add_argument("--only", help="comma-separated benchmark names")
+    add_config(bench)
+    add_threads(bench)
+    bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def add_threads(p) -> None:
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for XLA (the rule's threads)")
 
 
 def main(argv: list[str] | None = None) -> int:

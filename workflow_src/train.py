@@ -1,0 +1,230 @@
+"""The training driver: curriculum on the host, one compiled ``train_episode`` per run, checkpoints, log.
+
+A run is fully determined by its config slice and seed: the episode keys are ``fold_in(seed, episode)``,
+the curriculum's choices are seeded by (seed, episode), and everything needed to continue (parameters,
+optimizer state, curriculum state, best-so-far, the log so far) is in ``latest.ckpt`` and its log file,
+so a resumed run ends with exactly the parameters of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from . import checkpoint, curriculum
+from .checkpoint_errors import CheckpointError
+from .config import digest, load_config, train_slice
+from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_episode
+from .policy import architecture, init_params, make_policy
+from .provenance import git_commit, package_version
+from .scm import SCMArrays, stack_scms
+from .suite_io import load_suite
+from .tables import TRAIN_LOG_SCHEMA, read_table, write_table
+
+SMOOTHING = 0.9  # EMA of the episode reward that selects best.ckpt
+
+
+@dataclass
+class TrainPaths:
+    checkpoint_dir: Path
+    log_table: Path
+
+    def ckpt(self, name: str) -> Path:
+        return self.checkpoint_dir / f"{name}.ckpt"
+
+    @property
+    def partial_log(self) -> Path:
+        return self.checkpoint_dir / "latest.log.parquet"
+
+
+class Pools:
+    """The training suites of the config's levels, padded to one size and stacked per level."""
+
+    def __init__(self, suites_dir: Path, levels: list[int]):
+        self.suites = {lv: load_suite(suites_dir / f"train-L{lv:02d}.json") for lv in levels}
+        self.n_max = max(s.n for suite in self.suites.values() for s in suite.scms)
+        self.arrays = {lv: stack_scms(list(suite.scms), self.n_max) for lv, suite in self.suites.items()}
+        self.families = {lv: [s.family for s in suite.scms] for lv, suite in self.suites.items()}
+
+    def scm(self, level: int, index: int) -> SCMArrays:
+        return SCMArrays(*(jnp.asarray(a[index]) for a in self.arrays[level]))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _install_sigterm_handler(flag: dict) -> None:
+    def handler(signum, frame):
+        flag["stop"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _header(ctx: dict, episode: int, cur: dict, best: dict, metrics: dict) -> dict:
+    return {
+        "architecture": ctx["architecture"],
+        "config_name": ctx["name"],
+        "seed": ctx["seed"],
+        "config": ctx["spec"],
+        "config_hash": ctx["config_hash"],
+        "episode": episode,
+        "n_max": ctx["n_max"],
+        "metrics": metrics,
+        "curriculum": cur,
+        "best": best,
+        "package_version": package_version(),
+        "git_commit": git_commit(),
+    }
+
+
+def _try_resume(paths: TrainPaths, config_hash: str, target: TrainState, say) -> tuple | None:
+    latest = paths.ckpt("latest")
+    if not latest.exists():
+        return None
+    header = checkpoint.read_header(latest)
+    if header["config_hash"] != config_hash:
+        say(f"{latest}: config hash {header['config_hash']} differs from {config_hash}: starting fresh")
+        return None
+    header, state = checkpoint.load(latest, target)
+    rows = read_table(paths.partial_log, TRAIN_LOG_SCHEMA).to_dict("records") if paths.partial_log.exists() else []
+    if len(rows) != header["episode"]:
+        raise CheckpointError(f"{paths.partial_log}: holds {len(rows)} episodes, latest.ckpt {header['episode']}")
+    say(f"resuming from {latest} at episode {header['episode']}")
+    return header, state, rows
+
+
+def train(
+    name: str,
+    spec: dict,
+    seed: int,
+    suites_dir: Path,
+    paths: TrainPaths,
+    verbose: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    out=sys.stderr,
+) -> TrainState:
+    """Train one (config, seed); writes checkpoints and the log; returns the final state."""
+
+    def say(msg: str) -> None:
+        tqdm.write(msg, file=out)
+
+    stop = {"stop": False}
+    _install_sigterm_handler(stop)
+    pools = Pools(suites_dir, spec["levels"])
+    settings = GRPOSettings.from_experiment(spec)
+    cur_settings = curriculum.CurriculumSettings.from_experiment(spec)
+    policy = make_policy(spec["policy"])
+    optimizer, schedule = make_optimizer(spec["training"], spec["episodes"])
+    params = init_params(policy, jax.random.PRNGKey(seed))
+    state = TrainState(params, optimizer.init(params))
+    ctx = {
+        "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
+        "config_hash": digest(spec), "n_max": pools.n_max,
+    }
+    start, cur, rows = 0, curriculum.initial_state(), []
+    best = {"score": None, "smoothed": None, "episode": None}
+    resumed = _try_resume(paths, ctx["config_hash"], state, say)
+    if resumed:
+        header, state, rows = resumed
+        start, cur, best = header["episode"], header["curriculum"], header["best"]
+    train_episode = jax.jit(make_train_episode(settings, policy, optimizer))
+    base_key = jax.random.PRNGKey(seed)
+    wall_offset = rows[-1]["wall_time"] if rows else 0.0
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=spec["episodes"], initial=start, file=out, disable=not progress, mininterval=2.0,
+        dynamic_ncols=True, desc=f"{name}/seed {seed}",
+    )
+
+    def save(which: str, episode: int, metrics: dict) -> None:
+        checkpoint.save(paths.ckpt(which), _header(ctx, episode, cur, best, metrics), state)
+
+    for episode in range(start, spec["episodes"]):
+        cur = curriculum.next_scm(cur, cur_settings, pools.families[curriculum.current_level(cur, cur_settings)],
+                                  seed, episode)
+        level = curriculum.current_level(cur, cur_settings)
+        scm = pools.suites[level].scms[cur["scm"]]
+        lr = float(schedule(state.opt_state[1][0].count)) if hasattr(state.opt_state[1][0], "count") else math.nan
+        state, stats, detail = train_episode(state, pools.scm(level, cur["scm"]), jax.random.fold_in(base_key, episode))
+        metrics = {k: float(v) for k, v in stats._asdict().items()}
+        n_changes = len(cur["changes"])
+        cur = curriculum.record(cur, cur_settings, scm.family, metrics, episode)
+        rows.append(
+            {"config": name, "seed": seed, "episode": episode, "level": level,
+             "level_changed": len(cur["changes"]) > n_changes, "scm_id": scm.id, "family": scm.family,
+             **metrics, "learning_rate": lr, "wall_time": wall_offset + time.perf_counter() - t0}
+        )
+        if verbose:
+            _print_steps(say, episode, scm, detail)
+        if len(cur["changes"]) > n_changes:
+            change = cur["changes"][-1]
+            say(f"episode {episode}: level {change['from']} -> {change['to']} ({change['reason']}, "
+                f"smoothed normalized improvement {change['score']:.3f})")
+        best["smoothed"] = (metrics["reward"] if best["smoothed"] is None
+                            else SMOOTHING * best["smoothed"] + (1 - SMOOTHING) * metrics["reward"])
+        bar.set_postfix(level=level, reward=f"{best['smoothed']:.3f}", refresh=False)
+        bar.update(1)
+        done = episode + 1
+        if done % spec["checkpoint_every"] == 0 or done == spec["episodes"] or stop["stop"] or done == stop_after:
+            # best: the highest smoothed reward at the furthest level reached
+            score = [cur["level_index"], best["smoothed"]]
+            if best["score"] is None or score >= best["score"]:
+                best.update(score=score, episode=done)
+                save("best", done, metrics)
+            if done % spec["checkpoint_every"] == 0:
+                save(f"episode_{done:05d}", done, metrics)
+            save("latest", done, metrics)
+            write_table(pd.DataFrame(rows), TRAIN_LOG_SCHEMA, paths.partial_log, "training log")
+            if (stop["stop"] or done == stop_after) and done < spec["episodes"]:
+                bar.close()
+                raise Interrupted(f"stopped after episode {done}; rerun to resume from {paths.ckpt('latest')}")
+    bar.close()
+    final_metrics = rows[-1] if rows else {}
+    save("final", spec["episodes"], {k: final_metrics[k] for k in ("reward", "norm_improvement", "f1")} if rows else {})
+    write_table(pd.DataFrame(rows), TRAIN_LOG_SCHEMA, paths.log_table, "training log")
+    say(f"trained {spec['episodes']} episodes in {rows[-1]['wall_time']:.1f}s; final level "
+        f"{curriculum.current_level(cur, cur_settings)}; wrote {paths.ckpt('final')} and {paths.log_table}")
+    return state
+
+
+def _print_steps(say, episode: int, scm, detail: dict) -> None:
+    d = {k: np.asarray(v) for k, v in detail.items()}
+    say(f"episode {episode} on {scm.id} ({scm.family}, target {scm.nodes[scm.target]})")
+    for t in range(d["variable"].shape[0]):
+        actions = " ".join(
+            f"{scm.nodes[v]}={x:+.2f}" if v < scm.n else "?" for v, x in zip(d["variable"][t], d["value"][t])
+        )
+        say(f"  step {t:2d} executed #{d['executed'][t]} | actions {actions}")
+        say(f"          rewards {np.array2string(d['reward'][t], precision=2, max_line_width=200)}")
+        say(f"          advantages {np.array2string(d['advantage'][t], precision=2, max_line_width=200)}")
+
+
+def run_training_cli(args) -> int:
+    import json
+
+    spec = json.loads(args.spec) if args.spec else train_slice(load_config(args.config), args.experiment)
+    if args.episodes:
+        spec = {**spec, "episodes": args.episodes}
+    paths = TrainPaths(
+        checkpoint_dir=Path(args.checkpoint_dir or f"checkpoints/{args.experiment}/seed_{args.seed}"),
+        log_table=Path(args.log_table or f"results/{args.experiment}/train/seed_{args.seed}.parquet"),
+    )
+    try:
+        train(args.experiment, spec, args.seed, Path(args.suites_dir), paths, verbose=args.verbose,
+              progress=not args.no_progress, stop_after=args.stop_after)
+    except Interrupted as exc:
+        print(f"acbo train: {exc}", file=sys.stderr)
+        return 3
+    return 0
