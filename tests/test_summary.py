@@ -1,0 +1,489 @@
+"""Summary stage: bootstrap aggregation, paired differences, reproducible outputs, the CLI, and the
+Snakemake report of a real debug study."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import copy_workflow, run_cli, snakemake
+
+from workflow_src.cli import CLIError
+from workflow_src.metrics import METRIC_COLUMNS, episode_metrics
+from workflow_src.summarize import (
+    ALL_SUITES,
+    SUMMARY_SCHEMA,
+    Units,
+    bootstrap,
+    load_inputs,
+    paired_differences,
+    read_summary,
+    run_compare_cli,
+    run_summarize_cli,
+    summarize,
+    unit_means,
+)
+from workflow_src.tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, write_table
+
+BASELINES = ("random", "oracle", "marginal_regression", "thompson_bandit")
+POLICIES = ("policy_greedy", "policy_sampled")
+QUALITY = {
+    "policy_greedy": 0.8,
+    "policy_sampled": 0.7,
+    "oracle": 1.0,
+    "marginal_regression": 0.6,
+    "thompson_bandit": 0.5,
+    "random": 0.2,
+}
+
+
+# --- synthetic tables that match EVAL_SCHEMA / TRAIN_LOG_SCHEMA exactly -------------------------------------
+
+
+def eval_frame(method, suite, level, n_scms=4, episodes=3, steps=5, seed=None, config=None, rng_seed=0):
+    """A long evaluation table of one method on one synthetic suite; better methods improve more."""
+    rng = np.random.default_rng(
+        [rng_seed, level, n_scms, episodes, steps, abs(hash(method)) % 10_000, seed or 0]
+    )
+    rows = []
+    for c in range(n_scms):
+        scm_rng = np.random.default_rng([level, c])  # per-SCM constants shared by all methods
+        mu, gap = scm_rng.uniform(-1, 1), scm_rng.uniform(1, 3)
+        oracle, rand = mu - gap, mu - 0.2 * gap
+        for e in range(episodes):
+            for t in range(steps):
+                ni = float(np.clip(rng.normal(QUALITY[method] * (t + 1) / steps, 0.15), -0.5, 1.0))
+                expected = mu - ni * gap
+                rows.append(
+                    {
+                        "config": config,
+                        "seed": seed,
+                        "suite": suite,
+                        "scm_id": f"{suite}-{c:03d}",
+                        "family": ["chain", "fork"][c % 2],
+                        "level": level,
+                        "method": method,
+                        "episode": e,
+                        "step": t,
+                        "variable": f"X{t % 3}",
+                        "value": float(rng.uniform(-2, 2)),
+                        "is_parent": bool(rng.random() < QUALITY[method]),
+                        "is_optimal_variable": bool(rng.random() < QUALITY[method] / 2),
+                        "range_utilization": float(rng.uniform(0, 1)),
+                        "target": float(expected + rng.normal(0, 0.3)),
+                        "expected_target": float(expected),
+                        "oracle_target": float(oracle),
+                        "random_target": float(rand),
+                        "mu_target": float(mu),
+                        "norm_improvement": ni,
+                        "f1": float(rng.uniform(0, 1)),
+                        "package_version": "0.1.0",
+                        "git_commit": "abc123",
+                        "checkpoint_hash": f"ckpt{seed}" if seed is not None else None,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def train_frame(config, seed, episodes=12):
+    rng = np.random.default_rng(seed)
+    levels = np.where(np.arange(episodes) < episodes // 2, 1, 2)
+    return pd.DataFrame(
+        {
+            "config": config,
+            "seed": seed,
+            "episode": np.arange(episodes),
+            "level": levels,
+            "level_changed": np.r_[False, np.diff(levels) != 0],
+            "scm_id": "train-L01-000",
+            "family": "chain",
+            "reward": rng.uniform(0, 1, episodes),
+            "reward_target": rng.uniform(0, 1, episodes),
+            "reward_parent": rng.uniform(0, 1, episodes),
+            "reward_info_gain": 0.0,
+            "norm_improvement": np.linspace(0, 0.8, episodes),
+            "parent_rate": rng.uniform(0, 1, episodes),
+            "range_utilization": rng.uniform(0, 1, episodes),
+            "f1": rng.uniform(0, 1, episodes),
+            "loss": rng.normal(0, 1, episodes),
+            "grad_norm": rng.uniform(0, 1, episodes),
+            "learning_rate": 5e-4,
+            "wall_time": np.arange(episodes) * 0.5,
+        }
+    )
+
+
+SUITES = {"heldout-L01": 1, "heldout-L02": 2}
+
+
+def make_study(tmp: Path, config="synth", seeds=(0, 1), suites=SUITES, n_scms=4, episodes=3, steps=5) -> dict:
+    """Write a complete synthetic study (evals, baselines, training logs, checkpoints); return its spec."""
+    results, ckpts = tmp / "results", tmp / "checkpoints"
+    for suite, level in suites.items():
+        base = pd.concat([eval_frame(m, suite, level, n_scms, episodes, steps) for m in BASELINES])
+        write_table(base, EVAL_SCHEMA, results / "baselines" / f"{suite}.parquet")
+        for seed in seeds:
+            pol = pd.concat(
+                [eval_frame(m, suite, level, n_scms, episodes, steps, seed, config) for m in POLICIES]
+            )
+            write_table(pol, EVAL_SCHEMA, results / config / "eval" / f"seed_{seed}" / f"{suite}.parquet")
+    for seed in seeds:
+        write_table(
+            train_frame(config, seed), TRAIN_LOG_SCHEMA, results / config / "train" / f"seed_{seed}.parquet"
+        )
+        header = {
+            "format": "acbo-checkpoint/1",
+            "config_name": config,
+            "seed": seed,
+            "episode": 12,
+            "config_hash": "cafe",
+            "package_version": "0.1.0",
+            "git_commit": "abc123",
+            "wall_time": 6.0,
+        }
+        path = ckpts / config / f"seed_{seed}" / "final.ckpt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(json.dumps(header).encode() + b"\n" + bytes(range(256)))
+    return {
+        "config": config,
+        "seeds": list(seeds),
+        "eval_suites": sorted(suites),
+        "bootstrap_resamples": 300,
+        "bootstrap_seed": 0,
+    }
+
+
+def summarize_args(tmp: Path, spec: dict, out: str = "out") -> Namespace:
+    return Namespace(
+        experiment=spec["config"],
+        spec=json.dumps(spec),
+        config=None,
+        results=str(tmp / "results"),
+        checkpoints=str(tmp / "checkpoints"),
+        out_table=str(tmp / out / "summary.parquet"),
+        out_html=str(tmp / out / "summary.html"),
+        charts_dir=str(tmp / out / "charts"),
+    )
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    spec = make_study(tmp)
+    args = summarize_args(tmp, spec)
+    start = time.perf_counter()
+    assert run_summarize_cli(args) == 0
+    elapsed = time.perf_counter() - start
+    return {"tmp": tmp, "spec": spec, "args": args, "seconds": elapsed}
+
+
+# --- bootstrap --------------------------------------------------------------------------------------------
+
+
+def _units(values: np.ndarray, n_strata: int = 1) -> Units:
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        values = values[None, :, None]
+    strata = np.arange(values.shape[1]) % n_strata
+    return Units(values=values, strata=strata, n_episodes=values.shape[1], n_seeds=values.shape[0])
+
+
+def test_bootstrap_ci_contains_mean_and_is_reproducible():
+    rng = np.random.default_rng(1)
+    units = _units(rng.normal(2.0, 1.0, size=(3, 20, 4)), n_strata=2)
+    mean, low, high = bootstrap(units, 500, seed=7)
+    assert np.allclose(mean, units.values.mean(axis=(0, 1)))
+    assert np.all(low <= mean) and np.all(mean <= high) and np.all(low < high)
+    again = bootstrap(units, 500, seed=7)
+    for a, b in zip((mean, low, high), again):
+        assert np.array_equal(a, b)
+    other = bootstrap(units, 500, seed=8)
+    assert not np.array_equal(low, other[1])
+
+
+def test_bootstrap_ci_shrinks_with_more_data():
+    rng = np.random.default_rng(2)
+    widths = []
+    for n in (16, 64, 256, 1024):
+        x = rng.normal(0.0, 1.0, n)
+        x = (x - x.mean()) / x.std()  # unit spread, so only n changes
+        _, low, high = bootstrap(_units(x), 1000, seed=0)
+        widths.append(float(high[0] - low[0]))
+        # a normal-theory 95% interval of the mean is 2 * 1.96 / sqrt(n) wide
+        assert widths[-1] == pytest.approx(2 * 1.96 / np.sqrt(n), rel=0.2)
+    assert all(a > b for a, b in itertools.pairwise(widths)), widths
+
+
+def test_bootstrap_resamples_seeds_when_several():
+    # SCM effects identical, seeds differ a lot: the CI must reflect the spread between seeds
+    values = np.repeat(np.array([0.0, 1.0, 2.0])[:, None, None], 10, axis=1)
+    _, low, high = bootstrap(_units(values), 1000, seed=0)
+    assert high[0] - low[0] > 0.9
+    _, low1, high1 = bootstrap(_units(values[:1]), 1000, seed=0)
+    assert high1[0] - low1[0] == 0.0
+
+
+def test_bootstrap_skips_missing_units():
+    values = np.array([[[1.0], [np.nan], [3.0]]])
+    mean, low, high = bootstrap(_units(values), 200, seed=0)
+    assert mean[0] == 2.0 and 1.0 <= low[0] <= high[0] <= 3.0
+
+
+def test_unit_means_average_episodes_per_seed_and_scm():
+    frame = pd.DataFrame(
+        {
+            "seed": [0, 0, 0, 1],
+            "suite": ["a", "a", "b", "a"],
+            "scm_id": ["s1", "s1", "s2", "s1"],
+            "level": [1, 1, 2, 1],
+            "x": [1.0, 3.0, 10.0, 5.0],
+        }
+    )
+    units = unit_means(frame, ["x"])
+    assert units.values.shape == (2, 2, 1) and units.n_seeds == 2 and units.n_episodes == 4
+    assert units.values[0, 0, 0] == 2.0 and units.values[0, 1, 0] == 10.0 and units.values[1, 0, 0] == 5.0
+    assert np.isnan(units.values[1, 1, 0])
+    assert list(units.strata) == [0, 1]
+    baseline = unit_means(frame.assign(seed=None), ["x"])
+    assert baseline.values.shape == (1, 2, 1) and baseline.n_seeds == 0
+
+
+# --- paired differences -------------------------------------------------------------------------------------
+
+
+def test_paired_differences_match_hand_computation():
+    pol = eval_frame("policy_greedy", "heldout-L01", 1, n_scms=2, episodes=2, steps=3, seed=0, config="c")
+    base = eval_frame("random", "heldout-L01", 1, n_scms=2, episodes=2, steps=3)
+    table = pd.concat([pol, base], ignore_index=True)
+    diffs = paired_differences(episode_metrics(table))
+    assert len(diffs) == 4 and set(diffs["baseline"]) == {"random"}
+    for row in diffs.itertuples(index=False):
+        p = pol[(pol.scm_id == row.scm_id) & (pol.episode == row.episode)]
+        b = base[(base.scm_id == row.scm_id) & (base.episode == row.episode)]
+        assert row.target_mean == pytest.approx(p.target.mean() - b.target.mean())
+        assert row.norm_improvement_best == pytest.approx(p.norm_improvement.max() - b.norm_improvement.max())
+        assert row.parent_rate == pytest.approx(p.is_parent.mean() - b.is_parent.mean())
+
+
+def test_paired_rows_in_summary_match_hand_computation(tmp_path):
+    spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=3, episodes=2, steps=4)
+    inputs = load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
+    summary = summarize(inputs)
+    row = summary[
+        (summary.kind == "paired_difference")
+        & (summary.method == "policy_greedy")
+        & (summary.baseline == "oracle")
+        & (summary.suite == "heldout-L01")
+        & (summary.metric == "norm_improvement_best")
+    ].iloc[0]
+    ev = inputs.evals
+    best = ev.groupby(["method", "scm_id", "episode"])["norm_improvement"].max()
+    per_scm = (best["policy_greedy"] - best["oracle"]).groupby(level="scm_id").mean()
+    assert row["mean"] == pytest.approx(per_scm.mean())
+    assert row["ci_low"] <= row["mean"] <= row["ci_high"]
+    assert row["n_scms"] == 3 and row["n_episodes"] == 6 and row["better"] == "higher"
+
+
+# --- the summary table --------------------------------------------------------------------------------------
+
+
+def test_summary_table_schema_and_content(study):
+    frame, meta = read_summary(study["args"].out_table)
+    assert pq.read_schema(study["args"].out_table).remove_metadata() == SUMMARY_SCHEMA
+    assert set(frame["kind"]) == {"metric", "paired_difference", "step_curve", "training"}
+    metrics = frame[frame["kind"] == "metric"]
+    assert set(metrics["method"]) == set(BASELINES) | set(POLICIES)
+    assert set(metrics["suite"]) == set(SUITES) | {ALL_SUITES}
+    assert set(metrics["metric"]) == set(METRIC_COLUMNS)
+    ok = metrics["ci_low"].notna()
+    assert (metrics["ci_low"][ok] <= metrics["mean"][ok] + 1e-12).all()
+    assert (metrics["mean"][ok] <= metrics["ci_high"][ok] + 1e-12).all()
+    pooled = metrics[(metrics["method"] == "policy_greedy") & metrics["seed"].isna()]
+    assert set(pooled["n_seeds"]) == {2}
+    assert set(metrics[metrics["method"] == "policy_greedy"]["seed"].dropna()) == {0, 1}  # per-seed rows too
+    assert metrics[metrics["method"] == "random"]["seed"].isna().all()
+    # the synthetic tables rank the methods by QUALITY
+    head = metrics[
+        (metrics["suite"] == ALL_SUITES)
+        & metrics["seed"].isna()
+        & (metrics["metric"] == "norm_improvement_best")
+    ]
+    by = head.set_index("method")["mean"]
+    assert by["oracle"] > by["policy_greedy"] > by["marginal_regression"] > by["random"]
+    curves = frame[frame["kind"] == "step_curve"]
+    assert sorted(curves["step"].unique()) == [1, 2, 3, 4, 5]
+    oracle_curve = curves[(curves["method"] == "oracle") & (curves["suite"] == ALL_SUITES)].sort_values(
+        "step"
+    )
+    assert oracle_curve["mean"].is_monotonic_increasing
+    assert meta["config"] == "synth" and [t["seed"] for t in meta["training"]] == [0, 1]
+    assert meta["training"][0]["checkpoint_episode"] == 12 and meta["training"][0][
+        "evaluated_checkpoint_hashes"
+    ] == ["ckpt0"]
+
+
+def test_pooled_mean_equals_mean_over_scms_and_seeds(study):
+    frame, _ = read_summary(study["args"].out_table)
+    inputs = load_inputs(study["spec"], study["tmp"] / "results", study["tmp"] / "checkpoints")
+    ep = episode_metrics(inputs.evals)
+    ep = ep[(ep["method"] == "policy_sampled") & (ep["suite"] == "heldout-L02")]
+    expected = ep.groupby(["seed", "scm_id"])["target_mean"].mean().mean()
+    row = frame[
+        (frame["kind"] == "metric")
+        & (frame["method"] == "policy_sampled")
+        & (frame["suite"] == "heldout-L02")
+        & frame["seed"].isna()
+        & (frame["metric"] == "target_mean")
+    ]
+    assert row["mean"].item() == pytest.approx(expected)
+
+
+def test_summarize_twice_is_byte_identical(study, tmp_path):
+    args = summarize_args(study["tmp"], study["spec"], out="again")
+    assert run_summarize_cli(args) == 0
+    first, second = study["args"], args
+    assert Path(first.out_table).read_bytes() == Path(second.out_table).read_bytes()
+    assert Path(first.out_html).read_bytes() == Path(second.out_html).read_bytes()
+    names = sorted(p.name for p in Path(first.charts_dir).iterdir())
+    assert names == sorted(p.name for p in Path(second.charts_dir).iterdir())
+    assert names == sorted(
+        f"{n}.png"
+        for n in (
+            "comparison_norm_improvement",
+            "comparison_target_mean",
+            "paired_differences",
+            "step_curves",
+            "training_curves",
+            "behaviour",
+        )
+    )
+    for name in names:
+        assert (Path(first.charts_dir) / name).read_bytes() == (Path(second.charts_dir) / name).read_bytes()
+
+
+def test_summary_html_is_self_contained(study):
+    page = Path(study["args"].out_html).read_text()
+    assert page.count("window.vegaEmbed=") == 1  # the Vega bundle is inlined once
+    assert page.count('<div class="chart"') == 6
+    assert "<script src" not in page and "<link" not in page
+    assert "http://" not in page.replace("http://www.w3.org", "")  # only XML namespaces inside the bundle
+    for text in (
+        "Headline numbers",
+        "Provenance",
+        "policy_greedy",
+        "ckpt0",
+        "abc123",
+        "heldout-L02 (level 2)",
+    ):
+        assert text in page
+
+
+def test_missing_table_names_the_file(tmp_path):
+    spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=2, episodes=1, steps=2)
+    missing = tmp_path / "results" / "baselines" / "heldout-L01.parquet"
+    missing.unlink()
+    with pytest.raises(CLIError, match="heldout-L01.parquet"):
+        run_summarize_cli(summarize_args(tmp_path, spec))
+    proc = run_cli(
+        "summarize",
+        "--experiment",
+        "synth",
+        "--spec",
+        json.dumps(spec),
+        "--results",
+        tmp_path / "results",
+        "--checkpoints",
+        tmp_path / "checkpoints",
+        "--out-table",
+        tmp_path / "o.parquet",
+        "--out-html",
+        tmp_path / "o.html",
+        "--charts-dir",
+        tmp_path / "c",
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and str(missing) in proc.stderr
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_foreign_rows_are_refused(tmp_path):
+    spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=2, episodes=1, steps=2)
+    path = tmp_path / "results" / "synth" / "eval" / "seed_0" / "heldout-L01.parquet"
+    frame = pd.read_parquet(path)
+    write_table(frame.assign(seed=3), EVAL_SCHEMA, path)
+    with pytest.raises(CLIError, match="column seed holds 3, expected 0"):
+        load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
+
+
+def test_checkpoint_header_fields_are_optional(tmp_path):
+    spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=2, episodes=1, steps=2)
+    (tmp_path / "checkpoints" / "synth" / "seed_0" / "final.ckpt").write_bytes(b'{"format": "x"}\n\x00\x01')
+    inputs = load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
+    assert inputs.headers[0] == {"format": "x"}
+    assert run_summarize_cli(summarize_args(tmp_path, spec)) == 0
+    (tmp_path / "checkpoints" / "synth" / "seed_0" / "final.ckpt").write_bytes(b"\x93\x00 not json")
+    with pytest.raises(CLIError, match="final.ckpt: the first line is not a JSON checkpoint header"):
+        load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
+
+
+def test_compare_page(study, tmp_path):
+    other = make_study(tmp_path, config="other", seeds=(0,), suites={"heldout-L01": 1})
+    args = summarize_args(tmp_path, other)
+    assert run_summarize_cli(args) == 0
+    out = tmp_path / "compare.html"
+    assert run_compare_cli(Namespace(summaries=[study["args"].out_table, args.out_table], out=str(out))) == 0
+    page = out.read_text()
+    assert page.count("window.vegaEmbed=") == 1 and page.count('<div class="chart"') == 2
+    assert "synth" in page and "other" in page
+    again = tmp_path / "compare2.html"
+    run_compare_cli(Namespace(summaries=[args.out_table, study["args"].out_table], out=str(again)))
+    assert again.read_bytes() == out.read_bytes()
+    with pytest.raises(CLIError, match="missing summary table .*nope.parquet"):
+        run_compare_cli(Namespace(summaries=[str(tmp_path / "nope.parquet")], out=str(out)))
+
+
+# --- the real debug study through Snakemake -------------------------------------------------------------------
+
+
+_DEBUG_STUDY: dict[str, Path] = {}
+
+
+def debug_workdir(tmp_path_factory) -> Path:
+    """A temporary copy of the workflow in which `snakemake results/debug/summary.html` has finished.
+
+    Built once per test session; the report test and the browser test both use it.
+    """
+    if "dir" not in _DEBUG_STUDY:
+        workdir = copy_workflow(tmp_path_factory.mktemp("debug_study"))
+        snakemake(workdir, "results/debug/summary.html", timeout=1800)
+        _DEBUG_STUDY["dir"] = workdir
+    return _DEBUG_STUDY["dir"]
+
+
+@pytest.fixture(scope="module")
+def debug_study(tmp_path_factory):
+    return debug_workdir(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_snakemake_report_contains_the_charts(debug_study):
+    proc = snakemake(debug_study, "--report", "report.html", "results/debug/summary.html")
+    report = (debug_study / "report.html").read_text(errors="replace")
+    assert proc.returncode == 0
+    for name in (
+        "comparison_norm_improvement",
+        "step_curves",
+        "training_curves",
+        "behaviour",
+        "summary.html",
+    ):
+        assert name in report, name
+    table, _ = read_summary(debug_study / "results" / "debug" / "summary.parquet")
+    assert {"policy_greedy", "policy_sampled", "random", "oracle"} <= set(table["method"])

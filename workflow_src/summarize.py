@@ -1,0 +1,587 @@
+"""Summary stage: aggregate one experiment config's tables into ``summary.parquet`` and ``summary.html``.
+
+Inputs are the policy's evaluation tables (one per seed and suite), the shared baseline tables, the
+training logs, and the JSON headers of the final checkpoints (provenance only). Every number in the
+output is derived from those files with fixed seeds, so rerunning reproduces both outputs byte for byte.
+
+Aggregation (DESIGN §6): metrics are computed per episode by ``metrics.episode_metrics``, averaged per
+*unit* (one SCM under one training seed), and reported as the mean over units with a 95% percentile
+bootstrap CI that resamples SCMs (within each suite) and, when there are several, training seeds.
+Every group of one scope draws the same SCM resamples (``default_rng(bootstrap_seed)``), so methods
+are compared on common random numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .atomic import atomic_path
+from .cli import CLIError
+from .config import load_config, summary_slice
+from .metrics import EPISODE_KEYS, METRIC_COLUMNS, episode_metrics, step_curves
+from .tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, TableError, read_table
+
+ALL_SUITES = "all suites"  # the scope pooling every evaluated suite (not a valid suite name)
+POLICY_PREFIX = "policy_"
+CI_LEVEL = 0.95
+CHECKPOINT_HEADER_LIMIT = 1 << 20  # bytes read at most for a checkpoint's JSON header line
+PROVENANCE_KEY = b"acbo.provenance"
+
+# Which direction is better for each metric (differences are always policy minus baseline).
+BETTER = {
+    "target_mean": "lower",
+    "target_best": "lower",
+    "norm_improvement_mean": "higher",
+    "norm_improvement_best": "higher",
+    "simple_regret": "lower",
+    "optimum_found": "higher",
+    "parent_rate": "higher",
+    "optimal_variable_rate": "higher",
+    "range_utilization": None,
+    "f1": "higher",
+    "improvement_over_random": "higher",
+    "best_so_far": "higher",
+    "reward": "higher",
+    "norm_improvement": "higher",
+    "level": None,
+    "loss": None,
+}
+TRAINING_METRICS = ["reward", "norm_improvement", "f1", "parent_rate", "range_utilization", "level", "loss"]
+CURVE_METRIC = "best_so_far"
+
+# One long tidy table. kind: "metric" (per method and scope), "paired_difference" (policy mode minus
+# baseline on the same SCM and episode), "step_curve" (best-so-far normalized improvement after each
+# intervention; step = intervention number from 1), "training" (raw training log; step = episode).
+# suite = ALL_SUITES pools every suite; seed null pools every seed (or a baseline, which has none).
+SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("config", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("baseline", pa.string()),
+        pa.field("suite", pa.string()),
+        pa.field("level", pa.int16()),
+        pa.field("seed", pa.int32()),
+        pa.field("step", pa.int32()),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("better", pa.string()),
+        pa.field("mean", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("n_seeds", pa.int32(), nullable=False),
+        pa.field("n_scms", pa.int32(), nullable=False),
+        pa.field("n_episodes", pa.int32(), nullable=False),
+    ]
+)
+SORT_KEYS = ["kind", "method", "baseline", "suite", "level", "seed", "metric", "step"]
+
+
+# --- inputs ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SummaryInputs:
+    """Everything the summary reads: evaluation rows of all methods, training logs, checkpoint headers."""
+
+    spec: dict
+    evals: pd.DataFrame
+    train: pd.DataFrame
+    headers: dict[int, dict] = field(default_factory=dict)  # seed -> final checkpoint header
+
+
+def input_paths(spec: dict, results: str | Path, checkpoints: str | Path) -> dict[str, list[Path]]:
+    results, checkpoints, name = Path(results), Path(checkpoints), spec["config"]
+    seeds, suites = sorted(spec["seeds"]), sorted(spec["eval_suites"])
+    return {
+        "evals": [
+            results / name / "eval" / f"seed_{s}" / f"{suite}.parquet" for s in seeds for suite in suites
+        ],
+        "baselines": [results / "baselines" / f"{suite}.parquet" for suite in suites],
+        "train": [results / name / "train" / f"seed_{s}.parquet" for s in seeds],
+        "checkpoints": [checkpoints / name / f"seed_{s}" / "final.ckpt" for s in seeds],
+    }
+
+
+def _read(path: Path, schema: pa.Schema, what: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise CLIError(f"missing {what} {path}")
+    try:
+        return read_table(path, schema)
+    except TableError as err:
+        raise CLIError(str(err)) from None
+    except (OSError, pa.ArrowException) as err:
+        raise CLIError(f"{path}: cannot read {what}: {err}") from None
+
+
+def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, methods: str) -> None:
+    """Refuse a table that holds rows of another config, seed or suite, or unexpected methods."""
+    if frame.empty:
+        raise CLIError(f"{path}: the table has no rows")
+    checks = {"config": config, "seed": seed, "suite": suite}
+    for column, expected in checks.items():
+        values = frame[column]
+        ok = values.isna().all() if expected is None else (values == expected).all()
+        if not ok:
+            found = sorted(map(str, values.dropna().unique())) or ["null"]
+            raise CLIError(
+                f"{path}: column {column} holds {', '.join(found)}, expected {expected if expected is not None else 'null'}"
+            )
+    is_policy = frame["method"].str.startswith(POLICY_PREFIX)
+    bad = frame["method"][~is_policy if methods == "policy" else is_policy]
+    if len(bad):
+        raise CLIError(f"{path}: unexpected method {min(bad.unique())!r} in a {methods} table")
+
+
+def read_checkpoint_header(path: Path) -> dict:
+    """The JSON header (first line) of a checkpoint file; the msgpack body is not read."""
+    if not path.is_file():
+        raise CLIError(f"missing checkpoint {path}")
+    with open(path, "rb") as fh:
+        line = fh.readline(CHECKPOINT_HEADER_LIMIT)
+    try:
+        header = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CLIError(f"{path}: the first line is not a JSON checkpoint header") from None
+    if not isinstance(header, dict):
+        raise CLIError(f"{path}: the checkpoint header is not a JSON object")
+    return header
+
+
+def load_inputs(spec: dict, results: str | Path, checkpoints: str | Path) -> SummaryInputs:
+    paths = input_paths(spec, results, checkpoints)
+    name, seeds, suites = spec["config"], sorted(spec["seeds"]), sorted(spec["eval_suites"])
+    frames = []
+    for path, (seed, suite) in zip(paths["evals"], [(s, x) for s in seeds for x in suites]):
+        frame = _read(path, EVAL_SCHEMA, "evaluation table")
+        _check_identity(frame, path, name, seed, suite, "policy")
+        frames.append(frame)
+    for path, suite in zip(paths["baselines"], suites):
+        frame = _read(path, EVAL_SCHEMA, "baseline table")
+        _check_identity(frame, path, None, None, suite, "baseline")
+        frames.append(frame)
+    logs = []
+    for path, seed in zip(paths["train"], seeds):
+        log = _read(path, TRAIN_LOG_SCHEMA, "training log")
+        if log.empty:
+            raise CLIError(f"{path}: the training log has no rows")
+        if not ((log["config"] == name) & (log["seed"] == seed)).all():
+            raise CLIError(f"{path}: the training log holds another config or seed than {name}/seed_{seed}")
+        logs.append(log)
+    headers = {seed: read_checkpoint_header(path) for path, seed in zip(paths["checkpoints"], seeds)}
+    evals = pd.concat(frames, ignore_index=True)
+    train = pd.concat(logs, ignore_index=True)
+    return SummaryInputs(spec=spec, evals=evals, train=train, headers=headers)
+
+
+# --- bootstrap -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Units:
+    """Per-unit means: ``values[s, c, k]`` is the mean of column k over the episodes of seed s on SCM c."""
+
+    values: np.ndarray  # (seeds, scms, columns), NaN where a unit has no data
+    strata: np.ndarray  # (scms,) suite index of each SCM: SCMs are resampled within their suite
+    n_episodes: int
+    n_seeds: int  # training seeds among the units (0 for a baseline, which has none)
+
+
+SEED_KEY = "_seed"  # the training seed, -1 for baselines
+UNIT_KEYS = [SEED_KEY, "suite", "level", "scm_id"]
+
+
+def unit_table(frame: pd.DataFrame, group_keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """Episode means of ``columns`` per group and unit (seed, suite, level, scm_id), with the count ``_n``."""
+    data = frame[group_keys + ["suite", "level", "scm_id"]].copy()
+    data[SEED_KEY] = frame["seed"].astype("Float64").fillna(-1).astype("int64")
+    data[columns] = frame[columns].astype("float64")
+    grouped = data.groupby(group_keys + UNIT_KEYS, sort=True)
+    out = grouped[columns].mean()
+    out["_n"] = grouped.size()
+    return out.reset_index()
+
+
+def units_of(rows: pd.DataFrame, columns: list[str]) -> Units:
+    """The (seeds, SCMs, columns) array of a unit table's rows, for ``bootstrap``."""
+    seed_codes, seeds = pd.factorize(rows[SEED_KEY], sort=True)
+    scm_codes, scms = pd.factorize(rows["suite"] + "\0" + rows["scm_id"], sort=True)
+    values = np.full((len(seeds), len(scms), len(columns)), np.nan)
+    values[seed_codes, scm_codes] = rows[columns].to_numpy(dtype="float64")
+    strata, _ = pd.factorize(pd.Series(scms).str.split("\0").str[0], sort=True)
+    return Units(
+        values=values, strata=strata, n_episodes=int(rows["_n"].sum()), n_seeds=int((seeds >= 0).sum())
+    )
+
+
+def unit_means(frame: pd.DataFrame, columns: list[str]) -> Units:
+    """Average ``columns`` over episodes per (seed, SCM); baselines have one null seed."""
+    return units_of(unit_table(frame, [], columns), columns)
+
+
+def resample_counts(rng: np.random.Generator, strata: np.ndarray, resamples: int) -> np.ndarray:
+    """(resamples, n) multiplicities of a stratified bootstrap: each stratum keeps its size."""
+    counts = np.zeros((resamples, len(strata)))
+    for label in np.unique(strata):
+        members = np.flatnonzero(strata == label)
+        counts[:, members] = rng.multinomial(
+            len(members), np.full(len(members), 1.0 / len(members)), resamples
+        )
+    return counts
+
+
+def bootstrap(units: Units, resamples: int, seed: int, level: float = CI_LEVEL) -> tuple[np.ndarray, ...]:
+    """Mean over units of each column, with a percentile bootstrap CI over SCMs (and seeds when > 1).
+
+    The SCM multiplicities are drawn first from ``default_rng(seed)``, so groups of one scope share them.
+    Returns ``(mean, low, high)``, each of shape (columns,).
+    """
+    values = units.values
+    present = ~np.isnan(values)
+    filled = np.where(present, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=(0, 1)) / present.sum(axis=(0, 1))
+        rng = np.random.default_rng(seed)
+        scm_w = resample_counts(rng, units.strata, resamples)
+        n_seeds = values.shape[0]
+        if n_seeds > 1:
+            seed_w = resample_counts(rng, np.zeros(n_seeds, dtype=np.int64), resamples)
+        else:
+            seed_w = np.ones((resamples, 1))
+        num = np.einsum("bs,bc,sck->bk", seed_w, scm_w, filled, optimize=True)
+        den = np.einsum("bs,bc,sck->bk", seed_w, scm_w, present.astype(float), optimize=True)
+        stats = num / den
+    tail = (1.0 - level) / 2.0 * 100.0
+    if np.isnan(stats).all(axis=0).any():
+        low, high = np.full_like(mean, np.nan), np.full_like(mean, np.nan)
+        ok = ~np.isnan(stats).all(axis=0)
+        if ok.any():
+            low[ok], high[ok] = np.nanpercentile(stats[:, ok], [tail, 100.0 - tail], axis=0)
+        return mean, low, high
+    low, high = np.nanpercentile(stats, [tail, 100.0 - tail], axis=0)
+    return mean, low, high
+
+
+# --- aggregation ---------------------------------------------------------------------------------------------
+
+
+def scopes(units: pd.DataFrame):
+    """(suite, level, rows) for each (suite, level) cell of a unit table, then the pooled scope."""
+    for (suite, level), rows in units.groupby(["suite", "level"], sort=True):
+        yield suite, int(level), rows
+    yield ALL_SUITES, None, units
+
+
+def seed_groups(rows: pd.DataFrame):
+    """The pooled group (seed None), then each training seed alone when there are several seeds."""
+    yield None, rows
+    seeds = sorted(s for s in rows[SEED_KEY].unique() if s >= 0)
+    if len(seeds) > 1:
+        for seed in seeds:
+            yield int(seed), rows[rows[SEED_KEY] == seed]
+
+
+def _rows(units: Units, columns: list[str], spec: dict, **identity) -> list[dict]:
+    mean, low, high = bootstrap(units, spec["bootstrap_resamples"], spec["bootstrap_seed"])
+    base = {
+        "n_seeds": units.n_seeds,
+        "n_scms": units.values.shape[1],
+        "n_episodes": units.n_episodes,
+        "baseline": None,
+        "step": None,
+        **identity,
+    }
+    return [
+        {**base, "metric": col, "mean": m, "ci_low": lo, "ci_high": hi}
+        for col, m, lo, hi in zip(columns, mean, low, high)
+    ]
+
+
+def grouped_rows(
+    table: pd.DataFrame,
+    group_keys: list[str],
+    columns: list[str],
+    spec: dict,
+    kind: str,
+    per_seed: bool = True,
+) -> list[dict]:
+    """Bootstrap rows for every group of a unit table, per scope, pooled over seeds (and per seed)."""
+    out = []
+    for key, by_group in table.groupby(group_keys, sort=True):
+        ident = dict(zip(group_keys, key if isinstance(key, tuple) else (key,)))
+        for suite, level, rows in scopes(by_group):
+            for seed, group in seed_groups(rows) if per_seed else [(None, rows)]:
+                out += _rows(
+                    units_of(group, columns),
+                    columns,
+                    spec,
+                    kind=kind,
+                    suite=suite,
+                    level=level,
+                    seed=seed,
+                    **ident,
+                )
+    return out
+
+
+def metric_rows(episodes: pd.DataFrame, spec: dict) -> list[dict]:
+    """Mean and CI of every metric per (method, suite, level), pooled over seeds and per seed."""
+    table = unit_table(episodes, ["method"], METRIC_COLUMNS)
+    return grouped_rows(table, ["method"], METRIC_COLUMNS, spec, "metric")
+
+
+PAIR_KEYS = ["suite", "scm_id", "family", "level", "episode"]
+
+
+def paired_differences(episodes: pd.DataFrame) -> pd.DataFrame:
+    """Policy minus baseline per (policy mode, seed, baseline, suite, SCM, episode), every metric."""
+    is_policy = episodes["method"].str.startswith(POLICY_PREFIX)
+    policy, baselines = episodes[is_policy], episodes[~is_policy]
+    cols = PAIR_KEYS + METRIC_COLUMNS
+    merged = policy[cols + ["method", "seed"]].merge(
+        baselines[cols + ["method"]].rename(columns={"method": "baseline"}),
+        on=PAIR_KEYS,
+        suffixes=("", "_base"),
+        how="inner",
+        validate="many_to_many",
+    )
+    diffs = merged[PAIR_KEYS + ["method", "seed", "baseline"]].copy()
+    for col in METRIC_COLUMNS:
+        diffs[col] = merged[col].astype("float64") - merged[f"{col}_base"].astype("float64")
+    return diffs.sort_values(["method", "baseline", "seed"] + PAIR_KEYS, kind="stable", ignore_index=True)
+
+
+def paired_rows(episodes: pd.DataFrame, spec: dict) -> list[dict]:
+    """Mean and CI of the paired differences per (policy mode, baseline, suite, level), and per seed."""
+    table = unit_table(paired_differences(episodes), ["method", "baseline"], METRIC_COLUMNS)
+    return grouped_rows(table, ["method", "baseline"], METRIC_COLUMNS, spec, "paired_difference")
+
+
+def curve_matrix(evals: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
+    """Best-so-far normalized improvement per episode, one column ``step_{n}`` per intervention number n
+    (1 for an episode's first intervention, whatever the tables' step numbering starts from)."""
+    curves = step_curves(evals)
+    # null config/seed (baselines) as sentinels, so that they survive being index keys
+    curves = curves.assign(config=curves["config"].fillna(""), seed=curves["seed"].fillna(-1).astype("int64"))
+    curves["intervention"] = curves.groupby(EPISODE_KEYS)["step"].rank(method="dense").astype("int64")
+    wide = curves.set_index(EPISODE_KEYS + ["intervention"])["best_so_far"].unstack("intervention")
+    steps = [int(c) for c in wide.columns]
+    wide.columns = [f"step_{c}" for c in steps]
+    wide = wide.reset_index()
+    wide["config"] = wide["config"].replace("", None)
+    wide["seed"] = wide["seed"].astype("Int64").replace(-1, pd.NA)
+    return wide, steps
+
+
+def step_rows(evals: pd.DataFrame, spec: dict) -> list[dict]:
+    """Mean and CI of the best-so-far curve per (method, suite, level) and intervention number."""
+    wide, steps = curve_matrix(evals)
+    columns = [f"step_{s}" for s in steps]
+    table = unit_table(wide, ["method"], columns)
+    out = []
+    for row in grouped_rows(table, ["method"], columns, spec, "step_curve", per_seed=False):
+        out.append({**row, "metric": CURVE_METRIC, "step": int(row["metric"].removeprefix("step_"))})
+    return out
+
+
+def training_rows(train: pd.DataFrame) -> list[dict]:
+    """The training log per seed and episode, long format (no CI: one run per seed)."""
+    t = train.sort_values(["seed", "episode"], kind="stable")
+    long = t.melt(
+        id_vars=["seed", "episode"], value_vars=TRAINING_METRICS, var_name="metric", value_name="mean"
+    )
+    return [
+        {
+            "kind": "training",
+            "method": "policy",
+            "baseline": None,
+            "suite": None,
+            "level": None,
+            "seed": int(r.seed),
+            "step": int(r.episode),
+            "metric": r.metric,
+            "mean": float(r.mean),
+            "ci_low": None,
+            "ci_high": None,
+            "n_seeds": 1,
+            "n_scms": 0,
+            "n_episodes": 1,
+        }
+        for r in long.itertuples(index=False)
+    ]
+
+
+def summarize(inputs: SummaryInputs) -> pd.DataFrame:
+    """The summary table (SUMMARY_SCHEMA), sorted, from the loaded inputs."""
+    spec = inputs.spec
+    episodes = episode_metrics(inputs.evals)
+    episodes["optimum_found"] = episodes["optimum_found"].astype("float64")
+    rows = metric_rows(episodes, spec) + paired_rows(episodes, spec) + step_rows(inputs.evals, spec)
+    rows += training_rows(inputs.train)
+    frame = pd.DataFrame(rows)
+    frame["config"] = spec["config"]
+    frame["better"] = frame["metric"].map(lambda m: BETTER.get(m))
+    return sort_summary(frame)
+
+
+def sort_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.astype({"level": "Int16", "seed": "Int32", "step": "Int32"})
+    frame = frame.sort_values(SORT_KEYS, kind="stable", na_position="first", ignore_index=True)
+    return frame[SUMMARY_SCHEMA.names]
+
+
+# --- provenance ------------------------------------------------------------------------------------------
+
+
+def _distinct(values) -> list[str]:
+    return sorted({str(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))})
+
+
+def provenance(inputs: SummaryInputs) -> dict:
+    """What produced the summarized tables: read from the tables and checkpoint headers only."""
+    spec, evals, train = inputs.spec, inputs.evals, inputs.train
+    policy = evals[evals["method"].str.startswith(POLICY_PREFIX)]
+    baselines = evals[~evals["method"].str.startswith(POLICY_PREFIX)]
+    seeds = []
+    for seed in sorted(inputs.headers):
+        header = inputs.headers[seed]
+        log = train[train["seed"] == seed].sort_values("episode")
+        ev = policy[policy["seed"] == seed]
+        seeds.append(
+            {
+                "seed": seed,
+                "checkpoint_format": header.get("format"),
+                "checkpoint_episode": header.get("episode"),
+                "config_hash": header.get("config_hash"),
+                "checkpoint_package_version": header.get("package_version"),
+                "checkpoint_git_commit": header.get("git_commit"),
+                "checkpoint_wall_time_s": header.get("wall_time"),
+                "checkpoint_metrics": header.get("metrics"),
+                "evaluated_checkpoint_hashes": _distinct(ev["checkpoint_hash"]),
+                "training_episodes": int(log["episode"].nunique()),
+                "final_level": int(log["level"].iloc[-1]),
+                "training_wall_time_s": float(log["wall_time"].iloc[-1]),
+            }
+        )
+    return {
+        "config": spec["config"],
+        "seeds": sorted(spec["seeds"]),
+        "eval_suites": sorted(spec["eval_suites"]),
+        "bootstrap": {
+            "resamples": spec["bootstrap_resamples"],
+            "seed": spec["bootstrap_seed"],
+            "level": CI_LEVEL,
+        },
+        "methods": sorted(evals["method"].unique()),
+        "protocol": {
+            "scms": int(evals[["suite", "scm_id"]].drop_duplicates().shape[0]),
+            "episodes_per_scm": int(
+                evals.groupby(["method", "suite", "scm_id", "seed"], dropna=False)["episode"].nunique().max()
+            ),
+            "interventions_per_episode": int(evals.groupby(EPISODE_ID, dropna=False)["step"].nunique().max()),
+        },
+        "package_versions": _distinct(
+            list(evals["package_version"]) + [h.get("package_version") for h in inputs.headers.values()]
+        ),
+        "git_commits": {
+            "policy evaluation": _distinct(policy["git_commit"]),
+            "baselines": _distinct(baselines["git_commit"]),
+            "training": _distinct(h.get("git_commit") for h in inputs.headers.values()),
+        },
+        "training": seeds,
+    }
+
+
+EPISODE_ID = ["method", "seed", "suite", "scm_id", "episode"]
+
+
+# --- outputs -------------------------------------------------------------------------------------------------
+
+
+def to_arrow(frame: pd.DataFrame, meta: dict | None = None) -> pa.Table:
+    table = pa.Table.from_pandas(frame[SUMMARY_SCHEMA.names], schema=SUMMARY_SCHEMA, preserve_index=False)
+    metadata = {PROVENANCE_KEY: json.dumps(meta, sort_keys=True).encode()} if meta is not None else {}
+    return table.replace_schema_metadata(metadata)
+
+
+def write_summary(frame: pd.DataFrame, meta: dict, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(to_arrow(frame, meta), tmp, compression="zstd", write_statistics=False)
+
+
+def read_summary(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """A summary table and its provenance; a missing or foreign file raises ``CLIError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"missing summary table {path}")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise CLIError(f"{path}: cannot read summary table: {err}") from None
+    if table.schema.remove_metadata() != SUMMARY_SCHEMA:
+        raise CLIError(f"{path}: not a summary table (schema differs from SUMMARY_SCHEMA)")
+    meta = json.loads((table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
+    return table.to_pandas(), meta
+
+
+def _spec_from_args(args) -> dict:
+    if getattr(args, "spec", None):
+        try:
+            spec = json.loads(args.spec)
+        except json.JSONDecodeError as err:
+            raise CLIError(f"--spec is not valid JSON: {err}") from None
+    else:
+        spec = summary_slice(load_config(args.config), args.experiment)
+    missing = [
+        k
+        for k in ("config", "seeds", "eval_suites", "bootstrap_resamples", "bootstrap_seed")
+        if k not in spec
+    ]
+    if missing:
+        raise CLIError(f"--spec lacks {', '.join(missing)}")
+    if spec["config"] != args.experiment:
+        raise CLIError(f"--spec is for config {spec['config']!r}, not {args.experiment!r}")
+    return spec
+
+
+def run_summarize_cli(args) -> int:
+    from .charts import write_summary_page
+
+    spec = _spec_from_args(args)
+    name = spec["config"]
+    results = Path(args.results)
+    out_table = Path(args.out_table or results / name / "summary.parquet")
+    out_html = Path(args.out_html or results / name / "summary.html")
+    charts_dir = Path(args.charts_dir or results / name / "charts")
+    inputs = load_inputs(spec, results, args.checkpoints)
+    summary = summarize(inputs)
+    meta = provenance(inputs)
+    write_summary(summary, meta, out_table)
+    write_summary_page(summary, meta, out_html, charts_dir)
+    print(f"wrote {out_table}, {out_html} and {charts_dir}/")
+    return 0
+
+
+def run_compare_cli(args) -> int:
+    from .charts import write_compare_page
+
+    loaded = {}
+    for path in args.summaries:
+        frame, meta = read_summary(path)
+        if frame.empty:
+            raise CLIError(f"{path}: the summary table has no rows")
+        name = frame["config"].iloc[0]
+        if name in loaded:
+            raise CLIError(f"{path}: a second summary of config {name!r}")
+        loaded[name] = (frame, meta)
+    names = sorted(loaded)  # the page does not depend on the order of the arguments
+    frames = pd.concat([loaded[n][0] for n in names], ignore_index=True)
+    write_compare_page(frames, {n: loaded[n][1] for n in names}, args.out)
+    print(f"wrote {args.out}")
+    return 0
