@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import zlib
 from argparse import Namespace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from conftest import copy_workflow, run_cli, snakemake
 
 from workflow_src.cli import CLIError
 from workflow_src.metrics import METRIC_COLUMNS, episode_metrics
+from workflow_src.provenance import file_hash
 from workflow_src.summarize import (
     ALL_SUITES,
     SUMMARY_SCHEMA,
@@ -50,7 +52,7 @@ QUALITY = {
 def eval_frame(method, suite, level, n_scms=4, episodes=3, steps=5, seed=None, config=None, rng_seed=0):
     """A long evaluation table of one method on one synthetic suite; better methods improve more."""
     rng = np.random.default_rng(
-        [rng_seed, level, n_scms, episodes, steps, abs(hash(method)) % 10_000, seed or 0]
+        [rng_seed, level, n_scms, episodes, steps, zlib.crc32(method.encode()), seed or 0]
     )
     rows = []
     for c in range(n_scms):
@@ -86,7 +88,7 @@ def eval_frame(method, suite, level, n_scms=4, episodes=3, steps=5, seed=None, c
                         "f1": float(rng.uniform(0, 1)),
                         "package_version": "0.1.0",
                         "git_commit": "abc123",
-                        "checkpoint_hash": f"ckpt{seed}" if seed is not None else None,
+                        "checkpoint_hash": None,
                     }
                 )
     return pd.DataFrame(rows)
@@ -124,8 +126,27 @@ SUITES = {"heldout-L01": 1, "heldout-L02": 2}
 
 
 def make_study(tmp: Path, config="synth", seeds=(0, 1), suites=SUITES, n_scms=4, episodes=3, steps=5) -> dict:
-    """Write a complete synthetic study (evals, baselines, training logs, checkpoints); return its spec."""
+    """Write a complete synthetic study (checkpoints, training logs, evals, baselines); return its spec."""
     results, ckpts = tmp / "results", tmp / "checkpoints"
+    hashes = {}
+    for seed in seeds:
+        write_table(
+            train_frame(config, seed), TRAIN_LOG_SCHEMA, results / config / "train" / f"seed_{seed}.parquet"
+        )
+        header = {
+            "format": "acbo-ckpt/1",
+            "config_name": config,
+            "seed": seed,
+            "episode": 12,
+            "config_hash": "cafe",
+            "metrics": {"reward": 0.5, "f1": 0.25},
+            "package_version": "0.1.0",
+            "git_commit": "abc123",
+        }
+        path = ckpts / config / f"seed_{seed}" / "final.ckpt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(json.dumps(header).encode() + b"\n" + bytes(range(256)) + bytes([seed]))
+        hashes[seed] = file_hash(path)
     for suite, level in suites.items():
         base = pd.concat([eval_frame(m, suite, level, n_scms, episodes, steps) for m in BASELINES])
         write_table(base, EVAL_SCHEMA, results / "baselines" / f"{suite}.parquet")
@@ -133,24 +154,8 @@ def make_study(tmp: Path, config="synth", seeds=(0, 1), suites=SUITES, n_scms=4,
             pol = pd.concat(
                 [eval_frame(m, suite, level, n_scms, episodes, steps, seed, config) for m in POLICIES]
             )
+            pol["checkpoint_hash"] = hashes[seed]
             write_table(pol, EVAL_SCHEMA, results / config / "eval" / f"seed_{seed}" / f"{suite}.parquet")
-    for seed in seeds:
-        write_table(
-            train_frame(config, seed), TRAIN_LOG_SCHEMA, results / config / "train" / f"seed_{seed}.parquet"
-        )
-        header = {
-            "format": "acbo-checkpoint/1",
-            "config_name": config,
-            "seed": seed,
-            "episode": 12,
-            "config_hash": "cafe",
-            "package_version": "0.1.0",
-            "git_commit": "abc123",
-            "wall_time": 6.0,
-        }
-        path = ckpts / config / f"seed_{seed}" / "final.ckpt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(json.dumps(header).encode() + b"\n" + bytes(range(256)))
     return {
         "config": config,
         "seeds": list(seeds),
@@ -324,9 +329,10 @@ def test_summary_table_schema_and_content(study):
     )
     assert oracle_curve["mean"].is_monotonic_increasing
     assert meta["config"] == "synth" and [t["seed"] for t in meta["training"]] == [0, 1]
-    assert meta["training"][0]["checkpoint_episode"] == 12 and meta["training"][0][
-        "evaluated_checkpoint_hashes"
-    ] == ["ckpt0"]
+    first = meta["training"][0]
+    assert first["checkpoint_episode"] == 12 and first["checkpoint_metrics"] == {"reward": 0.5, "f1": 0.25}
+    ckpt = study["tmp"] / "checkpoints" / "synth" / "seed_0" / "final.ckpt"
+    assert first["evaluated_checkpoint_hashes"] == [file_hash(ckpt)] == [first["checkpoint_file_hash"]]
 
 
 def test_pooled_mean_equals_mean_over_scms_and_seeds(study):
@@ -378,8 +384,8 @@ def test_summary_html_is_self_contained(study):
         "Headline numbers",
         "Provenance",
         "policy_greedy",
-        "ckpt0",
         "abc123",
+        'evaluation used this checkpoint</b></td><td class="num">yes</td><td class="num">yes</td>',
         "heldout-L02 (level 2)",
     ):
         assert text in page

@@ -114,9 +114,14 @@ def color_encoding(methods, legend=True) -> alt.Color:
 
 
 def scope_label(suite: str, level) -> str:
+    """``heldout-L03 (level 3)``; suites outside the curriculum (level 0 or null) keep their bare name."""
     if suite == ALL_SUITES:
         return "all suites"
-    return f"{suite} (level {int(level)})" if level is not None and not pd.isna(level) else suite
+    return f"{suite} (level {int(level)})" if _curriculum_level(level) else suite
+
+
+def _curriculum_level(level) -> bool:
+    return level is not None and not pd.isna(level) and int(level) >= 1
 
 
 def with_scope_labels(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -125,7 +130,8 @@ def with_scope_labels(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     frame["scope"] = [scope_label(s, lv) for s, lv in zip(frame["suite"], frame["level"])]
     keys = frame[["suite", "level", "scope"]].drop_duplicates()
     keys = keys.assign(
-        _pooled=keys["suite"] == ALL_SUITES, _level=keys["level"].astype("Float64").fillna(np.inf)
+        _pooled=keys["suite"] == ALL_SUITES,
+        _level=[float(lv) if _curriculum_level(lv) else np.inf for lv in keys["level"]],
     ).sort_values(["_pooled", "_level", "suite"], kind="stable")
     return frame, list(dict.fromkeys(keys["scope"]))
 
@@ -772,34 +778,51 @@ def provenance_html(meta: dict) -> str:
         ]
     )
     first = html_table(None, [[f"<b>{k}</b>", v] for k, v in general], numeric_from=9)
-    per_seed = [
-        [
-            esc(t["seed"]),
-            esc(_fmt(t["training_episodes"])),
-            esc(_fmt(t["final_level"])),
-            esc(_fmt(t["training_wall_time_s"])),
-            esc(_fmt(t["checkpoint_episode"])),
-            "<code>" + esc(_fmt(t["config_hash"])) + "</code>",
-            "<code>" + esc(", ".join(t["evaluated_checkpoint_hashes"]) or "n/a") + "</code>",
-            esc(_fmt(t["checkpoint_package_version"])),
-            "<code>" + esc(_fmt(t["checkpoint_git_commit"])) + "</code>",
-            esc(_fmt(t["checkpoint_format"])),
-        ]
-        for t in meta["training"]
-    ]
-    header = [
-        "seed",
-        "training episodes",
-        "final level",
-        "training run time (s, since last start)",
-        "checkpoint episode",
-        "config hash",
-        "evaluated checkpoint hash",
-        "package version",
-        "git commit",
-        "format",
-    ]
-    return first + "<h3>Training runs and checkpoints</h3>" + html_table(header, per_seed)
+    training = meta["training"]
+    rows = [[f"<b>{esc(label)}</b>"] + [cell(t) for t in training] for label, cell in SEED_FIELDS]
+    header = ["training seed"] + [esc(t["seed"]) for t in training]
+    return first + "<h3>Training runs and checkpoints</h3>" + html_table(header, rows)
+
+
+def _code(value) -> str:
+    return "<code>" + esc(value) + "</code>"
+
+
+def _metrics_text(metrics) -> str:
+    if not isinstance(metrics, dict) or not metrics:
+        return "n/a"
+    return ", ".join(
+        f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in sorted(metrics.items())
+    )
+
+
+def _evaluated_matches(t: dict) -> str:
+    evaluated = t["evaluated_checkpoint_hashes"]
+    if not evaluated or t.get("checkpoint_file_hash") is None:
+        return "n/a"
+    if evaluated == [t["checkpoint_file_hash"]]:
+        return "yes"
+    return "NO: the evaluation tables were made from another checkpoint"
+
+
+# (label, cell) rows of the per-seed provenance table; every cell is escaped HTML
+SEED_FIELDS = [
+    ("training episodes (log)", lambda t: esc(_fmt(t["training_episodes"]))),
+    ("final curriculum level", lambda t: esc(_fmt(t["final_level"]))),
+    ("training run time, s (since the last start)", lambda t: esc(_fmt(t["training_wall_time_s"]))),
+    ("checkpoint episode", lambda t: esc(_fmt(t["checkpoint_episode"]))),
+    ("final training metrics (checkpoint)", lambda t: esc(_metrics_text(t.get("checkpoint_metrics")))),
+    ("config hash", lambda t: _code(_fmt(t["config_hash"]))),
+    ("final.ckpt hash", lambda t: _code(_fmt(t.get("checkpoint_file_hash")))),
+    (
+        "checkpoint hash in the evaluation tables",
+        lambda t: _code(", ".join(t["evaluated_checkpoint_hashes"]) or "n/a"),
+    ),
+    ("evaluation used this checkpoint", lambda t: esc(_evaluated_matches(t))),
+    ("checkpoint format", lambda t: esc(_fmt(t["checkpoint_format"]))),
+    ("package version (training)", lambda t: esc(_fmt(t["checkpoint_package_version"]))),
+    ("git commit (training)", lambda t: _code(_fmt(t["checkpoint_git_commit"]))),
+]
 
 
 def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:

@@ -26,6 +26,7 @@ from .atomic import atomic_path
 from .cli import CLIError
 from .config import load_config, summary_slice
 from .metrics import EPISODE_KEYS, METRIC_COLUMNS, episode_metrics, step_curves
+from .provenance import file_hash
 from .tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, TableError, read_table
 
 ALL_SUITES = "all suites"  # the scope pooling every evaluated suite (not a valid suite name)
@@ -94,6 +95,7 @@ class SummaryInputs:
     evals: pd.DataFrame
     train: pd.DataFrame
     headers: dict[int, dict] = field(default_factory=dict)  # seed -> final checkpoint header
+    checkpoint_hashes: dict[int, str] = field(default_factory=dict)  # seed -> final.ckpt file hash
 
 
 def input_paths(spec: dict, results: str | Path, checkpoints: str | Path) -> dict[str, list[Path]]:
@@ -175,9 +177,10 @@ def load_inputs(spec: dict, results: str | Path, checkpoints: str | Path) -> Sum
             raise CLIError(f"{path}: the training log holds another config or seed than {name}/seed_{seed}")
         logs.append(log)
     headers = {seed: read_checkpoint_header(path) for path, seed in zip(paths["checkpoints"], seeds)}
+    hashes = {seed: file_hash(path) for path, seed in zip(paths["checkpoints"], seeds)}
     evals = pd.concat(frames, ignore_index=True)
     train = pd.concat(logs, ignore_index=True)
-    return SummaryInputs(spec=spec, evals=evals, train=train, headers=headers)
+    return SummaryInputs(spec=spec, evals=evals, train=train, headers=headers, checkpoint_hashes=hashes)
 
 
 # --- bootstrap -----------------------------------------------------------------------------------------------
@@ -439,6 +442,9 @@ def sort_summary(frame: pd.DataFrame) -> pd.DataFrame:
 # --- provenance ------------------------------------------------------------------------------------------
 
 
+EPISODE_ID = ["method", "seed", "suite", "scm_id", "episode"]
+
+
 def _distinct(values) -> list[str]:
     return sorted({str(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))})
 
@@ -463,6 +469,7 @@ def provenance(inputs: SummaryInputs) -> dict:
                 "checkpoint_git_commit": header.get("git_commit"),
                 "checkpoint_wall_time_s": header.get("wall_time"),
                 "checkpoint_metrics": header.get("metrics"),
+                "checkpoint_file_hash": inputs.checkpoint_hashes.get(seed),
                 "evaluated_checkpoint_hashes": _distinct(ev["checkpoint_hash"]),
                 "training_episodes": int(log["episode"].nunique()),
                 "final_level": int(log["level"].iloc[-1]),
@@ -496,9 +503,6 @@ def provenance(inputs: SummaryInputs) -> dict:
         },
         "training": seeds,
     }
-
-
-EPISODE_ID = ["method", "seed", "suite", "scm_id", "episode"]
 
 
 # --- outputs -------------------------------------------------------------------------------------------------
