@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import copy_workflow, run_cli, snakemake
+from conftest import ROOT, copy_workflow, run_cli, snakemake
 
 from workflow_src.cli import CLIError
 from workflow_src.metrics import METRIC_COLUMNS, episode_metrics
@@ -493,3 +493,29 @@ def test_snakemake_report_contains_the_charts(debug_study):
         assert name in report, name
     table, _ = read_summary(debug_study / "results" / "debug" / "summary.parquet")
     assert {"policy_greedy", "policy_sampled", "random", "oracle"} <= set(table["method"])
+
+
+def test_spec_comes_from_the_config_file_without_spec(tmp_path):
+    args = Namespace(
+        experiment="debug",
+        spec=None,
+        config=str(ROOT / "config" / "config.yaml"),
+        results=str(tmp_path / "results"),
+        checkpoints=str(tmp_path / "checkpoints"),
+        out_table=None,
+        out_html=None,
+        charts_dir=None,
+    )
+    # the debug config's first input (seed 0, heldout-L01) is reported missing, by name
+    with pytest.raises(CLIError, match=r"missing evaluation table .*debug/eval/seed_0/heldout-L01\.parquet"):
+        run_summarize_cli(args)
+    with pytest.raises(CLIError, match="not 'debug'"):
+        run_summarize_cli(
+            Namespace(
+                **{
+                    **vars(args),
+                    "spec": '{"config": "other", "seeds": [0], '
+                    '"eval_suites": [], "bootstrap_resamples": 1, "bootstrap_seed": 0}',
+                }
+            )
+        )

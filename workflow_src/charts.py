@@ -52,8 +52,8 @@ METRIC_LABELS = {
         "ratio: 0 = no change, 1 = oracle",
     ),
     "norm_improvement_mean": ("normalized improvement, episode mean", "ratio: 0 = no change, 1 = oracle"),
-    "target_mean": ("average target value over the episode", "target Y (lower is better)"),
-    "target_best": ("best target value in the episode", "target Y (lower is better)"),
+    "target_mean": ("average target value over the episode", "Y in the SCM's own units"),
+    "target_best": ("best target value in the episode", "Y in the SCM's own units"),
     "simple_regret": ("simple regret (1 - best normalized improvement)", "ratio"),
     "optimum_found": ("episodes that found the optimum (>= 0.95)", "share of episodes"),
     "parent_rate": ("interventions on a true parent of the target", "share of interventions"),
@@ -344,7 +344,13 @@ def training_chart(summary: pd.DataFrame) -> alt.VConcatChart:
         title="training seed",
         scale=alt.Scale(domain=seeds, range=[SEED_COLORS[i % len(SEED_COLORS)] for i in range(len(seeds))]),
     )
-    x = alt.X("episode:Q", title="training episode", axis=alt.Axis(tickMinStep=1, format="d"))
+    first, last = int(long["episode"].min()), int(long["episode"].max())
+    x = alt.X(
+        "episode:Q",
+        title="training episode",
+        scale=alt.Scale(domain=[first, max(last, first + 1)], nice=False),
+        axis=alt.Axis(tickMinStep=1, format="d", tickCount=10, labelOverlap=True),
+    )
     marks = (
         alt.Chart(changed).mark_rule(strokeDash=[3, 3], opacity=0.7).encode(x="episode:Q", color=seed_color)
     )
