@@ -58,11 +58,17 @@ def _split(path) -> tuple[dict, bytes]:
     return header, body
 
 
-def load(path: str | Path, target) -> tuple[dict, object]:
-    """Read a checkpoint into the structure of ``target`` (e.g. a freshly initialized state)."""
+def load(path: str | Path, target, field: str | None = None) -> tuple[dict, object]:
+    """Read a checkpoint into the structure of ``target`` (e.g. a freshly initialized state).
+
+    With ``field``, only that entry of the saved state (e.g. ``"params"``) is restored.
+    """
     header, body = _split(path)
     try:
-        restored = serialization.from_state_dict(target, serialization.msgpack_restore(body))
+        saved = serialization.msgpack_restore(body)
+        if field is not None:
+            saved = saved[field]
+        restored = serialization.from_state_dict(target, saved)
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: parameters do not match the architecture: {exc}") from None
     _check_shapes(path, target, restored)

@@ -41,23 +41,23 @@ def binary_entropy(p: jnp.ndarray) -> jnp.ndarray:
 
 
 def fit(values: jnp.ndarray, sample_mask: jnp.ndarray, candidates: jnp.ndarray, target: jnp.ndarray) -> Surrogate:
-    """Fit on ``values`` (S, N) rows where ``sample_mask``; ``candidates`` (N,) marks possible parents."""
+    """Fit on ``values`` (S, N) rows where ``sample_mask``; ``candidates`` (N,) marks possible parents.
+
+    Conjugate normal-inverse-gamma regression: ``beta | s2 ~ N(0, s2 * PRIOR_VAR * I)``, so one Cholesky
+    factor of ``X'X + I / PRIOR_VAR`` gives the posterior mean and (times the noise estimate) covariance.
+    """
     z, _, _ = masked_standardize(values, sample_mask)
     y = z[:, target]
     x = z * candidates.astype(z.dtype)
-    n_rows = jnp.maximum(sample_mask.sum(), 1.0)
     n_vars = values.shape[1]
-    gram = x.T @ x
-    xty = x.T @ y
-    # first pass with unit noise variance to estimate the residual variance
-    ridge = jnp.linalg.solve(gram + jnp.eye(n_vars) / PRIOR_VAR, xty)
-    resid = (y - x @ ridge) * sample_mask
-    dof = jnp.maximum(n_rows - candidates.sum() , 1.0)
+    precision = x.T @ x + jnp.eye(n_vars) / PRIOR_VAR
+    factor = jax.scipy.linalg.cho_factor(precision, lower=True)
+    solved = jax.scipy.linalg.cho_solve(factor, jnp.concatenate([(x.T @ y)[:, None], jnp.eye(n_vars)], axis=1))
+    mean, inv_precision = solved[:, 0], solved[:, 1:]
+    resid = (y - x @ mean) * sample_mask
+    dof = jnp.maximum(sample_mask.sum() - candidates.sum(), 1.0)
     noise_var = jnp.clip((resid**2).sum() / dof, 1e-3, 1.0)
-    precision = gram / noise_var + jnp.eye(n_vars) / PRIOR_VAR
-    cov = jnp.linalg.inv(precision)
-    mean = cov @ xty / noise_var
-    post_var = jnp.clip(jnp.diag(cov), EPS, PRIOR_VAR)
+    post_var = jnp.clip(noise_var * jnp.diag(inv_precision), EPS, PRIOR_VAR)
     # log N(m; 0, v + prior) - log N(m; 0, v), with the posterior as the data's evidence for beta
     log_bf = 0.5 * jnp.log(post_var / (post_var + PRIOR_VAR)) + 0.5 * mean**2 * (
         1.0 / post_var - 1.0 / (post_var + PRIOR_VAR)

@@ -191,6 +191,8 @@ def train(
                 bar.close()
                 raise Interrupted(f"stopped after episode {done}; rerun to resume from {paths.ckpt('latest')}")
     bar.close()
+    if not paths.ckpt("best").exists():  # e.g. resumed from a latest.ckpt saved at the last episode
+        save("best", spec["episodes"], {})
     final_metrics = rows[-1] if rows else {}
     save("final", spec["episodes"], {k: final_metrics[k] for k in ("reward", "norm_improvement", "f1")} if rows else {})
     write_table(pd.DataFrame(rows), TRAIN_LOG_SCHEMA, paths.log_table, "training log")

@@ -1,0 +1,105 @@
+"""One compiled evaluation protocol for every method: episodes of interventions on a stacked suite.
+
+Each method is a function ``act(method_params, view, key) -> (variable, value)`` (see ``methods``). The
+runner vmaps over SCMs and episodes and scans over steps. Randomness is split so comparisons are paired
+(common random numbers): the observational samples and the noise of the intervention at step ``t`` of
+episode ``e`` on SCM ``k`` depend only on ``(seed, k, e, t)``, never on the method; a method's own
+randomness comes from a separate stream keyed by the method's name.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import sampler, surrogate
+from .grpo import append, candidates, fit_surrogate, initial_buffer
+from .policy import Buffer
+from .scm import SCMArrays
+
+
+class StepView(NamedTuple):
+    """What a method may use when choosing the next intervention."""
+
+    scm: SCMArrays  # ranges, masks and target; exact quantities are for the oracle only
+    buffer: Buffer
+    fit: surrogate.Surrogate
+    step: jnp.ndarray
+
+
+class StepRecord(NamedTuple):
+    variable: jnp.ndarray
+    value: jnp.ndarray
+    target: jnp.ndarray  # sampled Y
+    expected_target: jnp.ndarray
+    norm_improvement: jnp.ndarray
+    is_parent: jnp.ndarray
+    is_optimal_variable: jnp.ndarray
+    range_utilization: jnp.ndarray
+    f1: jnp.ndarray
+
+
+Act = Callable[[object, StepView, jax.Array], tuple[jnp.ndarray, jnp.ndarray]]
+
+
+def method_stream(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def episode_keys(seed: int, n_scms: int, n_episodes: int) -> jax.Array:
+    """(n_scms, n_episodes) keys shared by every method."""
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda k: jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(base, k), e))(
+        jnp.arange(n_episodes)))(jnp.arange(n_scms))
+
+
+def make_run_episode(act: Act, n_obs: int, n_interventions: int, method_name: str):
+    stream = method_stream(method_name)
+
+    def run_episode(method_params, scm: SCMArrays, key) -> StepRecord:
+        key_obs, key_noise = jax.random.split(key)
+        key_act = jax.random.fold_in(key, stream)
+        buffer = initial_buffer(scm, key_obs, n_obs, n_obs + n_interventions)
+        allowed_parents = candidates(scm)
+
+        def step(carry, inputs):
+            buffer, fit = carry  # the surrogate fitted on the buffer, carried to avoid refitting
+            t, eps, step_key = inputs
+            variable, value = act(method_params, StepView(scm, buffer, fit, t), step_key)
+            value = jnp.clip(value, scm.lo[variable], scm.hi[variable])
+            x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable, value)
+            buffer = append(buffer, n_obs + t, x, variable)
+            fit = fit_surrogate(scm, buffer)
+            expected = sampler.expected_target(scm, variable, value)
+            radius = (scm.hi[variable] - scm.lo[variable]) / 2
+            center = (scm.hi[variable] + scm.lo[variable]) / 2
+            record = StepRecord(
+                variable=variable,
+                value=value,
+                target=x[scm.target],
+                expected_target=expected,
+                norm_improvement=sampler.norm_improvement(scm, expected),
+                is_parent=scm.parents[variable],
+                is_optimal_variable=variable == scm.oracle_variable,
+                range_utilization=jnp.abs(value - center) / radius,
+                f1=surrogate.f1_score(fit.parent_prob, scm.parents, allowed_parents),
+            )
+            return (buffer, fit), record
+
+        noise = jax.random.normal(key_noise, (n_interventions, scm.bias.shape[0]))
+        inputs = (jnp.arange(n_interventions), noise, jax.random.split(key_act, n_interventions))
+        _, records = jax.lax.scan(step, (buffer, fit_surrogate(scm, buffer)), inputs)
+        return records
+
+    return run_episode
+
+
+def make_run_suite(act: Act, n_obs: int, n_interventions: int, method_name: str):
+    """Jitted ``run(method_params, scms, keys)``: scms stacked (K, ...), keys (K, E) -> records (K, E, T)."""
+    run_episode = make_run_episode(act, n_obs, n_interventions, method_name)
+    over_episodes = jax.vmap(run_episode, (None, None, 0))
+    over_scms = jax.vmap(over_episodes, (None, 0, 0))
+    return jax.jit(over_scms)
