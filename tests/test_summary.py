@@ -3,9 +3,11 @@ Snakemake report of a real debug study."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import time
+import warnings
 import zlib
 from argparse import Namespace
 from pathlib import Path
@@ -123,6 +125,14 @@ def train_frame(config, seed, episodes=12):
 
 
 SUITES = {"heldout-L01": 1, "heldout-L02": 2}
+CHART_NAMES = (
+    "comparison_norm_improvement",
+    "comparison_target_mean",
+    "paired_differences",
+    "step_curves",
+    "training_curves",
+    "behaviour",
+)
 
 
 def make_study(tmp: Path, config="synth", seeds=(0, 1), suites=SUITES, n_scms=4, episodes=3, steps=5) -> dict:
@@ -236,9 +246,12 @@ def test_bootstrap_resamples_seeds_when_several():
 
 
 def test_bootstrap_skips_missing_units():
-    values = np.array([[[1.0], [np.nan], [3.0]]])
-    mean, low, high = bootstrap(_units(values), 200, seed=0)
+    values = np.array([[[1.0, np.nan], [np.nan, np.nan], [3.0, np.nan]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean, low, high = bootstrap(_units(values), 200, seed=0)
     assert mean[0] == 2.0 and 1.0 <= low[0] <= high[0] <= 3.0
+    assert np.isnan([mean[1], low[1], high[1]]).all()  # a metric without any value: no number, no warning
 
 
 def test_unit_means_average_episodes_per_seed_and_scm():
@@ -359,17 +372,7 @@ def test_summarize_twice_is_byte_identical(study, tmp_path):
     assert Path(first.out_html).read_bytes() == Path(second.out_html).read_bytes()
     names = sorted(p.name for p in Path(first.charts_dir).iterdir())
     assert names == sorted(p.name for p in Path(second.charts_dir).iterdir())
-    assert names == sorted(
-        f"{n}.png"
-        for n in (
-            "comparison_norm_improvement",
-            "comparison_target_mean",
-            "paired_differences",
-            "step_curves",
-            "training_curves",
-            "behaviour",
-        )
-    )
+    assert names == sorted(f"{n}.png" for n in CHART_NAMES)
     for name in names:
         assert (Path(first.charts_dir) / name).read_bytes() == (Path(second.charts_dir) / name).read_bytes()
 
@@ -480,18 +483,17 @@ def debug_study(tmp_path_factory):
 
 @pytest.mark.slow
 def test_snakemake_report_contains_the_charts(debug_study):
-    proc = snakemake(debug_study, "--report", "report.html", "results/debug/summary.html")
+    """`snakemake --report` embeds every PNG chart (labelled by name) and the summary page."""
+    snakemake(debug_study, "--report", "report.html", "results/debug/summary.html")
     report = (debug_study / "report.html").read_text(errors="replace")
-    assert proc.returncode == 0
-    for name in (
-        "comparison_norm_improvement",
-        "step_curves",
-        "training_curves",
-        "behaviour",
-        "summary.html",
-    ):
-        assert name in report, name
-    table, _ = read_summary(debug_study / "results" / "debug" / "summary.parquet")
+    results = debug_study / "results" / "debug"
+    pngs = sorted((results / "charts").glob("*.png"))
+    assert [p.stem for p in pngs] == sorted(CHART_NAMES)
+    for png in pngs:
+        assert f'"figure": "{png.stem}"' in report, png.stem
+        assert base64.b64encode(png.read_bytes()).decode()[:2000] in report, png.name
+    assert base64.b64encode((results / "summary.html").read_bytes()).decode()[:2000] in report
+    table, _ = read_summary(results / "summary.parquet")
     assert {"policy_greedy", "policy_sampled", "random", "oracle"} <= set(table["method"])
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write_text
-from .summarize import ALL_SUITES
+from .summarize import ALL_SUITES, BETTER
 
 # Fixed colours: the learned policy in blues/purples, heuristics warm, the oracle green, random grey.
 METHOD_COLORS = {
@@ -221,8 +221,6 @@ def comparison_chart(summary: pd.DataFrame, metric: str, title: str, independent
 
 
 def _higher(metric: str) -> bool:
-    from .summarize import BETTER
-
     return BETTER.get(metric) == "higher"
 
 
@@ -514,11 +512,6 @@ def compare_suite_chart(frame: pd.DataFrame, metric: str = "norm_improvement_bes
             subtitle=["Dots: mean, bars: 95% bootstrap CI."],
         )
     )
-
-
-def label_of(metric: str) -> str:
-    label, unit = METRIC_LABELS[metric]
-    return f"{label} ({unit})"
 
 
 # --- HTML ----------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ are compared on common random numbers.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -261,13 +262,9 @@ def bootstrap(units: Units, resamples: int, seed: int, level: float = CI_LEVEL) 
         den = np.einsum("bs,bc,sck->bk", seed_w, scm_w, present.astype(float), optimize=True)
         stats = num / den
     tail = (1.0 - level) / 2.0 * 100.0
-    if np.isnan(stats).all(axis=0).any():
-        low, high = np.full_like(mean, np.nan), np.full_like(mean, np.nan)
-        ok = ~np.isnan(stats).all(axis=0)
-        if ok.any():
-            low[ok], high[ok] = np.nanpercentile(stats[:, ok], [tail, 100.0 - tail], axis=0)
-        return mean, low, high
-    low, high = np.nanpercentile(stats, [tail, 100.0 - tail], axis=0)
+    with warnings.catch_warnings():  # a column without any value (e.g. all NaN) gets a NaN interval
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanpercentile(stats, [tail, 100.0 - tail], axis=0)
     return mean, low, high
 
 
