@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("ACBO_JAX_CACHE", str(ROOT / ".jax_cache"))
+
+from workflow_src.cli import configure_jax  # noqa: E402
+
+configure_jax(None)  # the persistent compilation cache, shared with the CLI subprocesses
 # In CI (.ci/run sets ACBO_REQUIRE_ALL=1) a missing real component is a failure, not a skip.
 REQUIRE_ALL = os.environ.get("ACBO_REQUIRE_ALL") == "1"
 

@@ -177,7 +177,8 @@ def train(
         bar.set_postfix(level=level, reward=f"{best['smoothed']:.3f}", refresh=False)
         bar.update(1)
         done = episode + 1
-        if done % spec["checkpoint_every"] == 0 or done == spec["episodes"] or stop["stop"] or done == stop_after:
+        interrupted = (stop["stop"] or done == stop_after) and done < spec["episodes"]
+        if done % spec["checkpoint_every"] == 0 or done == spec["episodes"]:
             # best: the highest smoothed reward at the furthest level reached
             score = [cur["level_index"], best["smoothed"]]
             if best["score"] is None or score >= best["score"]:
@@ -185,11 +186,12 @@ def train(
                 save("best", done, metrics)
             if done % spec["checkpoint_every"] == 0:
                 save(f"episode_{done:05d}", done, metrics)
+        if done % spec["checkpoint_every"] == 0 or done == spec["episodes"] or interrupted:
             save("latest", done, metrics)
             write_table(pd.DataFrame(rows), TRAIN_LOG_SCHEMA, paths.partial_log, "training log")
-            if (stop["stop"] or done == stop_after) and done < spec["episodes"]:
-                bar.close()
-                raise Interrupted(f"stopped after episode {done}; rerun to resume from {paths.ckpt('latest')}")
+        if interrupted:
+            bar.close()
+            raise Interrupted(f"stopped after episode {done}; rerun to resume from {paths.ckpt('latest')}")
     bar.close()
     if not paths.ckpt("best").exists():  # e.g. resumed from a latest.ckpt saved at the last episode
         save("best", spec["episodes"], {})
