@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,3 +94,19 @@ def planned_jobs(workdir: Path, *targets, extra=()) -> dict[str, int]:
         elif in_table and parts and not set(line.strip()) <= {"-", " "}:
             in_table = False
     return counts
+
+
+def large_user_suite_doc(n_nodes: int, seed: int = 0) -> dict:
+    """A random DAG with free node names, the last node as target, and only every other node intervenable."""
+    rng = np.random.default_rng(seed)
+    names = [f"gene_{chr(97 + i % 26)}{i}" for i in range(n_nodes)]
+    edges = [
+        {"parent": names[i], "child": names[j], "coef": float(rng.choice([-1, 1]) * rng.uniform(0.3, 1.0))}
+        for j in range(1, n_nodes) for i in rng.choice(j, size=min(j, 2), replace=False)
+    ]
+    target = names[n_nodes - 1]
+    return {
+        "format": "acbo-suite/1", "name": "big-user",
+        "scms": [{"id": "big-0", "nodes": names, "target": target, "edges": edges,
+                  "ranges": {v: [-1.0, 2.0] for v in names[:-1:2]}}],
+    }

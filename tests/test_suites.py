@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import run_cli
+from conftest import large_user_suite_doc, run_cli
 from workflow_src.config import suite_slice
 from workflow_src.generators import LEVELS, GeneratorSettings, generate_level_suite, generate_scm
 from workflow_src.scm import ancestors, reachability
@@ -133,25 +133,9 @@ def test_valid_and_missing_files(tmp_path):
     assert proc.returncode == 1 and "cannot read file" in proc.stdout
 
 
-def _large_user_suite(n_nodes: int, seed: int = 0) -> dict:
-    """A random DAG with free node names, a target in the middle, and only every other node intervenable."""
-    rng = np.random.default_rng(seed)
-    names = [f"gene_{chr(97 + i % 26)}{i}" for i in range(n_nodes)]
-    edges = [
-        {"parent": names[i], "child": names[j], "coef": float(rng.choice([-1, 1]) * rng.uniform(0.3, 1.0))}
-        for j in range(1, n_nodes) for i in rng.choice(j, size=min(j, 2), replace=False)
-    ]
-    target = names[n_nodes - 1]
-    return {
-        "format": "acbo-suite/1", "name": "big-user",
-        "scms": [{"id": "big-0", "nodes": names, "target": target, "edges": edges,
-                  "ranges": {v: [-1.0, 2.0] for v in names[:-1:2]}}],
-    }
-
-
 def test_large_user_suite_with_free_names(tmp_path):
     path = tmp_path / "big.json"
-    path.write_text(json.dumps(_large_user_suite(120)))
+    path.write_text(json.dumps(large_user_suite_doc(120)))
     suite = load_suite(path)
     scm = suite.scms[0]
     assert scm.n == 120 and scm.intervenable.sum() == 60
