@@ -2,13 +2,14 @@
 
 A run is fully determined by its config slice and seed: the episode keys are ``fold_in(seed, episode)``,
 the curriculum's choices are seeded by (seed, episode), and everything needed to continue (parameters,
-optimizer state, curriculum state, best-so-far, the log so far) is in ``latest.ckpt`` and its log file,
-so a resumed run ends with exactly the parameters of an uninterrupted one.
+optimizer state, curriculum state, best-so-far, the log so far) is in ``latest.ckpt``,
+``best_so_far.ckpt`` and ``latest.log.parquet``, so a resumed run ends with exactly the parameters of an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import sys
 import time
@@ -22,6 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import checkpoint, curriculum
+from .atomic import atomic_path
 from .checkpoint_errors import CheckpointError
 from .config import digest, load_config, train_slice
 from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_episode
@@ -45,6 +47,13 @@ class TrainPaths:
     @property
     def partial_log(self) -> Path:
         return self.checkpoint_dir / "latest.log.parquet"
+
+    def clear(self) -> None:
+        """Remove the files a training run writes into its checkpoint directory."""
+        if self.checkpoint_dir.is_dir():
+            for path in self.checkpoint_dir.glob("*.ckpt"):
+                path.unlink()
+            self.partial_log.unlink(missing_ok=True)
 
 
 class Pools:
@@ -139,6 +148,8 @@ def train(
     if resumed:
         header, state, rows = resumed
         start, cur, best = header["episode"], header["curriculum"], header["best"]
+    else:
+        paths.clear()  # files of an earlier run with another config must not leak into this one
     train_episode = jax.jit(make_train_episode(settings, policy, optimizer))
     base_key = jax.random.PRNGKey(seed)
     wall_offset = rows[-1]["wall_time"] if rows else 0.0
@@ -183,7 +194,7 @@ def train(
             score = [cur["level_index"], best["smoothed"]]
             if best["score"] is None or score >= best["score"]:
                 best.update(score=score, episode=done)
-                save("best", done, metrics)
+                save("best_so_far", done, metrics)
             if done % spec["checkpoint_every"] == 0:
                 save(f"episode_{done:05d}", done, metrics)
         if done % spec["checkpoint_every"] == 0 or done == spec["episodes"] or interrupted:
@@ -193,8 +204,11 @@ def train(
             bar.close()
             raise Interrupted(f"stopped after episode {done}; rerun to resume from {paths.ckpt('latest')}")
     bar.close()
-    if not paths.ckpt("best").exists():  # e.g. resumed from a latest.ckpt saved at the last episode
-        save("best", spec["episodes"], {})
+    # best.ckpt is a declared output (a failed job loses it); best_so_far.ckpt survives restarts
+    if not paths.ckpt("best_so_far").exists():
+        save("best_so_far", spec["episodes"], {})
+    with atomic_path(paths.ckpt("best")) as tmp:
+        shutil.copyfile(paths.ckpt("best_so_far"), tmp)
     final_metrics = rows[-1] if rows else {}
     save("final", spec["episodes"], {k: final_metrics[k] for k in ("reward", "norm_improvement", "f1")} if rows else {})
     write_table(pd.DataFrame(rows), TRAIN_LOG_SCHEMA, paths.log_table, "training log")

@@ -1,0 +1,121 @@
+"""Benchmarks (``acbo bench``, ``make bench``): not tests; they write JSON figures under results/bench/.
+
+- ``suites``: time to generate every suite the production config needs;
+- ``train``: per experiment setting (quick_test, production), episodes and intervention steps per second
+  after compilation, compile time with a cold and with a warm persistent cache, and peak memory — each run
+  in a fresh ``acbo train`` process;
+- ``evaluate``: time of the baselines and of the policy evaluation on one production held-out suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import atomic_write_text
+from .config import load_config, suite_slice
+from .suites import build_suite
+
+BENCH_EPISODES = 150  # per measured training run; rates are extrapolated to the config's episodes
+
+
+def _run(cmd: list[str], env: dict) -> dict:
+    """Run a command; return its wall time and peak resident memory."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    output = proc.stdout.read()
+    proc.stdout.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-2000:]}")
+    return {"wall_s": time.perf_counter() - start, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def _acbo(*args) -> list[str]:
+    return [sys.executable, "-m", "workflow_src", *map(str, args)]
+
+
+def bench_suites(cfg: dict, config_path: str, suites_dir: Path) -> dict:
+    names = sorted({f"train-L{lv:02d}" for lv in cfg["experiments"]["production"]["levels"]}
+                   | set(cfg["experiments"]["production"]["eval_suites"]))
+    start = time.perf_counter()
+    for name in names:
+        build_suite(suite_slice(cfg, name), suites_dir / f"{name}.json")
+    return {"suites": len(names), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def bench_train(cfg: dict, config_path: str, suites_dir: Path, work: Path, threads: int) -> dict:
+    out = {}
+    for name in ("quick_test", "production"):
+        exp = cfg["experiments"][name]
+        episodes = min(BENCH_EPISODES, exp["episodes"])
+        cache = work / f"cache-{name}"
+        runs = {}
+        for temperature in ("cold", "warm"):
+            ckpt = work / f"{name}-{temperature}"
+            env = {**os.environ, "ACBO_JAX_CACHE": str(cache)}
+            res = _run(_acbo("train", "--experiment", name, "--seed", 0, "--config", config_path, "--suites-dir",
+                             suites_dir, "--checkpoint-dir", ckpt, "--log-table", ckpt / "log.parquet", "--episodes",
+                             episodes, "--no-progress", "--threads", threads), env)
+            log = pd.read_parquet(ckpt / "log.parquet")
+            wall = log["wall_time"].to_numpy()
+            rate = (len(wall) - 1) / (wall[-1] - wall[0])
+            runs[temperature] = {**res, "first_episode_s": float(wall[0]), "episodes_per_s": float(rate)}
+        rate = runs["warm"]["episodes_per_s"]
+        steps = exp["training"]["n_interventions"]
+        out[name] = {
+            "measured_episodes": episodes,
+            "episodes_per_s": round(rate, 2),
+            "intervention_steps_per_s": round(rate * steps, 1),
+            "group_actions_per_s": round(rate * steps * exp["training"]["group_size"], 1),
+            "compile_s_cold_cache": round(runs["cold"]["first_episode_s"], 2),
+            "compile_s_warm_cache": round(runs["warm"]["first_episode_s"], 2),
+            "process_s_cold_cache": round(runs["cold"]["wall_s"], 2),
+            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs.values()), 1),
+            "estimated_train_s_per_seed_after_compile": round(exp["episodes"] / rate, 1),
+            "config_episodes": exp["episodes"],
+        }
+    return out
+
+
+def bench_evaluate(cfg: dict, config_path: str, suites_dir: Path, work: Path, threads: int) -> dict:
+    suite = suites_dir / "heldout-L05.json"
+    ckpt = work / "production-warm" / "final.ckpt"
+    result = {"suite": suite.stem}
+    res = _run(_acbo("baselines", "--suite", suite, "--out", work / "baselines.parquet", "--config", config_path,
+                     "--threads", threads), dict(os.environ))
+    result["baselines_s"] = round(res["wall_s"], 2)
+    if ckpt.exists():
+        res = _run(_acbo("evaluate", "--checkpoint", ckpt, "--suite", suite, "--out", work / "eval.parquet",
+                         "--config", config_path, "--threads", threads), dict(os.environ))
+        result["policy_s"] = round(res["wall_s"], 2)
+        result["policy_peak_rss_mib"] = round(res["peak_rss_mib"], 1)
+    return result
+
+
+def run_bench_cli(args) -> int:
+    cfg = load_config(args.config)
+    only = set(args.only.split(",")) if args.only else {"suites", "train", "evaluate"}
+    out_dir = Path(args.out)
+    threads = args.threads or 1
+    with tempfile.TemporaryDirectory(prefix="acbo-bench-") as tmp:
+        work = Path(tmp)
+        suites_dir = work / "suites"
+        figures = {"suites": bench_suites(cfg, args.config, suites_dir)}
+        if "train" in only or "evaluate" in only:
+            figures["train"] = bench_train(cfg, args.config, suites_dir, work, threads)
+        if "evaluate" in only:
+            figures["evaluate"] = bench_evaluate(cfg, args.config, suites_dir, work, threads)
+    figures["machine"] = {"cpus": os.cpu_count(), "threads": threads}
+    for name, data in figures.items():
+        if name != "machine" and name in only:
+            atomic_write_text(out_dir / f"{name}.json", json.dumps({**data, "machine": figures["machine"]}, indent=1))
+            print(f"{out_dir / (name + '.json')}: {json.dumps(data)}")
+    return 0
