@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("ACBO_JAX_CACHE", str(ROOT / ".jax_cache"))
 
-from workflow_src.cli import configure_jax  # noqa: E402
+from workflow_src.cli import configure_jax  # noqa: E402  (after the cache location is set)
 
 configure_jax(None)  # the persistent compilation cache, shared with the CLI subprocesses
 # In CI (.ci/run sets ACBO_REQUIRE_ALL=1) a missing real component is a failure, not a skip.
@@ -74,7 +74,8 @@ def snakemake(workdir: Path, *args, check=True, timeout=900, env=None):
         cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        command = " ".join(map(str, args))
+        raise AssertionError(f"snakemake {command} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
 

@@ -1,7 +1,6 @@
 """`snakemake -n` plans exactly the jobs the config implies."""
 
 import pytest
-
 from conftest import copy_workflow, planned_jobs, snakemake
 
 
@@ -11,7 +10,7 @@ def workdir(tmp_path_factory):
 
 
 def test_suite_targets_plan_one_job_each(workdir):
-    targets = ["results/suites/train-L01.json", "results/suites/heldout-L07.json", "results/suites/heldout-classic.json"]
+    targets = [f"results/suites/{name}.json" for name in ("train-L01", "heldout-L07", "heldout-classic")]
     assert planned_jobs(workdir, *targets) == {"suite": 3}
 
 

@@ -4,7 +4,7 @@ import re
 
 
 def _pins(text: str) -> set[str]:
-    return {m.group(1) for m in re.finditer(r"^\s*(?:- )?([A-Za-z0-9_.\-\[\]]+==[^\s#]+)", text, re.M)}
+    return {m.group(1) for m in re.finditer(r"^\s*(?:- )?([A-Za-z0-9_.\-\[\]]+==[^\s#]+)", text, re.MULTILINE)}
 
 
 def test_conda_spec_matches_lock(root):

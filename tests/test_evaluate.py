@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, large_user_suite_doc, run_cli
+
+from workflow_src.baselines import BASELINES, allowed, baseline_methods
 from workflow_src.config import deep_merge, suite_slice, train_slice
 from workflow_src.evaluate import evaluate_methods
-from workflow_src.methods import BASELINES, Method, allowed, baseline_methods
+from workflow_src.methods import Method
 from workflow_src.metrics import episode_metrics
 from workflow_src.suite_io import load_suite
 from workflow_src.suites import build_suite

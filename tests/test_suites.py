@@ -5,9 +5,10 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import large_user_suite_doc, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from workflow_src.config import suite_slice
 from workflow_src.generators import LEVELS, GeneratorSettings, generate_level_suite, generate_scm
 from workflow_src.scm import ancestors, reachability

@@ -6,15 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import ROOT, run_cli
-from workflow_src import checkpoint, grpo, policy as pol
+
+from workflow_src import checkpoint, grpo
+from workflow_src import policy as pol
 from workflow_src.config import deep_merge, train_slice
 from workflow_src.evaluate import load_policy, run_method
 from workflow_src.generators import GeneratorSettings, generate_level_suite
 from workflow_src.methods import policy_methods
 from workflow_src.scm import pad_scm
-from workflow_src.suite_io import write_suite
 from workflow_src.train import TrainPaths, train
 
 
@@ -93,8 +93,8 @@ def test_masked_variables_never_get_probability():
 
 @pytest.fixture(scope="module")
 def suites_dir(tmp_path_factory, default_config):
-    from workflow_src.suites import build_suite
     from workflow_src.config import suite_slice
+    from workflow_src.suites import build_suite
 
     d = tmp_path_factory.mktemp("suites")
     for name in ("train-L01", "train-L02", "heldout-L01"):

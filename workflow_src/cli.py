@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, experiment, load_config, suite_slice
+from .config import ConfigError, load_config, suite_slice
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -75,8 +75,8 @@ def cmd_suite_validate(args) -> int:
 
 
 def cmd_suite_oracle(args) -> int:
-    from .suites import oracle_json, oracle_table
     from .suite_io import load_suite
+    from .suites import oracle_json, oracle_table
 
     suite = load_suite(args.file)
     if args.json:
@@ -88,8 +88,8 @@ def cmd_suite_oracle(args) -> int:
 
 
 def cmd_suite_show(args) -> int:
-    from .suites import show_suite
     from .suite_io import load_suite
+    from .suites import show_suite
 
     print(show_suite(load_suite(args.file)))
     return 0

@@ -30,7 +30,7 @@ class CurriculumSettings:
     family_temperature: float
 
     @classmethod
-    def from_experiment(cls, exp: dict) -> "CurriculumSettings":
+    def from_experiment(cls, exp: dict) -> CurriculumSettings:
         c = exp["curriculum"]
         return cls(levels=tuple(sorted(exp["levels"])), **c)
 

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from . import checkpoint
+from .baselines import baseline_methods
 from .checkpoint_errors import CheckpointError
 from .config import baselines_slice, evaluation_slice, load_config
-from .methods import Method, baseline_methods, policy_methods
+from .methods import Method, policy_methods
 from .policy import architecture, init_params, make_policy
 from .provenance import file_hash, git_commit, package_version
 from .rollout import episode_keys, make_run_suite
@@ -38,7 +39,7 @@ def records_to_frame(records: dict, suite: Suite, method: str, identity: dict) -
     scms = suite.scms
     names = np.array([scm.nodes[v] for scm, var in zip(scms, records["variable"]) for v in var.ravel()], dtype=object)
     exact = [scm.exact() for scm in scms]
-    per_scm = lambda values: np.asarray(values)[idx_k]  # noqa: E731
+    per_scm = lambda values: np.asarray(values)[idx_k]
     frame = pd.DataFrame(
         {
             "config": identity.get("config"),
@@ -110,16 +111,16 @@ def run_evaluate_cli(args) -> int:
     protocol = _protocol(args, evaluation_slice)
     suite = load_suite(args.suite)
     header, policy, policy_config, params = load_policy(args.checkpoint)
-    modes = _methods_arg(args.methods, protocol["policy_modes"])
-    bad = [m for m in modes if m not in ("greedy", "sampled")]
-    if bad:
-        raise CLIError(f"unknown method {', '.join(map(repr, bad))} (policy modes: greedy, sampled)")
+    try:
+        methods = policy_methods(policy, policy_config["fixed_std"], _methods_arg(args.methods, protocol["policy_modes"]))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     identity = {
         "config": args.experiment or header.get("config_name"),
         "seed": args.seed if args.seed is not None else header.get("seed"),
         "checkpoint_hash": file_hash(args.checkpoint),
     }
-    frame = evaluate_methods(policy_methods(policy, policy_config["fixed_std"], modes), params, suite, protocol, identity)
+    frame = evaluate_methods(methods, params, suite, protocol, identity)
     write_table(frame, EVAL_SCHEMA, args.out, "evaluation table")
     _report(frame, args.out)
     return 0

@@ -6,8 +6,8 @@ settings always give byte-identical suite files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import networkx as nx
 import numpy as np
@@ -63,7 +63,7 @@ class GeneratorSettings:
     decimals: int = 4
 
     @classmethod
-    def from_config(cls, section: dict) -> "GeneratorSettings":
+    def from_config(cls, section: dict) -> GeneratorSettings:
         fields = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
         for key in ("coef_range", "bias_range", "noise_range", "range_choices"):
             if key in fields:

@@ -47,7 +47,7 @@ class GRPOSettings(NamedTuple):
     reward_info_gain: float
 
     @classmethod
-    def from_experiment(cls, exp: dict) -> "GRPOSettings":
+    def from_experiment(cls, exp: dict) -> GRPOSettings:
         t, r = exp["training"], exp["reward"]
         return cls(
             group_size=t["group_size"], n_obs=t["n_obs"], n_interventions=t["n_interventions"],

@@ -23,12 +23,12 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
         "train.py", "checkpoint.py",
     ),
     "evaluate": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "policy.py", "checkpoint.py", "rollout.py",
-        "methods.py", "evaluate.py", "tables.py",
+        "scm.py", "suite_io.py", "grpo.py", "sampler.py", "surrogate.py", "policy.py", "checkpoint.py",
+        "rollout.py", "methods.py", "evaluate.py", "tables.py",
     ),
     "baselines": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "rollout.py", "methods.py", "evaluate.py",
-        "tables.py",
+        "scm.py", "suite_io.py", "grpo.py", "sampler.py", "surrogate.py", "policy.py", "rollout.py", "methods.py",
+        "baselines.py", "evaluate.py", "tables.py",
     ),
     "summary": ("metrics.py", "tables.py", "summarize.py", "charts.py"),
 }

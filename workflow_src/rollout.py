@@ -10,7 +10,8 @@ randomness comes from a separate stream keyed by the method's name.
 from __future__ import annotations
 
 import zlib
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

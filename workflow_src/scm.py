@@ -59,7 +59,7 @@ class SCM:
         t_col = self.total_effects[:, self.target]
         return mu[self.target] + t_col[variable] * (np.asarray(value) - mu[variable])
 
-    def exact(self) -> "ExactQuantities":
+    def exact(self) -> ExactQuantities:
         if "exact" not in self._exact:
             self._exact["exact"] = exact_quantities(self)
         return self._exact["exact"]

@@ -1,0 +1,104 @@
+"""Non-learned baselines, each a ``Method`` of the common interface in ``methods``.
+
+- ``random``: a uniformly random allowed variable at a uniform value in its range;
+- ``oracle``: the exact best action (uses the SCM's exact quantities);
+- ``marginal_regression``: regress Y on each variable alone over the buffer, extrapolate to both range
+  ends, take the lowest prediction;
+- ``thompson_bandit``: a Bayesian linear model ``Y = a_i + b_i X_i`` per variable (interventional samples
+  on ``X_i`` at full weight, observational ones down-weighted since they may be confounded); draw from the
+  posterior and take the (variable, endpoint) arm with the lowest sampled prediction.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .methods import Method
+from .rollout import StepView
+from .surrogate import masked_standardize
+
+NEG_INF = -1e9
+OBS_WEIGHT = 0.1  # weight of an observational sample in the bandit's per-variable regression
+BANDIT_PRIOR_VAR = 1.0
+
+
+def allowed(view: StepView) -> jnp.ndarray:
+    return view.scm.intervenable & view.scm.node_mask
+
+
+def act_random(_, view: StepView, key):
+    k_var, k_val = jax.random.split(key)
+    variable = jax.random.categorical(k_var, jnp.where(allowed(view), 0.0, NEG_INF))
+    value = jax.random.uniform(k_val, minval=view.scm.lo[variable], maxval=view.scm.hi[variable])
+    return variable, value
+
+
+def act_oracle(_, view: StepView, key):
+    return view.scm.oracle_variable, view.scm.oracle_value
+
+
+def _best_endpoint(view: StepView, predict_lo, predict_hi):
+    """The (variable, endpoint) with the lowest predicted Y among allowed variables."""
+    lo_better = predict_lo <= predict_hi
+    best = jnp.where(allowed(view), jnp.minimum(predict_lo, predict_hi), jnp.inf)
+    variable = jnp.argmin(best)
+    value = jnp.where(lo_better[variable], view.scm.lo[variable], view.scm.hi[variable])
+    return variable, value
+
+
+def _weighted_simple_regression(x, y, w):
+    """Per column of ``x`` (S, N): weighted least squares of y on [1, x]; returns intercept, slope (N,)."""
+    sw = jnp.maximum(w.sum(0), 1e-9)
+    mx = (w * x).sum(0) / sw
+    my = (w * y[:, None]).sum(0) / sw
+    sxx = (w * (x - mx) ** 2).sum(0)
+    sxy = (w * (x - mx) * (y[:, None] - my)).sum(0)
+    slope = sxy / jnp.maximum(sxx, 1e-9)
+    return my - slope * mx, slope
+
+
+def act_marginal_regression(_, view: StepView, key):
+    buf, scm = view.buffer, view.scm
+    w = jnp.broadcast_to(buf.sample_mask[:, None], buf.values.shape).astype(buf.values.dtype)
+    intercept, slope = _weighted_simple_regression(buf.values, buf.values[:, scm.target], w)
+    return _best_endpoint(view, intercept + slope * scm.lo, intercept + slope * scm.hi)
+
+
+def act_thompson_bandit(_, view: StepView, key):
+    buf, scm = view.buffer, view.scm
+    z, mean, std = masked_standardize(buf.values, buf.sample_mask)
+    y = z[:, scm.target]
+    observational = ~buf.intervened.any(1)
+    # per variable i: samples where X_i was set (unconfounded) count fully, observational ones a little
+    w = buf.sample_mask[:, None] * jnp.where(buf.intervened, 1.0, jnp.where(observational[:, None], OBS_WEIGHT, 0.0))
+    # posterior of (a_i, b_i) with prior N(0, BANDIT_PRIOR_VAR I) and unit noise on the standardized scale
+    noise_var = 1.0
+    s0 = w.sum(0)
+    s1 = (w * z).sum(0)
+    s2 = (w * z * z).sum(0)
+    sy = (w * y[:, None]).sum(0)
+    sxy = (w * z * y[:, None]).sum(0)
+    precision = jnp.stack([jnp.stack([s0, s1], -1), jnp.stack([s1, s2], -1)], -2) / noise_var + jnp.eye(2) / BANDIT_PRIOR_VAR
+    cov = jnp.linalg.inv(precision)  # (N, 2, 2)
+    mean_ab = jnp.einsum("nij,nj->ni", cov, jnp.stack([sy, sxy], -1) / noise_var)
+    chol = jnp.linalg.cholesky(cov + 1e-6 * jnp.eye(2))
+    draw = mean_ab + jnp.einsum("nij,nj->ni", chol, jax.random.normal(key, mean_ab.shape))
+    z_lo = (scm.lo - mean) / std
+    z_hi = (scm.hi - mean) / std
+    return _best_endpoint(view, draw[:, 0] + draw[:, 1] * z_lo, draw[:, 0] + draw[:, 1] * z_hi)
+
+
+BASELINES: dict[str, Method] = {
+    "random": Method("random", act_random),
+    "oracle": Method("oracle", act_oracle),
+    "marginal_regression": Method("marginal_regression", act_marginal_regression),
+    "thompson_bandit": Method("thompson_bandit", act_thompson_bandit),
+}
+
+
+def baseline_methods(names) -> list[Method]:
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown method {', '.join(map(repr, unknown))} (known: {', '.join(BASELINES)})")
+    return [BASELINES[n] for n in names]
