@@ -99,9 +99,7 @@ class DevTools:
             if ready:
                 chunk = os.read(self._from_browser, 1 << 20)
                 if not chunk:
-                    raise RuntimeError(
-                        f"Chromium exited: {self.proc.stderr.read().decode(errors='replace')[-2000:]}"
-                    )
+                    raise RuntimeError(f"Chromium exited: {self.proc.stderr.read().decode(errors='replace')[-2000:]}")
                 self._buffer += chunk
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
@@ -150,9 +148,7 @@ def console_errors(events: list[dict]) -> list[str]:
     for ev in events:
         method, params = ev.get("method"), ev.get("params", {})
         if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            out.append(
-                " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
-            )
+            out.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
         elif method == "Runtime.exceptionThrown":
             details = params.get("exceptionDetails", {})
             out.append(details.get("exception", {}).get("description") or details.get("text", "exception"))
@@ -161,9 +157,7 @@ def console_errors(events: list[dict]) -> list[str]:
     return out
 
 
-def open_page(
-    page: Path, screenshot: Path, profile_dir: Path, width: int = 1300, wait_s: float = 90.0
-) -> dict:
+def open_page(page: Path, screenshot: Path, profile_dir: Path, width: int = 1300, wait_s: float = 90.0) -> dict:
     """Load ``page`` offline, wait for its charts, and return what rendered, the errors and the requests."""
     exe = chromium_path()
     browser = DevTools(exe, profile_dir)
@@ -197,26 +191,20 @@ def open_page(
             session=session,
         )
         browser.drain(0.5)
-        shot = browser.send(
-            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=session
-        )
+        shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=session)
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.write_bytes(base64.b64decode(shot["data"]))
         browser.drain(0.5)
     finally:
         browser.close()
     requests = [
-        ev["params"]["request"]["url"]
-        for ev in browser.events
-        if ev.get("method") == "Network.requestWillBeSent"
+        ev["params"]["request"]["url"] for ev in browser.events if ev.get("method") == "Network.requestWillBeSent"
     ]
     return {"state": state, "charts": charts, "errors": console_errors(browser.events), "requests": requests}
 
 
 def evaluate(browser: DevTools, session: str, expression: str):
-    result = browser.send(
-        "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=session
-    )
+    result = browser.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=session)
     if "exceptionDetails" in result:
         raise AssertionError(f"page script failed: {result['exceptionDetails']}")
     return result["result"].get("value")

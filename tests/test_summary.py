@@ -53,9 +53,7 @@ QUALITY = {
 
 def eval_frame(method, suite, level, n_scms=4, episodes=3, steps=5, seed=None, config=None, rng_seed=0):
     """A long evaluation table of one method on one synthetic suite; better methods improve more."""
-    rng = np.random.default_rng(
-        [rng_seed, level, n_scms, episodes, steps, zlib.crc32(method.encode()), seed or 0]
-    )
+    rng = np.random.default_rng([rng_seed, level, n_scms, episodes, steps, zlib.crc32(method.encode()), seed or 0])
     rows = []
     for c in range(n_scms):
         scm_rng = np.random.default_rng([level, c])  # per-SCM constants shared by all methods
@@ -140,9 +138,7 @@ def make_study(tmp: Path, config="synth", seeds=(0, 1), suites=SUITES, n_scms=4,
     results, ckpts = tmp / "results", tmp / "checkpoints"
     hashes = {}
     for seed in seeds:
-        write_table(
-            train_frame(config, seed), TRAIN_LOG_SCHEMA, results / config / "train" / f"seed_{seed}.parquet"
-        )
+        write_table(train_frame(config, seed), TRAIN_LOG_SCHEMA, results / config / "train" / f"seed_{seed}.parquet")
         header = {
             "format": "acbo-ckpt/1",
             "config_name": config,
@@ -161,9 +157,7 @@ def make_study(tmp: Path, config="synth", seeds=(0, 1), suites=SUITES, n_scms=4,
         base = pd.concat([eval_frame(m, suite, level, n_scms, episodes, steps) for m in BASELINES])
         write_table(base, EVAL_SCHEMA, results / "baselines" / f"{suite}.parquet")
         for seed in seeds:
-            pol = pd.concat(
-                [eval_frame(m, suite, level, n_scms, episodes, steps, seed, config) for m in POLICIES]
-            )
+            pol = pd.concat([eval_frame(m, suite, level, n_scms, episodes, steps, seed, config) for m in POLICIES])
             pol["checkpoint_hash"] = hashes[seed]
             write_table(pol, EVAL_SCHEMA, results / config / "eval" / f"seed_{seed}" / f"{suite}.parquet")
     return {
@@ -217,7 +211,7 @@ def test_bootstrap_ci_contains_mean_and_is_reproducible():
     assert np.allclose(mean, units.values.mean(axis=(0, 1)))
     assert np.all(low <= mean) and np.all(mean <= high) and np.all(low < high)
     again = bootstrap(units, 500, seed=7)
-    for a, b in zip((mean, low, high), again):
+    for a, b in zip((mean, low, high), again, strict=True):
         assert np.array_equal(a, b)
     other = bootstrap(units, 500, seed=8)
     assert not np.array_equal(low, other[1])
@@ -329,17 +323,13 @@ def test_summary_table_schema_and_content(study):
     assert metrics[metrics["method"] == "random"]["seed"].isna().all()
     # the synthetic tables rank the methods by QUALITY
     head = metrics[
-        (metrics["suite"] == ALL_SUITES)
-        & metrics["seed"].isna()
-        & (metrics["metric"] == "norm_improvement_best")
+        (metrics["suite"] == ALL_SUITES) & metrics["seed"].isna() & (metrics["metric"] == "norm_improvement_best")
     ]
     by = head.set_index("method")["mean"]
     assert by["oracle"] > by["policy_greedy"] > by["marginal_regression"] > by["random"]
     curves = frame[frame["kind"] == "step_curve"]
     assert sorted(curves["step"].unique()) == [1, 2, 3, 4, 5]
-    oracle_curve = curves[(curves["method"] == "oracle") & (curves["suite"] == ALL_SUITES)].sort_values(
-        "step"
-    )
+    oracle_curve = curves[(curves["method"] == "oracle") & (curves["suite"] == ALL_SUITES)].sort_values("step")
     assert oracle_curve["mean"].is_monotonic_increasing
     assert meta["config"] == "synth" and [t["seed"] for t in meta["training"]] == [0, 1]
     first = meta["training"][0]

@@ -84,7 +84,8 @@ THEME = {
     },
     "axis": {"labelFontSize": 12, "titleFontSize": 13},
     "header": {"labelFontSize": 13, "titleFontSize": 13, "labelFontWeight": "bold"},
-    "legend": {"labelFontSize": 12, "titleFontSize": 13},
+    # legends above the panels, so that wide faceted charts do not push them off screen
+    "legend": {"labelFontSize": 12, "titleFontSize": 13, "orient": "top", "direction": "horizontal"},
     "background": "white",
 }
 
@@ -107,10 +108,16 @@ def method_colors(methods) -> dict[str, str]:
     return {m: METHOD_COLORS.get(m) or spare[m] for m in method_order(methods)}
 
 
-def color_encoding(methods, legend=True) -> alt.Color:
+def color_encoding(methods, legend: bool | alt.Legend = True) -> alt.Color:
     colors = method_colors(methods)
     scale = alt.Scale(domain=list(colors), range=list(colors.values()))
-    return alt.Color("method:N", scale=scale, legend=alt.Legend(title="method") if legend else None)
+    if legend is True:
+        legend = alt.Legend(title="method")
+    return alt.Color("method:N", scale=scale, legend=legend or None)
+
+
+# a legend of line samples (dashed for random), shared by the layers of a line chart
+LINE_LEGEND = alt.Legend(title="method", symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3, symbolSize=300)
 
 
 def scope_label(suite: str, level) -> str:
@@ -127,7 +134,7 @@ def _curriculum_level(level) -> bool:
 def with_scope_labels(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Add a ``scope`` label column; the order is by level, then suite, with the pooled scope last."""
     frame = frame.copy()
-    frame["scope"] = [scope_label(s, lv) for s, lv in zip(frame["suite"], frame["level"])]
+    frame["scope"] = [scope_label(s, lv) for s, lv in zip(frame["suite"], frame["level"], strict=True)]
     keys = frame[["suite", "level", "scope"]].drop_duplicates()
     keys = keys.assign(
         _pooled=keys["suite"] == ALL_SUITES,
@@ -140,7 +147,9 @@ def pooled_metrics(summary: pd.DataFrame, metrics, kind: str = "metric") -> pd.D
     """Rows of ``kind`` for ``metrics`` pooled over seeds (seed null), with readable CI text."""
     rows = summary[(summary["kind"] == kind) & summary["metric"].isin(metrics) & summary["seed"].isna()]
     rows = rows.copy()
-    rows["ci_text"] = [ci_text(m, lo, hi) for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"])]
+    rows["ci_text"] = [
+        ci_text(m, lo, hi) for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"], strict=True)
+    ]
     return rows
 
 
@@ -191,7 +200,7 @@ def interval_chart(frame, value_title, facet, facet_title, facet_order, title, s
         .encode(x="mean:Q")
     )
     bars = base.mark_errorbar(ticks=True, thickness=2).encode(
-        x=alt.X("ci_low:Q", title=value_title, scale=alt.Scale(zero=False)),
+        x=alt.X("ci_low:Q", title=value_title, scale=alt.Scale(zero=False), axis=alt.Axis(tickCount=6)),
         x2="ci_high:Q",
         y=y,
         color=color_encoding(methods, legend=False),
@@ -253,9 +262,7 @@ def paired_chart(summary: pd.DataFrame, metric: str = "norm_improvement_best") -
     )
     height = 16 * len(baselines) * max(1, len(policies))
     layer = alt.layer(zero, bars, points, data=rows).properties(width=WIDTH, height=height)
-    return layer.facet(
-        facet=alt.Facet("scope:N", sort=order, title=None), columns=_columns(len(order))
-    ).properties(
+    return layer.facet(facet=alt.Facet("scope:N", sort=order, title=None), columns=_columns(len(order))).properties(
         title=alt.Title(
             "Policy minus baseline, paired on the same SCM and episode",
             subtitle=[
@@ -269,19 +276,25 @@ def paired_chart(summary: pd.DataFrame, metric: str = "norm_improvement_best") -
 def step_chart(summary: pd.DataFrame) -> alt.FacetChart:
     rows = summary[summary["kind"] == "step_curve"].copy()
     rows, order = with_scope_labels(rows)
-    rows["ci_text"] = [ci_text(m, lo, hi) for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"])]
+    rows["ci_text"] = [
+        ci_text(m, lo, hi) for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"], strict=True)
+    ]
     methods = method_order(rows["method"])
     dashes = alt.Scale(domain=methods, range=[RANDOM_DASH if m == RANDOM else [1, 0] for m in methods])
+    first, last = int(rows["step"].min()), int(rows["step"].max())
     base = alt.Chart().encode(
-        x=alt.X("step:Q", title="intervention number", axis=alt.Axis(tickMinStep=1, format="d")),
+        x=alt.X(
+            "step:Q",
+            title="intervention number",
+            scale=alt.Scale(domain=[first, max(last, first + 1)], nice=False),
+            axis=alt.Axis(tickMinStep=1, format="d", tickCount=10),
+        ),
     )
-    band = base.mark_area(opacity=0.13).encode(
-        y="ci_low:Q", y2="ci_high:Q", color=color_encoding(methods, False)
-    )
+    band = base.mark_area(opacity=0.13).encode(y="ci_low:Q", y2="ci_high:Q", color=color_encoding(methods, LINE_LEGEND))
     line = base.mark_line(strokeWidth=2).encode(
         y=alt.Y("mean:Q", title="best-so-far normalized improvement"),
-        color=color_encoding(methods),
-        strokeDash=alt.StrokeDash("method:N", scale=dashes, legend=alt.Legend(title="method")),
+        color=color_encoding(methods, LINE_LEGEND),
+        strokeDash=alt.StrokeDash("method:N", scale=dashes, legend=LINE_LEGEND),
         tooltip=[
             alt.Tooltip("method:N"),
             alt.Tooltip("step:Q", title="intervention"),
@@ -289,9 +302,7 @@ def step_chart(summary: pd.DataFrame) -> alt.FacetChart:
         ],
     )
     layer = alt.layer(band, line, data=rows).properties(width=WIDTH, height=170)
-    return layer.facet(
-        facet=alt.Facet("scope:N", sort=order, title=None), columns=_columns(len(order))
-    ).properties(
+    return layer.facet(facet=alt.Facet("scope:N", sort=order, title=None), columns=_columns(len(order))).properties(
         title=alt.Title(
             "Best-so-far normalized improvement after each intervention",
             subtitle=[
@@ -349,15 +360,11 @@ def training_chart(summary: pd.DataFrame) -> alt.VConcatChart:
         scale=alt.Scale(domain=[first, max(last, first + 1)], nice=False),
         axis=alt.Axis(tickMinStep=1, format="d", tickCount=10, labelOverlap=True),
     )
-    marks = (
-        alt.Chart(changed).mark_rule(strokeDash=[3, 3], opacity=0.7).encode(x="episode:Q", color=seed_color)
-    )
+    marks = alt.Chart(changed).mark_rule(strokeDash=[3, 3], opacity=0.7).encode(x="episode:Q", color=seed_color)
     panels = []
     for metric, title in TRAINING_PANELS:
         data = long[long["metric"] == metric]
-        raw = (
-            alt.Chart(data).mark_line(opacity=0.25, strokeWidth=1).encode(x=x, y="value:Q", color=seed_color)
-        )
+        raw = alt.Chart(data).mark_line(opacity=0.25, strokeWidth=1).encode(x=x, y="value:Q", color=seed_color)
         smooth = (
             alt.Chart(data)
             .mark_line(strokeWidth=2)
@@ -391,9 +398,7 @@ def training_chart(summary: pd.DataFrame) -> alt.VConcatChart:
         )
     )
     panels.append(alt.layer(marks, level).properties(width=3 * WIDTH, height=90))
-    smoothing = (
-        f"thick: moving average over {window} episodes, thin: per episode" if window > 1 else "per episode"
-    )
+    smoothing = f"thick: moving average over {window} episodes, thin: per episode" if window > 1 else "per episode"
     return alt.vconcat(*panels).properties(
         title=alt.Title(
             "Training curves per seed",
@@ -415,7 +420,7 @@ def behaviour_chart(summary: pd.DataFrame) -> alt.FacetChart:
     for col in ("mean", "ci_low", "ci_high"):
         rows[col] = rows[col].where(~shares, rows[col] * 100.0)
     rows["ci_text"] = [
-        ci_text(m, lo, hi) + " %" for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"])
+        ci_text(m, lo, hi) + " %" for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"], strict=True)
     ]
     rows["what"] = rows["metric"].map(dict(BEHAVIOUR))
     methods = method_order(rows["method"])
@@ -448,9 +453,7 @@ def behaviour_chart(summary: pd.DataFrame) -> alt.FacetChart:
     ).properties(
         title=alt.Title(
             "How each method intervenes",
-            subtitle=[
-                "Shares of interventions (percent) per method and suite; black bars: 95% bootstrap CI."
-            ],
+            subtitle=["Shares of interventions (percent) per method and suite; black bars: 95% bootstrap CI."],
         )
     )
 
@@ -471,7 +474,8 @@ def compare_chart(frame: pd.DataFrame, metric: str = "norm_improvement_best") ->
         [
             f"{label[0].upper() + label[1:]} ({unit}), pooled over each config's evaluation suites.",
             "Dots: mean, bars: 95% bootstrap CI over SCMs and seeds.",
-            "Dashed grey line and band: the random baseline. Configs evaluated on different suites are not directly comparable.",
+            "Dashed grey line and band: the random baseline. "
+            "Configs evaluated on different suites are not directly comparable.",
         ],
     )
 
@@ -483,9 +487,7 @@ def compare_suite_chart(frame: pd.DataFrame, metric: str = "norm_improvement_bes
     policy = rows["method"].str.startswith("policy_")
     shared = rows[~policy].drop_duplicates(["method", "suite", "level"]).assign(entry=lambda d: d["method"])
     ours = rows[policy].assign(entry=lambda d: d["config"] + ": " + d["method"])
-    rows = (
-        pd.concat([ours, shared], ignore_index=True).drop(columns=["config"]).rename(columns={"entry": "row"})
-    )
+    rows = pd.concat([ours, shared], ignore_index=True).drop(columns=["config"]).rename(columns={"entry": "row"})
     order = [o for o in order if o in set(rows["scope"])]
     methods = method_order(rows["method"])
     entries = sorted(ours["entry"].unique()) + [m for m in methods if m in set(shared["method"])]
@@ -504,9 +506,7 @@ def compare_suite_chart(frame: pd.DataFrame, metric: str = "norm_improvement_bes
         tooltip=[alt.Tooltip("row:N", title="entry"), alt.Tooltip("ci_text:N", title="mean [95% CI]")],
     )
     layer = alt.layer(bars, points, data=rows).properties(width=WIDTH, height=18 * len(entries))
-    return layer.facet(
-        facet=alt.Facet("scope:N", sort=order, title=None), columns=_columns(len(order))
-    ).properties(
+    return layer.facet(facet=alt.Facet("scope:N", sort=order, title=None), columns=_columns(len(order))).properties(
         title=alt.Title(
             "Per suite: each config's policy beside the shared baselines",
             subtitle=["Dots: mean, bars: 95% bootstrap CI."],
@@ -547,14 +547,25 @@ def script_json(obj) -> str:
 
 
 CSS = """
-body{font-family:"Liberation Sans","DejaVu Sans",Arial,sans-serif;margin:0 auto;max-width:1250px;padding:0 24px 60px;color:#222;line-height:1.45}
-h1{font-size:26px;margin:28px 0 6px}h2{font-size:20px;margin:34px 0 6px;border-bottom:1px solid #ddd;padding-bottom:4px}
-p.lead{font-size:15px;color:#333;margin-top:4px}nav{background:#f5f6f8;padding:8px 14px;border-radius:6px;font-size:14px}
-nav a{margin-right:16px}.chart{margin:14px 0 22px;overflow-x:auto}.note{color:#555;font-size:14px}
-table{border-collapse:collapse;font-size:13px;margin:10px 0 18px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f5f6f8}td.num{font-variant-numeric:tabular-nums;white-space:nowrap}.swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px;vertical-align:-1px}
-code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}.chart-error{color:#b00020;font-weight:bold}
-dl.glossary dt{font-weight:bold;margin-top:6px}dl.glossary dd{margin-left:18px}
+body{font-family:"Liberation Sans","DejaVu Sans",Arial,sans-serif;color:#222;line-height:1.45;
+  margin:0 auto;max-width:1250px;padding:0 24px 60px}
+h1{font-size:26px;margin:28px 0 6px}
+h2{font-size:20px;margin:34px 0 6px;border-bottom:1px solid #ddd;padding-bottom:4px}
+p.lead{font-size:15px;color:#333;margin-top:4px}
+nav{background:#f5f6f8;padding:8px 14px;border-radius:6px;font-size:14px}
+nav a{margin-right:16px}
+.chart{margin:14px 0 22px;overflow-x:auto}
+.note{color:#555;font-size:14px}
+.table{overflow-x:auto;margin:10px 0 18px}
+table{border-collapse:collapse;font-size:13px}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f5f6f8}
+td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
+.swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px;vertical-align:-1px}
+code{background:#f3f3f3;padding:0 3px;border-radius:3px;font-size:12px}
+.chart-error{color:#b00020;font-weight:bold}
+dl.glossary dt{font-weight:bold;margin-top:6px}
+dl.glossary dd{margin-left:18px}
 """.strip()
 
 RENDER_JS = """
@@ -610,25 +621,25 @@ def html_table(header: list[str] | None, rows: list[list[str]], numeric_from: in
     head = "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead>" if header else ""
     body = "".join(
         "<tr>"
-        + "".join(
-            f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>" for i, c in enumerate(r)
-        )
+        + "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>" for i, c in enumerate(r))
         + "</tr>"
         for r in rows
     )
-    return f"<table>{head}<tbody>{body}</tbody></table>"
+    return f'<div class="table"><table>{head}<tbody>{body}</tbody></table></div>'
 
 
 def swatch(method: str, colors: dict[str, str]) -> str:
     return f'<span class="swatch" style="background:{colors.get(method, "#000")}"></span>{esc(method)}'
 
 
-HEADLINE = [  # (metric, unit for ci_text)
+HEADLINE_OUTCOMES = [  # (metric, unit for ci_text)
     ("norm_improvement_best", ""),
     ("norm_improvement_mean", ""),
-    ("target_mean", ""),
     ("optimum_found", "share"),
+    ("target_mean", ""),
     ("improvement_over_random", "percent"),
+]
+HEADLINE_BEHAVIOUR = [
     ("parent_rate", "share"),
     ("optimal_variable_rate", "share"),
     ("range_utilization", "percent"),
@@ -643,7 +654,8 @@ METRIC_NOTES = {
     "scales differ between SCMs).",
     "optimum_found": "share of episodes whose best action reached a normalized improvement of at least 0.95.",
     "improvement_over_random": "(random - average target) / |random| in percent, where random is the exact "
-    "expected outcome of the uniformly random policy on the same SCM.",
+    "expected outcome of the uniformly random policy on the same SCM, averaged over episodes. It explodes "
+    "on SCMs whose random value is close to 0, so read it beside the normalized improvement.",
     "parent_rate": "share of interventions on a true parent of the target.",
     "optimal_variable_rate": "share of interventions on the variable the oracle intervenes on.",
     "range_utilization": "mean |v - center| / radius of the chosen values, in percent (100 = always at a range end, "
@@ -652,7 +664,9 @@ METRIC_NOTES = {
 }
 
 
-def headline_table(summary: pd.DataFrame, seed=None) -> str:
+def headline_table(summary: pd.DataFrame, seed=None, columns=None) -> str:
+    """Methods (rows) by ``columns`` (default HEADLINE_OUTCOMES) over all suites, pooled or for one seed."""
+    columns = columns or HEADLINE_OUTCOMES
     rows = summary[(summary["kind"] == "metric") & (summary["suite"] == ALL_SUITES)]
     rows = rows[rows["seed"].isna()] if seed is None else rows[rows["seed"] == seed]
     colors = method_colors(summary["method"][summary["kind"] == "metric"])
@@ -660,11 +674,11 @@ def headline_table(summary: pd.DataFrame, seed=None) -> str:
     out = []
     for method in method_order(rows["method"]):
         cells = [swatch(method, colors)]
-        for metric, unit in HEADLINE:
+        for metric, unit in columns:
             r = lookup.get((method, metric))
             cells.append(esc(ci_text(r.mean, r.ci_low, r.ci_high, unit)) if r is not None else "n/a")
         out.append(cells)
-    header = ["method"] + [esc(METRIC_LABELS[m][0]) for m, _ in HEADLINE]
+    header = ["method"] + [esc(METRIC_LABELS[m][0]) for m, _ in columns]
     return html_table(header, out)
 
 
@@ -723,7 +737,8 @@ def glossary(methods) -> str:
 
 def metric_glossary() -> str:
     items = "".join(
-        f"<dt>{esc(METRIC_LABELS[m][0])}</dt><dd>{esc(METRIC_NOTES[m])}</dd>" for m, _ in HEADLINE
+        f"<dt>{esc(METRIC_LABELS[m][0])}</dt><dd>{esc(METRIC_NOTES[m])}</dd>"
+        for m, _ in HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR
     )
     return f'<dl class="glossary">{items}</dl>'
 
@@ -764,14 +779,13 @@ def provenance_html(meta: dict) -> str:
         ["acbo package versions", esc(", ".join(meta["package_versions"]) or "n/a")],
     ]
     for stage, commits in sorted(meta["git_commits"].items()):
-        general.append(
-            [f"git commit ({esc(stage)})", "<code>" + esc(", ".join(commits) or "n/a") + "</code>"]
-        )
+        general.append([f"git commit ({esc(stage)})", "<code>" + esc(", ".join(commits) or "n/a") + "</code>"])
     general.append(
         [
             "rendered with",
             esc(
-                f"Altair {alt.__version__}, Vega-Lite {alt.SCHEMA_VERSION.lstrip('v')}, Vega {vl_convert.get_vega_version()}, "
+                f"Altair {alt.__version__}, Vega-Lite {alt.SCHEMA_VERSION.lstrip('v')}, "
+                f"Vega {vl_convert.get_vega_version()}, "
                 f"vega-embed {vl_convert.get_vega_embed_version()} (inlined)"
             ),
         ]
@@ -790,9 +804,7 @@ def _code(value) -> str:
 def _metrics_text(metrics) -> str:
     if not isinstance(metrics, dict) or not metrics:
         return "n/a"
-    return ", ".join(
-        f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in sorted(metrics.items())
-    )
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in sorted(metrics.items()))
 
 
 def _evaluated_matches(t: dict) -> str:
@@ -829,20 +841,23 @@ def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
     seeds = sorted(summary["seed"][(summary["kind"] == "metric")].dropna().unique())
     per_seed = "".join(
         f"<h3>Training seed {int(s)} alone (the policy; baselines have no training seed)</h3>"
-        + headline_table(summary, seed=s)
+        + headline_table(summary, seed=s, columns=HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR)
         for s in seeds
     )
     headline_intro = (
-        '<p class="note">Every evaluation suite pooled. Each cell: mean [95% bootstrap CI]. Normalized improvement '
-        "is 0 for doing nothing and 1 for the oracle's best intervention (higher is better); the average target "
-        "is the raw value of Y (lower is better).</p>"
+        '<p class="note">Every evaluation suite pooled. Each cell: mean [95% bootstrap CI] over SCMs and seeds. '
+        "Normalized improvement is 0 for doing nothing and 1 for the oracle's best intervention (higher is "
+        "better); the average target is the raw value of Y (lower is better). Definitions are below.</p>"
     )
     return [
         Section(
             "headline",
             "Headline numbers",
             headline_intro,
-            body=headline_table(summary)
+            body="<h3>Outcomes</h3>"
+            + headline_table(summary)
+            + "<h3>How the methods intervene</h3>"
+            + headline_table(summary, columns=HEADLINE_BEHAVIOUR)
             + per_seed
             + "<h3>Policy against each baseline (paired)</h3>"
             + paired_table(summary)
@@ -934,9 +949,7 @@ def write_pngs(charts: list[tuple[str, dict]], charts_dir: str | Path) -> None:
             shutil.rmtree(tmp)
 
 
-def write_summary_page(
-    summary: pd.DataFrame, meta: dict, out_html: str | Path, charts_dir: str | Path
-) -> None:
+def write_summary_page(summary: pd.DataFrame, meta: dict, out_html: str | Path, charts_dir: str | Path) -> None:
     sections = summary_sections(summary, meta)
     boot = meta["bootstrap"]
     lead = (
@@ -964,9 +977,7 @@ def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | P
             & frame["seed"].isna()
             & (frame["metric"] == "norm_improvement_best")
         ]
-        for r in sorted(
-            sub.itertuples(index=False), key=lambda r: method_order(sub["method"]).index(r.method)
-        ):
+        for r in sorted(sub.itertuples(index=False), key=lambda r: method_order(sub["method"]).index(r.method)):
             rows.append(
                 [
                     esc(name),

@@ -103,9 +103,7 @@ def input_paths(spec: dict, results: str | Path, checkpoints: str | Path) -> dic
     results, checkpoints, name = Path(results), Path(checkpoints), spec["config"]
     seeds, suites = sorted(spec["seeds"]), sorted(spec["eval_suites"])
     return {
-        "evals": [
-            results / name / "eval" / f"seed_{s}" / f"{suite}.parquet" for s in seeds for suite in suites
-        ],
+        "evals": [results / name / "eval" / f"seed_{s}" / f"{suite}.parquet" for s in seeds for suite in suites],
         "baselines": [results / "baselines" / f"{suite}.parquet" for suite in suites],
         "train": [results / name / "train" / f"seed_{s}.parquet" for s in seeds],
         "checkpoints": [checkpoints / name / f"seed_{s}" / "final.ckpt" for s in seeds],
@@ -134,7 +132,8 @@ def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, m
         if not ok:
             found = sorted(map(str, values.dropna().unique())) or ["null"]
             raise CLIError(
-                f"{path}: column {column} holds {', '.join(found)}, expected {expected if expected is not None else 'null'}"
+                f"{path}: column {column} holds {', '.join(found)}, "
+                f"expected {expected if expected is not None else 'null'}"
             )
     is_policy = frame["method"].str.startswith(POLICY_PREFIX)
     bad = frame["method"][~is_policy if methods == "policy" else is_policy]
@@ -161,24 +160,24 @@ def load_inputs(spec: dict, results: str | Path, checkpoints: str | Path) -> Sum
     paths = input_paths(spec, results, checkpoints)
     name, seeds, suites = spec["config"], sorted(spec["seeds"]), sorted(spec["eval_suites"])
     frames = []
-    for path, (seed, suite) in zip(paths["evals"], [(s, x) for s in seeds for x in suites]):
+    for path, (seed, suite) in zip(paths["evals"], [(s, x) for s in seeds for x in suites], strict=True):
         frame = _read(path, EVAL_SCHEMA, "evaluation table")
         _check_identity(frame, path, name, seed, suite, "policy")
         frames.append(frame)
-    for path, suite in zip(paths["baselines"], suites):
+    for path, suite in zip(paths["baselines"], suites, strict=True):
         frame = _read(path, EVAL_SCHEMA, "baseline table")
         _check_identity(frame, path, None, None, suite, "baseline")
         frames.append(frame)
     logs = []
-    for path, seed in zip(paths["train"], seeds):
+    for path, seed in zip(paths["train"], seeds, strict=True):
         log = _read(path, TRAIN_LOG_SCHEMA, "training log")
         if log.empty:
             raise CLIError(f"{path}: the training log has no rows")
         if not ((log["config"] == name) & (log["seed"] == seed)).all():
             raise CLIError(f"{path}: the training log holds another config or seed than {name}/seed_{seed}")
         logs.append(log)
-    headers = {seed: read_checkpoint_header(path) for path, seed in zip(paths["checkpoints"], seeds)}
-    hashes = {seed: file_hash(path) for path, seed in zip(paths["checkpoints"], seeds)}
+    headers = {seed: read_checkpoint_header(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
+    hashes = {seed: file_hash(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
     evals = pd.concat(frames, ignore_index=True)
     train = pd.concat(logs, ignore_index=True)
     return SummaryInputs(spec=spec, evals=evals, train=train, headers=headers, checkpoint_hashes=hashes)
@@ -219,9 +218,7 @@ def units_of(rows: pd.DataFrame, columns: list[str]) -> Units:
     values = np.full((len(seeds), len(scms), len(columns)), np.nan)
     values[seed_codes, scm_codes] = rows[columns].to_numpy(dtype="float64")
     strata, _ = pd.factorize(pd.Series(scms).str.split("\0").str[0], sort=True)
-    return Units(
-        values=values, strata=strata, n_episodes=int(rows["_n"].sum()), n_seeds=int((seeds >= 0).sum())
-    )
+    return Units(values=values, strata=strata, n_episodes=int(rows["_n"].sum()), n_seeds=int((seeds >= 0).sum()))
 
 
 def unit_means(frame: pd.DataFrame, columns: list[str]) -> Units:
@@ -234,9 +231,7 @@ def resample_counts(rng: np.random.Generator, strata: np.ndarray, resamples: int
     counts = np.zeros((resamples, len(strata)))
     for label in np.unique(strata):
         members = np.flatnonzero(strata == label)
-        counts[:, members] = rng.multinomial(
-            len(members), np.full(len(members), 1.0 / len(members)), resamples
-        )
+        counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1.0 / len(members)), resamples)
     return counts
 
 
@@ -299,7 +294,7 @@ def _rows(units: Units, columns: list[str], spec: dict, **identity) -> list[dict
     }
     return [
         {**base, "metric": col, "mean": m, "ci_low": lo, "ci_high": hi}
-        for col, m, lo, hi in zip(columns, mean, low, high)
+        for col, m, lo, hi in zip(columns, mean, low, high, strict=True)
     ]
 
 
@@ -314,7 +309,7 @@ def grouped_rows(
     """Bootstrap rows for every group of a unit table, per scope, pooled over seeds (and per seed)."""
     out = []
     for key, by_group in table.groupby(group_keys, sort=True):
-        ident = dict(zip(group_keys, key if isinstance(key, tuple) else (key,)))
+        ident = dict(zip(group_keys, key if isinstance(key, tuple) else (key,), strict=True))
         for suite, level, rows in scopes(by_group):
             for seed, group in seed_groups(rows) if per_seed else [(None, rows)]:
                 out += _rows(
@@ -393,9 +388,7 @@ def step_rows(evals: pd.DataFrame, spec: dict) -> list[dict]:
 def training_rows(train: pd.DataFrame) -> list[dict]:
     """The training log per seed and episode, long format (no CI: one run per seed)."""
     t = train.sort_values(["seed", "episode"], kind="stable")
-    long = t.melt(
-        id_vars=["seed", "episode"], value_vars=TRAINING_METRICS, var_name="metric", value_name="mean"
-    )
+    long = t.melt(id_vars=["seed", "episode"], value_vars=TRAINING_METRICS, var_name="metric", value_name="mean")
     return [
         {
             "kind": "training",
@@ -539,11 +532,7 @@ def _spec_from_args(args) -> dict:
             raise CLIError(f"--spec is not valid JSON: {err}") from None
     else:
         spec = summary_slice(load_config(args.config), args.experiment)
-    missing = [
-        k
-        for k in ("config", "seeds", "eval_suites", "bootstrap_resamples", "bootstrap_seed")
-        if k not in spec
-    ]
+    missing = [k for k in ("config", "seeds", "eval_suites", "bootstrap_resamples", "bootstrap_seed") if k not in spec]
     if missing:
         raise CLIError(f"--spec lacks {', '.join(missing)}")
     if spec["config"] != args.experiment:
