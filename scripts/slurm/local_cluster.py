@@ -69,7 +69,9 @@ def client_env(d: Path) -> dict[str, str]:
 
 
 def run(cmd, *, env=None, timeout=20, check=False) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if check and proc.returncode != 0:
         raise ClusterError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
