@@ -440,7 +440,7 @@ def test_compare_page(study, tmp_path):
     assert run_compare_cli(Namespace(summaries=[study["args"].out_table, args.out_table], out=str(out))) == 0
     page = out.read_text()
     assert page.count("window.vegaEmbed=") == 1 and page.count('<div class="chart"') == 2
-    assert "synth" in page and "other" in page
+    assert "synth" in page and "other" in page and "config hash per seed" in page
     again = tmp_path / "compare2.html"
     run_compare_cli(Namespace(summaries=[args.out_table, study["args"].out_table], out=str(again)))
     assert again.read_bytes() == out.read_bytes()

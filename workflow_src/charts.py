@@ -964,6 +964,28 @@ def write_summary_page(summary: pd.DataFrame, meta: dict, out_html: str | Path, 
     atomic_write_text(out_html, page)
 
 
+def compare_provenance(metas: dict[str, dict]) -> str:
+    def commits(meta: dict) -> str:
+        by_stage = meta.get("git_commits", {})
+        return "<br>".join(
+            f"{esc(stage)}: " + _code(", ".join(c[:12] for c in by_stage[stage]) or "n/a") for stage in sorted(by_stage)
+        )
+
+    rows = [
+        [
+            esc(name),
+            esc(", ".join(map(str, meta.get("seeds", [])))),
+            esc(", ".join(meta.get("eval_suites", []))),
+            esc(", ".join(t.get("config_hash") or "n/a" for t in meta.get("training", []))),
+            esc(", ".join(meta.get("package_versions", [])) or "n/a"),
+            commits(meta),
+        ]
+        for name, meta in sorted(metas.items())
+    ]
+    header = ["config", "seeds", "suites", "config hash per seed", "package versions", "git commits"]
+    return html_table(header, rows, numeric_from=9)
+
+
 def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | Path) -> None:
     configs = sorted(metas)
     rows = []
@@ -1006,6 +1028,13 @@ def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | P
             '<p class="note">Every suite that some config was evaluated on.</p>',
             charts=(("compare_suites", chart_spec(compare_suite_chart(frame))),),
             body="<h3>Methods</h3>" + glossary(frame["method"][frame["kind"] == "metric"].unique()),
+        ),
+        Section(
+            "provenance",
+            "Provenance",
+            '<p class="note">Each config\'s summary.parquet records what produced it; its own page has the '
+            "details.</p>",
+            body=compare_provenance(metas),
         ),
     ]
     lead = f"Comparison of experiment configs {esc(', '.join(configs))} on held-out SCM suites, with 95% bootstrap CIs."
