@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import time
 import warnings
 import zlib
@@ -511,3 +512,44 @@ def test_spec_comes_from_the_config_file_without_spec(tmp_path):
                 }
             )
         )
+
+
+def page_specs(page: str) -> dict[str, dict]:
+    """The Vega-Lite spec of every chart embedded in a page, by chart name."""
+    found = re.finditer(r'<script type="application/json" id="spec-([^"]+)">(.*?)</script>', page, re.S)
+    return {m.group(1): json.loads(m.group(2)) for m in found}
+
+
+def method_scales(node) -> list[dict[str, str]]:
+    """Every method -> colour (or dash) mapping in a spec."""
+    if isinstance(node, list):
+        return [s for item in node for s in method_scales(item)]
+    if not isinstance(node, dict):
+        return []
+    found = []
+    scale = node.get("scale")
+    if node.get("field") == "method" and isinstance(scale, dict) and "domain" in scale and "range" in scale:
+        found.append(dict(zip(scale["domain"], map(str, scale["range"]), strict=True)))
+    return found + [s for value in node.values() for s in method_scales(value)]
+
+
+def test_colours_are_fixed_per_method_and_random_is_on_every_panel(study):
+    specs = page_specs(Path(study["args"].out_html).read_text())
+    assert sorted(specs) == sorted(CHART_NAMES)
+    colours: dict[str, set[str]] = {}
+    for spec in specs.values():
+        for mapping in method_scales(spec):
+            for method, value in mapping.items():
+                if value.startswith("#"):
+                    colours.setdefault(method, set()).add(value)
+    assert set(colours) == set(BASELINES) | set(POLICIES)
+    assert all(len(values) == 1 for values in colours.values()), colours
+    assert len({next(iter(v)) for v in colours.values()}) == len(colours)  # distinct colours
+    for name in ("comparison_norm_improvement", "comparison_target_mean"):
+        layers = specs[name]["spec"]["layer"]  # one layered panel per suite
+        random_marks = [
+            layer["mark"]["type"]
+            for layer in layers
+            if layer.get("transform") == [{"filter": "(datum.method === 'random')"}]
+        ]
+        assert sorted(random_marks) == ["rect", "rule"]  # its CI band and dashed mean line, on every panel
