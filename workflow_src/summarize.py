@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -201,23 +202,29 @@ UNIT_KEYS = [SEED_KEY, "suite", "level", "scm_id"]
 
 
 def unit_table(frame: pd.DataFrame, group_keys: list[str], columns: list[str]) -> pd.DataFrame:
-    """Episode means of ``columns`` per group and unit (seed, suite, level, scm_id), with the count ``_n``."""
+    """Episode means of ``columns`` per group and unit (seed, suite, level, scm_id), with the count ``_n``,
+    an integer code ``_scm`` per SCM (in (suite, scm_id) order) and ``_stratum`` per suite."""
     data = frame[group_keys + ["suite", "level", "scm_id"]].copy()
     data[SEED_KEY] = frame["seed"].astype("Float64").fillna(-1).astype("int64")
     data[columns] = frame[columns].astype("float64")
     grouped = data.groupby(group_keys + UNIT_KEYS, sort=True)
     out = grouped[columns].mean()
     out["_n"] = grouped.size()
-    return out.reset_index()
+    out = out.reset_index()
+    out["_scm"] = pd.factorize(out["suite"] + "\0" + out["scm_id"], sort=True)[0]
+    out["_stratum"] = pd.factorize(out["suite"], sort=True)[0]
+    return out
 
 
 def units_of(rows: pd.DataFrame, columns: list[str]) -> Units:
     """The (seeds, SCMs, columns) array of a unit table's rows, for ``bootstrap``."""
-    seed_codes, seeds = pd.factorize(rows[SEED_KEY], sort=True)
-    scm_codes, scms = pd.factorize(rows["suite"] + "\0" + rows["scm_id"], sort=True)
+    seeds, seed_codes = np.unique(rows[SEED_KEY].to_numpy(), return_inverse=True)
+    scms, scm_codes = np.unique(rows["_scm"].to_numpy(), return_inverse=True)
     values = np.full((len(seeds), len(scms), len(columns)), np.nan)
     values[seed_codes, scm_codes] = rows[columns].to_numpy(dtype="float64")
-    strata, _ = pd.factorize(pd.Series(scms).str.split("\0").str[0], sort=True)
+    stratum_of_scm = np.zeros(len(scms), dtype=np.int64)
+    stratum_of_scm[scm_codes] = rows["_stratum"].to_numpy()
+    strata = np.unique(stratum_of_scm, return_inverse=True)[1]
     return Units(values=values, strata=strata, n_episodes=int(rows["_n"].sum()), n_seeds=int((seeds >= 0).sum()))
 
 
@@ -227,12 +234,28 @@ def unit_means(frame: pd.DataFrame, columns: list[str]) -> Units:
 
 
 def resample_counts(rng: np.random.Generator, strata: np.ndarray, resamples: int) -> np.ndarray:
-    """(resamples, n) multiplicities of a stratified bootstrap: each stratum keeps its size."""
+    """(resamples, n) multiplicities of a stratified bootstrap: each stratum is resampled with replacement
+    to its own size, by drawing member indices uniformly."""
     counts = np.zeros((resamples, len(strata)))
+    rows = np.arange(resamples)[:, None]
     for label in np.unique(strata):
         members = np.flatnonzero(strata == label)
-        counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1.0 / len(members)), resamples)
+        picks = members[rng.integers(0, len(members), size=(resamples, len(members)))]
+        np.add.at(counts, (np.broadcast_to(rows, picks.shape), picks), 1.0)
     return counts
+
+
+@lru_cache(maxsize=64)
+def _resample_weights(strata: tuple[int, ...], n_seeds: int, resamples: int, seed: int) -> tuple[np.ndarray, ...]:
+    """SCM and seed multiplicities, drawn in that order from ``default_rng(seed)`` (so cached per scope)."""
+    rng = np.random.default_rng(seed)
+    scm_w = resample_counts(rng, np.asarray(strata), resamples)
+    if n_seeds > 1:
+        seed_w = resample_counts(rng, np.zeros(n_seeds, dtype=np.int64), resamples)
+    else:
+        seed_w = np.ones((resamples, 1))
+    scm_w.flags.writeable = seed_w.flags.writeable = False
+    return scm_w, seed_w
 
 
 def bootstrap(units: Units, resamples: int, seed: int, level: float = CI_LEVEL) -> tuple[np.ndarray, ...]:
@@ -244,17 +267,12 @@ def bootstrap(units: Units, resamples: int, seed: int, level: float = CI_LEVEL) 
     values = units.values
     present = ~np.isnan(values)
     filled = np.where(present, values, 0.0)
+    scm_w, seed_w = _resample_weights(tuple(units.strata.tolist()), values.shape[0], resamples, seed)
+    # weighted sums over the resampled (seed, SCM) cells: one matrix product per seed
+    num = sum(seed_w[:, [s]] * (scm_w @ filled[s]) for s in range(values.shape[0]))
+    den = sum(seed_w[:, [s]] * (scm_w @ present[s].astype(float)) for s in range(values.shape[0]))
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = filled.sum(axis=(0, 1)) / present.sum(axis=(0, 1))
-        rng = np.random.default_rng(seed)
-        scm_w = resample_counts(rng, units.strata, resamples)
-        n_seeds = values.shape[0]
-        if n_seeds > 1:
-            seed_w = resample_counts(rng, np.zeros(n_seeds, dtype=np.int64), resamples)
-        else:
-            seed_w = np.ones((resamples, 1))
-        num = np.einsum("bs,bc,sck->bk", seed_w, scm_w, filled, optimize=True)
-        den = np.einsum("bs,bc,sck->bk", seed_w, scm_w, present.astype(float), optimize=True)
         stats = num / den
     tail = (1.0 - level) / 2.0 * 100.0
     with warnings.catch_warnings():  # a column without any value (e.g. all NaN) gets a NaN interval
