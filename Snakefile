@@ -25,7 +25,7 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         [summary_html(name) for name in CFG["experiments"]],
         "results/compare.html",
-    default_target: True

@@ -1,8 +1,6 @@
 # Path helpers and config slices shared by the stage rules.
 
 import shlex
-import shutil
-import sys
 
 from workflow_src.config import (
     baselines_slice,
@@ -14,8 +12,6 @@ from workflow_src.config import (
 )
 from workflow_src.provenance import code_hash
 
-# the package's CLI: the `acbo` script when on PATH, else this interpreter's module entry point
-ACBO = "acbo" if shutil.which("acbo") else f"{shlex.quote(sys.executable)} -m workflow_src"
 ENV = "../envs/acbo.yaml"
 
 

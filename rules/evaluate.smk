@@ -8,21 +8,21 @@ rule evaluate:
         suite=suite_file("{suite}"),
     output:
         eval_table("{config}", "{seed}", "{suite}"),
-    params:
-        spec=spec_arg(evaluation_slice(CFG)),
-        code=code_hash("evaluate"),
     log:
         "logs/{config}/eval/seed_{seed}/{suite}.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
     group:
         "evaluate"
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        spec=spec_arg(evaluation_slice(CFG)),
+        code=code_hash("evaluate"),
     shell:
-        "{ACBO} evaluate --checkpoint {input.checkpoint} --suite {input.suite} --out {output}"
+        "acbo evaluate --checkpoint {input.checkpoint} --suite {input.suite} --out {output}"
         " --experiment {wildcards.config} --seed {wildcards.seed} --spec {params.spec} --threads {threads}"
         " > {log} 2>&1"
 
@@ -32,19 +32,18 @@ rule baselines:
         suite=suite_file("{suite}"),
     output:
         baseline_table("{suite}"),
-    params:
-        spec=spec_arg(baselines_slice(CFG)),
-        code=code_hash("baselines"),
     log:
         "logs/baselines/{suite}.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
     group:
         "evaluate"
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        spec=spec_arg(baselines_slice(CFG)),
+        code=code_hash("baselines"),
     shell:
-        "{ACBO} baselines --suite {input.suite} --out {output} --spec {params.spec} --threads {threads}"
-        " > {log} 2>&1"
+        "acbo baselines --suite {input.suite} --out {output} --spec {params.spec} --threads {threads}" " > {log} 2>&1"

@@ -23,19 +23,19 @@ rule summary:
             category="Charts",
             labels={"config": "{config}", "figure": "{name}"},
         ),
-    params:
-        spec=lambda wc: spec_arg(summary_slice(CFG, wc.config)),
-        code=code_hash("summary"),
     log:
         "logs/{config}/summary.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        spec=lambda wc: spec_arg(summary_slice(CFG, wc.config)),
+        code=code_hash("summary"),
     shell:
-        "{ACBO} summarize --experiment {wildcards.config} --spec {params.spec} --results results"
+        "acbo summarize --experiment {wildcards.config} --spec {params.spec} --results results"
         " --out-table {output.table} --out-html {output.html} --charts-dir {output.charts} > {log} 2>&1"
 
 
@@ -44,18 +44,18 @@ rule compare:
         [f"results/{name}/summary.parquet" for name in CFG["experiments"]],
     output:
         report("results/compare.html", category="Summary", labels={"figure": "config comparison"}),
-    params:
-        code=code_hash("summary"),
     log:
         "logs/compare.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        ENV
+    params:
+        code=code_hash("summary"),
     shell:
-        "{ACBO} compare {input} --out {output} > {log} 2>&1"
+        "acbo compare {input} --out {output} > {log} 2>&1"
 
 
 localrules:

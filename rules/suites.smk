@@ -5,16 +5,16 @@
 rule suite:
     output:
         "results/suites/{suite}.json",
-    params:
-        spec=lambda wc: spec_arg(suite_slice(CFG, wc.suite)),
-        code=code_hash("suite"),
     log:
         "logs/suites/{suite}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        spec=lambda wc: spec_arg(suite_slice(CFG, wc.suite)),
+        code=code_hash("suite"),
     shell:
-        "{ACBO} suite generate --spec {params.spec} --out {output} > {log} 2>&1"
+        "acbo suite generate --spec {params.spec} --out {output} > {log} 2>&1"

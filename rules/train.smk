@@ -9,19 +9,19 @@ rule train:
         final=checkpoint_file("{config}", "{seed}", "final"),
         best=checkpoint_file("{config}", "{seed}", "best"),
         log_table=train_log("{config}", "{seed}"),
-    params:
-        spec=lambda wc: spec_arg(train_slice(CFG, wc.config)),
-        verbose=lambda wc: "--verbose" if CFG["experiments"][wc.config]["verbose"] else "",
-        code=code_hash("train"),
     log:
         "logs/{config}/train/seed_{seed}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=lambda wc: 10 + CFG["experiments"][wc.config]["episodes"] // 20,
-    conda:
-        ENV
+    params:
+        spec=lambda wc: spec_arg(train_slice(CFG, wc.config)),
+        verbose=lambda wc: "--verbose" if CFG["experiments"][wc.config]["verbose"] else "",
+        code=code_hash("train"),
     shell:
-        "{ACBO} train --experiment {wildcards.config} --seed {wildcards.seed} --spec {params.spec}"
+        "acbo train --experiment {wildcards.config} --seed {wildcards.seed} --spec {params.spec}"
         " --threads {threads} --suites-dir results/suites --checkpoint-dir checkpoints/{wildcards.config}/seed_{wildcards.seed}"
         " --log-table {output.log_table} {params.verbose} > {log} 2>&1"

@@ -68,7 +68,15 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+def venv_env(env: dict | None = None) -> dict:
+    """The environment with this interpreter's bin directory (where `acbo` is) first on PATH."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
 def snakemake(workdir: Path, *args, check=True, timeout=900, env=None):
+    env = venv_env(env)
     proc = subprocess.run(
         [snakemake_bin(), "--cores", "2", *map(str, args)],
         cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env,

@@ -103,14 +103,15 @@ class PermutationInvariantPolicy(nn.Module):
 
     @nn.compact
     def __call__(self, obs: Observation):
-        e = nn.Dense(self.hidden_dim)(obs.sample_features)
-        e = nn.Dense(self.hidden_dim)(nn.gelu(e))  # (S, N, H)
+        # one layer per (sample, variable): the costliest tensor, so the depth comes after pooling
+        e = nn.gelu(nn.Dense(self.hidden_dim)(obs.sample_features))  # (S, N, H)
         w = obs.sample_mask[:, None, None]
         count = jnp.maximum(w.sum(0), 1.0)
         mean = (e * w).sum(0) / count
         peak = jnp.where(w, e, NEG_INF).max(0)
         peak = jnp.where(obs.sample_mask.any(), peak, 0.0)
-        h = nn.Dense(self.hidden_dim)(jnp.concatenate([mean, peak, obs.variable_features], -1))
+        h = jnp.concatenate([mean, peak, obs.variable_features], -1)
+        h = nn.Dense(self.hidden_dim)(nn.gelu(nn.Dense(2 * self.hidden_dim)(h)))
         for _ in range(self.n_layers):
             h = VariableBlock(self.hidden_dim, self.n_heads)(h, obs.node_mask)
         h = nn.LayerNorm()(h)

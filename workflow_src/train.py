@@ -28,7 +28,7 @@ from .checkpoint_errors import CheckpointError
 from .config import digest, load_config, train_slice
 from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_episode
 from .policy import architecture, init_params, make_policy
-from .provenance import git_commit, package_version
+from .provenance import code_hash, git_commit, package_version
 from .scm import SCMArrays, stack_scms
 from .suite_io import load_suite
 from .tables import TRAIN_LOG_SCHEMA, read_table, write_table
@@ -87,6 +87,7 @@ def _header(ctx: dict, episode: int, cur: dict, best: dict, metrics: dict) -> di
         "seed": ctx["seed"],
         "config": ctx["spec"],
         "config_hash": ctx["config_hash"],
+        "code_hash": ctx["code_hash"],
         "episode": episode,
         "n_max": ctx["n_max"],
         "metrics": metrics,
@@ -97,14 +98,16 @@ def _header(ctx: dict, episode: int, cur: dict, best: dict, metrics: dict) -> di
     }
 
 
-def _try_resume(paths: TrainPaths, config_hash: str, target: TrainState, say) -> tuple | None:
+def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple | None:
+    """Continue from latest.ckpt when it was written by the same config and the same training code."""
     latest = paths.ckpt("latest")
     if not latest.exists():
         return None
     header = checkpoint.read_header(latest)
-    if header["config_hash"] != config_hash:
-        say(f"{latest}: config hash {header['config_hash']} differs from {config_hash}: starting fresh")
-        return None
+    for key in ("config_hash", "code_hash"):
+        if header.get(key) != ctx[key]:
+            say(f"{latest}: {key} {header.get(key)} differs from this run's {ctx[key]}: starting fresh")
+            return None
     header, state = checkpoint.load(latest, target)
     rows = read_table(paths.partial_log, TRAIN_LOG_SCHEMA).to_dict("records") if paths.partial_log.exists() else []
     if len(rows) != header["episode"]:
@@ -140,11 +143,11 @@ def train(
     state = TrainState(params, optimizer.init(params))
     ctx = {
         "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
-        "config_hash": digest(spec), "n_max": pools.n_max,
+        "config_hash": digest(spec), "code_hash": code_hash("train"), "n_max": pools.n_max,
     }
     start, cur, rows = 0, curriculum.initial_state(), []
     best = {"score": None, "smoothed": None, "episode": None}
-    resumed = _try_resume(paths, ctx["config_hash"], state, say)
+    resumed = _try_resume(paths, ctx, state, say)
     if resumed:
         header, state, rows = resumed
         start, cur, best = header["episode"], header["curriculum"], header["best"]
