@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, copy_workflow, planned_jobs, snakemake, snakemake_bin
 
 SUMMARIES = ["results/tiny_a/summary.html", "results/tiny_b/summary.html"]
@@ -130,10 +129,11 @@ def test_killed_training_resumes_to_the_same_final_checkpoint(tmp_path):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for sig, after in ((signal.SIGTERM, 30), (signal.SIGKILL, 200)):
-            _wait_for(lambda: (ckpt_dir / f"episode_{after:05d}.ckpt").exists(), what=f"episode {after}")
+            checkpoint = ckpt_dir / f"episode_{after:05d}.ckpt"
+            _wait_for(checkpoint.exists, what=f"episode {after}")
             pid = _wait_for(lambda: _train_pids(study), what="the training process")[0]
             os.kill(pid, sig)
-            _wait_for(lambda: pid not in _train_pids(study), what="the process to end")
+            _wait_for(lambda pid=pid: pid not in _train_pids(study), what="the process to end")
         output, _ = run.communicate(timeout=600)
     finally:
         run.kill()

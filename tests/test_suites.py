@@ -85,7 +85,8 @@ def _mutate(change):
 
 
 MALFORMED = {
-    "cycle": (lambda d: d["scms"][0]["edges"].append({"parent": "yield", "child": "temp", "coef": 1.0}), "edges", "cycle"),
+    "cycle": (lambda d: d["scms"][0]["edges"].append({"parent": "yield", "child": "temp", "coef": 1.0}),
+              "edges", "cycle"),
     "unknown edge node": (lambda d: d["scms"][0]["edges"].append({"parent": "wind", "child": "yield", "coef": 1.0}),
                           "edges[2].parent", "unknown node 'wind'"),
     "missing target": (lambda d: d["scms"][0].pop("target"), "scm 's0'", "'target' is a required property"),

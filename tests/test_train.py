@@ -54,7 +54,7 @@ def test_log_prob_integrates_to_one_over_variables_and_values():
         values = jnp.linspace(lo, hi, 200_001)[1:-1]
         center, radius = (hi + lo) / 2, (hi - lo) / 2
         u = jnp.arctanh((values - center) / radius)
-        density = jnp.exp(jax.vmap(lambda uu: pol.log_prob(logits, mu, arrays, v, uu, 0.5))(u))
+        density = jnp.exp(jax.vmap(lambda uu, v=v: pol.log_prob(logits, mu, arrays, v, uu, 0.5))(u))
         total += float(jnp.trapezoid(density, values))
     assert total == pytest.approx(1.0, abs=2e-3)
 
@@ -115,7 +115,8 @@ def greedy_norm_improvement(ckpt_or_params, suite, policy=None) -> float:
     else:
         params = ckpt_or_params
     method = policy_methods(policy, 0.5, ["greedy"])[0]
-    records = run_method(method, params, load_suite(suite), {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10})
+    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10}
+    records = run_method(method, params, load_suite(suite), protocol)
     return float(records["norm_improvement"].mean())
 
 
@@ -192,7 +193,8 @@ def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, s
 
 def test_cli_train_writes_every_checkpoint(tmp_path, suites_dir):
     proc = run_cli("train", "--experiment", "debug", "--seed", "1", "--config", ROOT / "config/config.yaml",
-                   "--suites-dir", suites_dir, "--checkpoint-dir", tmp_path / "ck", "--log-table", tmp_path / "log.parquet",
+                   "--suites-dir", suites_dir, "--checkpoint-dir", tmp_path / "ck",
+                   "--log-table", tmp_path / "log.parquet",
                    "--episodes", "4", "--no-progress", "--verbose", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "ck").iterdir())

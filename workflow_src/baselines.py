@@ -79,7 +79,8 @@ def act_thompson_bandit(_, view: StepView, key):
     s2 = (w * z * z).sum(0)
     sy = (w * y[:, None]).sum(0)
     sxy = (w * z * y[:, None]).sum(0)
-    precision = jnp.stack([jnp.stack([s0, s1], -1), jnp.stack([s1, s2], -1)], -2) / noise_var + jnp.eye(2) / BANDIT_PRIOR_VAR
+    gram = jnp.stack([jnp.stack([s0, s1], -1), jnp.stack([s1, s2], -1)], -2)  # (N, 2, 2)
+    precision = gram / noise_var + jnp.eye(2) / BANDIT_PRIOR_VAR
     cov = jnp.linalg.inv(precision)  # (N, 2, 2)
     mean_ab = jnp.einsum("nij,nj->ni", cov, jnp.stack([sy, sxy], -1) / noise_var)
     chol = jnp.linalg.cholesky(cov + 1e-6 * jnp.eye(2))

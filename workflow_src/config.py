@@ -32,7 +32,7 @@ EXPERIMENT_DEFAULTS: dict = {
     "eval_suites": ["heldout-L01"],
     "policy": {
         "name": "simple_permutation_invariant",
-        "hidden_dim": 64,
+        "hidden_dim": 32,
         "n_heads": 4,
         "n_layers": 2,
         "fixed_std": 0.5,

@@ -112,7 +112,8 @@ def run_evaluate_cli(args) -> int:
     suite = load_suite(args.suite)
     header, policy, policy_config, params = load_policy(args.checkpoint)
     try:
-        methods = policy_methods(policy, policy_config["fixed_std"], _methods_arg(args.methods, protocol["policy_modes"]))
+        modes = _methods_arg(args.methods, protocol["policy_modes"])
+        methods = policy_methods(policy, policy_config["fixed_std"], modes)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     identity = {

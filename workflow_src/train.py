@@ -3,7 +3,8 @@
 A run is fully determined by its config slice and seed: the episode keys are ``fold_in(seed, episode)``,
 the curriculum's choices are seeded by (seed, episode), and everything needed to continue (parameters,
 optimizer state, curriculum state, best-so-far, the log so far) is in ``latest.ckpt``,
-``best_so_far.ckpt`` and ``latest.log.parquet``, so a resumed run ends with exactly the parameters of an uninterrupted one.
+``best_so_far.ckpt`` and ``latest.log.parquet``, so a resumed run ends with exactly the parameters of an
+uninterrupted one.
 """
 
 from __future__ import annotations
