@@ -111,8 +111,9 @@ def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple 
             return None
     header, state = checkpoint.load(latest, target)
     rows = read_table(paths.partial_log, TRAIN_LOG_SCHEMA).to_dict("records") if paths.partial_log.exists() else []
-    if len(rows) != header["episode"]:
+    if len(rows) < header["episode"]:
         raise CheckpointError(f"{paths.partial_log}: holds {len(rows)} episodes, latest.ckpt {header['episode']}")
+    rows = rows[: header["episode"]]  # episodes logged after latest.ckpt was written are replayed
     say(f"resuming from {latest} at episode {header['episode']}")
     return header, state, rows
 
@@ -202,8 +203,9 @@ def train(
             if done % spec["checkpoint_every"] == 0:
                 save(f"episode_{done:05d}", done, metrics)
         if done % spec["checkpoint_every"] == 0 or done == spec["episodes"] or interrupted:
-            save("latest", done, metrics)
+            # the log first, latest.ckpt last: a kill in between leaves a log that is only longer
             write_table(pd.DataFrame(rows), TRAIN_LOG_SCHEMA, paths.partial_log, "training log")
+            save("latest", done, metrics)
         if interrupted:
             bar.close()
             raise Interrupted(f"stopped after episode {done}; rerun to resume from {paths.ckpt('latest')}")
