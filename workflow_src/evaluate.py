@@ -23,13 +23,19 @@ from .suite_io import Suite, load_suite
 from .tables import EVAL_SCHEMA, write_table
 
 
-def run_method(method: Method, params, suite: Suite, protocol: dict) -> dict[str, np.ndarray]:
-    """Records of shape (n_scms, episodes, interventions) for one method on one suite."""
+def run_methods(methods: list[Method], params, suite: Suite, protocol: dict) -> list[dict[str, np.ndarray]]:
+    """Per method, records of shape (n_scms, episodes, interventions) on one suite (one compiled program)."""
     scms = stack_scms(list(suite.scms))
     keys = episode_keys(protocol["seed"], len(suite.scms), protocol["episodes"])
-    run = make_run_suite(method.act, protocol["n_obs"], protocol["interventions"], method.name)
-    records = run(params, scms, keys)
-    return {name: np.asarray(value) for name, value in records._asdict().items()}
+    run = make_run_suite(tuple(m.act for m in methods), protocol["n_obs"], protocol["interventions"],
+                         tuple(m.name for m in methods))
+    records = {name: np.asarray(value) for name, value in run(params, scms, keys)._asdict().items()}
+    return [{name: value[i] for name, value in records.items()} for i in range(len(methods))]
+
+
+def run_method(method: Method, params, suite: Suite, protocol: dict) -> dict[str, np.ndarray]:
+    """Records of shape (n_scms, episodes, interventions) for one method on one suite."""
+    return run_methods([method], params, suite, protocol)[0]
 
 
 def records_to_frame(records: dict, suite: Suite, method: str, identity: dict) -> pd.DataFrame:
@@ -72,11 +78,12 @@ def records_to_frame(records: dict, suite: Suite, method: str, identity: dict) -
 
 
 def evaluate_methods(methods: list[Method], params, suite: Suite, protocol: dict, identity: dict) -> pd.DataFrame:
-    frames = [
-        records_to_frame(run_method(m, params if m.needs_policy else None, suite, protocol), suite, m.name, identity)
-        for m in methods
-    ]
-    return pd.concat(frames, ignore_index=True)
+    """Every method on the suite; policy parameters are passed only when some method uses them."""
+    params = params if any(m.needs_policy for m in methods) else None
+    records = run_methods(methods, params, suite, protocol)
+    return pd.concat(
+        [records_to_frame(r, suite, m.name, identity) for m, r in zip(methods, records)], ignore_index=True
+    )
 
 
 def load_policy(path: str | Path):

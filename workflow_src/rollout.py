@@ -57,19 +57,27 @@ def episode_keys(seed: int, n_scms: int, n_episodes: int) -> jax.Array:
         jnp.arange(n_episodes)))(jnp.arange(n_scms))
 
 
-def make_run_episode(act: Act, n_obs: int, n_interventions: int, method_name: str):
-    stream = method_stream(method_name)
+def make_run_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method_names: tuple[str, ...]):
+    """``run_episode(method_params, scm, key, method)`` plays one episode with ``acts[method]``."""
+    streams = jnp.array([method_stream(name) for name in method_names], dtype=jnp.uint32)
+    # every branch returns the same types, so the methods can share one compiled program
+    branches = [
+        lambda params, view, key, act=act: tuple(
+            jnp.asarray(x, dtype) for x, dtype in zip(act(params, view, key), (jnp.int32, jnp.float32))
+        )
+        for act in acts
+    ]
 
-    def run_episode(method_params, scm: SCMArrays, key) -> StepRecord:
+    def run_episode(method_params, scm: SCMArrays, key, method) -> StepRecord:
         key_obs, key_noise = jax.random.split(key)
-        key_act = jax.random.fold_in(key, stream)
+        key_act = jax.random.fold_in(key, streams[method])
         buffer = initial_buffer(scm, key_obs, n_obs, n_obs + n_interventions)
         allowed_parents = candidates(scm)
 
         def step(carry, inputs):
             buffer, fit = carry  # the surrogate fitted on the buffer, carried to avoid refitting
             t, eps, step_key = inputs
-            variable, value = act(method_params, StepView(scm, buffer, fit, t), step_key)
+            variable, value = jax.lax.switch(method, branches, method_params, StepView(scm, buffer, fit, t), step_key)
             value = jnp.clip(value, scm.lo[variable], scm.hi[variable])
             x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable, value)
             buffer = append(buffer, n_obs + t, x, variable)
@@ -98,9 +106,14 @@ def make_run_episode(act: Act, n_obs: int, n_interventions: int, method_name: st
     return run_episode
 
 
-def make_run_suite(act: Act, n_obs: int, n_interventions: int, method_name: str):
-    """Jitted ``run(method_params, scms, keys)``: scms stacked (K, ...), keys (K, E) -> records (K, E, T)."""
-    run_episode = make_run_episode(act, n_obs, n_interventions, method_name)
-    over_episodes = jax.vmap(run_episode, (None, None, 0))
-    over_scms = jax.vmap(over_episodes, (None, 0, 0))
-    return jax.jit(over_scms)
+def make_run_suite(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method_names: tuple[str, ...]):
+    """Jitted ``run(method_params, scms, keys)``: scms stacked (K, ...), keys (K, E) -> records (M, K, E, T).
+
+    All M methods run in one compiled program (vmapped over the method index), which compiles the shared
+    protocol once instead of once per method.
+    """
+    run_episode = make_run_episode(acts, n_obs, n_interventions, method_names)
+    over_episodes = jax.vmap(run_episode, (None, None, 0, None))
+    over_scms = jax.vmap(over_episodes, (None, 0, 0, None))
+    over_methods = jax.vmap(over_scms, (None, None, None, 0))
+    return jax.jit(lambda params, scms, keys: over_methods(params, scms, keys, jnp.arange(len(acts))))
