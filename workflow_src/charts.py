@@ -175,6 +175,18 @@ def _columns(n: int) -> int:
 # --- charts ------------------------------------------------------------------------------------------------
 
 
+def ci_marks(x_axis, y, methods, tooltip, size: int, **point_encoding):
+    """CI bars (``ci_low``..``ci_high``) and mean points per row, coloured by method."""
+    base = alt.Chart()
+    bars = base.mark_errorbar(ticks=True, thickness=2).encode(
+        x=x_axis, x2="ci_high:Q", y=y, color=color_encoding(methods, legend=False)
+    )
+    points = base.mark_point(filled=True, size=size, opacity=1).encode(
+        x="mean:Q", y=y, color=color_encoding(methods), tooltip=tooltip, **point_encoding
+    )
+    return bars, points
+
+
 def interval_chart(frame, value_title, facet, facet_title, facet_order, title, subtitle, independent=False):
     """Mean with CI per method (one row each), one panel per facet value; random shown as a dashed line
     with a grey band for its CI on every panel."""
@@ -199,18 +211,9 @@ def interval_chart(frame, value_title, facet, facet_title, facet_order, title, s
         .mark_rule(color=METHOD_COLORS[RANDOM], strokeDash=RANDOM_DASH, size=2)
         .encode(x="mean:Q")
     )
-    bars = base.mark_errorbar(ticks=True, thickness=2).encode(
-        x=alt.X("ci_low:Q", title=value_title, scale=alt.Scale(zero=False), axis=alt.Axis(tickCount=6)),
-        x2="ci_high:Q",
-        y=y,
-        color=color_encoding(methods, legend=False),
-    )
-    points = base.mark_point(filled=True, size=80, opacity=1).encode(
-        x="mean:Q",
-        y=y,
-        color=color_encoding(methods),
-        tooltip=tooltip,
-        shape=alt.condition(is_random, alt.value("diamond"), alt.value("circle")),
+    bars, points = ci_marks(
+        alt.X("ci_low:Q", title=value_title, scale=alt.Scale(zero=False), axis=alt.Axis(tickCount=6)),
+        y, methods, tooltip, size=80, shape=alt.condition(is_random, alt.value("diamond"), alt.value("circle")),
     )
     layer = alt.layer(band, rule, bars, points, data=frame).properties(width=WIDTH, height=22 * len(methods))
     chart = layer.facet(
@@ -492,19 +495,8 @@ def compare_suite_chart(frame: pd.DataFrame, metric: str = "norm_improvement_bes
     methods = method_order(rows["method"])
     entries = sorted(ours["entry"].unique()) + [m for m in methods if m in set(shared["method"])]
     y = alt.Y("row:N", sort=entries, title=None)
-    base = alt.Chart()
-    bars = base.mark_errorbar(ticks=True, thickness=2).encode(
-        x=alt.X("ci_low:Q", title=AXIS_TITLES[metric]),
-        x2="ci_high:Q",
-        y=y,
-        color=color_encoding(methods, legend=False),
-    )
-    points = base.mark_point(filled=True, size=70, opacity=1).encode(
-        x="mean:Q",
-        y=y,
-        color=color_encoding(methods),
-        tooltip=[alt.Tooltip("row:N", title="entry"), alt.Tooltip("ci_text:N", title="mean [95% CI]")],
-    )
+    tooltip = [alt.Tooltip("row:N", title="entry"), alt.Tooltip("ci_text:N", title="mean [95% CI]")]
+    bars, points = ci_marks(alt.X("ci_low:Q", title=AXIS_TITLES[metric]), y, methods, tooltip, size=70)
     layer = alt.layer(bars, points, data=rows).properties(width=WIDTH, height=18 * len(entries))
     return layer.facet(facet=alt.Facet("scope:N", sort=order, title=None), columns=_columns(len(order))).properties(
         title=alt.Title(

@@ -12,7 +12,12 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config, suite_slice
+# Single-threaded BLAS before numpy loads: multi-threaded reductions change the last bits of the summary's
+# bootstrap statistics with the number of cores, and the tables must not depend on the machine.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from .config import ConfigError, load_config, suite_slice  # noqa: E402  (after the BLAS pin)
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -182,24 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads(train)
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="evaluate a trained checkpoint on a suite")
+    def add_evaluation(name, help, methods_help, func):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--suite", required=True, help="suite file")
+        p.add_argument("--out", required=True, help="output Parquet table")
+        p.add_argument("--methods", help=methods_help)
+        add_config(p)
+        add_threads(p)
+        p.set_defaults(func=func)
+        return p
+
+    ev = add_evaluation("evaluate", "evaluate a trained checkpoint on a suite",
+                        "comma-separated policy modes (default from config: greedy,sampled)", cmd_evaluate)
     ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--suite", required=True, help="suite file")
-    ev.add_argument("--out", required=True, help="output Parquet table")
     ev.add_argument("--experiment", help="config name recorded in the table (default: the checkpoint's)")
     ev.add_argument("--seed", type=int, help="seed recorded in the table (default: the checkpoint's)")
-    ev.add_argument("--methods", help="comma-separated policy modes (default from config: greedy,sampled)")
-    add_config(ev)
-    add_threads(ev)
-    ev.set_defaults(func=cmd_evaluate)
-
-    base = sub.add_parser("baselines", help="run the non-learned baselines on a suite")
-    base.add_argument("--suite", required=True, help="suite file")
-    base.add_argument("--out", required=True, help="output Parquet table")
-    base.add_argument("--methods", help="comma-separated baselines (default from config)")
-    add_config(base)
-    add_threads(base)
-    base.set_defaults(func=cmd_baselines)
+    add_evaluation("baselines", "run the non-learned baselines on a suite",
+                   "comma-separated baselines (default from config)", cmd_baselines)
 
     summ = sub.add_parser("summarize", help="aggregate one experiment config into summary.parquet/.html")
     summ.add_argument("--experiment", required=True)
