@@ -9,7 +9,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import math
 import shutil
 import signal
 import sys
@@ -172,7 +171,7 @@ def train(
                                   seed, episode)
         level = curriculum.current_level(cur, cur_settings)
         scm = pools.suites[level].scms[cur["scm"]]
-        lr = float(schedule(state.opt_state[1][0].count)) if hasattr(state.opt_state[1][0], "count") else math.nan
+        lr = float(schedule(episode * spec["training"]["update_epochs"]))  # updates done before this episode
         state, stats, detail = train_episode(state, pools.scm(level, cur["scm"]), jax.random.fold_in(base_key, episode))
         metrics = {k: float(v) for k, v in stats._asdict().items()}
         n_changes = len(cur["changes"])
