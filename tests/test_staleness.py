@@ -146,7 +146,7 @@ def test_killed_training_resumes_to_the_same_final_checkpoint(tmp_path):
     subprocess.run(
         [Path(snakemake_bin()).parent / "acbo", "train", "--experiment", "tiny_a", "--seed", "0", "--config",
          study / "config/config.yaml", "--suites-dir", other / "suites", "--checkpoint-dir", other / "ckpt",
-         "--log-table", other / "log.parquet", "--no-progress"],
+         "--log-table", other / "log.parquet", "--no-progress", "--threads", "1"],
         env=env, check=True, capture_output=True, cwd=study,
     )
     assert (ckpt_dir / "final.ckpt").read_bytes() == (other / "ckpt/final.ckpt").read_bytes()

@@ -1,6 +1,7 @@
 """GRPO training: unit checks of the loss pieces, a real learning assertion, resume and determinism."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -202,3 +203,20 @@ def test_cli_train_writes_every_checkpoint(tmp_path, suites_dir):
     assert "step  0" in proc.stderr and "advantages" in proc.stderr
     header = checkpoint.read_header(tmp_path / "ck" / "final.ckpt")
     assert header["config_name"] == "debug" and header["seed"] == 1 and header["episode"] == 4
+
+
+def test_thread_count_changes_no_checkpoint_and_no_table(tmp_path, suites_dir):
+    """The same config and seed give the same checkpoint and table on 1 and on 2 threads."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    spec = json.dumps({"seed": 3, "episodes": 2, "interventions": 6, "n_obs": 10, "policy_modes": ["sampled"]})
+    outputs = []
+    for threads in ("1", "2"):
+        out = tmp_path / threads
+        run_cli("train", "--experiment", "debug", "--seed", "0", "--config", ROOT / "config/config.yaml",
+                "--suites-dir", suites_dir, "--checkpoint-dir", out / "ck", "--log-table", out / "log.parquet",
+                "--episodes", "6", "--no-progress", "--threads", threads, check=True, env=env)
+        run_cli("evaluate", "--checkpoint", out / "ck/final.ckpt", "--suite", suites_dir / "heldout-L01.json",
+                "--out", out / "eval.parquet", "--spec", spec, "--threads", threads, check=True, env=env)
+        outputs.append(((out / "ck/final.ckpt").read_bytes(), (out / "eval.parquet").read_bytes()))
+    assert outputs[0][0] == outputs[1][0], "final.ckpt depends on the thread count"
+    assert outputs[0][1] == outputs[1][1], "the evaluation table depends on the thread count"

@@ -27,14 +27,16 @@ class CLIError(Exception):
 
 
 def configure_jax(threads: int | None) -> None:
-    """Pin XLA's CPU thread pool to ``threads`` and enable the project-local compilation cache."""
-    if threads:
-        flags = os.environ.get("XLA_FLAGS", "")
-        if "intra_op_parallelism_threads" not in flags:
-            os.environ["XLA_FLAGS"] = (
-                f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-                f"intra_op_parallelism_threads={threads}"
-            ).strip()
+    """Make XLA's CPU numerics independent of the thread count and enable the compilation cache.
+
+    Eigen's multi-threaded kernels split contractions by the number of threads, which changes the last
+    bits of every matrix product, so checkpoints and tables would depend on ``--cores`` or a SLURM job's
+    ``--cpus-per-task``. They are always off: a job's kernels run on one thread, and parallelism comes from
+    running jobs side by side. ``threads`` is the job's reservation; it changes no number.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
     import jax
 
     cache_dir = os.environ.get("ACBO_JAX_CACHE", ".jax_cache")
