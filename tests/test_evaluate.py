@@ -145,6 +145,24 @@ def test_policy_trained_on_small_graphs_runs_on_a_60_node_user_suite(tmp_path, c
     assert table.checkpoint_hash.notna().all() and (table.config == "small").all() and (table.seed == 0).all()
 
 
+def test_evaluation_commands_run_from_any_folder_with_the_packaged_protocol(tmp_path, checkpoint_l12):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "my.json").write_text(json.dumps(large_user_suite_doc(4, seed=1)))
+    for command, extra in (("evaluate", ["--checkpoint", checkpoint_l12]), ("baselines", ["--methods", "oracle"])):
+        proc = run_cli(command, *extra, "--suite", "my.json", "--out", "t.parquet", cwd=elsewhere)
+        assert proc.returncode == 0, proc.stderr
+        notes = [line for line in proc.stderr.splitlines() if "packaged default protocol" in line]
+        assert len(notes) == 1 and "config/config.yaml" in notes[0], proc.stderr
+        table = pd.read_parquet(elsewhere / "t.parquet")
+        assert table.episode.nunique() == 10 and table.step.nunique() == 20  # the packaged protocol
+        (elsewhere / "t.parquet").unlink()
+    # a config named on the command line must exist
+    proc = run_cli("baselines", "--suite", "my.json", "--out", "t.parquet", "--config", "nope.yaml", cwd=elsewhere)
+    assert proc.returncode == 2 and "nope.yaml: cannot read config" in proc.stderr
+    assert not (elsewhere / "t.parquet").exists()
+
+
 def test_every_documented_column_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Evaluation tables"):]

@@ -17,9 +17,7 @@ from pathlib import Path
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from .config import ConfigError, load_config, suite_slice  # noqa: E402  (after the BLAS pin)
-
-DEFAULT_CONFIG = "config/config.yaml"
+from .config import DEFAULT_CONFIG, ConfigError, load_config, suite_slice  # noqa: E402  (after the BLAS pin)
 
 
 class CLIError(Exception):
@@ -153,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the package version and exit")
     sub = parser.add_subparsers(dest="command")
 
-    def add_config(p):
-        p.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    def add_config(p, packaged=False):
+        fallback = "; where there is none, the packaged default protocol" if packaged else ""
+        p.add_argument("--config", default=None if packaged else DEFAULT_CONFIG,
+                       help=f"config file (default {DEFAULT_CONFIG}{fallback})")
         p.add_argument("--spec", help="the stage's config slice as JSON (used by the workflow rules)")
 
     suite = sub.add_parser("suite", help="generate, validate and inspect SCM suite files")
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--suite", required=True, help="suite file")
         p.add_argument("--out", required=True, help="output Parquet table")
         p.add_argument("--methods", help=methods_help)
-        add_config(p)
+        add_config(p, packaged=True)
         add_threads(p)
         p.set_defaults(func=func)
         return p

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import re
+import sys
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -142,7 +143,27 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
     return doc
 
 
-def load_config(path: str | Path = "config/config.yaml") -> dict:
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def packaged_config() -> dict:
+    """The configuration of the schema's defaults alone (one placeholder experiment): the packaged protocol."""
+    return resolve_config({"experiments": {"default": {}}}, source="packaged defaults")
+
+
+def load_config_or_packaged(path: str | Path | None, command: str) -> dict:
+    """``path``, else ``config/config.yaml`` when this folder has one, else the packaged default protocol
+    (said in one line on stderr), so that the evaluation commands work from any folder."""
+    if path is None:
+        if not Path(DEFAULT_CONFIG).is_file():
+            print(f"acbo {command}: no {DEFAULT_CONFIG} in {Path.cwd()}: using the packaged default protocol",
+                  file=sys.stderr)
+            return packaged_config()
+        path = DEFAULT_CONFIG
+    return load_config(path)
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> dict:
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())

@@ -13,7 +13,7 @@ import pandas as pd
 from . import checkpoint
 from .baselines import baseline_methods
 from .checkpoint_errors import CheckpointError
-from .config import baselines_slice, evaluation_slice, load_config
+from .config import baselines_slice, evaluation_slice, load_config_or_packaged
 from .methods import Method, policy_methods
 from .policy import architecture, init_params, make_policy
 from .provenance import file_hash, git_commit, package_version
@@ -105,7 +105,7 @@ def load_policy(path: str | Path):
 
 
 def _protocol(args, build) -> dict:
-    return json.loads(args.spec) if args.spec else build(load_config(args.config))
+    return json.loads(args.spec) if args.spec else build(load_config_or_packaged(args.config, args.command))
 
 
 def _methods_arg(value: str | None, default) -> list[str]:
