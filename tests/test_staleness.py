@@ -76,7 +76,7 @@ def test_added_seed_runs_only_that_seed(study):
 @pytest.mark.parametrize(
     "module, expected",
     [("charts.py", {"summary": 2}), ("baselines.py", {"baselines": 2, "summary": 2}),
-     ("grpo.py", {"train": 2, "evaluate": 3, "baselines": 2, "summary": 2})],
+     ("grpo.py", {"train": 2, "evaluate": 3, "summary": 2})],
 )
 def test_code_edit_reruns_its_stage_and_downstream(study, module, expected):
     with open(study / "workflow_src" / module, "a") as f:

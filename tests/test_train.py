@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
+from workflow_src import buffer as buffer_mod
 from workflow_src import checkpoint, grpo
 from workflow_src import policy as pol
 from workflow_src.config import deep_merge, train_slice
@@ -77,8 +78,8 @@ def test_log_prob_change_of_variables_matches_finite_differences():
 def test_masked_variables_never_get_probability():
     scm, arrays = _scm_arrays()
     policy = pol.make_policy({"name": "simple_permutation_invariant", "hidden_dim": 16, "n_heads": 2, "n_layers": 1})
-    buffer = grpo.initial_buffer(arrays, jax.random.PRNGKey(0), 10, 20)
-    obs = pol.observe(arrays, buffer, grpo.fit_surrogate(arrays, buffer))
+    buffer = buffer_mod.initial_buffer(arrays, jax.random.PRNGKey(0), 10, 20)
+    obs = pol.observe(arrays, buffer, buffer_mod.fit_surrogate(arrays, buffer))
     params = pol.init_params(policy, jax.random.PRNGKey(3))
     logits, mu = jax.jit(policy.apply)(params, obs)
     probs = np.asarray(jax.nn.softmax(logits))

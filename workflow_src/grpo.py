@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import optax
 
 from . import sampler, surrogate
+from .buffer import append, candidates, fit_surrogate, initial_buffer
 from .policy import (
-    Buffer,
     Observation,
     categorical_entropy,
     log_prob,
@@ -86,41 +86,6 @@ class EpisodeStats(NamedTuple):
     f1: jnp.ndarray
     loss: jnp.ndarray
     grad_norm: jnp.ndarray
-
-
-def empty_buffer(n_samples: int, n_vars: int) -> Buffer:
-    return Buffer(
-        values=jnp.zeros((n_samples, n_vars)),
-        intervened=jnp.zeros((n_samples, n_vars), bool),
-        sample_mask=jnp.zeros(n_samples, bool),
-    )
-
-
-def initial_buffer(scm: SCMArrays, key, n_obs: int, n_samples: int) -> Buffer:
-    """A buffer of ``n_samples`` rows whose first ``n_obs`` hold observational samples."""
-    buffer = empty_buffer(n_samples, scm.bias.shape[0])
-    obs = sampler.sample_observational(scm, key, n_obs)
-    return buffer._replace(
-        values=buffer.values.at[:n_obs].set(obs), sample_mask=buffer.sample_mask.at[:n_obs].set(True)
-    )
-
-
-def append(buffer: Buffer, row, x, variable) -> Buffer:
-    n_vars = buffer.values.shape[1]
-    return Buffer(
-        values=buffer.values.at[row].set(x),
-        intervened=buffer.intervened.at[row].set(jnp.arange(n_vars) == variable),
-        sample_mask=buffer.sample_mask.at[row].set(True),
-    )
-
-
-def candidates(scm: SCMArrays) -> jnp.ndarray:
-    """Variables that may be parents of the target: real and not the target."""
-    return scm.node_mask & (jnp.arange(scm.bias.shape[0]) != scm.target)
-
-
-def fit_surrogate(scm: SCMArrays, buffer: Buffer) -> surrogate.Surrogate:
-    return surrogate.fit(buffer.values, buffer.sample_mask, candidates(scm), scm.target)
 
 
 def execute(scm: SCMArrays, key, variable, value):

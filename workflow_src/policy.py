@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .buffer import Buffer
 from .scm import SCMArrays
 from .surrogate import Surrogate, masked_standardize
 
@@ -33,12 +34,6 @@ class Observation(NamedTuple):
     sample_mask: jnp.ndarray  # (S,) bool
     node_mask: jnp.ndarray  # (N,) bool
     action_mask: jnp.ndarray  # (N,) bool: may be intervened on
-
-
-class Buffer(NamedTuple):
-    values: jnp.ndarray  # (S, N) samples collected so far (rows beyond ``count`` are zero)
-    intervened: jnp.ndarray  # (S, N) bool, which variable was set in each sample
-    sample_mask: jnp.ndarray  # (S,) bool
 
 
 def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate) -> Observation:

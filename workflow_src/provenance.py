@@ -19,16 +19,16 @@ from . import __version__
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "suite": ("scm.py", "generators.py", "suite_io.py", "schemas/suite.schema.json"),
     "train": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "policy.py", "grpo.py", "curriculum.py",
-        "train.py", "checkpoint.py",
+        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "policy.py", "grpo.py",
+        "curriculum.py", "train.py", "checkpoint.py",
     ),
     "evaluate": (
-        "scm.py", "suite_io.py", "grpo.py", "sampler.py", "surrogate.py", "policy.py", "checkpoint.py",
+        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "policy.py", "checkpoint.py",
         "rollout.py", "methods.py", "evaluate.py", "tables.py",
     ),
     "baselines": (
-        "scm.py", "suite_io.py", "grpo.py", "sampler.py", "surrogate.py", "policy.py", "rollout.py", "methods.py",
-        "baselines.py", "evaluate.py", "tables.py",
+        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "policy.py", "rollout.py",
+        "methods.py", "baselines.py", "evaluate.py", "tables.py",
     ),
     "summary": ("metrics.py", "tables.py", "summarize.py", "charts.py"),
 }

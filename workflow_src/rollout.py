@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from . import sampler, surrogate
-from .grpo import append, candidates, fit_surrogate, initial_buffer
-from .policy import Buffer
+from .buffer import Buffer, append, candidates, fit_surrogate, initial_buffer
 from .scm import SCMArrays
 
 
