@@ -3,6 +3,7 @@
 import json
 import math
 
+import networkx as nx
 import numpy as np
 import pytest
 from conftest import large_user_suite_doc, run_cli
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from workflow_src.config import suite_slice
 from workflow_src.generators import LEVELS, GeneratorSettings, generate_level_suite, generate_scm
-from workflow_src.scm import ancestors, reachability
+from workflow_src.scm import ancestors, cycle_nodes, reachability, topological_order
 from workflow_src.suite_io import SuiteError, load_suite, parse_suite, suite_to_json
 
 
@@ -104,6 +105,25 @@ MALFORMED = {
     "coef not a number": (lambda d: d["scms"][0]["edges"][0].update(coef="big"), "edges[0].coef", "not of type"),
     "self loop": (lambda d: d["scms"][0]["edges"].append({"parent": "temp", "child": "temp", "coef": 1.0}),
                   "edges[2]", "self-loop"),
+    # what the compiled float32 path cannot run, or where normalized improvement would be noise
+    "coefficient 1e39": (lambda d: d["scms"][0]["edges"][0].update(coef=1e39), "edges[0].coef", "float32"),
+    "coefficient 1e308": (lambda d: d["scms"][0]["edges"][1].update(coef=-1e308), "edges[1].coef", "float32"),
+    "range of 1e308": (lambda d: d["scms"][0]["ranges"].update(temp=[-1e308, 1e308]), "ranges.temp", "float32"),
+    "bias 1e20": (lambda d: d["scms"][0].update(bias={"temp": 1e20}), "bias.temp", "float32"),
+    "total effect overflows": (lambda d: [e.update(coef=1e8) for e in d["scms"][0]["edges"]], "total effects",
+                               "float32"),
+    "only path has coefficient 0": (lambda d: d["scms"][0]["edges"][1].update(coef=0.0), "target 'yield'",
+                                    "no effective path"),
+    "paths cancel": (lambda d: d["scms"][0].update(
+        edges=[{"parent": "temp", "child": "pressure", "coef": 1.5},
+               {"parent": "pressure", "child": "yield", "coef": -0.7},
+               {"parent": "temp", "child": "yield", "coef": 1.05}],
+        ranges={"temp": [-1, 1]}), "oracle gap", "not above 0.1"),
+    # names that would reach the terminal raw
+    "ANSI escape in id": (lambda d: d["scms"][0].update(id="s0\x1b[31m"), "id", "control character"),
+    "newline in node name": (lambda d: d["scms"][0].update(nodes=["temp", "pres\nsure", "yield"]), "nodes",
+                             "control characters"),
+    "carriage return in suite name": (lambda d: d.update(name="user\rok"), "name", "control character"),
 }
 
 
@@ -120,8 +140,9 @@ def test_malformed_suite_gives_clear_error(tmp_path, case):
     lines = proc.stdout.strip().splitlines()
     assert lines and all(line.startswith(f"{path}: ") for line in lines)
     assert any(field in line and message in line for line in lines), lines
-    if case not in ("wrong format tag", "unknown top-level key", "NaN coefficient"):
-        assert any("scm 's0'" in line for line in lines), lines
+    assert not any(c in line for line in lines for c in "\x1b\r"), lines
+    if case not in ("wrong format tag", "unknown top-level key", "NaN coefficient", "carriage return in suite name"):
+        assert any("scm 's0'" in line or "scm 's0\\x1b[31m'" in line for line in lines), lines
     with pytest.raises(SuiteError):
         load_suite(path)
 
@@ -147,3 +168,50 @@ def test_large_user_suite_with_free_names(tmp_path):
     assert rows[0]["variable"].startswith("gene_") and rows[0]["y_star"] < rows[0]["mu_y"]
     show = run_cli("suite", "show", path, check=True).stdout
     assert "big-0" in show and "120" in show
+
+
+def test_unreadable_files_give_one_line_each_and_validation_goes_on(tmp_path):
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(json.dumps(_valid_doc()).replace("temp", "temp\u00e9").encode("latin-1"))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    deep_scm = tmp_path / "deep_scm.json"
+    deep_scm.write_text(json.dumps(_mutate(lambda d: d.update(name=[]))).replace("[]", "[" * 5000 + "]" * 5000))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_valid_doc()))
+    proc = run_cli("suite", "validate", latin1, deep, deep_scm, good)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr and not proc.stderr, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith(f"{latin1}: not UTF-8 text")
+    assert lines[1] == f"{deep}: (top level): nested too deeply to be a suite file"
+    assert len([line for line in lines if line.startswith(f"{deep_scm}: ")]) == 1
+    assert lines[-1] == f"{good}: ok (1 SCMs)"
+
+
+def test_a_1000_node_chain_validates():
+    names = [f"X{i}" for i in range(1000)]
+    doc = {"format": "acbo-suite/1", "name": "chain", "scms": [{
+        "id": "c", "nodes": names, "target": names[-1], "ranges": {v: [-1.0, 1.0] for v in names[:-1]},
+        "edges": [{"parent": a, "child": b, "coef": 0.9} for a, b in zip(names, names[1:])]}]}
+    scm = parse_suite(doc).scms[0]
+    assert ancestors(scm.weights, scm.target).sum() == 999
+    with pytest.raises(SuiteError, match="cycle through"):
+        doc["scms"][0]["edges"].append({"parent": names[-1], "child": names[0], "coef": 0.5})
+        parse_suite(doc)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 12), density=st.floats(0, 1), seed=st.integers(0, 2**31 - 1))
+def test_graph_algorithms_agree_with_networkx(n, density, seed):
+    rng = np.random.default_rng(seed)
+    adjacency = rng.random((n, n)) < density
+    np.fill_diagonal(adjacency, False)
+    graph = nx.DiGraph(adjacency)
+    on_cycles = {v for c in nx.simple_cycles(graph) for v in c}
+    assert set(cycle_nodes(adjacency)) >= on_cycles
+    assert (topological_order(adjacency) is None) == bool(on_cycles)
+    dag = np.triu(adjacency, 1)
+    closure = nx.to_numpy_array(nx.transitive_closure_dag(nx.DiGraph(dag)), nodelist=range(n)) != 0
+    assert np.array_equal(reachability(dag), closure)
+    for node in range(n):
+        assert set(np.flatnonzero(ancestors(dag, node))) == nx.ancestors(nx.DiGraph(dag), node)

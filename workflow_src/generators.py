@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from .scm import SCM, reachability
+from .scm import SCM, has_oracle_gap, reachability
 from .suite_io import Suite
 
 N_LEVELS = 15
-MIN_ORACLE_GAP = 0.1  # generated SCMs whose best intervention improves E[Y] by less are redrawn
 
 
 @dataclass(frozen=True)
@@ -206,9 +205,8 @@ def generate_scm(scm_id: str, level: int, rng, settings: GeneratorSettings, fami
             family=family,
             level=level,
         )
-        exact = scm.exact()
         # normalized improvement divides by the oracle gap: keep only SCMs where intervening can help
-        if exact.mu_y - exact.y_star > MIN_ORACLE_GAP:
+        if has_oracle_gap(scm.exact()):
             return scm
 
 

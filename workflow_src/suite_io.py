@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -13,7 +15,12 @@ import jsonschema
 import numpy as np
 
 from .atomic import atomic_write_text
-from .scm import SCM, ancestors, reachability
+from .scm import MIN_ORACLE_GAP, SCM, ancestors, cycle_nodes, has_oracle_gap
+
+# The compiled path runs in float32 and squares sampled values (standardization, regression): every number of an
+# SCM and every exact quantity derived from it must stay below this magnitude (sqrt(float32 max) is 1.8e19).
+MAX_MAGNITUDE = 1e15
+NOISE_REACH = 10.0  # noise draws counted (in standard deviations) when bounding the values a variable can take
 
 SUITE_FORMAT = "acbo-suite/1"
 
@@ -63,6 +70,18 @@ def _schema_problems(doc) -> list[str]:
     return problems
 
 
+def _control_characters(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def _number_problem(value: float) -> str | None:
+    if not math.isfinite(value):
+        return f"must be finite, got {value}"
+    if abs(value) > MAX_MAGNITUDE:
+        return f"{value:g} is beyond +-{MAX_MAGNITUDE:g}, which overflows the compiled float32 path"
+    return None
+
+
 def _scm_problems(raw: dict) -> list[str]:
     """Semantic checks of one schema-valid SCM entry; each line names the field."""
     problems: list[str] = []
@@ -72,8 +91,14 @@ def _scm_problems(raw: dict) -> list[str]:
 
     nodes = raw["nodes"]
     index = {name: i for i, name in enumerate(nodes)}
+    for field in ("id", "family"):
+        if _control_characters(raw.get(field, "")):
+            bad(field, "contains a control character")
+    control = [name for name in nodes if _control_characters(name)]
+    if control:
+        bad("nodes", f"control characters in node names {control}")
     if len(index) != len(nodes):
-        dupes = sorted({n for n in nodes if nodes.count(n) > 1})
+        dupes = sorted(name for name, count in Counter(nodes).items() if count > 1)
         bad("nodes", f"duplicate node names {dupes}")
     if raw["target"] not in index:
         bad("target", f"unknown node {raw['target']!r}")
@@ -87,14 +112,14 @@ def _scm_problems(raw: dict) -> list[str]:
         if (edge["parent"], edge["child"]) in seen_edges:
             bad(f"edges[{k}]", f"duplicate edge {edge['parent']!r} -> {edge['child']!r}")
         seen_edges.add((edge["parent"], edge["child"]))
-        if not math.isfinite(edge["coef"]):
-            bad(f"edges[{k}].coef", f"must be finite, got {edge['coef']}")
+        if (msg := _number_problem(edge["coef"])) is not None:
+            bad(f"edges[{k}].coef", msg)
     for key in ("bias", "noise_std"):
         for name, value in raw.get(key, {}).items():
             if name not in index:
                 bad(f"{key}.{name}", f"unknown node {name!r}")
-            elif not math.isfinite(value):
-                bad(f"{key}.{name}", f"must be finite, got {value}")
+            elif (msg := _number_problem(value)) is not None:
+                bad(f"{key}.{name}", msg)
             elif key == "noise_std" and value <= 0:
                 bad(f"{key}.{name}", f"must be positive, got {value}")
     for name, (lo, hi) in raw["ranges"].items():
@@ -104,6 +129,8 @@ def _scm_problems(raw: dict) -> list[str]:
             bad(f"ranges.{name}", "the target may not be intervened on")
         if not (math.isfinite(lo) and math.isfinite(hi)):
             bad(f"ranges.{name}", f"bounds must be finite, got [{lo}, {hi}]")
+        elif (msg := _number_problem(lo) or _number_problem(hi)) is not None:
+            bad(f"ranges.{name}", msg)
         elif lo >= hi:
             bad(f"ranges.{name}", f"lower bound must be below upper bound, got [{lo}, {hi}]")
     if problems:
@@ -111,7 +138,7 @@ def _scm_problems(raw: dict) -> list[str]:
     adjacency = np.zeros((len(nodes), len(nodes)), bool)
     for edge in raw["edges"]:
         adjacency[index[edge["parent"]], index[edge["child"]]] = True
-    cyclic = np.flatnonzero(np.diag(reachability(adjacency)))
+    cyclic = cycle_nodes(adjacency)
     if cyclic.size:
         bad("edges", f"graph has a cycle through {[nodes[i] for i in cyclic]}")
         return problems
@@ -119,6 +146,33 @@ def _scm_problems(raw: dict) -> list[str]:
     if not any(anc[index[name]] for name in raw["ranges"]):
         bad("ranges", f"target {raw['target']!r} has no intervenable ancestor")
     return problems
+
+
+def _exact_problem(scm: SCM) -> str | None:
+    """Why the compiled path cannot run ``scm`` or its normalized improvement would mean nothing, or None."""
+    allowed = scm.intervenable
+    with np.errstate(all="ignore"):
+        effects = scm.total_effects
+        mu = scm.mu
+        ends = np.concatenate([scm.expected_target(np.flatnonzero(allowed), scm.lo[allowed]),
+                               scm.expected_target(np.flatnonzero(allowed), scm.hi[allowed])])
+        # how far any variable can go: every cause at its mean shift, noise draw or range end, through |T|
+        ends_abs = np.where(allowed, np.maximum(abs(scm.lo), abs(scm.hi)), 0.0)
+        push = np.abs(scm.bias) + NOISE_REACH * scm.noise_std + ends_abs
+        reach = np.abs(effects).T @ push
+    for what, values in (("total effects", effects), ("observational means", mu),
+                         ("E[Y|do] at the range ends", ends), ("reachable variable values", reach)):
+        worst = np.max(np.abs(values))
+        if not worst <= MAX_MAGNITUDE:  # also catches nan
+            return f"{what} reach {worst:.3g}, beyond +-{MAX_MAGNITUDE:g}: the compiled float32 path would overflow"
+    target = scm.nodes[scm.target]
+    if not np.any(effects[allowed, scm.target] != 0):
+        return f"target {target!r} has no effective path: every intervenable variable's total effect on it is 0"
+    ex = scm.exact()
+    if not has_oracle_gap(ex):
+        return (f"oracle gap mu_y - y* = {ex.mu_y - ex.y_star:.3g} is not above {MIN_ORACLE_GAP:g}: "
+                "normalized improvement would be rounding noise")
+    return None
 
 
 def _build_scm(raw: dict) -> SCM:
@@ -149,8 +203,10 @@ def parse_suite(doc, path: str = "<suite>") -> Suite:
     problems = _schema_problems(doc)
     if problems:
         raise SuiteError(path, problems)
-    ids = [s["id"] for s in doc["scms"]]
-    problems = [f"scm {i!r}: id: duplicate id" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    if _control_characters(doc["name"]):
+        problems.append("name: contains a control character")
+    counts = Counter(s["id"] for s in doc["scms"])
+    problems += [f"scm {i!r}: id: duplicate id" for i in sorted(i for i, c in counts.items() if c > 1)]
     for raw in doc["scms"]:
         problems.extend(_scm_problems(raw))
     if problems:
@@ -159,21 +215,34 @@ def parse_suite(doc, path: str = "<suite>") -> Suite:
     scms = []
     for raw in doc["scms"]:
         raw = {"level": level or 0, **raw}
-        scms.append(_build_scm(raw))
+        scm = _build_scm(raw)
+        if (msg := _exact_problem(scm)) is not None:
+            problems.append(f"scm {scm.id!r}: {msg}")
+        scms.append(scm)
+    if problems:
+        raise SuiteError(path, problems)
     return Suite(name=doc["name"], scms=tuple(scms), level=level, seed=doc.get("seed"))
 
 
 def load_suite(path: str | Path) -> Suite:
     path = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SuiteError(path, [f"cannot read file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise SuiteError(path, [f"not UTF-8 text: byte {exc.start} cannot be decoded"]) from None
+    too_deep = SuiteError(path, ["(top level): nested too deeply to be a suite file"])
     try:
         doc = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise too_deep from None
     except ValueError as exc:
         raise SuiteError(path, [f"not valid JSON: {exc}"]) from None
-    return parse_suite(doc, path)
+    try:
+        return parse_suite(doc, path)
+    except RecursionError:
+        raise too_deep from None
 
 
 def scm_to_dict(scm: SCM) -> dict:
