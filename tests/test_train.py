@@ -221,3 +221,39 @@ def test_thread_count_changes_no_checkpoint_and_no_table(tmp_path, suites_dir):
         outputs.append(((out / "ck/final.ckpt").read_bytes(), (out / "eval.parquet").read_bytes()))
     assert outputs[0][0] == outputs[1][0], "final.ckpt depends on the thread count"
     assert outputs[0][1] == outputs[1][1], "the evaluation table depends on the thread count"
+
+
+def test_damaged_resume_state_falls_back_to_an_intact_checkpoint_or_starts_fresh(tmp_path, suites_dir,
+                                                                                 default_config):
+    import io
+    import shutil
+
+    spec = small_spec(default_config, levels=[1], episodes=12, checkpoint_every=4,
+                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 5})
+    whole = TrainPaths(tmp_path / "whole", tmp_path / "whole" / "log.parquet")
+    train("damaged", spec, 2, suites_dir, whole, progress=False)
+    stopped = TrainPaths(tmp_path / "stopped", tmp_path / "stopped" / "log.parquet")
+    with pytest.raises(Exception, match="stopped after episode 10"):
+        train("damaged", spec, 2, suites_dir, stopped, progress=False, stop_after=10)
+
+    def damage(name, *changes):
+        paths = TrainPaths(tmp_path / name, tmp_path / name / "log.parquet")
+        shutil.copytree(stopped.checkpoint_dir, paths.checkpoint_dir)
+        for file, keep in changes:
+            path = paths.checkpoint_dir / file
+            path.write_bytes(path.read_bytes()[:keep]) if keep is not None else path.unlink()
+        out = io.StringIO()
+        train("damaged", spec, 2, suites_dir, paths, progress=False, out=out)
+        for which in ("final", "best"):
+            assert paths.ckpt(which).read_bytes() == whole.ckpt(which).read_bytes(), f"{name}: {which} differs"
+        return [line for line in out.getvalue().splitlines() if "resuming from" in line or "starting fresh" in line]
+
+    # latest.ckpt and the newest periodic checkpoint truncated: episode 4 is the newest intact one
+    lines = damage("truncated", ("latest.ckpt", -50), ("episode_00008.ckpt", 200))
+    assert len(lines) == 1 and "resuming from" in lines[0] and "episode_00004.ckpt at episode 4" in lines[0]
+    assert "latest.ckpt: body_sha256" in lines[0]
+    # without a readable log no checkpoint's log prefix is left: a fresh start that says why
+    lines = damage("log truncated", ("latest.log.parquet", 100))
+    assert len(lines) == 1 and "latest.log.parquet is unreadable" in lines[0] and "starting fresh" in lines[0]
+    lines = damage("log missing", ("latest.log.parquet", None))
+    assert len(lines) == 1 and "latest.log.parquet is missing" in lines[0] and "starting fresh" in lines[0]

@@ -98,23 +98,61 @@ def _header(ctx: dict, episode: int, cur: dict, best: dict, metrics: dict) -> di
     }
 
 
+def _read_partial_log(paths: TrainPaths) -> tuple[list[dict], str | None]:
+    """The rows of latest.log.parquet, or no rows and why it cannot be read."""
+    if not paths.partial_log.exists():
+        return [], f"{paths.partial_log} is missing"
+    try:
+        return read_table(paths.partial_log, TRAIN_LOG_SCHEMA).to_dict("records"), None
+    except (OSError, ValueError) as exc:  # truncated or foreign Parquet, or another schema
+        return [], f"{paths.partial_log} is unreadable ({str(exc).splitlines()[0]})"
+
+
+def _resume_candidates(paths: TrainPaths) -> list[Path]:
+    """latest.ckpt, then the periodic episode_NNNNN.ckpt from the newest to the oldest."""
+    episodes = sorted(paths.checkpoint_dir.glob("episode_*.ckpt"), reverse=True)
+    return [paths.ckpt("latest"), *episodes]
+
+
 def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple | None:
-    """Continue from latest.ckpt when it was written by the same config and the same training code."""
+    """Continue from the newest intact checkpoint written by the same config and the same training code.
+
+    That is latest.ckpt, or, when it or the log is damaged, the newest intact episode_NNNNN.ckpt whose episodes
+    the log still holds (one line says so); with nothing intact left the run starts fresh, saying why.
+    """
     latest = paths.ckpt("latest")
     if not latest.exists():
         return None
-    header = checkpoint.read_header(latest)
+    try:
+        header = checkpoint.read_header(latest)
+    except CheckpointError:
+        header = None  # damaged: the fallback below says why
     for key in ("config_hash", "code_hash"):
-        if header.get(key) != ctx[key]:
+        if header is not None and header.get(key) != ctx[key]:
             say(f"{latest}: {key} {header.get(key)} differs from this run's {ctx[key]}: starting fresh")
             return None
-    header, state = checkpoint.load(latest, target)
-    rows = read_table(paths.partial_log, TRAIN_LOG_SCHEMA).to_dict("records") if paths.partial_log.exists() else []
-    if len(rows) < header["episode"]:
-        raise CheckpointError(f"{paths.partial_log}: holds {len(rows)} episodes, latest.ckpt {header['episode']}")
-    rows = rows[: header["episode"]]  # episodes logged after latest.ckpt was written are replayed
-    say(f"resuming from {latest} at episode {header['episode']}")
-    return header, state, rows
+    rows, log_problem = _read_partial_log(paths)
+    problems = []
+    for path in _resume_candidates(paths):
+        try:
+            header = checkpoint.read_header(path)
+            if any(header.get(key) != ctx[key] for key in ("config_hash", "code_hash")):
+                problems.append(f"{path} was written by another config or training code")
+                continue
+            if len(rows) < header["episode"]:
+                problems.append(log_problem or f"{paths.partial_log} holds {len(rows)} episodes, {path.name} "
+                                f"{header['episode']}")
+                continue
+            header, state = checkpoint.load(path, target)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        # episodes logged after the checkpoint was written are replayed
+        why = f" ({problems[0]})" if problems else ""
+        say(f"resuming from {path} at episode {header['episode']}{why}")
+        return header, state, rows[: header["episode"]]
+    say(f"no intact checkpoint to resume from ({problems[0]}): starting fresh")
+    return None
 
 
 def train(
