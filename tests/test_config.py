@@ -64,6 +64,10 @@ def test_override_is_deep(raw):
         (lambda c: c.update(extra=1), "(top level): unknown key 'extra'"),
         (lambda c: c["experiments"]["debug"].update(eval_suites=["heldout-L42"]), "unknown suite 'heldout-L42'"),
         (lambda c: c["suites"].update(seed_base={"train": 10, "heldout": 12}), "suites.seed_base"),
+        (lambda c: c["experiments"]["debug"].update(policy={"hidden_dim": 30, "n_heads": 4}),
+         "experiments.debug.policy.hidden_dim: 30 is not divisible by policy.n_heads 4"),
+        (lambda c: c["defaults"]["curriculum"].update(min_episodes_per_level=200),
+         "experiments.debug.curriculum.min_episodes_per_level: 200 is above max_episodes_per_level 150"),
     ],
 )
 def test_bad_config_names_the_key(raw, change, message):

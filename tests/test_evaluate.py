@@ -163,6 +163,28 @@ def test_evaluation_commands_run_from_any_folder_with_the_packaged_protocol(tmp_
     assert not (elsewhere / "t.parquet").exists()
 
 
+def test_bad_arguments_and_checkpoint_headers_give_one_line_and_no_output(tmp_path, suites_dir, checkpoint_l12):
+    head, body = checkpoint_l12.read_bytes().split(b"\n", 1)
+    alien = tmp_path / "alien.ckpt"
+    alien.write_bytes(json.dumps({**json.loads(head), "architecture": "x"}).encode() + b"\n" + body)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    suite = ["--suite", suites_dir / "heldout-L01.json"]
+    spec = json.dumps({**PROTOCOL, "baselines": ["random"], "policy_modes": ["greedy"]})
+    out = tmp_path / "out.parquet"
+    cases = [
+        ("baselines", [*suite, "--methods", ",", "--out", out], "--methods ',': names no method"),
+        ("evaluate", [*suite, "--checkpoint", checkpoint_l12, "--methods", " , ", "--out", out], "names no method"),
+        ("baselines", [*suite, "--out", folder], f"--out {folder}: is an existing folder, not a file"),
+        ("evaluate", [*suite, "--checkpoint", alien, "--out", out], "architecture: expected a JSON object, got 'x'"),
+    ]
+    for command, args, message in cases:
+        proc = run_cli(command, *args, "--spec", spec)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+        assert not out.exists() and not any(folder.iterdir())
+
+
 def test_every_documented_column_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Evaluation tables"):]

@@ -235,6 +235,14 @@ def add_threads(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for XLA (the rule's threads)")
 
 
+def _refuse_folder_outputs(args) -> None:
+    """An output file option naming an existing folder: refused before any work is done."""
+    for name in ("out", "out_table", "out_html", "log_table"):
+        value = getattr(args, name, None)
+        if value and args.command != "bench" and Path(value).is_dir():  # bench --out is a folder
+            raise CLIError(f"--{name.replace('_', '-')} {value}: is an existing folder, not a file")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint_errors import CheckpointError
     from .suite_io import SuiteError
@@ -252,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "suite" and args.suite_command == "generate" and not (args.name or args.spec):
         parser.error("suite generate needs a suite NAME or --spec")
     try:
+        _refuse_folder_outputs(args)
         return args.func(args)
     except (ConfigError, SuiteError, CheckpointError, CLIError) as err:
         print(f"acbo {args.command}: error: {err}", file=sys.stderr)

@@ -127,6 +127,17 @@ def known_suite(name: str, cfg: dict) -> bool:
     )
 
 
+def _check_experiment(where: str, exp: dict) -> None:
+    """What the schema cannot say: relations between keys of one (merged) experiment."""
+    policy, cur = exp["policy"], exp["curriculum"]
+    if policy["hidden_dim"] % policy["n_heads"]:
+        raise ConfigError(f"{where}.policy.hidden_dim: {policy['hidden_dim']} is not divisible by "
+                          f"policy.n_heads {policy['n_heads']} (attention splits it into equal heads)")
+    if cur["min_episodes_per_level"] > cur["max_episodes_per_level"]:
+        raise ConfigError(f"{where}.curriculum.min_episodes_per_level: {cur['min_episodes_per_level']} is above "
+                          f"max_episodes_per_level {cur['max_episodes_per_level']}")
+
+
 def resolve_config(raw: dict, source: str = "config") -> dict:
     """Validate and merge: every experiment gets ``defaults`` (built-in, then the file's) under it."""
     doc = validate_config(raw, source)
@@ -137,6 +148,8 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
         for suite in exp["eval_suites"]:
             if not known_suite(suite, doc):
                 raise ConfigError(f"{source}: experiments.{name}.eval_suites: unknown suite {suite!r}")
+    for name, exp in doc["experiments"].items():
+        _check_experiment(f"{source}: experiments.{name}", exp)
     base = doc["suites"]["seed_base"]
     if abs(base["train"] - base["heldout"]) < N_LEVELS + 1:
         raise ConfigError(f"{source}: suites.seed_base: train and heldout bases must differ by more than {N_LEVELS}")

@@ -90,6 +90,8 @@ def load_policy(path: str | Path):
     """The policy network and parameters of a checkpoint; refuses an architecture this code cannot run."""
     header = checkpoint.read_header(path)
     arch = header["architecture"]
+    if not isinstance(arch, dict):
+        raise CheckpointError(f"{path}: architecture: expected a JSON object, got {arch!r:.80}")
     policy_config = {k: arch.get(k) for k in ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std")}
     if arch != architecture(policy_config) or None in policy_config.values():
         raise CheckpointError(
@@ -109,7 +111,12 @@ def _protocol(args, build) -> dict:
 
 
 def _methods_arg(value: str | None, default) -> list[str]:
-    return [m.strip() for m in value.split(",") if m.strip()] if value else list(default)
+    if value is None:
+        return list(default)
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--methods {value!r}: names no method")
+    return names
 
 
 def run_evaluate_cli(args) -> int:
