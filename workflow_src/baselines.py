@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from .methods import Method
 from .rollout import StepView
+from .sampler import per_variable_categorical, per_variable_normal
 from .surrogate import masked_standardize
 
 NEG_INF = -1e9
@@ -29,7 +30,7 @@ def allowed(view: StepView) -> jnp.ndarray:
 
 def act_random(_, view: StepView, key):
     k_var, k_val = jax.random.split(key)
-    variable = jax.random.categorical(k_var, jnp.where(allowed(view), 0.0, NEG_INF))
+    variable = per_variable_categorical(k_var, jnp.where(allowed(view), 0.0, NEG_INF))
     value = jax.random.uniform(k_val, minval=view.scm.lo[variable], maxval=view.scm.hi[variable])
     return variable, value
 
@@ -84,7 +85,7 @@ def act_thompson_bandit(_, view: StepView, key):
     cov = jnp.linalg.inv(precision)  # (N, 2, 2)
     mean_ab = jnp.einsum("nij,nj->ni", cov, jnp.stack([sy, sxy], -1) / noise_var)
     chol = jnp.linalg.cholesky(cov + 1e-6 * jnp.eye(2))
-    draw = mean_ab + jnp.einsum("nij,nj->ni", chol, jax.random.normal(key, mean_ab.shape))
+    draw = mean_ab + jnp.einsum("nij,nj->ni", chol, per_variable_normal(key, (2,), mean_ab.shape[0]).T)
     z_lo = (scm.lo - mean) / std
     z_hi = (scm.hi - mean) / std
     return _best_endpoint(view, draw[:, 0] + draw[:, 1] * z_lo, draw[:, 0] + draw[:, 1] * z_hi)

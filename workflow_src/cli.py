@@ -10,37 +10,18 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 # Single-threaded BLAS before numpy loads: multi-threaded reductions change the last bits of the summary's
 # bootstrap statistics with the number of cores, and the tables must not depend on the machine.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from .config import DEFAULT_CONFIG, ConfigError, load_config, suite_slice  # noqa: E402  (after the BLAS pin)
+from .compile_cache import configure_jax  # noqa: E402  (after the BLAS pin)
+from .config import DEFAULT_CONFIG, ConfigError, load_config, suite_slice  # noqa: E402
 
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2, no traceback."""
-
-
-def configure_jax(threads: int | None) -> None:
-    """Make XLA's CPU numerics independent of the thread count and enable the compilation cache.
-
-    Eigen's multi-threaded kernels split contractions by the number of threads, which changes the last
-    bits of every matrix product, so checkpoints and tables would depend on ``--cores`` or a SLURM job's
-    ``--cpus-per-task``. They are always off: a job's kernels run on one thread, and parallelism comes from
-    running jobs side by side. ``threads`` is the job's reservation; it changes no number.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
-    import jax
-
-    cache_dir = os.environ.get("ACBO_JAX_CACHE", ".jax_cache")
-    jax.config.update("jax_compilation_cache_dir", str(Path(cache_dir).resolve()))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
 def _spec(args, build) -> dict:

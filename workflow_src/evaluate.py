@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -13,24 +16,67 @@ import pandas as pd
 from . import checkpoint
 from .baselines import baseline_methods
 from .checkpoint_errors import CheckpointError
+from .compile_cache import CompileWatch
 from .config import baselines_slice, evaluation_slice, load_config_or_packaged
 from .methods import Method, policy_methods
 from .policy import architecture, init_params, make_policy
 from .provenance import file_hash, git_commit, package_version
-from .rollout import episode_keys, make_run_suite
+from .rollout import bucket_size, chunk_size, make_run_suite
 from .scm import stack_scms
 from .suite_io import Suite, load_suite
-from .tables import EVAL_SCHEMA, write_table
+from .tables import EVAL_SCHEMA, write_table_parts
+
+ROW_GROUP_SCMS = 256  # SCMs per table piece (row group) written at a time
 
 
-def run_methods(methods: list[Method], params, suite: Suite, protocol: dict) -> list[dict[str, np.ndarray]]:
-    """Per method, records of shape (n_scms, episodes, interventions) on one suite (one compiled program)."""
-    scms = stack_scms(list(suite.scms))
-    keys = episode_keys(protocol["seed"], len(suite.scms), protocol["episodes"])
+class RunInfo(NamedTuple):
+    """How a suite ran: its shape bucket, chunking, and where its compiled program came from."""
+
+    bucket: int
+    chunk: int
+    chunks: int
+    program: str  # fingerprint of the lowered program: equal fingerprints are one compiled program
+    source: str  # persistent cache / compiled
+    compile_s: float
+
+    def line(self) -> str:
+        return (f"bucket: {self.bucket} variables x {self.chunk} SCMs per chunk, {self.chunks} chunk(s); "
+                f"program {self.program} from {self.source} ({self.compile_s:.1f} s)")
+
+
+def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, bucket: int | None = None,
+                chunk: int | None = None, log=None) -> list[dict[str, np.ndarray]]:
+    """Per method, records of shape (n_scms, episodes, interventions) on one suite.
+
+    The suite runs in chunks of ``chunk`` SCMs padded to ``bucket`` variables (defaults: ``bucket_size`` of
+    the largest SCM and its ``chunk_size``) through one compiled program; ``log`` receives a ``RunInfo``.
+    """
+    scms = list(suite.scms)
+    bucket = bucket or bucket_size(max(s.n for s in scms))
+    chunk = chunk or chunk_size(bucket)
     run = make_run_suite(tuple(m.act for m in methods), protocol["n_obs"], protocol["interventions"],
-                         tuple(m.name for m in methods))
-    records = {name: np.asarray(value) for name, value in run(params, scms, keys)._asdict().items()}
-    return [{name: value[i] for name, value in records.items()} for i in range(len(methods))]
+                         protocol["episodes"], tuple(m.name for m in methods))
+    base_key = jax.random.PRNGKey(protocol["seed"])
+    program, parts = None, []
+    for start in range(0, len(scms), chunk):
+        real = scms[start:start + chunk]
+        fill = chunk - len(real)  # the last chunk is filled with copies of its first SCM, dropped below
+        arrays = stack_scms(real + real[:1] * fill, bucket)
+        index = np.arange(start, start + chunk, dtype=np.int32)
+        index[len(real):] = start
+        if program is None:
+            tic = time.perf_counter()
+            with CompileWatch() as watch:
+                lowered = run.lower(params, arrays, base_key, index)
+                program = lowered.compile()
+            if log:
+                fingerprint = hashlib.sha256(lowered.as_text().encode()).hexdigest()[:12]
+                log(RunInfo(bucket, chunk, -(-len(scms) // chunk), fingerprint, watch.source,
+                            time.perf_counter() - tic))
+        records = program(params, arrays, base_key, index)
+        parts.append({name: np.asarray(value)[:, :len(real)] for name, value in records._asdict().items()})
+    merged = {name: np.concatenate([p[name] for p in parts], axis=1) for name in parts[0]}
+    return [{name: value[i] for name, value in merged.items()} for i in range(len(methods))]
 
 
 def run_method(method: Method, params, suite: Suite, protocol: dict) -> dict[str, np.ndarray]:
@@ -38,14 +84,14 @@ def run_method(method: Method, params, suite: Suite, protocol: dict) -> dict[str
     return run_methods([method], params, suite, protocol)[0]
 
 
-def records_to_frame(records: dict, suite: Suite, method: str, identity: dict) -> pd.DataFrame:
-    """Flatten (K, E, T) records into rows ordered by SCM, episode, step."""
+def records_to_frame(records: dict, suite: Suite, method: str, identity: dict, start: int = 0) -> pd.DataFrame:
+    """Flatten (K, E, T) records of the suite's SCMs ``start:start + K`` into rows ordered by SCM, episode, step."""
     k, e, t = records["variable"].shape
     idx_k, idx_e, idx_t = (a.ravel() for a in np.meshgrid(np.arange(k), np.arange(e), np.arange(t), indexing="ij"))
-    scms = suite.scms
+    scms = suite.scms[start:start + k]
     names = np.array([scm.nodes[v] for scm, var in zip(scms, records["variable"]) for v in var.ravel()], dtype=object)
     exact = [scm.exact() for scm in scms]
-    per_scm = lambda values: np.asarray(values)[idx_k]
+    per_scm = lambda values: np.asarray(values, dtype=object if isinstance(values[0], str) else None)[idx_k]
     frame = pd.DataFrame(
         {
             "config": identity.get("config"),
@@ -78,12 +124,38 @@ def records_to_frame(records: dict, suite: Suite, method: str, identity: dict) -
 
 
 def evaluate_methods(methods: list[Method], params, suite: Suite, protocol: dict, identity: dict) -> pd.DataFrame:
-    """Every method on the suite; policy parameters are passed only when some method uses them."""
+    """Every method on the suite as one table; policy parameters are passed only when some method uses them."""
+    return pd.concat(list(_frames(methods, params, suite, protocol, identity, None, len(suite.scms))),
+                     ignore_index=True)
+
+
+def write_evaluation(methods: list[Method], params, suite: Suite, protocol: dict, identity: dict, out,
+                     what: str, log=print) -> None:
+    """Run every method on the suite and write its table piece by piece, so memory does not grow with the
+    suite: rows ordered by method, SCM, episode, step, one Parquet row group per ``ROW_GROUP_SCMS`` SCMs."""
+    summary = {}
+
+    def frames():
+        for frame in _frames(methods, params, suite, protocol, identity, lambda info: log(info.line()), ROW_GROUP_SCMS):
+            best = frame.groupby(["scm_id", "episode"], sort=False).norm_improvement.max()
+            total, count = summary.get(frame.method.iat[0], (0.0, 0))
+            summary[frame.method.iat[0]] = (total + best.sum(), count + len(best))
+            yield frame
+
+    rows = write_table_parts(frames(), EVAL_SCHEMA, out, what)
+    log(f"wrote {out} ({rows} rows); best-so-far normalized improvement at the last step:")
+    for method, (total, count) in summary.items():
+        log(f"  {method:22s} {total / count:.3f}")
+    sys.stdout.flush()
+
+
+def _frames(methods, params, suite, protocol, identity, log, per_frame: int):
     params = params if any(m.needs_policy for m in methods) else None
-    records = run_methods(methods, params, suite, protocol)
-    return pd.concat(
-        [records_to_frame(r, suite, m.name, identity) for m, r in zip(methods, records)], ignore_index=True
-    )
+    records = run_methods(methods, params, suite, protocol, log=log)
+    for method, rec in zip(methods, records):
+        for start in range(0, len(suite.scms), per_frame):
+            piece = {name: value[start:start + per_frame] for name, value in rec.items()}
+            yield records_to_frame(piece, suite, method.name, identity, start)
 
 
 def load_policy(path: str | Path):
@@ -135,9 +207,7 @@ def run_evaluate_cli(args) -> int:
         "seed": args.seed if args.seed is not None else header.get("seed"),
         "checkpoint_hash": file_hash(args.checkpoint),
     }
-    frame = evaluate_methods(methods, params, suite, protocol, identity)
-    write_table(frame, EVAL_SCHEMA, args.out, "evaluation table")
-    _report(frame, args.out)
+    write_evaluation(methods, params, suite, protocol, identity, args.out, "evaluation table")
     return 0
 
 
@@ -150,15 +220,5 @@ def run_baselines_cli(args) -> int:
         methods = baseline_methods(_methods_arg(args.methods, protocol["baselines"]))
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    frame = evaluate_methods(methods, None, suite, protocol, {})
-    write_table(frame, EVAL_SCHEMA, args.out, "baseline table")
-    _report(frame, args.out)
+    write_evaluation(methods, None, suite, protocol, {}, args.out, "baseline table")
     return 0
-
-
-def _report(frame: pd.DataFrame, out) -> None:
-    last = frame.groupby(["method", "scm_id", "episode"]).norm_improvement.max().groupby("method").mean()
-    print(f"wrote {out} ({len(frame)} rows); best-so-far normalized improvement at the last step:")
-    for method, value in last.items():
-        print(f"  {method:22s} {value:.3f}")
-    sys.stdout.flush()

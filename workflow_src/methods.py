@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .policy import greedy_action, observe, sample_actions, squash
+import jax
+
+from .policy import greedy_action, observe, squash
 from .rollout import Act, StepView
+from .sampler import per_variable_categorical
 
 POLICY_MODES = ("greedy", "sampled")
 
@@ -27,8 +30,10 @@ def make_policy_act(policy, fixed_std: float, greedy: bool) -> Act:
         if greedy:
             variable, u = greedy_action(logits, mu)
         else:
-            variable, u = sample_actions(key, logits, mu, fixed_std, 1)
-            variable, u = variable[0], u[0]
+            # the policy's distribution, drawn padding-invariantly (the same numbers in every shape bucket)
+            k_var, k_u = jax.random.split(key)
+            variable = per_variable_categorical(k_var, logits)
+            u = mu[variable] + fixed_std * jax.random.normal(k_u)
         return variable, squash(view.scm, variable, u)
 
     return act

@@ -4,7 +4,15 @@ Each method is a function ``act(method_params, view, key) -> (variable, value)``
 runner vmaps over SCMs and episodes and scans over steps. Randomness is split so comparisons are paired
 (common random numbers): the observational samples and the noise of the intervention at step ``t`` of
 episode ``e`` on SCM ``k`` depend only on ``(seed, k, e, t)``, never on the method; a method's own
-randomness comes from a separate stream keyed by the method's name.
+randomness comes from a separate stream keyed by the method's name. Every draw that has a variable axis is
+padding-invariant (``sampler.per_variable_*``): variable ``j``'s numbers depend on ``j``, not on the padded
+size, so an SCM gets the same numbers in every shape bucket and in every chunk.
+
+**Shape buckets.** A compiled program depends on the padded node count and the number of SCMs it runs at
+once, never on a suite's size: SCMs are padded to ``bucket_size(n)`` variables (a power of two, at least
+``MIN_BUCKET``) and a suite runs in chunks of ``chunk_size(bucket)`` SCMs (the last chunk filled with copies
+whose results are dropped). A handful of programs serves every suite, seed and config, and a job's peak
+memory depends on the chunk, not on the suite.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from . import sampler, surrogate
-from .buffer import Buffer, append, candidates, fit_surrogate, initial_buffer
+from .buffer import Buffer, append, candidates, empty_buffer, fit_surrogate
 from .scm import SCMArrays
 
 
@@ -44,16 +52,33 @@ class StepRecord(NamedTuple):
 
 Act = Callable[[object, StepView, jax.Array], tuple[jnp.ndarray, jnp.ndarray]]
 
+MIN_BUCKET = 8
+CHUNK_BUDGET = 512  # padded variables x SCMs per compiled chunk: bounds a job's working memory
+MAX_CHUNK = 32
+
+
+def bucket_size(n_vars: int) -> int:
+    """The padded node count for SCMs of up to ``n_vars`` variables: 8, 16, 32, 64, ..."""
+    bucket = MIN_BUCKET
+    while bucket < n_vars:
+        bucket *= 2
+    return bucket
+
+
+def chunk_size(bucket: int) -> int:
+    """SCMs per compiled chunk in a bucket: 32 up to 16 variables, then fewer as the graphs grow."""
+    return max(1, min(MAX_CHUNK, CHUNK_BUDGET // bucket))
+
 
 def method_stream(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-def episode_keys(seed: int, n_scms: int, n_episodes: int) -> jax.Array:
-    """(n_scms, n_episodes) keys shared by every method."""
-    base = jax.random.PRNGKey(seed)
-    return jax.vmap(lambda k: jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(base, k), e))(
-        jnp.arange(n_episodes)))(jnp.arange(n_scms))
+def episode_keys(base_key: jax.Array, scm_index: jnp.ndarray, n_episodes: int) -> jax.Array:
+    """(len(scm_index), n_episodes) keys shared by every method: from the SCM's index in its suite, so an
+    SCM's episodes get the same numbers whichever chunk it runs in."""
+    return jax.vmap(lambda k: jax.vmap(lambda e: jax.random.fold_in(jax.random.fold_in(base_key, k), e))(
+        jnp.arange(n_episodes)))(scm_index)
 
 
 def make_run_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method_names: tuple[str, ...]):
@@ -70,7 +95,12 @@ def make_run_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, me
     def run_episode(method_params, scm: SCMArrays, key, method) -> StepRecord:
         key_obs, key_noise = jax.random.split(key)
         key_act = jax.random.fold_in(key, streams[method])
-        buffer = initial_buffer(scm, key_obs, n_obs, n_obs + n_interventions)
+        n_vars = scm.bias.shape[0]
+        buffer = empty_buffer(n_obs + n_interventions, n_vars)
+        observed = sampler.from_noise(scm, sampler.per_variable_normal(key_obs, (n_obs,), n_vars))
+        buffer = buffer._replace(
+            values=buffer.values.at[:n_obs].set(observed), sample_mask=buffer.sample_mask.at[:n_obs].set(True)
+        )
         allowed_parents = candidates(scm)
 
         def step(carry, inputs):
@@ -97,7 +127,7 @@ def make_run_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, me
             )
             return (buffer, fit), record
 
-        noise = jax.random.normal(key_noise, (n_interventions, scm.bias.shape[0]))
+        noise = sampler.per_variable_normal(key_noise, (n_interventions,), n_vars)
         inputs = (jnp.arange(n_interventions), noise, jax.random.split(key_act, n_interventions))
         _, records = jax.lax.scan(step, (buffer, fit_surrogate(scm, buffer)), inputs)
         return records
@@ -105,14 +135,21 @@ def make_run_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, me
     return run_episode
 
 
-def make_run_suite(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method_names: tuple[str, ...]):
-    """Jitted ``run(method_params, scms, keys)``: scms stacked (K, ...), keys (K, E) -> records (M, K, E, T).
+def make_run_suite(acts: tuple[Act, ...], n_obs: int, n_interventions: int, n_episodes: int,
+                   method_names: tuple[str, ...]):
+    """Jitted ``run(method_params, scms, base_key, scm_index)`` -> records (M, K, E, T).
 
-    All M methods run in one compiled program (vmapped over the method index), which compiles the shared
-    protocol once instead of once per method.
+    ``scms`` is a stacked chunk (K, ...), ``scm_index`` (K,) the SCMs' indices in their suite (episode keys
+    derive from them) and ``base_key`` the protocol seed's key. All M methods run in one compiled program
+    (vmapped over the method index), which compiles the shared protocol once instead of once per method.
     """
     run_episode = make_run_episode(acts, n_obs, n_interventions, method_names)
     over_episodes = jax.vmap(run_episode, (None, None, 0, None))
     over_scms = jax.vmap(over_episodes, (None, 0, 0, None))
     over_methods = jax.vmap(over_scms, (None, None, None, 0))
-    return jax.jit(lambda params, scms, keys: over_methods(params, scms, keys, jnp.arange(len(acts))))
+
+    def run(params, scms, base_key, scm_index):
+        keys = episode_keys(base_key, scm_index, n_episodes)
+        return over_methods(params, scms, keys, jnp.arange(len(acts)))
+
+    return jax.jit(run)

@@ -43,3 +43,20 @@ def expected_target(scm: SCMArrays, variable, value) -> jnp.ndarray:
 def norm_improvement(scm: SCMArrays, y) -> jnp.ndarray:
     """``(mu_Y - y) / (mu_Y - y*)``: 0 = doing nothing, 1 = the oracle."""
     return (scm.mu_y - y) / (scm.mu_y - scm.y_star)
+
+
+# --- padding-invariant draws (evaluation) ---------------------------------------------------------------
+# Variable j's draws depend only on (key, j), never on how many variables the model is padded to, so an SCM
+# gets the same common random numbers in every shape bucket.
+
+
+def per_variable_normal(key: jax.Array, shape: tuple[int, ...], n_vars: int) -> jnp.ndarray:
+    """Standard normals of shape ``(*shape, n_vars)``; column ``j`` is drawn from ``fold_in(key, j)``."""
+    columns = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(key, j), shape))(jnp.arange(n_vars))
+    return jnp.moveaxis(columns, 0, -1)
+
+
+def per_variable_categorical(key: jax.Array, logits: jnp.ndarray) -> jnp.ndarray:
+    """A draw from ``softmax(logits)`` (Gumbel-max), one Gumbel variate per variable keyed by its index."""
+    gumbel = jax.vmap(lambda j: jax.random.gumbel(jax.random.fold_in(key, j)))(jnp.arange(logits.shape[-1]))
+    return jnp.argmax(logits + gumbel)

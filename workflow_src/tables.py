@@ -89,6 +89,27 @@ def write_table(frame: pd.DataFrame, schema: pa.Schema, path: str | Path, what: 
         pq.write_table(table, tmp, compression="zstd", write_statistics=False)
 
 
+def write_table_parts(frames, schema: pa.Schema, path: str | Path, what: str = "table") -> int:
+    """Write the frames of an iterable one after another as row groups of one table (atomically), so a table
+    never has to be in memory whole; returns the number of rows."""
+    rows = 0
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for frame in frames:
+                table = to_table(frame, schema, what)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd", write_statistics=False)
+                writer.write_table(table)
+                rows += len(frame)
+            if writer is None:
+                raise TableError(f"{what}: nothing to write")
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
+
+
 def read_table(path: str | Path, schema: pa.Schema) -> pd.DataFrame:
     table = pq.read_table(path)
     if table.schema.remove_metadata() != schema.remove_metadata():

@@ -1,0 +1,134 @@
+"""Shape buckets and chunks: padding and chunking change no result, programs come from one shared cache."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, run_cli
+
+from workflow_src import evaluate
+from workflow_src.baselines import BASELINES, baseline_methods
+from workflow_src.compile_cache import AtomicFileCache, configure_jax
+from workflow_src.config import suite_slice
+from workflow_src.evaluate import evaluate_methods, run_methods, write_evaluation
+from workflow_src.methods import policy_methods
+from workflow_src.policy import init_params, make_policy
+from workflow_src.rollout import bucket_size, chunk_size
+from workflow_src.suite_io import load_suite
+from workflow_src.suites import build_suite
+from workflow_src.tables import EVAL_SCHEMA, read_table, to_table
+
+PROTOCOL = {"seed": 3, "episodes": 2, "interventions": 5, "n_obs": 6}
+POLICY = {"name": "simple_permutation_invariant", "hidden_dim": 16, "n_heads": 2, "n_layers": 1, "fixed_std": 0.5}
+
+
+@pytest.fixture(scope="module")
+def mixed_suite(tmp_path_factory, default_config):
+    """Seven SCMs of 4 and 5 variables (heldout-L02)."""
+    path = tmp_path_factory.mktemp("suites") / "heldout-L02.json"
+    build_suite(suite_slice(default_config, "heldout-L02"), path)
+    suite = load_suite(path)
+    suite = dataclasses.replace(suite, scms=suite.scms[:7])
+    assert len({s.n for s in suite.scms}) > 1
+    return suite
+
+
+@pytest.fixture(scope="module")
+def all_methods():
+    policy = make_policy(POLICY)
+    methods = baseline_methods(BASELINES) + policy_methods(policy, POLICY["fixed_std"], ["greedy", "sampled"])
+    return methods, init_params(policy, jax.random.PRNGKey(7))
+
+
+def test_buckets_are_powers_of_two_and_chunks_shrink_as_graphs_grow():
+    assert [bucket_size(n) for n in (1, 3, 8, 9, 16, 17, 50, 64, 65, 1000)] == [8, 8, 8, 16, 16, 32, 64, 64, 128, 1024]
+    assert [chunk_size(b) for b in (8, 16, 32, 64, 128, 1024)] == [32, 32, 16, 8, 4, 1]
+
+
+def test_bucketed_chunked_run_matches_one_unpadded_batch(mixed_suite, all_methods):
+    """The same actions and outcomes whatever the padding and chunking: the draws of an SCM depend on its
+    index in the suite and on each variable's index, never on the padded size or the chunk."""
+    methods, params = all_methods
+    n_max = max(s.n for s in mixed_suite.scms)
+    whole = run_methods(methods, params, mixed_suite, PROTOCOL, bucket=n_max, chunk=len(mixed_suite.scms))
+    chunked = run_methods(methods, params, mixed_suite, PROTOCOL, bucket=16, chunk=3)  # 3 chunks, 2 fillers
+    default = run_methods(methods, params, mixed_suite, PROTOCOL)  # bucket 8, one chunk of 32 with 25 fillers
+    for other in (chunked, default):
+        for method, a, b in zip(methods, whole, other):
+            assert a["variable"].shape == b["variable"].shape == (7, PROTOCOL["episodes"], PROTOCOL["interventions"])
+            np.testing.assert_array_equal(a["variable"], b["variable"], err_msg=method.name)
+            for field in ("value", "target", "expected_target", "norm_improvement", "f1"):
+                np.testing.assert_allclose(a[field], b[field], rtol=1e-4, atol=1e-4, err_msg=f"{method.name} {field}")
+    # the draws really differ between SCMs and episodes (not one repeated stream)
+    target = whole[0]["target"]
+    assert len(np.unique(target[:, :, 0])) == target[:, :, 0].size
+
+
+def test_table_written_in_pieces_equals_the_whole_table(tmp_path, mixed_suite, all_methods, monkeypatch):
+    methods, params = all_methods
+    frame = evaluate_methods(methods, params, mixed_suite, PROTOCOL, {"config": "c", "seed": 0})
+    monkeypatch.setattr(evaluate, "ROW_GROUP_SCMS", 3)
+    lines = []
+    write_evaluation(methods, params, mixed_suite, PROTOCOL, {"config": "c", "seed": 0}, tmp_path / "t.parquet",
+                     "test table", log=lines.append)
+    expected = to_table(frame, EVAL_SCHEMA, "test table").to_pandas()
+    pd.testing.assert_frame_equal(read_table(tmp_path / "t.parquet", EVAL_SCHEMA), expected)
+    assert lines[0].startswith("bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program ")
+
+
+def test_cold_and_cached_runs_are_byte_identical_and_say_where_the_program_came_from(tmp_path):
+    suite = tmp_path / "classic.json"
+    run_cli("suite", "generate", "heldout-classic", "--out", suite, check=True)
+    spec = json.dumps({**PROTOCOL, "baselines": ["random", "thompson_bandit"]})
+    env = {**os.environ, "ACBO_JAX_CACHE": str(tmp_path / "cache")}
+    logs = []
+    for name in ("cold", "warm"):
+        proc = run_cli("baselines", "--suite", suite, "--out", tmp_path / f"{name}.parquet", "--spec", spec, env=env,
+                       check=True)
+        logs.append(proc.stdout)
+    assert "from compiled (cache miss, now stored)" in logs[0], logs[0]
+    assert "from persistent cache" in logs[1], logs[1]
+    program = [line.split(" program ")[1].split()[0] for line in logs[0].splitlines() if " program " in line]
+    assert program and f"program {program[0]} from persistent cache" in logs[1]
+    assert (tmp_path / "cold.parquet").read_bytes() == (tmp_path / "warm.parquet").read_bytes()
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_cache_entries_appear_whole_and_are_never_overwritten(tmp_path):
+    cache = AtomicFileCache(tmp_path)
+    assert cache.get("k1") is None
+    cache.put("k1", b"first")
+    cache.put("k1", b"second")  # an equivalent program compiled by a concurrent job: the first one stays
+    assert cache.get("k1") == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k1-cache"]
+
+
+def test_a_write_killed_midway_leaves_no_entry(tmp_path, monkeypatch):
+    cache = AtomicFileCache(tmp_path)
+
+    def killed(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cache.put("k2", b"program")
+    assert cache.get("k2") is None and not list(tmp_path.iterdir())
+
+
+def test_jobs_use_the_atomic_cache(tmp_path, monkeypatch):
+    from jax._src import compilation_cache
+
+    monkeypatch.setenv("ACBO_JAX_CACHE", str(tmp_path / "c"))
+    try:
+        configure_jax(None)
+        assert isinstance(compilation_cache._cache, AtomicFileCache)
+        assert compilation_cache._cache.path == (tmp_path / "c").resolve()
+        jax.jit(lambda x: x * 3 + 1)(np.arange(5.0)).block_until_ready()
+        assert list((tmp_path / "c").glob("*-cache"))
+    finally:
+        monkeypatch.setenv("ACBO_JAX_CACHE", str(ROOT / ".jax_cache"))
+        configure_jax(None)

@@ -1,0 +1,105 @@
+"""JAX set-up for every job: thread-count-independent numerics and one persistent compilation cache.
+
+The cache directory (``ACBO_JAX_CACHE``, default ``.jax_cache``) is shared by every job of a study, local or
+SLURM. JAX's own file cache (``jax._src.lru_cache.LRUCache`` in jax 0.10) writes an entry in place
+(``Path.write_bytes``), so a job reading while another writes sees a truncated entry (JAX warns and
+recompiles), and a job killed mid-write leaves a truncated entry that is never replaced (every later job
+warns and recompiles). ``AtomicFileCache`` writes each entry to a temporary file in the same directory and
+renames it into place, so readers see either no entry or a complete one, on a local disk and on a shared
+POSIX filesystem alike; two jobs that compile the same program both rename an equivalent entry, and the
+last one wins. ``CompileWatch`` reports whether a compilation was served from the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+CACHE_SUFFIX = "-cache"  # JAX's file naming, so entries written by plain JAX stay readable
+_events: list[str] = []
+
+
+def configure_jax(threads: int | None) -> None:
+    """Make XLA's CPU numerics independent of the thread count and enable the shared compilation cache.
+
+    Eigen's multi-threaded kernels split contractions by the number of threads, which changes the last
+    bits of every matrix product, so checkpoints and tables would depend on ``--cores`` or a SLURM job's
+    ``--cpus-per-task``. They are always off: a job's kernels run on one thread, and parallelism comes from
+    running jobs side by side. ``threads`` is the job's reservation; it changes no number.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    import jax
+
+    cache_dir = Path(os.environ.get("ACBO_JAX_CACHE", ".jax_cache")).resolve()
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    _install_atomic_cache(cache_dir)
+    if not getattr(configure_jax, "_listening", False):
+        jax.monitoring.register_event_listener(lambda event, **_: _events.append(event))
+        configure_jax._listening = True
+
+
+def _install_atomic_cache(cache_dir: Path) -> None:
+    from jax._src import compilation_cache as cc
+
+    with cc._cache_initialized_mutex:
+        current = cc._cache
+        if isinstance(current, AtomicFileCache) and current.path == cache_dir:
+            return
+        cc._cache = AtomicFileCache(cache_dir)
+        cc._cache_initialized = True
+
+
+class AtomicFileCache:
+    """A persistent compilation cache directory whose entries appear atomically (temp file + rename)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def _entry(self, key: str) -> Path:
+        if not key or "/" in key:
+            raise ValueError(f"bad compilation cache key {key!r}")
+        return self.path / f"{key}{CACHE_SUFFIX}"
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._entry(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, value: bytes) -> None:
+        entry = self._entry(key)
+        if entry.exists():
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{key}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(value)
+            os.replace(tmp, entry)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class CompileWatch:
+    """Counts persistent-cache hits and misses of the compilations made inside a ``with`` block."""
+
+    def __enter__(self) -> CompileWatch:
+        self._start = len(_events)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        seen = _events[self._start:]
+        self.hits = seen.count("/jax/compilation_cache/cache_hits")
+        self.requests = seen.count("/jax/compilation_cache/compile_requests_use_cache")
+
+    @property
+    def source(self) -> str:
+        if self.requests == 0:
+            return "in-process (already compiled)"
+        return "persistent cache" if self.hits == self.requests else "compiled (cache miss, now stored)"
