@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 # Single-threaded BLAS before numpy loads: multi-threaded reductions change the last bits of the summary's
 # bootstrap statistics with the number of cores, and the tables must not depend on the machine.
