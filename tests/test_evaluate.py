@@ -58,7 +58,7 @@ def test_random_matches_its_exact_expectation(baseline_table):
 def test_heuristics_beat_random_on_level_one(baseline_table):
     _, table = baseline_table
     m = episode_metrics(table).groupby("method")[["norm_improvement_mean", "target_mean"]].mean()
-    for heuristic in ("marginal_regression", "thompson_bandit"):
+    for heuristic in ("marginal_regression", "thompson_bandit", "causal_bo"):
         assert m.loc[heuristic, "norm_improvement_mean"] > m.loc["random", "norm_improvement_mean"] + 0.1
         assert m.loc[heuristic, "target_mean"] < m.loc["random", "target_mean"]
 

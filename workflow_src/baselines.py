@@ -6,7 +6,8 @@
   ends, take the lowest prediction;
 - ``thompson_bandit``: a Bayesian linear model ``Y = a_i + b_i X_i`` per variable (interventional samples
   on ``X_i`` at full weight, observational ones down-weighted since they may be confounded); draw from the
-  posterior and take the (variable, endpoint) arm with the lowest sampled prediction.
+  posterior and take the (variable, endpoint) arm with the lowest sampled prediction;
+- ``causal_bo``: GP-based causal Bayesian optimization (the CBO family), in ``causal_bo``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .causal_bo import act_causal_bo
 from .methods import Method
 from .rollout import StepView
 from .sampler import per_variable_categorical, per_variable_normal
@@ -96,6 +98,7 @@ BASELINES: dict[str, Method] = {
     "oracle": Method("oracle", act_oracle),
     "marginal_regression": Method("marginal_regression", act_marginal_regression),
     "thompson_bandit": Method("thompson_bandit", act_thompson_bandit),
+    "causal_bo": Method("causal_bo", act_causal_bo),
 }
 
 

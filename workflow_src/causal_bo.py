@@ -1,0 +1,113 @@
+"""``causal_bo``: a GP-based causal Bayesian optimization baseline (the CBO family), in the common interface.
+
+Per intervenable variable ``X_i``, a Gaussian process models ``E[Y | do(X_i = v)]`` as a function of the
+intervention value ``v``:
+
+- **causal prior mean** (CBO's do-calculus prior, from the observational samples): ``m_i(v) = a_i + b_i v``,
+  with ``b_i`` the slope of ``Y`` on ``X_i`` *adjusted for the other variables* (the surrogate's posterior
+  coefficient) when the surrogate holds ``X_i`` to be a parent of ``Y`` (probability > 0.5), else the
+  marginal slope of ``Y`` on ``X_i`` over the observational samples (exact for a variable whose effect on
+  ``Y`` is not confounded); ``a_i`` puts the line through the observational means;
+- **GP** of the residual ``Y - m_i(v)`` over the samples in which ``X_i`` was set, RBF kernel on ``v``
+  scaled to ``[0, 1]`` over the variable's range;
+- **acquisition**: expected improvement (for minimization) over ``GRID`` values spanning each range
+  (both ends included), against the lowest posterior mean over all candidates; the best (variable, value)
+  is chosen, ties to the first.
+
+Everything is in units of ``Y`` standardized over the buffer. Hyperparameters are fixed (below); the method
+is deterministic (it ignores its key), jittable, and uses static shapes: the buffer's padded rows and the
+other variables' samples are masked out of each variable's GP, and all variables are handled at once.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.stats import norm
+
+from .rollout import StepView
+from .surrogate import masked_standardize
+
+GRID = 21  # candidate values per variable, evenly spaced over its range (ends included)
+INTERCEPT_VAR = 0.1  # prior variance of the prior line's error at the observational mean of X_i
+SLOPE_VAR = 1.0  # prior variance of the prior line's slope error (standardized Y per standardized X_i)
+RBF_VAR = 0.1  # prior variance of a smooth non-linear deviation (RBF kernel)
+LENGTHSCALE = 0.5  # RBF lengthscale on the range scaled to [0, 1]
+NOISE_VAR = 0.1  # observation noise variance of Y (standardized)
+PARENT_THRESHOLD = 0.5  # surrogate parent probability above which the adjusted slope is used
+EPS = 1e-9
+
+
+def kernel(u: jnp.ndarray, d: jnp.ndarray, u2: jnp.ndarray, d2: jnp.ndarray) -> jnp.ndarray:
+    """Covariance of the prior's error between values at range positions ``u`` / offsets ``d`` (..., A) and
+    ``u2`` / ``d2`` (..., B): intercept + slope (``d``: standardized offset from the observational mean of
+    the variable) + RBF on the range position."""
+    rbf = jnp.exp(-0.5 * ((u[..., :, None] - u2[..., None, :]) / LENGTHSCALE) ** 2)
+    return INTERCEPT_VAR + SLOPE_VAR * d[..., :, None] * d2[..., None, :] + RBF_VAR * rbf
+
+
+def prior_slopes(view: StepView, z: jnp.ndarray) -> jnp.ndarray:
+    """(N,) slope of standardized Y on each standardized variable: adjusted for likely parents, else marginal."""
+    buf, scm = view.buffer, view.scm
+    y = z[:, scm.target]
+    w = (buf.sample_mask & ~buf.intervened.any(1)).astype(z.dtype)[:, None]  # observational samples
+    count = jnp.maximum(w.sum(0), 1.0)
+    mx, my = (w * z).sum(0) / count, (w * y[:, None]).sum(0) / count
+    marginal = (w * (z - mx) * (y[:, None] - my)).sum(0) / jnp.maximum((w * (z - mx) ** 2).sum(0), EPS)
+    return jnp.where(view.fit.parent_prob > PARENT_THRESHOLD, view.fit.coef, marginal)
+
+
+def posterior(view: StepView):
+    """Posterior mean and standard deviation (N, GRID) of standardized E[Y | do(X_i = grid)], and the grid."""
+    buf, scm = view.buffer, view.scm
+    z, mean, std = masked_standardize(buf.values, buf.sample_mask)
+    y = z[:, scm.target]
+    observational = buf.sample_mask & ~buf.intervened.any(1)
+    w_obs = observational.astype(z.dtype)[:, None]
+    n_obs = jnp.maximum(w_obs.sum(), 1.0)
+    slope = prior_slopes(view, z)
+    # the prior line passes through the observational means of (X_i, Y)
+    intercept = (w_obs[:, 0] * y).sum() / n_obs - slope * (w_obs * z).sum(0) / n_obs
+
+    center = (w_obs * z).sum(0) / n_obs  # observational mean of each variable (standardized)
+    width = jnp.where(scm.hi > scm.lo, scm.hi - scm.lo, 1.0)
+    grid = jnp.linspace(0.0, 1.0, GRID)  # (G,) position in each range
+    grid_u = jnp.broadcast_to(grid, (z.shape[1], GRID))
+    grid_d = (scm.lo[:, None] + grid * width[:, None] - mean[:, None]) / std[:, None] - center[:, None]  # (N, G)
+    prior_grid = intercept[:, None] + slope[:, None] * (grid_d + center[:, None])
+
+    # per variable: the samples in which it was set, their positions and offsets, residuals from the prior
+    mask = (buf.intervened & buf.sample_mask[:, None]).T  # (N, S)
+    u = ((buf.values - scm.lo) / width).T  # (N, S)
+    d = z.T - center[:, None]  # (N, S)
+    resid = jnp.where(mask, y[None, :] - (intercept[:, None] + slope[:, None] * z.T), 0.0)
+    pair = mask[:, :, None] & mask[:, None, :]
+    eye = jnp.eye(mask.shape[1], dtype=bool)
+    noise = jnp.where(eye, jnp.where(mask[:, :, None], NOISE_VAR, 1.0), 0.0)
+    gram = jnp.where(pair, kernel(u, d, u, d), 0.0) + noise
+    chol = jnp.linalg.cholesky(gram)  # (N, S, S); masked rows are the identity
+    cross = jnp.where(mask[:, None, :], kernel(grid_u, grid_d, u, d), 0.0)  # (N, G, S)
+    alpha = jax.scipy.linalg.cho_solve((chol, True), resid[..., None])[..., 0]  # (N, S)
+    solved = jax.scipy.linalg.solve_triangular(chol, jnp.swapaxes(cross, 1, 2), lower=True)  # (N, S, G)
+    mu = prior_grid + jnp.einsum("ngs,ns->ng", cross, alpha)
+    prior_var = INTERCEPT_VAR + SLOPE_VAR * grid_d**2 + RBF_VAR
+    var = jnp.maximum(prior_var - (solved**2).sum(1), EPS)
+    return mu, jnp.sqrt(var), grid
+
+
+def expected_improvement(mu: jnp.ndarray, sd: jnp.ndarray, incumbent: jnp.ndarray) -> jnp.ndarray:
+    """EI of a value below ``incumbent`` (minimization)."""
+    gain = incumbent - mu
+    t = gain / sd
+    return gain * norm.cdf(t) + sd * norm.pdf(t)
+
+
+def act_causal_bo(_, view: StepView, key):
+    scm = view.scm
+    mu, sd, grid = posterior(view)
+    allowed = (scm.intervenable & scm.node_mask)[:, None]
+    incumbent = jnp.min(jnp.where(allowed, mu, jnp.inf))
+    score = jnp.where(allowed, expected_improvement(mu, sd, incumbent), -jnp.inf)
+    best = jnp.argmax(score.ravel())
+    variable, position = best // GRID, best % GRID
+    return variable, scm.lo[variable] + grid[position] * (scm.hi[variable] - scm.lo[variable])
