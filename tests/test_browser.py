@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, require
 from test_summary import debug_workdir, make_study, summarize_args
 
-from workflow_src.summarize import run_compare_cli, run_summarize_cli
+from workflow_src.cli import run_compare_cli, run_summarize_cli
 
 pytestmark = pytest.mark.browser
 

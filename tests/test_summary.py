@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, copy_workflow, run_cli, snakemake
 
-from workflow_src.cli import CLIError
+from workflow_src.cli import run_compare_cli, run_summarize_cli
+from workflow_src.errors import UserError
 from workflow_src.metrics import METRIC_COLUMNS, episode_metrics
 from workflow_src.provenance import file_hash
 from workflow_src.summarize import (
@@ -30,8 +31,6 @@ from workflow_src.summarize import (
     load_inputs,
     paired_differences,
     read_summary,
-    run_compare_cli,
-    run_summarize_cli,
     summarize,
     unit_means,
 )
@@ -389,7 +388,7 @@ def test_missing_table_names_the_file(tmp_path):
     spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=2, episodes=1, steps=2)
     missing = tmp_path / "results" / "baselines" / "heldout-L01.parquet"
     missing.unlink()
-    with pytest.raises(CLIError, match="heldout-L01.parquet"):
+    with pytest.raises(UserError, match="heldout-L01.parquet"):
         run_summarize_cli(summarize_args(tmp_path, spec))
     proc = run_cli(
         "summarize",
@@ -418,7 +417,7 @@ def test_foreign_rows_are_refused(tmp_path):
     path = tmp_path / "results" / "synth" / "eval" / "seed_0" / "heldout-L01.parquet"
     frame = pd.read_parquet(path)
     write_table(frame.assign(seed=3), EVAL_SCHEMA, path)
-    with pytest.raises(CLIError, match="column seed holds 3, expected 0"):
+    with pytest.raises(UserError, match="column seed holds 3, expected 0"):
         load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
 
 
@@ -429,7 +428,7 @@ def test_checkpoint_header_fields_are_optional(tmp_path):
     assert inputs.headers[0] == {"format": "x"}
     assert run_summarize_cli(summarize_args(tmp_path, spec)) == 0
     (tmp_path / "checkpoints" / "synth" / "seed_0" / "final.ckpt").write_bytes(b"\x93\x00 not json")
-    with pytest.raises(CLIError, match="final.ckpt: the first line is not a JSON checkpoint header"):
+    with pytest.raises(UserError, match="final.ckpt: the first line is not a JSON checkpoint header"):
         load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
 
 
@@ -445,7 +444,7 @@ def test_compare_page(study, tmp_path):
     again = tmp_path / "compare2.html"
     run_compare_cli(Namespace(summaries=[args.out_table, study["args"].out_table], out=str(again)))
     assert again.read_bytes() == out.read_bytes()
-    with pytest.raises(CLIError, match="missing summary table .*nope.parquet"):
+    with pytest.raises(UserError, match="missing summary table .*nope.parquet"):
         run_compare_cli(Namespace(summaries=[str(tmp_path / "nope.parquet")], out=str(out)))
 
 
@@ -500,9 +499,9 @@ def test_spec_comes_from_the_config_file_without_spec(tmp_path):
         charts_dir=None,
     )
     # the debug config's first input (seed 0, heldout-L01) is reported missing, by name
-    with pytest.raises(CLIError, match=r"missing evaluation table .*debug/eval/seed_0/heldout-L01\.parquet"):
+    with pytest.raises(UserError, match=r"missing evaluation table .*debug/eval/seed_0/heldout-L01\.parquet"):
         run_summarize_cli(args)
-    with pytest.raises(CLIError, match="not 'debug'"):
+    with pytest.raises(UserError, match="not 'debug'"):
         run_summarize_cli(
             Namespace(
                 **{

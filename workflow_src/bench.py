@@ -100,22 +100,22 @@ def bench_evaluate(cfg: dict, config_path: str, suites_dir: Path, work: Path, th
     return result
 
 
-def run_bench_cli(args) -> int:
-    cfg = load_config(args.config)
-    only = set(args.only.split(",")) if args.only else {"suites", "train", "evaluate"}
-    out_dir = Path(args.out)
-    threads = args.threads or 1
+BENCHMARKS = ("suites", "train", "evaluate")
+
+
+def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: int) -> None:
+    """Run the benchmarks named in ``only`` on the config at ``config_path``; one JSON file per benchmark."""
+    cfg = load_config(config_path)
     with tempfile.TemporaryDirectory(prefix="acbo-bench-") as tmp:
         work = Path(tmp)
         suites_dir = work / "suites"
-        figures = {"suites": bench_suites(cfg, args.config, suites_dir)}
+        figures = {"suites": bench_suites(cfg, config_path, suites_dir)}
         if "train" in only or "evaluate" in only:
-            figures["train"] = bench_train(cfg, args.config, suites_dir, work, threads)
+            figures["train"] = bench_train(cfg, config_path, suites_dir, work, threads)
         if "evaluate" in only:
-            figures["evaluate"] = bench_evaluate(cfg, args.config, suites_dir, work, threads)
+            figures["evaluate"] = bench_evaluate(cfg, config_path, suites_dir, work, threads)
     figures["machine"] = {"cpus": os.cpu_count(), "threads": threads}
     for name, data in figures.items():
         if name != "machine" and name in only:
             atomic_write_text(out_dir / f"{name}.json", json.dumps({**data, "machine": figures["machine"]}, indent=1))
             print(f"{out_dir / (name + '.json')}: {json.dumps(data)}")
-    return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from flax import serialization
 
 from .atomic import atomic_write_bytes
-from .checkpoint_errors import CheckpointError
+from .errors import CheckpointError
 
 CHECKPOINT_FORMAT = "acbo-ckpt/1"
 REQUIRED_FIELDS = ("format", "architecture", "config_hash", "episode", "body_sha256")

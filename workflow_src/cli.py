@@ -1,7 +1,10 @@
 """``acbo``: one command-line entry point with a subcommand per workflow stage.
 
-Heavy modules (JAX) are imported only by the subcommands that need them, after the XLA thread count
-has been set from ``--threads``.
+Each ``run_*_cli`` adapter turns parsed arguments into calls of the library; the library never imports
+from here. A stage's settings come from ``--spec`` (the config slice a rule passes) or from the config
+file, through one parser (``stage_spec``). User-facing errors (``errors.UserError``) become one line on
+stderr and exit status 2. Heavy modules (JAX, numpy) are imported only by the subcommands that need them,
+after the BLAS threads are pinned and XLA is configured.
 """
 
 from __future__ import annotations
@@ -12,41 +15,60 @@ import os
 import sys
 from pathlib import Path
 
-# Single-threaded BLAS before numpy loads: multi-threaded reductions change the last bits of the summary's
-# bootstrap statistics with the number of cores, and the tables must not depend on the machine.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from .compile_cache import configure_jax
+from .errors import ConfigError, UserError
+from .paths import DEFAULT_CONFIG
 
-from .compile_cache import configure_jax  # noqa: E402  (after the BLAS pin)
-from .config import DEFAULT_CONFIG, ConfigError, load_config, suite_slice  # noqa: E402
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2, no traceback."""
+# Single-threaded BLAS, set by ``main`` before numpy loads: multi-threaded reductions change the last bits
+# of the summary's bootstrap statistics with the number of cores, and the tables must not depend on the
+# machine. Only the command sets it; importing the library changes no environment.
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _spec(args, build) -> dict:
-    """The stage's config slice: given as canonical JSON by a rule, or read from the config file."""
-    if getattr(args, "spec", None):
-        return json.loads(args.spec)
-    return build(load_config(args.config))
+def pin_blas_threads() -> None:
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, "1")
+
+
+def stage_spec(args, build, template) -> dict:
+    """The stage's config slice: ``--spec`` JSON (as a rule passes it), else ``build`` of the config file.
+
+    ``template`` gives the slice of the packaged defaults: a ``--spec`` lacking any of its keys, or that is
+    not a JSON object, is refused in one line before any work starts.
+    """
+    from .config import load_config_or_packaged, packaged_config
+
+    if not getattr(args, "spec", None):
+        return build(load_config_or_packaged(args.config, getattr(args, "command", "acbo")))
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--spec is not valid JSON: {err}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"--spec must be a JSON object, not {type(spec).__name__}")
+    missing = sorted(set(template(packaged_config())) - set(spec))
+    if missing:
+        raise ConfigError(f"--spec lacks {', '.join(missing)}")
+    return spec
 
 
 # --- suite -------------------------------------------------------------------------------------------
 
 
-def cmd_suite_generate(args) -> int:
+def run_suite_generate_cli(args) -> int:
+    from .config import suite_slice
     from .suites import build_suite
 
-    spec = _spec(args, lambda cfg: suite_slice(cfg, args.name))
+    spec = stage_spec(args, lambda cfg: suite_slice(cfg, args.name), lambda cfg: {"name": None})
     out = args.out or f"results/suites/{spec['name']}.json"
     build_suite(spec, out)
     print(f"wrote {out}")
     return 0
 
 
-def cmd_suite_validate(args) -> int:
-    from .suite_io import SuiteError, load_suite
+def run_suite_validate_cli(args) -> int:
+    from .errors import SuiteError
+    from .suite_io import load_suite
 
     status = 0
     for path in args.files:
@@ -61,7 +83,7 @@ def cmd_suite_validate(args) -> int:
     return status
 
 
-def cmd_suite_oracle(args) -> int:
+def run_suite_oracle_cli(args) -> int:
     from .suite_io import load_suite
     from .suites import oracle_json, oracle_table
 
@@ -74,7 +96,7 @@ def cmd_suite_oracle(args) -> int:
     return 0
 
 
-def cmd_suite_show(args) -> int:
+def run_suite_show_cli(args) -> int:
     from .suite_io import load_suite
     from .suites import show_suite
 
@@ -85,44 +107,121 @@ def cmd_suite_show(args) -> int:
 # --- train / evaluate / baselines / summarize / compare / bench -----------------------------------------
 
 
-def cmd_train(args) -> int:
+def run_train_cli(args) -> int:
+    from .config import train_slice
+
+    spec = stage_spec(args, lambda cfg: train_slice(cfg, args.experiment), lambda cfg: train_slice(cfg, "default"))
     configure_jax(args.threads)
-    from .train import run_training_cli
+    from .train import Interrupted, TrainPaths, train
 
-    return run_training_cli(args)
+    if args.episodes:
+        spec = {**spec, "episodes": args.episodes}
+    paths = TrainPaths(
+        checkpoint_dir=Path(args.checkpoint_dir or f"checkpoints/{args.experiment}/seed_{args.seed}"),
+        log_table=Path(args.log_table or f"results/{args.experiment}/train/seed_{args.seed}.parquet"),
+    )
+    try:
+        train(args.experiment, spec, args.seed, Path(args.suites_dir), paths, verbose=args.verbose,
+              progress=not args.no_progress, stop_after=args.stop_after)
+    except Interrupted as exc:
+        print(f"acbo train: {exc}", file=sys.stderr)
+        return 3
+    return 0
 
 
-def cmd_evaluate(args) -> int:
+def _methods_arg(value: str | None, default) -> list[str]:
+    if value is None:
+        return list(default)
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--methods {value!r}: names no method")
+    return names
+
+
+def run_evaluate_cli(args) -> int:
+    from .config import evaluation_slice
+
+    protocol = stage_spec(args, evaluation_slice, evaluation_slice)
     configure_jax(args.threads)
-    from .evaluate import run_evaluate_cli
+    from .evaluate import load_policy, write_evaluation
+    from .methods import policy_methods
+    from .provenance import file_hash
+    from .suite_io import load_suite
 
-    return run_evaluate_cli(args)
+    suite = load_suite(args.suite)
+    header, policy, policy_config, params = load_policy(args.checkpoint)
+    try:
+        modes = _methods_arg(args.methods, protocol["policy_modes"])
+        methods = policy_methods(policy, policy_config["fixed_std"], modes)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    identity = {
+        "config": args.experiment or header.get("config_name"),
+        "seed": args.seed if args.seed is not None else header.get("seed"),
+        "checkpoint_hash": file_hash(args.checkpoint),
+    }
+    write_evaluation(methods, params, suite, protocol, identity, args.out, "evaluation table")
+    return 0
 
 
-def cmd_baselines(args) -> int:
+def run_baselines_cli(args) -> int:
+    from .config import baselines_slice
+
+    protocol = stage_spec(args, baselines_slice, baselines_slice)
     configure_jax(args.threads)
-    from .evaluate import run_baselines_cli
+    from .baselines import baseline_methods
+    from .evaluate import write_evaluation
+    from .suite_io import load_suite
 
-    return run_baselines_cli(args)
-
-
-def cmd_summarize(args) -> int:
-    from .summarize import run_summarize_cli
-
-    return run_summarize_cli(args)
-
-
-def cmd_compare(args) -> int:
-    from .summarize import run_compare_cli
-
-    return run_compare_cli(args)
+    suite = load_suite(args.suite)
+    try:
+        methods = baseline_methods(_methods_arg(args.methods, protocol["baselines"]))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    write_evaluation(methods, None, suite, protocol, {}, args.out, "baseline table")
+    return 0
 
 
-def cmd_bench(args) -> int:
+def run_summarize_cli(args) -> int:
+    from .charts import write_summary_page
+    from .config import summary_slice
+    from .summarize import load_inputs, provenance, summarize, write_summary
+
+    spec = stage_spec(args, lambda cfg: summary_slice(cfg, args.experiment),
+                      lambda cfg: summary_slice(cfg, "default"))
+    if spec["config"] != args.experiment:
+        raise ConfigError(f"--spec is for config {spec['config']!r}, not {args.experiment!r}")
+    name = spec["config"]
+    results = Path(args.results)
+    out_table = Path(args.out_table or results / name / "summary.parquet")
+    out_html = Path(args.out_html or results / name / "summary.html")
+    charts_dir = Path(args.charts_dir or results / name / "charts")
+    inputs = load_inputs(spec, results, args.checkpoints)
+    summary = summarize(inputs)
+    meta = provenance(inputs)
+    write_summary(summary, meta, out_table)
+    write_summary_page(summary, meta, out_html, charts_dir)
+    print(f"wrote {out_table}, {out_html} and {charts_dir}/")
+    return 0
+
+
+def run_compare_cli(args) -> int:
+    from .charts import write_compare_page
+    from .summarize import load_summaries
+
+    frames, metas = load_summaries(args.summaries)
+    write_compare_page(frames, metas, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_bench_cli(args) -> int:
     configure_jax(args.threads)
-    from .bench import run_bench_cli
+    from .bench import BENCHMARKS, run_bench
 
-    return run_bench_cli(args)
+    only = set(args.only.split(",")) if args.only else set(BENCHMARKS)
+    run_bench(args.config, only, Path(args.out), args.threads or 1)
+    return 0
 
 
 # --- parser --------------------------------------------------------------------------------------------
@@ -145,17 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("name", nargs="?", help="suite name: train-LNN, heldout-LNN, heldout-classic or a user suite")
     gen.add_argument("--out", help="output path (default results/suites/NAME.json)")
     add_config(gen)
-    gen.set_defaults(func=cmd_suite_generate)
+    gen.set_defaults(func=run_suite_generate_cli)
     val = suite_sub.add_parser("validate", help="check suite files; one line per problem")
     val.add_argument("files", nargs="+")
-    val.set_defaults(func=cmd_suite_validate)
+    val.set_defaults(func=run_suite_validate_cli)
     orc = suite_sub.add_parser("oracle", help="exact oracle action and values per SCM")
     orc.add_argument("file")
     orc.add_argument("--json", action="store_true", help="print a JSON list")
-    orc.set_defaults(func=cmd_suite_oracle)
+    orc.set_defaults(func=run_suite_oracle_cli)
     show = suite_sub.add_parser("show", help="a readable table of a suite")
     show.add_argument("file")
-    show.set_defaults(func=cmd_suite_show)
+    show.set_defaults(func=run_suite_show_cli)
 
     train = sub.add_parser("train", help="train the policy with GRPO for one experiment config and seed")
     train.add_argument("--experiment", required=True, help="experiment config name")
@@ -169,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config(train)
     add_threads(train)
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=run_train_cli)
 
     def add_evaluation(name, help, methods_help, func):
         p = sub.add_parser(name, help=help)
@@ -182,12 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     ev = add_evaluation("evaluate", "evaluate a trained checkpoint on a suite",
-                        "comma-separated policy modes (default from config: greedy,sampled)", cmd_evaluate)
+                        "comma-separated policy modes (default from config: greedy,sampled)", run_evaluate_cli)
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--experiment", help="config name recorded in the table (default: the checkpoint's)")
     ev.add_argument("--seed", type=int, help="seed recorded in the table (default: the checkpoint's)")
     add_evaluation("baselines", "run the non-learned baselines on a suite",
-                   "comma-separated baselines (default from config)", cmd_baselines)
+                   "comma-separated baselines (default from config)", run_baselines_cli)
 
     summ = sub.add_parser("summarize", help="aggregate one experiment config into summary.parquet/.html")
     summ.add_argument("--experiment", required=True)
@@ -197,19 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--out-html", help="default results/EXPERIMENT/summary.html")
     summ.add_argument("--charts-dir", help="default results/EXPERIMENT/charts")
     add_config(summ)
-    summ.set_defaults(func=cmd_summarize)
+    summ.set_defaults(func=run_summarize_cli)
 
     comp = sub.add_parser("compare", help="compare the configs that have summaries")
     comp.add_argument("summaries", nargs="+", help="summary.parquet files")
     comp.add_argument("--out", default="results/compare.html")
-    comp.set_defaults(func=cmd_compare)
+    comp.set_defaults(func=run_compare_cli)
 
     bench = sub.add_parser("bench", help="benchmarks (training, evaluation, suites); writes JSON")
     bench.add_argument("--out", default="results/bench", help="output directory")
     bench.add_argument("--only", help="comma-separated benchmark names")
     add_config(bench)
     add_threads(bench)
-    bench.set_defaults(func=cmd_bench)
+    bench.set_defaults(func=run_bench_cli)
     return parser
 
 
@@ -222,13 +321,11 @@ def _refuse_folder_outputs(args) -> None:
     for name in ("out", "out_table", "out_html", "log_table"):
         value = getattr(args, name, None)
         if value and args.command != "bench" and Path(value).is_dir():  # bench --out is a folder
-            raise CLIError(f"--{name.replace('_', '-')} {value}: is an existing folder, not a file")
+            raise UserError(f"--{name.replace('_', '-')} {value}: is an existing folder, not a file")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint_errors import CheckpointError
-    from .suite_io import SuiteError
-
+    pin_blas_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -244,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _refuse_folder_outputs(args)
         return args.func(args)
-    except (ConfigError, SuiteError, CheckpointError, CLIError) as err:
+    except UserError as err:
         print(f"acbo {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from .errors import ConfigError
 from .generators import N_LEVELS
+from .paths import DEFAULT_CONFIG
 
 EXPERIMENT_DEFAULTS: dict = {
     "description": "",
@@ -64,10 +66,6 @@ EXPERIMENT_DEFAULTS: dict = {
 
 GENERATED_SUITE = re.compile(r"^(train|heldout)-L(\d{2})$")
 CLASSIC_SUITE = "heldout-classic"
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @cache
@@ -154,9 +152,6 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
     if abs(base["train"] - base["heldout"]) < N_LEVELS + 1:
         raise ConfigError(f"{source}: suites.seed_base: train and heldout bases must differ by more than {N_LEVELS}")
     return doc
-
-
-DEFAULT_CONFIG = "config/config.yaml"
 
 
 def packaged_config() -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -14,16 +13,14 @@ import numpy as np
 import pandas as pd
 
 from . import checkpoint
-from .baselines import baseline_methods
-from .checkpoint_errors import CheckpointError
 from .compile_cache import CompileWatch
-from .config import baselines_slice, evaluation_slice, load_config_or_packaged
-from .methods import Method, policy_methods
+from .errors import CheckpointError
+from .methods import Method
 from .policy import architecture, init_params, make_policy
-from .provenance import file_hash, git_commit, package_version
+from .provenance import git_commit, package_version
 from .rollout import bucket_size, chunk_size, make_run_suite
 from .scm import stack_scms
-from .suite_io import Suite, load_suite
+from .suite_io import Suite
 from .tables import EVAL_SCHEMA, write_table_parts
 
 ROW_GROUP_SCMS = 256  # SCMs per table piece (row group) written at a time
@@ -176,49 +173,3 @@ def load_policy(path: str | Path):
         raise CheckpointError(f"{path}: architecture: {exc}") from None
     _, params = checkpoint.load(path, init_params(policy, jax.random.PRNGKey(0)), field="params")
     return header, policy, policy_config, params
-
-
-def _protocol(args, build) -> dict:
-    return json.loads(args.spec) if args.spec else build(load_config_or_packaged(args.config, args.command))
-
-
-def _methods_arg(value: str | None, default) -> list[str]:
-    if value is None:
-        return list(default)
-    names = [m.strip() for m in value.split(",") if m.strip()]
-    if not names:
-        raise ValueError(f"--methods {value!r}: names no method")
-    return names
-
-
-def run_evaluate_cli(args) -> int:
-    from .cli import CLIError
-
-    protocol = _protocol(args, evaluation_slice)
-    suite = load_suite(args.suite)
-    header, policy, policy_config, params = load_policy(args.checkpoint)
-    try:
-        modes = _methods_arg(args.methods, protocol["policy_modes"])
-        methods = policy_methods(policy, policy_config["fixed_std"], modes)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    identity = {
-        "config": args.experiment or header.get("config_name"),
-        "seed": args.seed if args.seed is not None else header.get("seed"),
-        "checkpoint_hash": file_hash(args.checkpoint),
-    }
-    write_evaluation(methods, params, suite, protocol, identity, args.out, "evaluation table")
-    return 0
-
-
-def run_baselines_cli(args) -> int:
-    from .cli import CLIError
-
-    protocol = _protocol(args, baselines_slice)
-    suite = load_suite(args.suite)
-    try:
-        methods = baseline_methods(_methods_arg(args.methods, protocol["baselines"]))
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    write_evaluation(methods, None, suite, protocol, {}, args.out, "baseline table")
-    return 0

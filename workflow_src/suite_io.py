@@ -15,6 +15,7 @@ import jsonschema
 import numpy as np
 
 from .atomic import atomic_write_text
+from .errors import SuiteError
 from .scm import MIN_ORACLE_GAP, SCM, ancestors, cycle_nodes, has_oracle_gap
 
 # The compiled path runs in float32 and squares sampled values (standardization, regression): every number of an
@@ -23,15 +24,6 @@ MAX_MAGNITUDE = 1e15
 NOISE_REACH = 10.0  # noise draws counted (in standard deviations) when bounding the values a variable can take
 
 SUITE_FORMAT = "acbo-suite/1"
-
-
-class SuiteError(ValueError):
-    """A suite file that cannot be used; ``problems`` holds one line per problem."""
-
-    def __init__(self, path: str, problems: list[str]):
-        self.path = path
-        self.problems = problems
-        super().__init__("\n".join(f"{path}: {p}" for p in problems))
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
-from .cli import CLIError
-from .config import load_config, summary_slice
+from .errors import TableError, UserError
 from .metrics import EPISODE_KEYS, METRIC_COLUMNS, episode_metrics, step_curves
 from .provenance import file_hash
-from .tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, TableError, read_table
+from .tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
 
 ALL_SUITES = "all suites"  # the scope pooling every evaluated suite (not a valid suite name)
 POLICY_PREFIX = "policy_"
@@ -113,47 +112,47 @@ def input_paths(spec: dict, results: str | Path, checkpoints: str | Path) -> dic
 
 def _read(path: Path, schema: pa.Schema, what: str) -> pd.DataFrame:
     if not path.is_file():
-        raise CLIError(f"missing {what} {path}")
+        raise UserError(f"missing {what} {path}")
     try:
         return read_table(path, schema)
     except TableError as err:
-        raise CLIError(str(err)) from None
+        raise UserError(str(err)) from None
     except (OSError, pa.ArrowException) as err:
-        raise CLIError(f"{path}: cannot read {what}: {err}") from None
+        raise UserError(f"{path}: cannot read {what}: {err}") from None
 
 
 def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, methods: str) -> None:
     """Refuse a table that holds rows of another config, seed or suite, or unexpected methods."""
     if frame.empty:
-        raise CLIError(f"{path}: the table has no rows")
+        raise UserError(f"{path}: the table has no rows")
     checks = {"config": config, "seed": seed, "suite": suite}
     for column, expected in checks.items():
         values = frame[column]
         ok = values.isna().all() if expected is None else (values == expected).all()
         if not ok:
             found = sorted(map(str, values.dropna().unique())) or ["null"]
-            raise CLIError(
+            raise UserError(
                 f"{path}: column {column} holds {', '.join(found)}, "
                 f"expected {expected if expected is not None else 'null'}"
             )
     is_policy = frame["method"].str.startswith(POLICY_PREFIX)
     bad = frame["method"][~is_policy if methods == "policy" else is_policy]
     if len(bad):
-        raise CLIError(f"{path}: unexpected method {min(bad.unique())!r} in a {methods} table")
+        raise UserError(f"{path}: unexpected method {min(bad.unique())!r} in a {methods} table")
 
 
 def read_checkpoint_header(path: Path) -> dict:
     """The JSON header (first line) of a checkpoint file; the msgpack body is not read."""
     if not path.is_file():
-        raise CLIError(f"missing checkpoint {path}")
+        raise UserError(f"missing checkpoint {path}")
     with open(path, "rb") as fh:
         line = fh.readline(CHECKPOINT_HEADER_LIMIT)
     try:
         header = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CLIError(f"{path}: the first line is not a JSON checkpoint header") from None
+        raise UserError(f"{path}: the first line is not a JSON checkpoint header") from None
     if not isinstance(header, dict):
-        raise CLIError(f"{path}: the checkpoint header is not a JSON object")
+        raise UserError(f"{path}: the checkpoint header is not a JSON object")
     return header
 
 
@@ -173,9 +172,9 @@ def load_inputs(spec: dict, results: str | Path, checkpoints: str | Path) -> Sum
     for path, seed in zip(paths["train"], seeds, strict=True):
         log = _read(path, TRAIN_LOG_SCHEMA, "training log")
         if log.empty:
-            raise CLIError(f"{path}: the training log has no rows")
+            raise UserError(f"{path}: the training log has no rows")
         if not ((log["config"] == name) & (log["seed"] == seed)).all():
-            raise CLIError(f"{path}: the training log holds another config or seed than {name}/seed_{seed}")
+            raise UserError(f"{path}: the training log holds another config or seed than {name}/seed_{seed}")
         logs.append(log)
     headers = {seed: read_checkpoint_header(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
     hashes = {seed: file_hash(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
@@ -528,68 +527,31 @@ def write_summary(frame: pd.DataFrame, meta: dict, path: str | Path) -> None:
 
 
 def read_summary(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """A summary table and its provenance; a missing or foreign file raises ``CLIError`` naming it."""
+    """A summary table and its provenance; a missing or foreign file raises ``UserError`` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise CLIError(f"missing summary table {path}")
+        raise UserError(f"missing summary table {path}")
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as err:
-        raise CLIError(f"{path}: cannot read summary table: {err}") from None
+        raise UserError(f"{path}: cannot read summary table: {err}") from None
     if table.schema.remove_metadata() != SUMMARY_SCHEMA:
-        raise CLIError(f"{path}: not a summary table (schema differs from SUMMARY_SCHEMA)")
+        raise UserError(f"{path}: not a summary table (schema differs from SUMMARY_SCHEMA)")
     meta = json.loads((table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
     return table.to_pandas(), meta
 
 
-def _spec_from_args(args) -> dict:
-    if getattr(args, "spec", None):
-        try:
-            spec = json.loads(args.spec)
-        except json.JSONDecodeError as err:
-            raise CLIError(f"--spec is not valid JSON: {err}") from None
-    else:
-        spec = summary_slice(load_config(args.config), args.experiment)
-    missing = [k for k in ("config", "seeds", "eval_suites", "bootstrap_resamples", "bootstrap_seed") if k not in spec]
-    if missing:
-        raise CLIError(f"--spec lacks {', '.join(missing)}")
-    if spec["config"] != args.experiment:
-        raise CLIError(f"--spec is for config {spec['config']!r}, not {args.experiment!r}")
-    return spec
-
-
-def run_summarize_cli(args) -> int:
-    from .charts import write_summary_page
-
-    spec = _spec_from_args(args)
-    name = spec["config"]
-    results = Path(args.results)
-    out_table = Path(args.out_table or results / name / "summary.parquet")
-    out_html = Path(args.out_html or results / name / "summary.html")
-    charts_dir = Path(args.charts_dir or results / name / "charts")
-    inputs = load_inputs(spec, results, args.checkpoints)
-    summary = summarize(inputs)
-    meta = provenance(inputs)
-    write_summary(summary, meta, out_table)
-    write_summary_page(summary, meta, out_html, charts_dir)
-    print(f"wrote {out_table}, {out_html} and {charts_dir}/")
-    return 0
-
-
-def run_compare_cli(args) -> int:
-    from .charts import write_compare_page
-
+def load_summaries(paths) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Summary tables of distinct configs, concatenated in config order (so not in argument order), and
+    their provenance per config."""
     loaded = {}
-    for path in args.summaries:
+    for path in paths:
         frame, meta = read_summary(path)
         if frame.empty:
-            raise CLIError(f"{path}: the summary table has no rows")
+            raise UserError(f"{path}: the summary table has no rows")
         name = frame["config"].iloc[0]
         if name in loaded:
-            raise CLIError(f"{path}: a second summary of config {name!r}")
+            raise UserError(f"{path}: a second summary of config {name!r}")
         loaded[name] = (frame, meta)
-    names = sorted(loaded)  # the page does not depend on the order of the arguments
-    frames = pd.concat([loaded[n][0] for n in names], ignore_index=True)
-    write_compare_page(frames, {n: loaded[n][1] for n in names}, args.out)
-    print(f"wrote {args.out}")
-    return 0
+    names = sorted(loaded)
+    return pd.concat([loaded[n][0] for n in names], ignore_index=True), {n: loaded[n][1] for n in names}

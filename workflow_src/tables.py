@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
+from .errors import TableError
 
 # One row per (method, SCM, episode, step). Baseline rows have null config, seed and checkpoint hash.
 EVAL_SCHEMA = pa.schema(
@@ -68,10 +69,6 @@ TRAIN_LOG_SCHEMA = pa.schema(
         pa.field("wall_time", pa.float64(), nullable=False),  # seconds since the run (or resume) started
     ]
 )
-
-
-class TableError(ValueError):
-    pass
 
 
 def to_table(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from . import checkpoint, curriculum
 from .atomic import atomic_path
-from .checkpoint_errors import CheckpointError
-from .config import digest, load_config, train_slice
+from .config import digest
+from .errors import CheckpointError
 from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_episode
 from .policy import architecture, init_params, make_policy
 from .provenance import code_hash, git_commit, package_version
@@ -270,22 +270,3 @@ def _print_steps(say, episode: int, scm, detail: dict) -> None:
         say(f"  step {t:2d} executed #{d['executed'][t]} | actions {actions}")
         say(f"          rewards {np.array2string(d['reward'][t], precision=2, max_line_width=200)}")
         say(f"          advantages {np.array2string(d['advantage'][t], precision=2, max_line_width=200)}")
-
-
-def run_training_cli(args) -> int:
-    import json
-
-    spec = json.loads(args.spec) if args.spec else train_slice(load_config(args.config), args.experiment)
-    if args.episodes:
-        spec = {**spec, "episodes": args.episodes}
-    paths = TrainPaths(
-        checkpoint_dir=Path(args.checkpoint_dir or f"checkpoints/{args.experiment}/seed_{args.seed}"),
-        log_table=Path(args.log_table or f"results/{args.experiment}/train/seed_{args.seed}.parquet"),
-    )
-    try:
-        train(args.experiment, spec, args.seed, Path(args.suites_dir), paths, verbose=args.verbose,
-              progress=not args.no_progress, stop_after=args.stop_after)
-    except Interrupted as exc:
-        print(f"acbo train: {exc}", file=sys.stderr)
-        return 3
-    return 0

@@ -1,0 +1,55 @@
+"""The CLI's one spec parser and the package's one-way imports (no module reaches back into the CLI)."""
+
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, run_cli
+
+PACKAGE = ROOT / "workflow_src"
+
+STAGE_ARGS = {
+    "suite": ["generate"],
+    "train": ["--experiment", "debug", "--seed", "0"],
+    "baselines": ["--suite", "x.json", "--out", "x.parquet"],
+    "summarize": ["--experiment", "debug"],
+}
+
+
+@pytest.mark.parametrize(
+    "command, spec, message",
+    [(command, "{bad", "--spec is not valid JSON") for command in STAGE_ARGS]
+    + [(command, "{}", "--spec lacks") for command in STAGE_ARGS]
+    + [("train", "[1]", "--spec must be a JSON object")],
+)
+def test_a_bad_spec_gives_one_line_and_no_output(tmp_path, command, spec, message):
+    proc = run_cli(command, *STAGE_ARGS[command], "--spec", spec, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"acbo {command}: error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def _relative_imports(path) -> set[str]:
+    """Modules of the package that ``path`` imports (at module level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module} if node.module else {alias.name for alias in node.names}
+    return found
+
+
+def test_no_module_imports_from_the_cli():
+    importers = sorted(p.stem for p in PACKAGE.glob("*.py") if "cli" in _relative_imports(p))
+    assert importers == ["__main__"]
+
+
+def test_importing_the_library_changes_no_environment():
+    code = (
+        "import os, workflow_src.evaluate, workflow_src.summarize, workflow_src.train; "
+        "print([v for v in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS') if v in os.environ])"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,5 +1,0 @@
-"""Errors of checkpoint files (kept apart so the CLI can catch them without importing JAX)."""
-
-
-class CheckpointError(ValueError):
-    pass
