@@ -5,6 +5,7 @@ import shlex
 from workflow_src.config import (
     baselines_slice,
     canonical_json,
+    digest,
     evaluation_slice,
     summary_slice,
     suite_slice,
@@ -30,6 +31,11 @@ def suite_file(suite):
     return f"results/suites/{suite}.json"
 
 
+def user_suite_source(suite):
+    """The user's file behind a suite named under suites.user (an input, so editing it reruns the copy)."""
+    return [CFG["suites"]["user"][suite]] if suite in CFG["suites"]["user"] else []
+
+
 def train_suite_files(name):
     return [suite_file(f"train-L{level:02d}") for level in CFG["experiments"][name]["levels"]]
 
@@ -40,6 +46,11 @@ def checkpoint_file(name, seed, which="final"):
 
 def train_log(name, seed):
     return f"results/{name}/train/seed_{seed}.parquet"
+
+
+def trained_config_hash(name):
+    """The hash final.ckpt must carry: that of the config's training slice."""
+    return digest(train_slice(CFG, name))
 
 
 def eval_table(name, seed, suite):

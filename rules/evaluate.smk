@@ -20,10 +20,12 @@ rule evaluate:
         runtime=15,
     params:
         spec=spec_arg(evaluation_slice(CFG)),
+        trained=lambda wc: trained_config_hash(wc.config),
         code=code_hash("evaluate"),
     shell:
         "acbo evaluate --checkpoint {input.checkpoint} --suite {input.suite} --out {output}"
         " --experiment {wildcards.config} --seed {wildcards.seed} --spec {params.spec} --threads {threads}"
+        " --train-config-hash {params.trained}"
         " > {log} 2>&1"
 
 

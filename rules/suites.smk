@@ -3,6 +3,8 @@
 
 
 rule suite:
+    input:
+        lambda wc: user_suite_source(wc.suite),
     output:
         "results/suites/{suite}.json",
     log:

@@ -64,6 +64,8 @@ def test_override_is_deep(raw):
         (lambda c: c.update(extra=1), "(top level): unknown key 'extra'"),
         (lambda c: c["experiments"]["debug"].update(eval_suites=["heldout-L42"]), "unknown suite 'heldout-L42'"),
         (lambda c: c["suites"].update(seed_base={"train": 10, "heldout": 12}), "suites.seed_base"),
+        (lambda c: c["suites"].update(user={"heldout-L01": "mine.json"}), "suites.user.heldout-L01: a user suite"),
+        (lambda c: c["suites"].update(user={"heldout-classic": "mine.json"}), "suites.user.heldout-classic"),
         (lambda c: c["experiments"]["debug"].update(policy={"hidden_dim": 30, "n_heads": 4}),
          "experiments.debug.policy.hidden_dim: 30 is not divisible by policy.n_heads 4"),
         (lambda c: c["defaults"]["curriculum"].update(min_episodes_per_level=200),

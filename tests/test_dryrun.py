@@ -1,7 +1,10 @@
 """`snakemake -n` plans exactly the jobs the config implies."""
 
+import json
+
 import pytest
-from conftest import copy_workflow, planned_jobs, snakemake
+import yaml
+from conftest import copy_workflow, large_user_suite_doc, planned_jobs, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +42,21 @@ def test_bad_config_fails_at_parse_time(workdir, tmp_path):
     proc = snakemake(workdir, "results/debug/summary.html", "-n", "--configfile", bad, check=False)
     assert proc.returncode != 0
     assert "experiments.debug: unknown key 'learning_rate'" in proc.stdout + proc.stderr
+
+
+def test_user_suite_file_is_an_input_and_must_exist(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    config = workdir / "config/config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    cfg["suites"]["user"] = {"mine": "my_suite.json"}
+    config.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(workdir, "results/suites/mine.json", "-n", check=False)
+    assert proc.returncode != 0 and "suites.user.mine: no suite file 'my_suite.json'" in proc.stdout + proc.stderr
+    doc = large_user_suite_doc(4, seed=1)
+    (workdir / "my_suite.json").write_text(json.dumps({**doc, "name": "mine"}))
+    snakemake(workdir, "results/suites/mine.json")
+    assert planned_jobs(workdir, "results/suites/mine.json") == {}
+    # an edit of the user's file makes its copy (and everything downstream) stale
+    doc["scms"][0]["edges"][0]["coef"] = 0.75
+    (workdir / "my_suite.json").write_text(json.dumps({**doc, "name": "mine"}))
+    assert planned_jobs(workdir, "results/suites/mine.json") == {"suite": 1}

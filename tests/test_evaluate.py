@@ -177,6 +177,8 @@ def test_bad_arguments_and_checkpoint_headers_give_one_line_and_no_output(tmp_pa
         ("evaluate", [*suite, "--checkpoint", checkpoint_l12, "--methods", " , ", "--out", out], "names no method"),
         ("baselines", [*suite, "--out", folder], f"--out {folder}: is an existing folder, not a file"),
         ("evaluate", [*suite, "--checkpoint", alien, "--out", out], "architecture: expected a JSON object, got 'x'"),
+        ("evaluate", [*suite, "--checkpoint", checkpoint_l12, "--out", out, "--train-config-hash", "beef"],
+         f"config_hash {json.loads(head)['config_hash']} differs from beef"),
     ]
     for command, args, message in cases:
         proc = run_cli(command, *args, "--spec", spec)

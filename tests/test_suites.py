@@ -215,3 +215,14 @@ def test_graph_algorithms_agree_with_networkx(n, density, seed):
     assert np.array_equal(reachability(dag), closure)
     for node in range(n):
         assert set(np.flatnonzero(ancestors(dag, node))) == nx.ancestors(nx.DiGraph(dag), node)
+
+
+def test_user_suite_whose_name_differs_from_its_key_is_refused_when_copied(tmp_path):
+    source = tmp_path / "theirs.json"
+    source.write_text(json.dumps(_valid_doc()))  # its name is "user"
+    out = tmp_path / "mine.json"
+    proc = run_cli("suite", "generate", "--spec", json.dumps({"name": "mine", "user_file": str(source)}), "--out", out)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    message = f"{source}: name: 'user' differs from its config key suites.user.mine"
+    assert proc.stderr.strip() == f"acbo suite: error: {message}"
+    assert not out.exists()

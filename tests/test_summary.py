@@ -421,6 +421,13 @@ def test_foreign_rows_are_refused(tmp_path):
         load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
 
 
+def test_checkpoint_of_another_training_config_is_refused(tmp_path):
+    spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=2, episodes=1, steps=2)
+    assert load_inputs({**spec, "train_config_hash": "cafe"}, tmp_path / "results", tmp_path / "checkpoints")
+    with pytest.raises(UserError, match="final.ckpt: config_hash cafe differs from beef, the hash of config 'synth'"):
+        load_inputs({**spec, "train_config_hash": "beef"}, tmp_path / "results", tmp_path / "checkpoints")
+
+
 def test_checkpoint_header_fields_are_optional(tmp_path):
     spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=2, episodes=1, steps=2)
     (tmp_path / "checkpoints" / "synth" / "seed_0" / "final.ckpt").write_bytes(b'{"format": "x"}\n\x00\x01')

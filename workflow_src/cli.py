@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .compile_cache import configure_jax
-from .errors import ConfigError, UserError
+from .errors import CheckpointError, ConfigError, UserError
 from .paths import DEFAULT_CONFIG
 
 # Single-threaded BLAS, set by ``main`` before numpy loads: multi-threaded reductions change the last bits
@@ -150,6 +150,10 @@ def run_evaluate_cli(args) -> int:
 
     suite = load_suite(args.suite)
     header, policy, policy_config, params = load_policy(args.checkpoint)
+    expected = getattr(args, "train_config_hash", None)
+    if expected and header.get("config_hash") != expected:
+        raise CheckpointError(f"{args.checkpoint}: config_hash {header.get('config_hash')} differs from {expected}, "
+                              "the hash of the config's training settings: trained under another config (retrain it)")
     try:
         modes = _methods_arg(args.methods, protocol["policy_modes"])
         methods = policy_methods(policy, policy_config["fixed_std"], modes)
@@ -187,8 +191,9 @@ def run_summarize_cli(args) -> int:
     from .config import summary_slice
     from .summarize import load_inputs, provenance, summarize, write_summary
 
+    # train_config_hash may be left out of a --spec written by hand: then no checkpoint hash is compared
     spec = stage_spec(args, lambda cfg: summary_slice(cfg, args.experiment),
-                      lambda cfg: summary_slice(cfg, "default"))
+                      lambda cfg: {k: v for k, v in summary_slice(cfg, "default").items() if k != "train_config_hash"})
     if spec["config"] != args.experiment:
         raise ConfigError(f"--spec is for config {spec['config']!r}, not {args.experiment!r}")
     name = spec["config"]
@@ -285,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--experiment", help="config name recorded in the table (default: the checkpoint's)")
     ev.add_argument("--seed", type=int, help="seed recorded in the table (default: the checkpoint's)")
+    ev.add_argument("--train-config-hash", help="refuse a checkpoint whose config_hash differs (the rule passes "
+                    "the hash of the config's training slice)")
     add_evaluation("baselines", "run the non-learned baselines on a suite",
                    "comma-separated baselines (default from config)", run_baselines_cli)
 

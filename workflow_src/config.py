@@ -148,6 +148,10 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
                 raise ConfigError(f"{source}: experiments.{name}.eval_suites: unknown suite {suite!r}")
     for name, exp in doc["experiments"].items():
         _check_experiment(f"{source}: experiments.{name}", exp)
+    for name in doc["suites"]["user"]:
+        if GENERATED_SUITE.match(name) or name == CLASSIC_SUITE:
+            raise ConfigError(f"{source}: suites.user.{name}: a user suite may not take the name of a generated suite "
+                              f"(train-LNN, heldout-LNN, {CLASSIC_SUITE})")
     base = doc["suites"]["seed_base"]
     if abs(base["train"] - base["heldout"]) < N_LEVELS + 1:
         raise ConfigError(f"{source}: suites.seed_base: train and heldout bases must differ by more than {N_LEVELS}")
@@ -180,6 +184,13 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return resolve_config(raw, str(path))
+
+
+def check_user_suite_files(cfg: dict, source: str = "config") -> None:
+    """Every file named under ``suites.user`` exists (checked when the workflow is parsed)."""
+    for name, path in cfg["suites"]["user"].items():
+        if not Path(path).is_file():
+            raise ConfigError(f"{source}: suites.user.{name}: no suite file {path!r} (relative to {Path.cwd()})")
 
 
 def experiment(cfg: dict, name: str) -> dict:
@@ -249,4 +260,5 @@ def summary_slice(cfg: dict, name: str) -> dict:
         "eval_suites": exp["eval_suites"],
         "bootstrap_resamples": ev["bootstrap_resamples"],
         "bootstrap_seed": ev["bootstrap_seed"],
+        "train_config_hash": digest(train_slice(cfg, name)),  # final.ckpt headers must carry this hash
     }

@@ -8,13 +8,16 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .generators import GeneratorSettings, classic_suite, generate_level_suite
-from .suite_io import Suite, load_suite, write_suite
+from .suite_io import Suite, SuiteError, load_suite, write_suite
 
 
 def build_suite(spec: dict, out: str | Path) -> None:
     """Write the suite described by a ``config.suite_slice`` to ``out`` (atomically)."""
     if "user_file" in spec:
-        load_suite(spec["user_file"])  # validated, never regenerated
+        suite = load_suite(spec["user_file"])  # validated, never regenerated
+        if suite.name != spec["name"]:
+            raise SuiteError(spec["user_file"], [f"name: {suite.name!r} differs from its config key "
+                                                 f"suites.user.{spec['name']}"])
         with atomic_path(out) as tmp:
             shutil.copyfile(spec["user_file"], tmp)
         return

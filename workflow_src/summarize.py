@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
-from .errors import TableError, UserError
+from .errors import CheckpointError, TableError, UserError
 from .metrics import EPISODE_KEYS, METRIC_COLUMNS, episode_metrics, step_curves
 from .provenance import file_hash
 from .tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
@@ -177,6 +177,12 @@ def load_inputs(spec: dict, results: str | Path, checkpoints: str | Path) -> Sum
             raise UserError(f"{path}: the training log holds another config or seed than {name}/seed_{seed}")
         logs.append(log)
     headers = {seed: read_checkpoint_header(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
+    expected = spec.get("train_config_hash")  # absent: a spec written by hand, nothing to compare
+    for path, seed in zip(paths["checkpoints"], seeds, strict=True):
+        if expected is not None and headers[seed].get("config_hash") != expected:
+            found = headers[seed].get("config_hash")
+            raise CheckpointError(f"{path}: config_hash {found} differs from {expected}, the hash of config {name!r}'s "
+                                  "training settings: trained under another config (retrain it)")
     hashes = {seed: file_hash(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
     evals = pd.concat(frames, ignore_index=True)
     train = pd.concat(logs, ignore_index=True)
