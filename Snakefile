@@ -29,4 +29,4 @@ rule all:
     default_target: True
     input:
         [summary_html(name) for name in CFG["experiments"]],
-        "results/compare.html",
+        compare_html(),

@@ -1,4 +1,4 @@
-# Path helpers and config slices shared by the stage rules.
+# Config slices and paths shared by the stage rules; the layout itself lives in workflow_src/paths.py.
 
 import shlex
 
@@ -10,6 +10,20 @@ from workflow_src.config import (
     summary_slice,
     suite_slice,
     train_slice,
+)
+from workflow_src.paths import (
+    baseline_table,
+    charts_dir,
+    checkpoint_dir,
+    checkpoint_file,
+    compare_html,
+    eval_table,
+    suite_file,
+    summary_html,
+    summary_inputs,
+    summary_table,
+    train_log,
+    train_suite_files,
 )
 from workflow_src.provenance import code_hash
 
@@ -27,8 +41,8 @@ def spec_arg(obj):
     return shlex.quote(canonical_json(obj))
 
 
-def suite_file(suite):
-    return f"results/suites/{suite}.json"
+def train_suites_of(name):
+    return train_suite_files(CFG["experiments"][name]["levels"])
 
 
 def user_suite_source(suite):
@@ -36,38 +50,11 @@ def user_suite_source(suite):
     return [CFG["suites"]["user"][suite]] if suite in CFG["suites"]["user"] else []
 
 
-def train_suite_files(name):
-    return [suite_file(f"train-L{level:02d}") for level in CFG["experiments"][name]["levels"]]
-
-
-def checkpoint_file(name, seed, which="final"):
-    return f"checkpoints/{name}/seed_{seed}/{which}.ckpt"
-
-
-def train_log(name, seed):
-    return f"results/{name}/train/seed_{seed}.parquet"
-
-
 def trained_config_hash(name):
     """The hash final.ckpt must carry: that of the config's training slice."""
     return digest(train_slice(CFG, name))
 
 
-def eval_table(name, seed, suite):
-    return f"results/{name}/eval/seed_{seed}/{suite}.parquet"
-
-
-def baseline_table(suite):
-    return f"results/baselines/{suite}.parquet"
-
-
-def summary_html(name):
-    return f"results/{name}/summary.html"
-
-
-def seeds_of(name):
-    return CFG["experiments"][name]["seeds"]
-
-
-def eval_suites_of(name):
-    return CFG["experiments"][name]["eval_suites"]
+def summary_inputs_of(name):
+    exp = CFG["experiments"][name]
+    return summary_inputs(name, exp["seeds"], exp["eval_suites"])

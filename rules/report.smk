@@ -4,21 +4,16 @@
 
 rule summary:
     input:
-        evals=lambda wc: [
-            eval_table(wc.config, seed, suite) for seed in seeds_of(wc.config) for suite in eval_suites_of(wc.config)
-        ],
-        baselines=lambda wc: [baseline_table(suite) for suite in eval_suites_of(wc.config)],
-        train_logs=lambda wc: [train_log(wc.config, seed) for seed in seeds_of(wc.config)],
-        checkpoints=lambda wc: [checkpoint_file(wc.config, seed) for seed in seeds_of(wc.config)],
+        unpack(lambda wc: summary_inputs_of(wc.config)),
     output:
-        table="results/{config}/summary.parquet",
+        table=summary_table("{config}"),
         html=report(
-            "results/{config}/summary.html",
+            summary_html("{config}"),
             category="Summary",
             labels={"config": "{config}", "figure": "summary page"},
         ),
         charts=report(
-            directory("results/{config}/charts"),
+            directory(charts_dir("{config}")),
             patterns=["{name}.png"],
             category="Charts",
             labels={"config": "{config}", "figure": "{name}"},
@@ -35,15 +30,16 @@ rule summary:
         spec=lambda wc: spec_arg(summary_slice(CFG, wc.config)),
         code=code_hash("summary"),
     shell:
-        "acbo summarize --experiment {wildcards.config} --spec {params.spec} --results results"
+        "acbo summarize --experiment {wildcards.config} --spec {params.spec} --evals {input.evals}"
+        " --baselines {input.baselines} --train-logs {input.train_logs} --final-checkpoints {input.checkpoints}"
         " --out-table {output.table} --out-html {output.html} --charts-dir {output.charts} > {log} 2>&1"
 
 
 rule compare:
     input:
-        [f"results/{name}/summary.parquet" for name in CFG["experiments"]],
+        [summary_table(name) for name in CFG["experiments"]],
     output:
-        report("results/compare.html", category="Summary", labels={"figure": "config comparison"}),
+        report(compare_html(), category="Summary", labels={"figure": "config comparison"}),
     log:
         "logs/compare.log",
     conda:

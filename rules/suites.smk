@@ -6,7 +6,7 @@ rule suite:
     input:
         lambda wc: user_suite_source(wc.suite),
     output:
-        "results/suites/{suite}.json",
+        suite_file("{suite}"),
     log:
         "logs/suites/{suite}.log",
     conda:

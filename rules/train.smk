@@ -4,7 +4,7 @@
 
 rule train:
     input:
-        lambda wc: train_suite_files(wc.config),
+        lambda wc: train_suites_of(wc.config),
     output:
         final=checkpoint_file("{config}", "{seed}", "final"),
         best=checkpoint_file("{config}", "{seed}", "best"),
@@ -20,8 +20,9 @@ rule train:
     params:
         spec=lambda wc: spec_arg(train_slice(CFG, wc.config)),
         verbose=lambda wc: "--verbose" if CFG["experiments"][wc.config]["verbose"] else "",
+        checkpoint_dir=checkpoint_dir("{config}", "{seed}"),
         code=code_hash("train"),
     shell:
         "acbo train --experiment {wildcards.config} --seed {wildcards.seed} --spec {params.spec}"
-        " --threads {threads} --suites-dir results/suites --checkpoint-dir checkpoints/{wildcards.config}/seed_{wildcards.seed}"
+        " --threads {threads} --suites {input} --checkpoint-dir {params.checkpoint_dir}"
         " --log-table {output.log_table} {params.verbose} > {log} 2>&1"

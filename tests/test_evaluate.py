@@ -14,6 +14,7 @@ from workflow_src.config import deep_merge, suite_slice, train_slice
 from workflow_src.evaluate import evaluate_methods
 from workflow_src.methods import Method
 from workflow_src.metrics import episode_metrics
+from workflow_src.paths import train_suite_files
 from workflow_src.suite_io import load_suite
 from workflow_src.suites import build_suite
 from workflow_src.tables import EVAL_SCHEMA
@@ -126,7 +127,8 @@ def checkpoint_l12(tmp_path_factory, suites_dir, default_config):
         "levels": [1, 2], "episodes": 4, "checkpoint_every": 4,
         "policy": {"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, "training": {"n_interventions": 4}})
     d = tmp_path_factory.mktemp("ckpt")
-    train("small", spec, 0, suites_dir, TrainPaths(d, d / "log.parquet"), progress=False)
+    train("small", spec, 0, train_suite_files(spec["levels"], suites_dir), TrainPaths(d, d / "log.parquet"),
+          progress=False)
     return d / "final.ckpt"
 
 

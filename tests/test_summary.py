@@ -22,6 +22,7 @@ from conftest import ROOT, copy_workflow, run_cli, snakemake
 from workflow_src.cli import run_compare_cli, run_summarize_cli
 from workflow_src.errors import UserError
 from workflow_src.metrics import METRIC_COLUMNS, episode_metrics
+from workflow_src.paths import summary_inputs
 from workflow_src.provenance import file_hash
 from workflow_src.summarize import (
     ALL_SUITES,
@@ -169,6 +170,11 @@ def make_study(tmp: Path, config="synth", seeds=(0, 1), suites=SUITES, n_scms=4,
     }
 
 
+def layout(spec: dict, tmp: Path) -> dict:
+    """The summary's input files in the standard layout under ``tmp``."""
+    return summary_inputs(spec["config"], spec["seeds"], spec["eval_suites"], tmp / "results", tmp / "checkpoints")
+
+
 def summarize_args(tmp: Path, spec: dict, out: str = "out") -> Namespace:
     return Namespace(
         experiment=spec["config"],
@@ -286,7 +292,7 @@ def test_paired_differences_match_hand_computation():
 
 def test_paired_rows_in_summary_match_hand_computation(tmp_path):
     spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=3, episodes=2, steps=4)
-    inputs = load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
+    inputs = load_inputs(spec, layout(spec, tmp_path))
     summary = summarize(inputs)
     row = summary[
         (summary.kind == "paired_difference")
@@ -340,7 +346,7 @@ def test_summary_table_schema_and_content(study):
 
 def test_pooled_mean_equals_mean_over_scms_and_seeds(study):
     frame, _ = read_summary(study["args"].out_table)
-    inputs = load_inputs(study["spec"], study["tmp"] / "results", study["tmp"] / "checkpoints")
+    inputs = load_inputs(study["spec"], layout(study["spec"], study["tmp"]))
     ep = episode_metrics(inputs.evals)
     ep = ep[(ep["method"] == "policy_sampled") & (ep["suite"] == "heldout-L02")]
     expected = ep.groupby(["seed", "scm_id"])["target_mean"].mean().mean()
@@ -418,7 +424,7 @@ def test_foreign_rows_are_refused(tmp_path):
     frame = pd.read_parquet(path)
     write_table(frame.assign(seed=3), EVAL_SCHEMA, path)
     with pytest.raises(UserError, match="column seed holds 3, expected 0"):
-        load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
+        load_inputs(spec, layout(spec, tmp_path))
 
 
 def test_checkpoint_of_another_training_config_is_refused(tmp_path):
@@ -431,12 +437,12 @@ def test_checkpoint_of_another_training_config_is_refused(tmp_path):
 def test_checkpoint_header_fields_are_optional(tmp_path):
     spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=2, episodes=1, steps=2)
     (tmp_path / "checkpoints" / "synth" / "seed_0" / "final.ckpt").write_bytes(b'{"format": "x"}\n\x00\x01')
-    inputs = load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
+    inputs = load_inputs(spec, layout(spec, tmp_path))
     assert inputs.headers[0] == {"format": "x"}
     assert run_summarize_cli(summarize_args(tmp_path, spec)) == 0
     (tmp_path / "checkpoints" / "synth" / "seed_0" / "final.ckpt").write_bytes(b"\x93\x00 not json")
     with pytest.raises(UserError, match="final.ckpt: the first line is not a JSON checkpoint header"):
-        load_inputs(spec, tmp_path / "results", tmp_path / "checkpoints")
+        load_inputs(spec, layout(spec, tmp_path))
 
 
 def test_compare_page(study, tmp_path):

@@ -16,6 +16,7 @@ from workflow_src.config import deep_merge, train_slice
 from workflow_src.evaluate import load_policy, run_method
 from workflow_src.generators import GeneratorSettings, generate_level_suite
 from workflow_src.methods import policy_methods
+from workflow_src.paths import train_suite_files
 from workflow_src.scm import pad_scm
 from workflow_src.train import TrainPaths, train
 
@@ -130,7 +131,7 @@ def test_training_learns_on_level_one(tmp_path, suites_dir, default_config):
     before = greedy_norm_improvement(pol.init_params(policy, jax.random.PRNGKey(0)), suites_dir / "heldout-L01.json",
                                      policy)
     paths = TrainPaths(tmp_path / "ckpt", tmp_path / "log.parquet")
-    train("learn", spec, 0, suites_dir, paths, progress=False)
+    train("learn", spec, 0, train_suite_files(spec["levels"], suites_dir), paths, progress=False)
     after = greedy_norm_improvement(paths.ckpt("final"), suites_dir / "heldout-L01.json")
     assert before < 0.4
     assert after >= 0.6, f"greedy normalized improvement {before:.3f} -> {after:.3f}"
@@ -144,14 +145,15 @@ def test_resume_and_determinism_give_identical_checkpoints(tmp_path, suites_dir,
     runs = {}
     for name in ("a", "b"):
         paths = TrainPaths(tmp_path / name, tmp_path / name / "log.parquet")
-        train("resume", spec, 3, suites_dir, paths, progress=False)
+        train("resume", spec, 3, train_suite_files(spec["levels"], suites_dir), paths, progress=False)
         runs[name] = paths
     interrupted = TrainPaths(tmp_path / "c", tmp_path / "c" / "log.parquet")
     with pytest.raises(Exception, match="stopped after episode 6"):
-        train("resume", spec, 3, suites_dir, interrupted, progress=False, stop_after=6)
+        train("resume", spec, 3, train_suite_files(spec["levels"], suites_dir), interrupted, progress=False,
+              stop_after=6)
     assert checkpoint.read_header(interrupted.ckpt("latest"))["episode"] == 6
     assert not interrupted.ckpt("final").exists()
-    train("resume", spec, 3, suites_dir, interrupted, progress=False)
+    train("resume", spec, 3, train_suite_files(spec["levels"], suites_dir), interrupted, progress=False)
     for which in ("final", "best", "episode_00008"):
         a = runs["a"].ckpt(which).read_bytes()
         assert a == runs["b"].ckpt(which).read_bytes(), f"{which} differs between identical runs"
@@ -165,12 +167,12 @@ def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, s
     spec = small_spec(default_config, levels=[1], episodes=4, checkpoint_every=2,
                       policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
     paths = TrainPaths(tmp_path / "ck", tmp_path / "log.parquet")
-    train("x", spec, 0, suites_dir, paths, progress=False)
+    train("x", spec, 0, train_suite_files(spec["levels"], suites_dir), paths, progress=False)
     import io
 
     out = io.StringIO()
     changed = deep_merge(spec, {"training": {"learning_rate": 1e-3}})
-    train("x", changed, 0, suites_dir, paths, progress=False, out=out)
+    train("x", changed, 0, train_suite_files(changed["levels"], suites_dir), paths, progress=False, out=out)
     assert "starting fresh" in out.getvalue()
     from workflow_src.config import digest
 
@@ -231,10 +233,10 @@ def test_damaged_resume_state_falls_back_to_an_intact_checkpoint_or_starts_fresh
     spec = small_spec(default_config, levels=[1], episodes=12, checkpoint_every=4,
                       policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 5})
     whole = TrainPaths(tmp_path / "whole", tmp_path / "whole" / "log.parquet")
-    train("damaged", spec, 2, suites_dir, whole, progress=False)
+    train("damaged", spec, 2, train_suite_files(spec["levels"], suites_dir), whole, progress=False)
     stopped = TrainPaths(tmp_path / "stopped", tmp_path / "stopped" / "log.parquet")
     with pytest.raises(Exception, match="stopped after episode 10"):
-        train("damaged", spec, 2, suites_dir, stopped, progress=False, stop_after=10)
+        train("damaged", spec, 2, train_suite_files(spec["levels"], suites_dir), stopped, progress=False, stop_after=10)
 
     def damage(name, *changes):
         paths = TrainPaths(tmp_path / name, tmp_path / name / "log.parquet")
@@ -243,7 +245,7 @@ def test_damaged_resume_state_falls_back_to_an_intact_checkpoint_or_starts_fresh
             path = paths.checkpoint_dir / file
             path.write_bytes(path.read_bytes()[:keep]) if keep is not None else path.unlink()
         out = io.StringIO()
-        train("damaged", spec, 2, suites_dir, paths, progress=False, out=out)
+        train("damaged", spec, 2, train_suite_files(spec["levels"], suites_dir), paths, progress=False, out=out)
         for which in ("final", "best"):
             assert paths.ckpt(which).read_bytes() == whole.ckpt(which).read_bytes(), f"{name}: {which} differs"
         return [line for line in out.getvalue().splitlines() if "resuming from" in line or "starting fresh" in line]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import paths
 from .atomic import atomic_write_text
 from .config import load_config, suite_slice
 from .suites import build_suite
@@ -43,11 +44,11 @@ def _acbo(*args) -> list[str]:
 
 
 def bench_suites(cfg: dict, config_path: str, suites_dir: Path) -> dict:
-    names = sorted({f"train-L{lv:02d}" for lv in cfg["experiments"]["production"]["levels"]}
+    names = sorted({paths.train_suite(lv) for lv in cfg["experiments"]["production"]["levels"]}
                    | set(cfg["experiments"]["production"]["eval_suites"]))
     start = time.perf_counter()
     for name in names:
-        build_suite(suite_slice(cfg, name), suites_dir / f"{name}.json")
+        build_suite(suite_slice(cfg, name), paths.suite_file(name, suites_dir))
     return {"suites": len(names), "seconds": round(time.perf_counter() - start, 2)}
 
 

@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import paths
 from .compile_cache import configure_jax
 from .errors import CheckpointError, ConfigError, UserError
 from .paths import DEFAULT_CONFIG
@@ -60,7 +61,7 @@ def run_suite_generate_cli(args) -> int:
     from .suites import build_suite
 
     spec = stage_spec(args, lambda cfg: suite_slice(cfg, args.name), lambda cfg: {"name": None})
-    out = args.out or f"results/suites/{spec['name']}.json"
+    out = args.out or paths.suite_file(spec["name"])
     build_suite(spec, out)
     print(f"wrote {out}")
     return 0
@@ -116,12 +117,15 @@ def run_train_cli(args) -> int:
 
     if args.episodes:
         spec = {**spec, "episodes": args.episodes}
-    paths = TrainPaths(
-        checkpoint_dir=Path(args.checkpoint_dir or f"checkpoints/{args.experiment}/seed_{args.seed}"),
-        log_table=Path(args.log_table or f"results/{args.experiment}/train/seed_{args.seed}.parquet"),
+    suites = args.suites or paths.train_suite_files(spec["levels"], args.suites_dir)
+    if len(suites) != len(spec["levels"]):
+        raise UserError(f"--suites: {len(suites)} files given, one per level {spec['levels']} needed")
+    out = TrainPaths(
+        checkpoint_dir=Path(args.checkpoint_dir or paths.checkpoint_dir(args.experiment, args.seed)),
+        log_table=Path(args.log_table or paths.train_log(args.experiment, args.seed)),
     )
     try:
-        train(args.experiment, spec, args.seed, Path(args.suites_dir), paths, verbose=args.verbose,
+        train(args.experiment, spec, args.seed, [Path(s) for s in suites], out, verbose=args.verbose,
               progress=not args.no_progress, stop_after=args.stop_after)
     except Interrupted as exc:
         print(f"acbo train: {exc}", file=sys.stderr)
@@ -197,11 +201,13 @@ def run_summarize_cli(args) -> int:
     if spec["config"] != args.experiment:
         raise ConfigError(f"--spec is for config {spec['config']!r}, not {args.experiment!r}")
     name = spec["config"]
-    results = Path(args.results)
-    out_table = Path(args.out_table or results / name / "summary.parquet")
-    out_html = Path(args.out_html or results / name / "summary.html")
-    charts_dir = Path(args.charts_dir or results / name / "charts")
-    inputs = load_inputs(spec, results, args.checkpoints)
+    files = paths.summary_inputs(name, spec["seeds"], spec["eval_suites"], args.results, args.checkpoints)
+    for kind in files:  # the files a rule passes, else the standard layout under --results and --checkpoints
+        files[kind] = getattr(args, f"{kind}_files", None) or files[kind]
+    out_table = Path(args.out_table or paths.summary_table(name, args.results))
+    out_html = Path(args.out_html or paths.summary_html(name, args.results))
+    charts_dir = Path(args.charts_dir or paths.charts_dir(name, args.results))
+    inputs = load_inputs(spec, files)
     summary = summarize(inputs)
     meta = provenance(inputs)
     write_summary(summary, meta, out_table)
@@ -247,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     suite_sub = suite.add_subparsers(dest="suite_command", required=True)
     gen = suite_sub.add_parser("generate", help="write a suite file from the config")
     gen.add_argument("name", nargs="?", help="suite name: train-LNN, heldout-LNN, heldout-classic or a user suite")
-    gen.add_argument("--out", help="output path (default results/suites/NAME.json)")
+    gen.add_argument("--out", help=f"output path (default {paths.suite_file('NAME')})")
     add_config(gen)
     gen.set_defaults(func=run_suite_generate_cli)
     val = suite_sub.add_parser("validate", help="check suite files; one line per problem")
@@ -264,9 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the policy with GRPO for one experiment config and seed")
     train.add_argument("--experiment", required=True, help="experiment config name")
     train.add_argument("--seed", type=int, required=True)
-    train.add_argument("--suites-dir", default="results/suites", help="where train-LNN.json files are")
-    train.add_argument("--checkpoint-dir", help="default checkpoints/EXPERIMENT/seed_SEED")
-    train.add_argument("--log-table", help="default results/EXPERIMENT/train/seed_SEED.parquet")
+    train.add_argument("--suites", nargs="+", metavar="FILE", help="the training suite of each level, in order")
+    train.add_argument("--suites-dir", default=paths.SUITES, help="else: where the train-LNN.json files are")
+    train.add_argument("--checkpoint-dir", help=f"default {paths.checkpoint_dir('EXPERIMENT', 'SEED')}")
+    train.add_argument("--log-table", help=f"default {paths.train_log('EXPERIMENT', 'SEED')}")
     train.add_argument("--episodes", type=int, help="override the number of episodes")
     train.add_argument("--stop-after", type=int, help="stop (as if interrupted) after this many episodes")
     train.add_argument("--verbose", action="store_true", help="print per-step detail")
@@ -297,17 +304,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     summ = sub.add_parser("summarize", help="aggregate one experiment config into summary.parquet/.html")
     summ.add_argument("--experiment", required=True)
-    summ.add_argument("--results", default="results", help="the results directory")
-    summ.add_argument("--checkpoints", default="checkpoints", help="the checkpoints directory")
-    summ.add_argument("--out-table", help="default results/EXPERIMENT/summary.parquet")
-    summ.add_argument("--out-html", help="default results/EXPERIMENT/summary.html")
-    summ.add_argument("--charts-dir", help="default results/EXPERIMENT/charts")
+    summ.add_argument("--results", default=paths.RESULTS, help="the results directory")
+    summ.add_argument("--checkpoints", default=paths.CHECKPOINTS, help="the checkpoints directory")
+    inputs_help = "in sorted seed and suite order (default: the standard layout under --results/--checkpoints)"
+    summ.add_argument("--evals", dest="evals_files", nargs="+", metavar="FILE",
+                      help=f"the evaluation tables, seed-major, {inputs_help}")
+    summ.add_argument("--baselines", dest="baselines_files", nargs="+", metavar="FILE",
+                      help=f"the baseline tables, {inputs_help}")
+    summ.add_argument("--train-logs", dest="train_logs_files", nargs="+", metavar="FILE",
+                      help=f"the training logs, {inputs_help}")
+    summ.add_argument("--final-checkpoints", dest="checkpoints_files", nargs="+", metavar="FILE",
+                      help=f"the final checkpoints, {inputs_help}")
+    summ.add_argument("--out-table", help=f"default {paths.summary_table('EXPERIMENT')}")
+    summ.add_argument("--out-html", help=f"default {paths.summary_html('EXPERIMENT')}")
+    summ.add_argument("--charts-dir", help=f"default {paths.charts_dir('EXPERIMENT')}")
     add_config(summ)
     summ.set_defaults(func=run_summarize_cli)
 
     comp = sub.add_parser("compare", help="compare the configs that have summaries")
     comp.add_argument("summaries", nargs="+", help="summary.parquet files")
-    comp.add_argument("--out", default="results/compare.html")
+    comp.add_argument("--out", default=paths.compare_html())
     comp.set_defaults(func=run_compare_cli)
 
     bench = sub.add_parser("bench", help="benchmarks (training, evaluation, suites); writes JSON")

@@ -1,9 +1,77 @@
 """Where the workflow reads and writes: the one definition of the results and checkpoints layout.
 
-The Snakemake rules (``rules/common.smk``) and the CLI's defaults both build their paths here, so a job's
-declared inputs and outputs are exactly the files the code reads and writes.
+The Snakemake rules (``rules/common.smk``) declare their inputs and outputs with these functions and pass
+them to the CLI, whose defaults (for use without Snakemake) come from here too, so a job reads exactly the
+files its rule declares. Paths are strings relative to the working directory (they may hold Snakemake
+wildcards such as ``"{config}"``); each root is a parameter for use outside the standard layout.
 """
 
 from __future__ import annotations
 
 DEFAULT_CONFIG = "config/config.yaml"
+RESULTS = "results"
+CHECKPOINTS = "checkpoints"
+SUITES = f"{RESULTS}/suites"
+LOGS = "logs"
+
+
+def suite_file(suite: str, suites_dir: str = SUITES) -> str:
+    return f"{suites_dir}/{suite}.json"
+
+
+def train_suite(level: int) -> str:
+    """The name of the generated training suite of a curriculum level."""
+    return f"train-L{level:02d}"
+
+
+def train_suite_files(levels, suites_dir: str = SUITES) -> list[str]:
+    """The training suite files of ``levels``, in that order."""
+    return [suite_file(train_suite(level), suites_dir) for level in levels]
+
+
+def checkpoint_dir(config: str, seed, checkpoints: str = CHECKPOINTS) -> str:
+    return f"{checkpoints}/{config}/seed_{seed}"
+
+
+def checkpoint_file(config: str, seed, which: str = "final", checkpoints: str = CHECKPOINTS) -> str:
+    return f"{checkpoint_dir(config, seed, checkpoints)}/{which}.ckpt"
+
+
+def train_log(config: str, seed, results: str = RESULTS) -> str:
+    return f"{results}/{config}/train/seed_{seed}.parquet"
+
+
+def eval_table(config: str, seed, suite: str, results: str = RESULTS) -> str:
+    return f"{results}/{config}/eval/seed_{seed}/{suite}.parquet"
+
+
+def baseline_table(suite: str, results: str = RESULTS) -> str:
+    return f"{results}/baselines/{suite}.parquet"
+
+
+def summary_table(config: str, results: str = RESULTS) -> str:
+    return f"{results}/{config}/summary.parquet"
+
+
+def summary_html(config: str, results: str = RESULTS) -> str:
+    return f"{results}/{config}/summary.html"
+
+
+def charts_dir(config: str, results: str = RESULTS) -> str:
+    return f"{results}/{config}/charts"
+
+
+def compare_html(results: str = RESULTS) -> str:
+    return f"{results}/compare.html"
+
+
+def summary_inputs(config: str, seeds, suites, results: str = RESULTS, checkpoints: str = CHECKPOINTS) -> dict:
+    """The files a config's summary reads, per kind, in sorted seed and suite order (evaluation tables:
+    seed-major), which is the order ``summarize.load_inputs`` expects them in."""
+    seeds, suites = sorted(seeds), sorted(suites)
+    return {
+        "evals": [eval_table(config, seed, suite, results) for seed in seeds for suite in suites],
+        "baselines": [baseline_table(suite, results) for suite in suites],
+        "train_logs": [train_log(config, seed, results) for seed in seeds],
+        "checkpoints": [checkpoint_file(config, seed, "final", checkpoints) for seed in seeds],
+    }

@@ -99,17 +99,6 @@ class SummaryInputs:
     checkpoint_hashes: dict[int, str] = field(default_factory=dict)  # seed -> final.ckpt file hash
 
 
-def input_paths(spec: dict, results: str | Path, checkpoints: str | Path) -> dict[str, list[Path]]:
-    results, checkpoints, name = Path(results), Path(checkpoints), spec["config"]
-    seeds, suites = sorted(spec["seeds"]), sorted(spec["eval_suites"])
-    return {
-        "evals": [results / name / "eval" / f"seed_{s}" / f"{suite}.parquet" for s in seeds for suite in suites],
-        "baselines": [results / "baselines" / f"{suite}.parquet" for suite in suites],
-        "train": [results / name / "train" / f"seed_{s}.parquet" for s in seeds],
-        "checkpoints": [checkpoints / name / f"seed_{s}" / "final.ckpt" for s in seeds],
-    }
-
-
 def _read(path: Path, schema: pa.Schema, what: str) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"missing {what} {path}")
@@ -156,9 +145,16 @@ def read_checkpoint_header(path: Path) -> dict:
     return header
 
 
-def load_inputs(spec: dict, results: str | Path, checkpoints: str | Path) -> SummaryInputs:
-    paths = input_paths(spec, results, checkpoints)
+def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
+    """Read and check the files of ``paths.summary_inputs`` (same keys and order): each table must hold the
+    config, seed and suite of its position."""
+    paths = {kind: [Path(p) for p in files[kind]] for kind in ("evals", "baselines", "train_logs", "checkpoints")}
     name, seeds, suites = spec["config"], sorted(spec["seeds"]), sorted(spec["eval_suites"])
+    counts = {"evals": len(seeds) * len(suites), "baselines": len(suites), "train_logs": len(seeds),
+              "checkpoints": len(seeds)}
+    for kind, count in counts.items():
+        if len(paths[kind]) != count:
+            raise UserError(f"{kind}: {len(paths[kind])} files given, {name}'s seeds and suites need {count}")
     frames = []
     for path, (seed, suite) in zip(paths["evals"], [(s, x) for s in seeds for x in suites], strict=True):
         frame = _read(path, EVAL_SCHEMA, "evaluation table")
@@ -169,7 +165,7 @@ def load_inputs(spec: dict, results: str | Path, checkpoints: str | Path) -> Sum
         _check_identity(frame, path, None, None, suite, "baseline")
         frames.append(frame)
     logs = []
-    for path, seed in zip(paths["train"], seeds, strict=True):
+    for path, seed in zip(paths["train_logs"], seeds, strict=True):
         log = _read(path, TRAIN_LOG_SCHEMA, "training log")
         if log.empty:
             raise UserError(f"{path}: the training log has no rows")

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import checkpoint, curriculum
 from .atomic import atomic_path
 from .config import digest
-from .errors import CheckpointError
+from .errors import CheckpointError, SuiteError
 from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_episode
 from .policy import architecture, init_params, make_policy
 from .provenance import code_hash, git_commit, package_version
@@ -59,8 +59,11 @@ class TrainPaths:
 class Pools:
     """The training suites of the config's levels, padded to one size and stacked per level."""
 
-    def __init__(self, suites_dir: Path, levels: list[int]):
-        self.suites = {lv: load_suite(suites_dir / f"train-L{lv:02d}.json") for lv in levels}
+    def __init__(self, suite_files: list[Path], levels: list[int]):
+        self.suites = {lv: load_suite(path) for lv, path in zip(levels, suite_files, strict=True)}
+        for (lv, suite), path in zip(self.suites.items(), suite_files):
+            if suite.level not in (None, lv):
+                raise SuiteError(path, [f"level: {suite.level}, but it is given as the suite of level {lv}"])
         self.n_max = max(s.n for suite in self.suites.values() for s in suite.scms)
         self.arrays = {lv: stack_scms(list(suite.scms), self.n_max) for lv, suite in self.suites.items()}
         self.families = {lv: [s.family for s in suite.scms] for lv, suite in self.suites.items()}
@@ -159,21 +162,22 @@ def train(
     name: str,
     spec: dict,
     seed: int,
-    suites_dir: Path,
+    suite_files: list[Path],
     paths: TrainPaths,
     verbose: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
     out=sys.stderr,
 ) -> TrainState:
-    """Train one (config, seed); writes checkpoints and the log; returns the final state."""
+    """Train one (config, seed) on ``suite_files`` (the training suite of each of ``spec["levels"]``, in
+    order); writes checkpoints and the log; returns the final state."""
 
     def say(msg: str) -> None:
         tqdm.write(msg, file=out)
 
     stop = {"stop": False}
     _install_sigterm_handler(stop)
-    pools = Pools(suites_dir, spec["levels"])
+    pools = Pools(suite_files, spec["levels"])
     settings = GRPOSettings.from_experiment(spec)
     cur_settings = curriculum.CurriculumSettings.from_experiment(spec)
     policy = make_policy(spec["policy"])
