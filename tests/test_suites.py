@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from workflow_src.config import suite_slice
 from workflow_src.generators import LEVELS, GeneratorSettings, generate_level_suite, generate_scm
-from workflow_src.scm import ancestors, cycle_nodes, reachability, topological_order
+from workflow_src.scm import ancestors, cycle_nodes, reachability, topological_order, total_effects
 from workflow_src.suite_io import SuiteError, load_suite, parse_suite, suite_to_json
 
 
@@ -215,6 +215,8 @@ def test_graph_algorithms_agree_with_networkx(n, density, seed):
     assert np.array_equal(reachability(dag), closure)
     for node in range(n):
         assert set(np.flatnonzero(ancestors(dag, node))) == nx.ancestors(nx.DiGraph(dag), node)
+    weights = dag * rng.uniform(-2, 2, (n, n))
+    assert np.allclose(total_effects(weights), np.linalg.solve(np.eye(n) - weights, np.eye(n)), rtol=1e-12, atol=1e-12)
 
 
 def test_user_suite_whose_name_differs_from_its_key_is_refused_when_copied(tmp_path):

@@ -84,8 +84,21 @@ def has_oracle_gap(ex: ExactQuantities) -> bool:
 
 
 def total_effects(weights: np.ndarray) -> np.ndarray:
+    """``T = (I - W)^-1`` of a DAG, from ``T = I + W T`` row by row in reverse topological order.
+
+    Each row is its node's unit vector plus its children's rows times the edge coefficients (children in index
+    order, plain elementwise arithmetic), so the cost is edges x nodes instead of a cubic dense solve, and the
+    numbers do not depend on the BLAS/LAPACK build.
+    """
     n = weights.shape[0]
-    return np.linalg.solve(np.eye(n) - weights, np.eye(n))
+    order = topological_order(weights != 0)
+    if order is None:  # not a causal graph; validation refuses these before any exact quantity is needed
+        return np.linalg.solve(np.eye(n) - weights, np.eye(n))
+    effects = np.eye(n)
+    for node in order[::-1]:
+        for child in np.flatnonzero(weights[node]):
+            effects[node] += weights[node, child] * effects[child]
+    return effects
 
 
 def exact_quantities(scm: SCM) -> ExactQuantities:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import SuiteError
-from .scm import MIN_ORACLE_GAP, SCM, ancestors, cycle_nodes, has_oracle_gap
+from .scm import MIN_ORACLE_GAP, SCM, ancestors, cycle_nodes, has_oracle_gap, topological_order
 
 # The compiled path runs in float32 and squares sampled values (standardization, regression): every number of an
 # SCM and every exact quantity derived from it must stay below this magnitude (sqrt(float32 max) is 1.8e19).
@@ -130,9 +130,8 @@ def _scm_problems(raw: dict) -> list[str]:
     adjacency = np.zeros((len(nodes), len(nodes)), bool)
     for edge in raw["edges"]:
         adjacency[index[edge["parent"]], index[edge["child"]]] = True
-    cyclic = cycle_nodes(adjacency)
-    if cyclic.size:
-        bad("edges", f"graph has a cycle through {[nodes[i] for i in cyclic]}")
+    if topological_order(adjacency) is None:
+        bad("edges", f"graph has a cycle through {[nodes[i] for i in cycle_nodes(adjacency)]}")
         return problems
     anc = ancestors(adjacency, index[raw["target"]])
     if not any(anc[index[name]] for name in raw["ranges"]):
