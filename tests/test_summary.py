@@ -429,9 +429,9 @@ def test_foreign_rows_are_refused(tmp_path):
 
 def test_checkpoint_of_another_training_config_is_refused(tmp_path):
     spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=2, episodes=1, steps=2)
-    assert load_inputs({**spec, "train_config_hash": "cafe"}, tmp_path / "results", tmp_path / "checkpoints")
+    assert load_inputs({**spec, "train_config_hash": "cafe"}, layout(spec, tmp_path))
     with pytest.raises(UserError, match="final.ckpt: config_hash cafe differs from beef, the hash of config 'synth'"):
-        load_inputs({**spec, "train_config_hash": "beef"}, tmp_path / "results", tmp_path / "checkpoints")
+        load_inputs({**spec, "train_config_hash": "beef"}, layout(spec, tmp_path))
 
 
 def test_checkpoint_header_fields_are_optional(tmp_path):
