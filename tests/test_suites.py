@@ -110,6 +110,8 @@ MALFORMED = {
     "coefficient 1e308": (lambda d: d["scms"][0]["edges"][1].update(coef=-1e308), "edges[1].coef", "float32"),
     "range of 1e308": (lambda d: d["scms"][0]["ranges"].update(temp=[-1e308, 1e308]), "ranges.temp", "float32"),
     "bias 1e20": (lambda d: d["scms"][0].update(bias={"temp": 1e20}), "bias.temp", "float32"),
+    "integer beyond any float": (lambda d: d["scms"][0].update(noise_std={"temp": 10**400}), "noise_std.temp",
+                                 "must be finite"),
     "total effect overflows": (lambda d: [e.update(coef=1e8) for e in d["scms"][0]["edges"]], "total effects",
                                "float32"),
     "only path has coefficient 0": (lambda d: d["scms"][0]["edges"][1].update(coef=0.0), "target 'yield'",

@@ -67,6 +67,10 @@ def _control_characters(text: str) -> bool:
 
 
 def _number_problem(value: float) -> str | None:
+    try:
+        value = float(value)  # a JSON integer may be too large for any float
+    except OverflowError:
+        value = math.inf
     if not math.isfinite(value):
         return f"must be finite, got {value}"
     if abs(value) > MAX_MAGNITUDE:
@@ -119,9 +123,7 @@ def _scm_problems(raw: dict) -> list[str]:
             bad(f"ranges.{name}", f"unknown node {name!r}")
         elif name == raw["target"]:
             bad(f"ranges.{name}", "the target may not be intervened on")
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            bad(f"ranges.{name}", f"bounds must be finite, got [{lo}, {hi}]")
-        elif (msg := _number_problem(lo) or _number_problem(hi)) is not None:
+        if (msg := _number_problem(lo) or _number_problem(hi)) is not None:
             bad(f"ranges.{name}", msg)
         elif lo >= hi:
             bad(f"ranges.{name}", f"lower bound must be below upper bound, got [{lo}, {hi}]")
