@@ -1,7 +1,7 @@
 # ACBO benchmark workflow: SCM suites -> GRPO training -> evaluation -> summary.
 # All logic lives in the `workflow_src` package; every rule is a thin call to its `acbo` CLI.
 
-from workflow_src.config import ConfigError, check_user_suite_files, resolve_config
+from workflow_src.config import ConfigError, check_plugin_files, check_user_suite_files, resolve_config
 
 
 configfile: "config/config.yaml"
@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 try:
     CFG = resolve_config(config, source="config")
     check_user_suite_files(CFG)
+    check_plugin_files(CFG)
 except ConfigError as err:
     raise ValueError(f"invalid configuration:\n{err}") from None
 

@@ -7,6 +7,7 @@ from workflow_src.config import (
     canonical_json,
     digest,
     evaluation_slice,
+    plugin_slice,
     summary_slice,
     suite_slice,
     train_slice,
@@ -18,6 +19,7 @@ from workflow_src.paths import (
     checkpoint_file,
     compare_html,
     eval_table,
+    plugin_table,
     suite_file,
     summary_html,
     summary_inputs,
@@ -25,7 +27,7 @@ from workflow_src.paths import (
     train_log,
     train_suite_files,
 )
-from workflow_src.provenance import code_hash
+from workflow_src.provenance import code_hash, file_hash
 
 ENV = "../envs/acbo.yaml"
 
@@ -34,6 +36,7 @@ wildcard_constraints:
     config=r"[A-Za-z0-9_-]+",
     seed=r"\d+",
     suite=r"[A-Za-z0-9_.-]+",
+    method=r"[A-Za-z][A-Za-z0-9_]*",
 
 
 def spec_arg(obj):
@@ -57,4 +60,23 @@ def trained_config_hash(name):
 
 def summary_inputs_of(name):
     exp = CFG["experiments"][name]
-    return summary_inputs(name, exp["seeds"], exp["eval_suites"])
+    return summary_inputs(name, exp["seeds"], exp["eval_suites"], plugins=plugin_names())
+
+
+def plugin_names():
+    return sorted(CFG["evaluation"]["plugins"])
+
+
+def plugin_file(method):
+    return CFG["evaluation"]["plugins"][method]["file"]
+
+
+def plugin_hash(method):
+    """The plug-in file's hash: a rule param, so an edit reruns its jobs (the Snakefile checked it exists)."""
+    return file_hash(plugin_file(method))
+
+
+def plugin_tables_arg(name):
+    """``--plugins FILE...`` for a config's summary, empty without plug-ins."""
+    files = summary_inputs_of(name)["plugins"]
+    return shlex.join(["--plugins", *files]) if files else ""

@@ -1,5 +1,6 @@
-# Evaluation: the trained policy per (config, seed, suite), and the baselines per suite. The
-# baselines depend only on the global evaluation protocol, so every config and seed shares them.
+# Evaluation: the trained policy per (config, seed, suite), the baselines per suite, and each plug-in
+# method per suite. Baselines and plug-ins depend only on the global evaluation protocol (and a plug-in on
+# its file), so every config and seed shares them.
 
 
 rule evaluate:
@@ -49,3 +50,28 @@ rule baselines:
         code=code_hash("baselines"),
     shell:
         "acbo baselines --suite {input.suite} --out {output} --spec {params.spec} --threads {threads}" " > {log} 2>&1"
+
+
+rule plugin:
+    input:
+        suite=suite_file("{suite}"),
+        plugin=lambda wc: plugin_file(wc.method),
+    output:
+        plugin_table("{method}", "{suite}"),
+    log:
+        "logs/plugins/{method}/{suite}.log",
+    group:
+        "evaluate"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        spec=lambda wc: spec_arg(plugin_slice(CFG, wc.method)),
+        plugin=lambda wc: plugin_hash(wc.method),
+        code=code_hash("plugin"),
+    shell:
+        "acbo plugin --file {input.plugin} --name {wildcards.method} --suite {input.suite} --out {output}"
+        " --spec {params.spec} --threads {threads} > {log} 2>&1"

@@ -28,10 +28,11 @@ rule summary:
         runtime=10,
     params:
         spec=lambda wc: spec_arg(summary_slice(CFG, wc.config)),
+        plugins=lambda wc: plugin_tables_arg(wc.config),
         code=code_hash("summary"),
     shell:
         "acbo summarize --experiment {wildcards.config} --spec {params.spec} --evals {input.evals}"
-        " --baselines {input.baselines} --train-logs {input.train_logs} --final-checkpoints {input.checkpoints}"
+        " --baselines {input.baselines} {params.plugins} --train-logs {input.train_logs} --final-checkpoints {input.checkpoints}"
         " --out-table {output.table} --out-html {output.html} --charts-dir {output.charts} > {log} 2>&1"
 
 

@@ -90,6 +90,7 @@ def eval_frame(method, suite, level, n_scms=4, episodes=3, steps=5, seed=None, c
                         "package_version": "0.1.0",
                         "git_commit": "abc123",
                         "checkpoint_hash": None,
+                        "plugin_hash": None,
                     }
                 )
     return pd.DataFrame(rows)

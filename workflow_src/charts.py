@@ -31,6 +31,7 @@ METHOD_COLORS = {
     "oracle": "#2a9d3a",
     "marginal_regression": "#e67e22",
     "thompson_bandit": "#c0392b",
+    "causal_bo": "#d4a017",
     "random": "#8a8a8a",
 }
 EXTRA_COLORS = ["#17becf", "#8c564b", "#e377c2", "#bcbd22", "#7f3c8d", "#11a579", "#3969ac", "#f2b701"]
@@ -44,6 +45,8 @@ METHOD_NOTES = {
     "oracle": "knows the SCM and always takes the best intervention (the upper bound)",
     "marginal_regression": "regresses the target on each variable and extrapolates to the range ends",
     "thompson_bandit": "a Thompson-sampling linear bandit over the intervenable variables",
+    "causal_bo": "GP-based causal Bayesian optimization (CBO family): per variable a GP around a causal prior "
+    "from the observational data, expected improvement over each range",
     "random": "a random variable at a uniformly random value (the reference every method must beat)",
 }
 METRIC_LABELS = {
@@ -60,7 +63,7 @@ METRIC_LABELS = {
     "optimal_variable_rate": ("interventions on the oracle's variable", "share of interventions"),
     "range_utilization": ("range utilization |v - center| / radius", "percent of the half-range"),
     "f1": ("structure F1 of the surrogate", "F1"),
-    "improvement_over_random": ("improvement over random on the average target", "percent"),
+    "improvement_over_random": ("share of the random-to-oracle gap closed", "percent: 0 = random, 100 = oracle"),
 }
 # Short axis titles (panels are narrow); the chart titles say the rest.
 AXIS_TITLES = {
@@ -645,9 +648,10 @@ METRIC_NOTES = {
     "target_mean": "the sampled target values averaged over the episode, in the SCM's own units (lower is better; "
     "scales differ between SCMs).",
     "optimum_found": "share of episodes whose best action reached a normalized improvement of at least 0.95.",
-    "improvement_over_random": "(random - average target) / |random| in percent, where random is the exact "
-    "expected outcome of the uniformly random policy on the same SCM, averaged over episodes. It explodes "
-    "on SCMs whose random value is close to 0, so read it beside the normalized improvement.",
+    "improvement_over_random": "the share of the random-to-oracle gap the method closes, (random - method) / "
+    "(random - oracle) in percent, on exact values: the method's exact expected target averaged over the "
+    "episode, the exact expected outcome of the uniformly random policy and the oracle's y* on the same SCM "
+    "(0 = random, 100 = the oracle, never above 100). Ratios whose denominator is ~0 are left out (n/a).",
     "parent_rate": "share of interventions on a true parent of the target.",
     "optimal_variable_rate": "share of interventions on the variable the oracle intervenes on.",
     "range_utilization": "mean |v - center| / radius of the chosen values, in percent (100 = always at a range end, "
@@ -718,12 +722,17 @@ def paired_table(summary: pd.DataFrame) -> str:
     return html_table(header, out, numeric_from=2)
 
 
-def glossary(methods) -> str:
+def glossary(methods, plugins: dict | None = None) -> str:
+    """What each method is; ``plugins`` (method -> file hashes, from the provenance) marks plug-in methods."""
     colors = method_colors(methods)
-    items = "".join(
-        f"<dt>{swatch(m, colors)}</dt><dd>{esc(METHOD_NOTES.get(m, 'a method found in the tables'))}</dd>"
-        for m in method_order(methods)
-    )
+    plugins = plugins or {}
+
+    def note(m):
+        if m in plugins:
+            return f"a plug-in method (file sha256 {', '.join(plugins[m])})"
+        return METHOD_NOTES.get(m, "a method found in the tables")
+
+    items = "".join(f"<dt>{swatch(m, colors)}</dt><dd>{esc(note(m))}</dd>" for m in method_order(methods))
     return f'<dl class="glossary">{items}</dl>'
 
 
@@ -772,6 +781,8 @@ def provenance_html(meta: dict) -> str:
     ]
     for stage, commits in sorted(meta["git_commits"].items()):
         general.append([f"git commit ({esc(stage)})", "<code>" + esc(", ".join(commits) or "n/a") + "</code>"])
+    for method, hashes in sorted(meta.get("plugins", {}).items()):
+        general.append([f"plug-in {esc(method)} (file sha256)", "<code>" + esc(", ".join(hashes)) + "</code>"])
     general.append(
         [
             "rendered with",
@@ -854,7 +865,7 @@ def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
             + "<h3>Policy against each baseline (paired)</h3>"
             + paired_table(summary)
             + "<h3>Methods</h3>"
-            + glossary(methods)
+            + glossary(methods, meta.get("plugins"))
             + "<h3>Metrics</h3>"
             + metric_glossary(),
         ),

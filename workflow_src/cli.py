@@ -190,6 +190,28 @@ def run_baselines_cli(args) -> int:
     return 0
 
 
+def run_plugin_cli(args) -> int:
+    from .config import baselines_slice, plugin_slice
+
+    def from_config(cfg):
+        return plugin_slice(cfg, args.name) if args.name in cfg["evaluation"]["plugins"] else baselines_slice(cfg)
+
+    protocol_keys = lambda cfg: {k: v for k, v in baselines_slice(cfg).items() if k != "baselines"}  # noqa: E731
+    spec = stage_spec(args, from_config, protocol_keys)
+    configure_jax(args.threads)
+    from .baselines import BASELINES
+    from .evaluate import write_evaluation
+    from .plugins import check_act, check_records, load_plugin
+    from .suite_io import load_suite
+
+    suite = load_suite(args.suite)
+    plugin = load_plugin(args.file, args.name or spec.get("name"), spec.get("settings"), reserved=BASELINES)
+    check_act(plugin, suite, spec)
+    write_evaluation([plugin.method()], None, suite, spec, {"plugin_hash": plugin.file_hash}, args.out,
+                     f"plug-in table of {plugin.name}", check=check_records(plugin, suite))
+    return 0
+
+
 def run_summarize_cli(args) -> int:
     from .charts import write_summary_page
     from .config import summary_slice
@@ -201,7 +223,8 @@ def run_summarize_cli(args) -> int:
     if spec["config"] != args.experiment:
         raise ConfigError(f"--spec is for config {spec['config']!r}, not {args.experiment!r}")
     name = spec["config"]
-    files = paths.summary_inputs(name, spec["seeds"], spec["eval_suites"], args.results, args.checkpoints)
+    files = paths.summary_inputs(name, spec["seeds"], spec["eval_suites"], args.results, args.checkpoints,
+                                 spec.get("plugins", []))
     for kind in files:  # the files a rule passes, else the standard layout under --results and --checkpoints
         files[kind] = getattr(args, f"{kind}_files", None) or files[kind]
     out_table = Path(args.out_table or paths.summary_table(name, args.results))
@@ -301,6 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "the hash of the config's training slice)")
     add_evaluation("baselines", "run the non-learned baselines on a suite",
                    "comma-separated baselines (default from config)", run_baselines_cli)
+    plug = sub.add_parser("plugin", help="check a plug-in method file and run it on a suite")
+    plug.add_argument("--file", required=True, help="the plug-in file (defines act(settings, view, key))")
+    plug.add_argument("--name", help="method name (default: the file's NAME, else its stem)")
+    plug.add_argument("--suite", required=True, help="suite file")
+    plug.add_argument("--out", required=True, help="output Parquet table")
+    add_config(plug, packaged=True)
+    add_threads(plug)
+    plug.set_defaults(func=run_plugin_cli)
 
     summ = sub.add_parser("summarize", help="aggregate one experiment config into summary.parquet/.html")
     summ.add_argument("--experiment", required=True)
@@ -311,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"the evaluation tables, seed-major, {inputs_help}")
     summ.add_argument("--baselines", dest="baselines_files", nargs="+", metavar="FILE",
                       help=f"the baseline tables, {inputs_help}")
+    summ.add_argument("--plugins", dest="plugins_files", nargs="+", metavar="FILE",
+                      help=f"the plug-in tables, method-major, {inputs_help}")
     summ.add_argument("--train-logs", dest="train_logs_files", nargs="+", metavar="FILE",
                       help=f"the training logs, {inputs_help}")
     summ.add_argument("--final-checkpoints", dest="checkpoints_files", nargs="+", metavar="FILE",

@@ -152,6 +152,12 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
         if GENERATED_SUITE.match(name) or name == CLASSIC_SUITE:
             raise ConfigError(f"{source}: suites.user.{name}: a user suite may not take the name of a generated suite "
                               f"(train-LNN, heldout-LNN, {CLASSIC_SUITE})")
+    plugins = doc["evaluation"]["plugins"]
+    builtin = config_schema()["properties"]["evaluation"]["properties"]["baselines"]["items"]["enum"]
+    for name, entry in plugins.items():
+        if name in builtin:
+            raise ConfigError(f"{source}: evaluation.plugins: {name!r} is the name of a built-in baseline")
+        plugins[name] = {"file": entry, "settings": {}} if isinstance(entry, str) else {"settings": {}, **entry}
     base = doc["suites"]["seed_base"]
     if abs(base["train"] - base["heldout"]) < N_LEVELS + 1:
         raise ConfigError(f"{source}: suites.seed_base: train and heldout bases must differ by more than {N_LEVELS}")
@@ -191,6 +197,14 @@ def check_user_suite_files(cfg: dict, source: str = "config") -> None:
     for name, path in cfg["suites"]["user"].items():
         if not Path(path).is_file():
             raise ConfigError(f"{source}: suites.user.{name}: no suite file {path!r} (relative to {Path.cwd()})")
+
+
+def check_plugin_files(cfg: dict, source: str = "config") -> None:
+    """Every plug-in file named under ``evaluation.plugins`` exists (checked when the workflow is parsed)."""
+    for name, entry in cfg["evaluation"]["plugins"].items():
+        if not Path(entry["file"]).is_file():
+            raise ConfigError(f"{source}: evaluation.plugins.{name}: no plug-in file {entry['file']!r} "
+                              f"(relative to {Path.cwd()})")
 
 
 def experiment(cfg: dict, name: str) -> dict:
@@ -251,6 +265,17 @@ def baselines_slice(cfg: dict) -> dict:
     return {k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed", "baselines")}
 
 
+def plugin_slice(cfg: dict, name: str) -> dict:
+    """The protocol and one plug-in's entry (its file's hash is a separate rule param)."""
+    ev = cfg["evaluation"]
+    try:
+        entry = ev["plugins"][name]
+    except KeyError:
+        known = ", ".join(ev["plugins"]) or "none"
+        raise ConfigError(f"unknown plug-in {name!r} (evaluation.plugins: {known})") from None
+    return {**{k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed")}, "name": name, **entry}
+
+
 def summary_slice(cfg: dict, name: str) -> dict:
     exp = experiment(cfg, name)
     ev = cfg["evaluation"]
@@ -258,6 +283,7 @@ def summary_slice(cfg: dict, name: str) -> dict:
         "config": name,
         "seeds": exp["seeds"],
         "eval_suites": exp["eval_suites"],
+        **({"plugins": sorted(ev["plugins"])} if ev["plugins"] else {}),
         "bootstrap_resamples": ev["bootstrap_resamples"],
         "bootstrap_seed": ev["bootstrap_seed"],
         "train_config_hash": digest(train_slice(cfg, name)),  # final.ckpt headers must carry this hash

@@ -30,3 +30,7 @@ class CheckpointError(UserError):
 
 class TableError(UserError):
     """A Parquet table that is missing, unreadable or not of the documented schema."""
+
+
+class PluginError(UserError):
+    """A plug-in method file that cannot run: one line naming the file and the problem."""

@@ -115,6 +115,7 @@ def records_to_frame(records: dict, suite: Suite, method: str, identity: dict, s
             "package_version": package_version(),
             "git_commit": git_commit(),
             "checkpoint_hash": identity.get("checkpoint_hash"),
+            "plugin_hash": identity.get("plugin_hash"),
         }
     )
     return frame
@@ -127,13 +128,15 @@ def evaluate_methods(methods: list[Method], params, suite: Suite, protocol: dict
 
 
 def write_evaluation(methods: list[Method], params, suite: Suite, protocol: dict, identity: dict, out,
-                     what: str, log=print) -> None:
+                     what: str, log=print, check=None) -> None:
     """Run every method on the suite and write its table piece by piece, so memory does not grow with the
-    suite: rows ordered by method, SCM, episode, step, one Parquet row group per ``ROW_GROUP_SCMS`` SCMs."""
+    suite: rows ordered by method, SCM, episode, step, one Parquet row group per ``ROW_GROUP_SCMS`` SCMs.
+    ``check(records)``, when given, may refuse the run's records before anything is written."""
     summary = {}
 
     def frames():
-        for frame in _frames(methods, params, suite, protocol, identity, lambda info: log(info.line()), ROW_GROUP_SCMS):
+        for frame in _frames(methods, params, suite, protocol, identity, lambda info: log(info.line()), ROW_GROUP_SCMS,
+                             check):
             best = frame.groupby(["scm_id", "episode"], sort=False).norm_improvement.max()
             total, count = summary.get(frame.method.iat[0], (0.0, 0))
             summary[frame.method.iat[0]] = (total + best.sum(), count + len(best))
@@ -146,9 +149,11 @@ def write_evaluation(methods: list[Method], params, suite: Suite, protocol: dict
     sys.stdout.flush()
 
 
-def _frames(methods, params, suite, protocol, identity, log, per_frame: int):
+def _frames(methods, params, suite, protocol, identity, log, per_frame: int, check=None):
     params = params if any(m.needs_policy for m in methods) else None
     records = run_methods(methods, params, suite, protocol, log=log)
+    if check:
+        check(records)
     for method, rec in zip(methods, records):
         for start in range(0, len(suite.scms), per_frame):
             piece = {name: value[start:start + per_frame] for name, value in rec.items()}

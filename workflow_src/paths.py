@@ -49,6 +49,10 @@ def baseline_table(suite: str, results: str = RESULTS) -> str:
     return f"{results}/baselines/{suite}.parquet"
 
 
+def plugin_table(method: str, suite: str, results: str = RESULTS) -> str:
+    return f"{results}/plugins/{method}/{suite}.parquet"
+
+
 def summary_table(config: str, results: str = RESULTS) -> str:
     return f"{results}/{config}/summary.parquet"
 
@@ -65,13 +69,15 @@ def compare_html(results: str = RESULTS) -> str:
     return f"{results}/compare.html"
 
 
-def summary_inputs(config: str, seeds, suites, results: str = RESULTS, checkpoints: str = CHECKPOINTS) -> dict:
+def summary_inputs(config: str, seeds, suites, results: str = RESULTS, checkpoints: str = CHECKPOINTS,
+                   plugins=()) -> dict:
     """The files a config's summary reads, per kind, in sorted seed and suite order (evaluation tables:
-    seed-major), which is the order ``summarize.load_inputs`` expects them in."""
+    seed-major; plug-in tables: method-major), which is the order ``summarize.load_inputs`` expects them in."""
     seeds, suites = sorted(seeds), sorted(suites)
     return {
         "evals": [eval_table(config, seed, suite, results) for seed in seeds for suite in suites],
         "baselines": [baseline_table(suite, results) for suite in suites],
+        "plugins": [plugin_table(method, suite, results) for method in sorted(plugins) for suite in suites],
         "train_logs": [train_log(config, seed, results) for seed in seeds],
         "checkpoints": [checkpoint_file(config, seed, "final", checkpoints) for seed in seeds],
     }

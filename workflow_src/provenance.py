@@ -30,6 +30,10 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "policy.py", "rollout.py",
         "methods.py", "baselines.py", "causal_bo.py", "evaluate.py", "tables.py",
     ),
+    "plugin": (
+        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "policy.py", "rollout.py",
+        "methods.py", "plugins.py", "evaluate.py", "tables.py",
+    ),
     "summary": ("metrics.py", "tables.py", "summarize.py", "charts.py"),
 }
 

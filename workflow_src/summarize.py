@@ -125,7 +125,10 @@ def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, m
                 f"expected {expected if expected is not None else 'null'}"
             )
     is_policy = frame["method"].str.startswith(POLICY_PREFIX)
-    bad = frame["method"][~is_policy if methods == "policy" else is_policy]
+    if methods in ("policy", "baseline"):
+        bad = frame["method"][~is_policy if methods == "policy" else is_policy]
+    else:  # a plug-in's table holds that method only
+        bad = frame["method"][frame["method"] != methods]
     if len(bad):
         raise UserError(f"{path}: unexpected method {min(bad.unique())!r} in a {methods} table")
 
@@ -148,10 +151,12 @@ def read_checkpoint_header(path: Path) -> dict:
 def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
     """Read and check the files of ``paths.summary_inputs`` (same keys and order): each table must hold the
     config, seed and suite of its position."""
-    paths = {kind: [Path(p) for p in files[kind]] for kind in ("evals", "baselines", "train_logs", "checkpoints")}
+    kinds = ("evals", "baselines", "plugins", "train_logs", "checkpoints")
+    paths = {kind: [Path(p) for p in files.get(kind, [])] for kind in kinds}
     name, seeds, suites = spec["config"], sorted(spec["seeds"]), sorted(spec["eval_suites"])
-    counts = {"evals": len(seeds) * len(suites), "baselines": len(suites), "train_logs": len(seeds),
-              "checkpoints": len(seeds)}
+    plugins = sorted(spec.get("plugins", []))
+    counts = {"evals": len(seeds) * len(suites), "baselines": len(suites), "plugins": len(plugins) * len(suites),
+              "train_logs": len(seeds), "checkpoints": len(seeds)}
     for kind, count in counts.items():
         if len(paths[kind]) != count:
             raise UserError(f"{kind}: {len(paths[kind])} files given, {name}'s seeds and suites need {count}")
@@ -163,6 +168,11 @@ def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
     for path, suite in zip(paths["baselines"], suites, strict=True):
         frame = _read(path, EVAL_SCHEMA, "baseline table")
         _check_identity(frame, path, None, None, suite, "baseline")
+        frames.append(frame)
+    plugin_tables = [(m, x) for m in plugins for x in suites]
+    for path, (method, suite) in zip(paths["plugins"], plugin_tables, strict=True):
+        frame = _read(path, EVAL_SCHEMA, "plug-in table")
+        _check_identity(frame, path, None, None, suite, method)
         frames.append(frame)
     logs = []
     for path, seed in zip(paths["train_logs"], seeds, strict=True):
@@ -511,6 +521,9 @@ def provenance(inputs: SummaryInputs) -> dict:
             "training": _distinct(h.get("git_commit") for h in inputs.headers.values()),
         },
         "training": seeds,
+        "plugins": {  # plug-in method -> hashes of the files its rows came from
+            m: _distinct(rows["plugin_hash"]) for m, rows in evals[evals["plugin_hash"].notna()].groupby("method")
+        },
     }
 
 

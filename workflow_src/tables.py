@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 from .atomic import atomic_path
 from .errors import TableError
 
-# One row per (method, SCM, episode, step). Baseline rows have null config, seed and checkpoint hash.
+# One row per (method, SCM, episode, step). Baseline and plug-in rows have null config, seed and checkpoint
+# hash; only plug-in rows have a plugin_hash.
 EVAL_SCHEMA = pa.schema(
     [
         # identity
@@ -42,6 +43,7 @@ EVAL_SCHEMA = pa.schema(
         pa.field("package_version", pa.string(), nullable=False),
         pa.field("git_commit", pa.string(), nullable=False),
         pa.field("checkpoint_hash", pa.string()),
+        pa.field("plugin_hash", pa.string()),  # sha256 (16 hex digits) of a plug-in method's file
     ]
 )
 

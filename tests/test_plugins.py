@@ -1,0 +1,191 @@
+"""Plug-in methods: a user's method in one file runs like a baseline; a broken one gets one line, no output."""
+
+import json
+import shutil
+import textwrap
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, copy_workflow, planned_jobs, run_cli, snakemake
+
+from workflow_src.baselines import BASELINES
+from workflow_src.errors import PluginError
+from workflow_src.evaluate import write_evaluation
+from workflow_src.plugins import check_act, check_records, load_plugin
+from workflow_src.suite_io import parse_suite
+
+EXAMPLE = ROOT / "examples/plugins/surrogate_greedy.py"
+PROTOCOL = {"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 5}
+SUITE_DOC = {
+    "format": "acbo-suite/1", "name": "tiny",
+    "scms": [
+        {"id": "collider", "nodes": ["A", "B", "Y"], "target": "Y", "ranges": {"A": [-2, 2], "B": [-1, 3]},
+         "edges": [{"parent": "A", "child": "Y", "coef": 1.5}, {"parent": "B", "child": "Y", "coef": -1.0}]},
+        {"id": "chain", "nodes": ["X0", "X1", "Y"], "target": "Y", "ranges": {"X0": [-5, 5], "X1": [-2, 2]},
+         "edges": [{"parent": "X0", "child": "X1", "coef": 1.0}, {"parent": "X1", "child": "Y", "coef": 2.0}]},
+    ],
+}
+SUITE = parse_suite(SUITE_DOC)
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("suite") / "tiny.json"
+    path.write_text(json.dumps(SUITE_DOC))
+    return path
+
+
+def write_plugin(tmp_path, body: str, name="broken.py"):
+    path = tmp_path / name
+    path.write_text("import jax\nimport jax.numpy as jnp\n\n" + textwrap.dedent(body))
+    return path
+
+
+def run_plugin(path, out, settings=None):
+    """What `acbo plugin` does, in-process."""
+    plugin = load_plugin(path, settings=settings, reserved=BASELINES)
+    check_act(plugin, SUITE, PROTOCOL)
+    write_evaluation([plugin.method()], None, SUITE, PROTOCOL, {"plugin_hash": plugin.file_hash}, out,
+                     "plug-in table", log=lambda line: None, check=check_records(plugin, SUITE))
+    return plugin
+
+
+def test_example_plugin_runs_from_the_cli_with_its_name_and_hash(tmp_path, suite_file):
+    out = tmp_path / "t.parquet"
+    proc = run_cli("plugin", "--file", EXAMPLE, "--suite", suite_file, "--out", out, "--spec", json.dumps(PROTOCOL),
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_parquet(out)
+    assert set(table.method) == {"surrogate_greedy"} and len(table) == 2 * 2 * 3
+    from workflow_src.provenance import file_hash
+
+    assert (table.plugin_hash == file_hash(EXAMPLE)).all() and table.checkpoint_hash.isna().all()
+    assert table.config.isna().all() and table.seed.isna().all()
+
+
+def test_settings_reach_act_and_unknown_settings_are_refused(tmp_path):
+    path = write_plugin(tmp_path, """
+        SETTINGS = {"variable": 0}
+
+        def act(settings, view, key):
+            return jnp.int32(settings["variable"]), view.scm.lo[settings["variable"]]
+    """, "fixed.py")
+    out = tmp_path / "t.parquet"
+    run_plugin(path, out, settings={"variable": 1})
+    table = pd.read_parquet(out)
+    assert set(table.variable) == {"B", "X1"} and table.method.unique().tolist() == ["fixed"]
+    with pytest.raises(PluginError, match=r"fixed.py: settings: unknown key 'speed'"):
+        load_plugin(path, settings={"speed": 2})
+
+
+BROKEN = {
+    "import error": ("import not_a_module_anywhere\n", "cannot import the plug-in: ModuleNotFoundError"),
+    "syntax error": ("def act(settings, view, key)\n    return 0, 0.0\n", "cannot import the plug-in: SyntaxError"),
+    "missing act": ("def choose(settings, view, key):\n    return 0, 0.0\n", "defines no act(settings, view, key)"),
+    "wrong shape": ("def act(settings, view, key):\n    return jnp.zeros(2, jnp.int32), view.scm.lo[:2]\n",
+                    "act must return (variable: an integer scalar, value: a float scalar), "
+                    "got a 2-tuple (int32[2], float32[2])"),
+    "three outputs": ("def act(settings, view, key):\n    return 0, 0.0, 1.0\n", "got a 3-tuple"),
+    "float variable": ("def act(settings, view, key):\n    return jnp.float32(0), view.scm.lo[0]\n",
+                       "got a 2-tuple (float32[], float32[])"),
+    "not jittable": ("def act(settings, view, key):\n    v = 0 if view.buffer.values[0, 0] > 0 else 1\n"
+                     "    return jnp.int32(v), view.scm.lo[v]\n", "act is not jittable: TracerBoolConversionError"),
+    "outside the range": ("def act(settings, view, key):\n    return jnp.int32(0), view.scm.hi[0] + 1.0\n",
+                          "act chose do(A = 3) on SCM collider, outside the range [-2, 2]"),
+    "not intervenable": ("def act(settings, view, key):\n    return view.scm.target, jnp.float32(0.0)\n",
+                         "act chose variable Y on SCM collider, which cannot be intervened on"),
+    "outside later": ("def act(settings, view, key):\n"
+                      "    return jnp.int32(0), jnp.where(view.step == 2, 9.0, view.scm.lo[0])\n",
+                      "act chose a variable that cannot be intervened on or a value outside its range on SCM "
+                      "collider (episode 0, step 2)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_plugin_gets_one_line_naming_the_file_and_no_output(tmp_path, case):
+    body, message = BROKEN[case]
+    path = write_plugin(tmp_path, body)
+    out = tmp_path / "t.parquet"
+    with pytest.raises(PluginError) as err:
+        run_plugin(path, out)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
+    assert not out.exists() and list(tmp_path.glob("*.parquet*")) == []
+
+
+def test_the_cli_says_it_in_one_line_with_exit_status_2(tmp_path, suite_file):
+    path = write_plugin(tmp_path, BROKEN["not jittable"][0])
+    out = tmp_path / "t.parquet"
+    proc = run_cli("plugin", "--file", path, "--suite", suite_file, "--out", out, "--spec", json.dumps(PROTOCOL))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"acbo plugin: error: {path}: act is not jittable: "
+                                                 + proc.stderr.split("act is not jittable: ")[1].strip()]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["random", "policy_x", "has-dash"])
+def test_names_that_clash_or_are_malformed_are_refused(tmp_path, name):
+    with pytest.raises(PluginError, match="method name"):
+        load_plugin(EXAMPLE, name=name, reserved=BASELINES)
+
+
+def test_example_is_the_readme_worked_example():
+    readme = (ROOT / "README.md").read_text()
+    code = EXAMPLE.read_text().split('"""', 2)[2].strip()
+    assert "\n".join(f"    {line}" if line else "" for line in code.splitlines()) in readme
+    assert len([line for line in code.splitlines() if line.strip()]) <= 16
+
+
+# --- end to end: a study with a plug-in ------------------------------------------------------------------
+
+SUMMARY = "results/tiny_b/summary.html"
+
+
+@pytest.fixture(scope="module")
+def plugin_study(tmp_path_factory):
+    """The tiny study (one config, one suite) with the example plug-in, run to its summary."""
+    study = copy_workflow(tmp_path_factory.mktemp("plugin_study") / "wf")
+    (study / "methods").mkdir()
+    shutil.copy(EXAMPLE, study / "methods/greedy.py")
+    cfg = yaml.safe_load((ROOT / "tests/data/study.yaml").read_text())
+    cfg["experiments"] = {"tiny_b": cfg["experiments"]["tiny_b"]}
+    cfg["evaluation"].update(baselines=["random", "oracle"], plugins={"greedy": "methods/greedy.py"})
+    (study / "config/config.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(study, SUMMARY)
+    return study
+
+
+def test_a_study_with_a_plugin_has_its_rows_everywhere(plugin_study):
+    from workflow_src.provenance import file_hash
+
+    table = pd.read_parquet(plugin_study / "results/plugins/greedy/heldout-L01.parquet")
+    assert set(table.method) == {"greedy"} and len(table) == 3 * 2 * 3  # SCMs x episodes x interventions
+    assert (table.plugin_hash == file_hash(plugin_study / "methods/greedy.py")).all()
+    summary = pd.read_parquet(plugin_study / "results/tiny_b/summary.parquet")
+    metrics = summary[summary.kind == "metric"]
+    assert {"greedy", "random", "oracle", "policy_greedy"} <= set(metrics.method)
+    assert set(metrics[metrics.method == "greedy"].metric) == set(metrics[metrics.method == "random"].metric)
+    assert "greedy" in set(summary[summary.kind == "step_curve"].method)
+    assert "greedy" in set(summary[summary.kind == "paired_difference"].baseline)  # the policy against it
+    html = (plugin_study / SUMMARY).read_text()
+    assert html.count(">greedy<") >= 2 and file_hash(plugin_study / "methods/greedy.py") in html
+
+
+def test_editing_the_plugin_reruns_only_its_jobs_and_the_summary(plugin_study, tmp_path):
+    study = tmp_path / "wf"
+    shutil.copytree(plugin_study, study, symlinks=True)
+    assert planned_jobs(study, SUMMARY) == {}
+    with open(study / "methods/greedy.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert planned_jobs(study, SUMMARY) == {"plugin": 1, "summary": 1}
+    path = study / "config/config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["evaluation"]["plugins"]["greedy"] = {"file": "methods/greedy.py", "settings": {"epsilon": 0.5}}
+    path.write_text(yaml.safe_dump(cfg))
+    assert planned_jobs(study, SUMMARY) == {"plugin": 1, "summary": 1}
+    # a plug-in named in the config whose file is missing: one line at parse time
+    (study / "methods/greedy.py").unlink()
+    proc = snakemake(study, SUMMARY, "-n", check=False)
+    assert proc.returncode != 0 and "evaluation.plugins.greedy: no plug-in file 'methods/greedy.py'" in (
+        proc.stdout + proc.stderr)
