@@ -42,6 +42,10 @@ def test_clipped_objective_stops_gradient_outside_the_trust_region():
     )
 
 
+SMALL_POLICY = {"name": "simple_permutation_invariant", "hidden_dim": 16, "n_heads": 2, "n_layers": 1,
+                "fixed_std": 0.5, "bandit_features": False, "effect_head": False}
+
+
 def _scm_arrays():
     suite = generate_level_suite("u", 2, 1, 5, GeneratorSettings())
     return suite.scms[0], jax.tree.map(jnp.asarray, pad_scm(suite.scms[0], 7))
@@ -78,7 +82,7 @@ def test_log_prob_change_of_variables_matches_finite_differences():
 
 def test_masked_variables_never_get_probability():
     scm, arrays = _scm_arrays()
-    policy = pol.make_policy({"name": "simple_permutation_invariant", "hidden_dim": 16, "n_heads": 2, "n_layers": 1})
+    policy = pol.make_policy(SMALL_POLICY)
     buffer = buffer_mod.initial_buffer(arrays, jax.random.PRNGKey(0), 10, 20)
     obs = pol.observe(arrays, buffer, buffer_mod.fit_surrogate(arrays, buffer))
     params = pol.init_params(policy, jax.random.PRNGKey(3))
@@ -161,6 +165,79 @@ def test_resume_and_determinism_give_identical_checkpoints(tmp_path, suites_dir,
     logs = [pd.read_parquet(p.log_table).drop(columns="wall_time") for p in (runs["a"], interrupted)]
     pd.testing.assert_frame_equal(*logs)
     assert logs[0]["episode"].tolist() == list(range(12))
+
+
+def test_trajectory_returns_credit_finding_the_optimum_early():
+    reward = jnp.zeros((3, 4))
+    found_first = jnp.array([1.0, 0.0, 0.0, 0.0])  # optimum at step 0, then nothing
+    found_last = jnp.array([0.0, 0.0, 0.0, 1.0])
+    never = jnp.array([0.5, 0.5, 0.5, 0.5])
+    returns = np.asarray(grpo.trajectory_returns(reward, jnp.stack([found_first, found_last, never]), 1.0))
+    # returns-to-go of the best-so-far: early discovery pays at every later step
+    np.testing.assert_allclose(returns[0], [4.0, 3.0, 2.0, 1.0])
+    np.testing.assert_allclose(returns[1], [1.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(returns[2], [2.0, 1.5, 1.0, 0.5])
+    assert returns[0, 0] > returns[2, 0] > returns[1, 0]
+    # the per-step reward is summed from each step on, without the bonus when its weight is 0
+    np.testing.assert_allclose(grpo.trajectory_returns(jnp.ones((1, 3)), jnp.zeros((1, 3)), 0.0), [[3.0, 2.0, 1.0]])
+    adv = np.asarray(grpo.group_advantages(jnp.asarray(returns), axis=0))
+    np.testing.assert_allclose(adv.mean(0), 0.0, atol=1e-6)
+
+
+def test_bandit_statistics_match_a_direct_computation():
+    scm, arrays = _scm_arrays()
+    buffer = buffer_mod.initial_buffer(arrays, jax.random.PRNGKey(0), 6, 12)
+    v = int(np.flatnonzero(np.asarray(arrays.intervenable))[0])
+    for row, value in zip(range(6, 10), (-1.0, 1.0, 1.5, -0.5)):
+        x = jax.random.normal(jax.random.PRNGKey(row), (7,))
+        buffer = buffer_mod.append(buffer, row, x.at[v].set(value), v)
+    z, mean, std = pol.masked_standardize(buffer.values, buffer.sample_mask)
+    stats = np.asarray(pol.bandit_statistics(arrays, buffer, z, mean, std))
+    assert stats[v, 0] == pytest.approx(np.log1p(4) / 2)
+    others = np.asarray(arrays.intervenable) & (np.arange(7) != v)
+    assert np.all(stats[others, 0] == 0.0) and np.all(stats[~np.asarray(arrays.intervenable)] == 0.0)
+    # the interventional regression at the ends: weighted least squares, observational rows at OBS_WEIGHT
+    zz, y = np.asarray(z)[:10, v], np.asarray(z)[:10, scm.target]
+    w = np.where(np.arange(10) < 6, pol.OBS_WEIGHT, 1.0)
+    slope, intercept = np.polyfit(zz, y, 1, w=np.sqrt(w))
+    for column, end in ((3, arrays.lo[v]), (4, arrays.hi[v])):
+        z_end = (float(end) - float(mean[v])) / float(std[v])
+        assert stats[v, column] == pytest.approx(np.clip(intercept + slope * z_end, -10, 10), abs=1e-3)
+    assert stats[v, 5] == pytest.approx(y[6:].min(), abs=1e-5)
+
+
+def test_a_batch_plays_each_scm_as_if_alone(default_config):
+    from workflow_src.scm import stack_scms
+
+    suite = generate_level_suite("u", 1, 1, 3, GeneratorSettings())
+    spec = small_spec(default_config, policy=SMALL_POLICY, training={"n_interventions": 4, "update_epochs": 1})
+    policy = pol.make_policy(spec["policy"])
+    optimizer, _ = grpo.make_optimizer(spec["training"], 10)
+    update = jax.jit(grpo.make_train_update(grpo.GRPOSettings.from_experiment(spec), policy, optimizer))
+    params = pol.init_params(policy, jax.random.PRNGKey(0))
+    state = grpo.TrainState(params, optimizer.init(params))
+    pool = jax.tree.map(jnp.asarray, stack_scms(list(suite.scms), 5))
+    key = jax.random.PRNGKey(7)
+    _, alone, _ = update(state, pool, jnp.array([2], jnp.int32), key)
+    batched_state, batch, _ = update(state, pool, jnp.array([2, 0], jnp.int32), key)
+    for field in ("reward", "norm_improvement", "parent_rate", "range_utilization", "f1"):
+        assert float(getattr(batch, field)[0]) == pytest.approx(float(getattr(alone, field)[0]), abs=1e-6), field
+    assert float(batch.reward[0]) != float(batch.reward[1])
+    changed = jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params, batched_state.params))
+    assert any(changed)
+
+
+def test_auxiliary_effect_loss_goes_down(tmp_path, suites_dir, default_config):
+    import pandas as pd
+
+    spec = small_spec(default_config, levels=[1], episodes=60, checkpoint_every=1000,
+                      policy={**SMALL_POLICY, "effect_head": True},
+                      training={"n_interventions": 4, "effect_coef": 1.0, "scms_per_update": 2})
+    paths = TrainPaths(tmp_path / "ck", tmp_path / "log.parquet")
+    train("aux", spec, 0, suites_dir, paths, progress=False)
+    loss = pd.read_parquet(paths.log_table)["effect_loss"].to_numpy()
+    assert loss[-10:].mean() < 0.5 * loss[:10].mean(), loss
+    assert checkpoint.read_header(paths.ckpt("final"))["architecture"]["effect_head"] is True
 
 
 def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, suites_dir, default_config, capsys):

@@ -39,6 +39,8 @@ EXPERIMENT_DEFAULTS: dict = {
         "n_heads": 4,
         "n_layers": 2,
         "fixed_std": 0.5,
+        "bandit_features": False,
+        "effect_head": False,
     },
     "training": {
         "learning_rate": 5e-4,
@@ -52,8 +54,11 @@ EXPERIMENT_DEFAULTS: dict = {
         "kl_coef": 0.0,
         "max_grad_norm": 1.0,
         "update_epochs": 2,
+        "scms_per_update": 1,
+        "credit": "step",
+        "effect_coef": 0.0,
     },
-    "reward": {"target": 0.9, "parent": 0.1, "info_gain": 0.0},
+    "reward": {"target": 0.9, "parent": 0.1, "info_gain": 0.0, "exact": False, "best_so_far": 0.0},
     "curriculum": {
         "ema_decay": 0.9,
         "min_episodes_per_scm": 3,
@@ -61,6 +66,7 @@ EXPERIMENT_DEFAULTS: dict = {
         "min_episodes_per_level": 20,
         "max_episodes_per_level": 150,
         "family_temperature": 0.2,
+        "replay": 0.0,
     },
 }
 
@@ -143,6 +149,8 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
     doc["experiments"] = {name: deep_merge(defaults, exp) for name, exp in doc["experiments"].items()}
     doc["defaults"] = defaults
     for name, exp in doc["experiments"].items():
+        if exp["training"]["effect_coef"] > 0 and not exp["policy"]["effect_head"]:
+            raise ConfigError(f"{source}: experiments.{name}.training.effect_coef: needs policy.effect_head: true")
         for suite in exp["eval_suites"]:
             if not known_suite(suite, doc):
                 raise ConfigError(f"{source}: experiments.{name}.eval_suites: unknown suite {suite!r}")

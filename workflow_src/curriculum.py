@@ -1,4 +1,6 @@
-"""The training curriculum: which SCM the next episode uses, and when to move to the next level.
+"""The training curriculum: which SCMs the next episode uses, and when to move to the next level.
+
+An episode is one policy update over ``scms_per_update`` SCMs played side by side (one SCM by default).
 
 Per (level, family) it keeps moving averages of reward, normalized improvement and structure F1. An SCM
 is kept for ``min_episodes_per_scm`` episodes, then rotated: the next family is drawn with weights
@@ -28,6 +30,7 @@ class CurriculumSettings:
     min_episodes_per_level: int
     max_episodes_per_level: int
     family_temperature: float
+    replay: float = 0.0
 
     @classmethod
     def from_experiment(cls, exp: dict) -> CurriculumSettings:
@@ -66,15 +69,7 @@ def next_scm(state: dict, settings: CurriculumSettings, families: list[str], see
     rng = np.random.default_rng([seed, episode])
     level = current_level(state, settings)
     names = sorted(set(families))
-    scores = np.array(
-        [state["ema"].get(family_key(level, f), {}).get("norm_improvement", -np.inf) for f in names]
-    )
-    if np.isinf(scores).any():  # unseen families first
-        weights = np.isinf(scores).astype(float)
-    else:
-        logits = -scores / settings.family_temperature
-        weights = np.exp(logits - logits.max())
-    family = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    family = names[int(rng.choice(len(names), p=_family_weights(state, settings, level, names)))]
     members = [i for i, f in enumerate(families) if f == family]
     if len(members) > 1 and state["scm"] in members:
         members.remove(state["scm"])
@@ -83,20 +78,60 @@ def next_scm(state: dict, settings: CurriculumSettings, families: list[str], see
     return state
 
 
+def batch_members(state: dict, settings: CurriculumSettings, families: dict[int, list[str]], seed: int,
+                  episode: int, size: int, replay: float) -> list[tuple[int, int]]:
+    """The (level, pool index) of each SCM played in one update; ``state`` comes from ``next_scm``.
+
+    The first member is the curriculum's current SCM. The others are drawn from the current level with the
+    same family weights, or, each with probability ``replay``, uniformly from an earlier level, so that
+    levels passed are not forgotten.
+    """
+    level = current_level(state, settings)
+    members = [(level, state["scm"])]
+    rng = np.random.default_rng([seed, episode, 1])
+    earlier = list(settings.levels[: state["level_index"]])
+    names = sorted(set(families[level]))
+    weights = _family_weights(state, settings, level, names)
+    for _ in range(size - 1):
+        if earlier and rng.random() < replay:
+            old = earlier[int(rng.integers(len(earlier)))]
+            members.append((old, int(rng.integers(len(families[old])))))
+            continue
+        family = names[int(rng.choice(len(names), p=weights))]
+        candidates = [i for i, f in enumerate(families[level]) if f == family]
+        members.append((level, int(rng.choice(candidates))))
+    return members
+
+
+def _family_weights(state: dict, settings: CurriculumSettings, level: int, names: list[str]) -> np.ndarray:
+    """Sampling weights of the families: unseen ones first, then ``exp(-score / family_temperature)``."""
+    scores = np.array(
+        [state["ema"].get(family_key(level, f), {}).get("norm_improvement", -np.inf) for f in names]
+    )
+    if np.isinf(scores).any():
+        weights = np.isinf(scores).astype(float)
+    else:
+        logits = -scores / settings.family_temperature
+        weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
 def _ema(old: float | None, new: float, decay: float) -> float:
     return new if old is None else decay * old + (1.0 - decay) * new
 
 
-def record(state: dict, settings: CurriculumSettings, family: str, metrics: dict, episode: int) -> dict:
-    """Fold one episode's metrics in; advance the level when its threshold or cap is reached."""
+def record(state: dict, settings: CurriculumSettings, played: list[tuple[int, str, dict]], episode: int) -> dict:
+    """Fold in one update's (level, family, metrics) per SCM played; advance the level when its threshold
+    or cap is reached. The level's score moves by the mean over the SCMs of the current level."""
     state = copy.deepcopy(state)
     level = current_level(state, settings)
-    key = family_key(level, family)
-    tracked = state["ema"].setdefault(key, {})
-    for name in TRACKED:
-        tracked[name] = _ema(tracked.get(name), float(metrics[name]), settings.ema_decay)
-    tracked["episodes"] = tracked.get("episodes", 0) + 1
-    state["level_score"] = _ema(state["level_score"], float(metrics["norm_improvement"]), settings.ema_decay)
+    for played_level, family, metrics in played:
+        tracked = state["ema"].setdefault(family_key(played_level, family), {})
+        for name in TRACKED:
+            tracked[name] = _ema(tracked.get(name), float(metrics[name]), settings.ema_decay)
+        tracked["episodes"] = tracked.get("episodes", 0) + 1
+    score = float(np.mean([m["norm_improvement"] for lv, _, m in played if lv == level]))
+    state["level_score"] = _ema(state["level_score"], score, settings.ema_decay)
     state["episodes_on_level"] += 1
     state["episodes_on_scm"] += 1
     if state["level_index"] + 1 < len(settings.levels):

@@ -16,7 +16,7 @@ from . import checkpoint
 from .compile_cache import CompileWatch
 from .errors import CheckpointError
 from .methods import Method
-from .policy import architecture, init_params, make_policy
+from .policy import POLICY_KEYS, architecture, init_params, make_policy
 from .provenance import git_commit, package_version
 from .rollout import bucket_size, chunk_size, make_run_suite
 from .scm import stack_scms
@@ -166,7 +166,7 @@ def load_policy(path: str | Path):
     arch = header["architecture"]
     if not isinstance(arch, dict):
         raise CheckpointError(f"{path}: architecture: expected a JSON object, got {arch!r:.80}")
-    policy_config = {k: arch.get(k) for k in ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std")}
+    policy_config = {k: arch.get(k) for k in POLICY_KEYS}
     if arch != architecture(policy_config) or None in policy_config.values():
         raise CheckpointError(
             f"{path}: architecture: {arch} does not match this version's policy inputs "

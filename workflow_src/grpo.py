@@ -14,6 +14,7 @@ plays an episode on one (padded) SCM and updates the policy:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -24,9 +25,10 @@ from . import sampler, surrogate
 from .buffer import append, candidates, fit_surrogate, initial_buffer
 from .policy import (
     Observation,
+    act_outputs,
     categorical_entropy,
     log_prob,
-    observe,
+    policy_observation,
     sample_actions,
     squash,
 )
@@ -45,6 +47,10 @@ class GRPOSettings(NamedTuple):
     reward_target: float
     reward_parent: float
     reward_info_gain: float
+    credit: str  # "step" or "trajectory"
+    exact_reward: bool
+    best_weight: float
+    effect_coef: float
 
     @classmethod
     def from_experiment(cls, exp: dict) -> GRPOSettings:
@@ -53,7 +59,8 @@ class GRPOSettings(NamedTuple):
             group_size=t["group_size"], n_obs=t["n_obs"], n_interventions=t["n_interventions"],
             fixed_std=exp["policy"]["fixed_std"], clip_eps=t["clip_eps"], entropy_coef=t["entropy_coef"],
             kl_coef=t["kl_coef"], update_epochs=t["update_epochs"], reward_target=r["target"],
-            reward_parent=r["parent"], reward_info_gain=r["info_gain"],
+            reward_parent=r["parent"], reward_info_gain=r["info_gain"], credit=t["credit"],
+            exact_reward=r["exact"], best_weight=r["best_so_far"], effect_coef=t["effect_coef"],
         )
 
 
@@ -85,6 +92,7 @@ class EpisodeStats(NamedTuple):
     range_utilization: jnp.ndarray
     f1: jnp.ndarray
     loss: jnp.ndarray
+    effect_loss: jnp.ndarray
     grad_norm: jnp.ndarray
 
 
@@ -95,9 +103,10 @@ def execute(scm: SCMArrays, key, variable, value):
     return jax.vmap(sampler.intervene, (None, 0, 0, 0))(scm, x_obs, variable, value)
 
 
-def group_advantages(reward: jnp.ndarray) -> jnp.ndarray:
-    """GRPO's group-relative advantages: rewards standardized within the group."""
-    return (reward - reward.mean()) / (reward.std() + 1e-6)
+def group_advantages(reward: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
+    """GRPO's group-relative advantages: rewards standardized within the group (along ``axis``)."""
+    mean = reward.mean(axis, keepdims=True)
+    return (reward - mean) / (reward.std(axis, keepdims=True) + 1e-6)
 
 
 def clipped_objective(logp_new, logp_old, advantage, clip_eps):
@@ -107,12 +116,45 @@ def clipped_objective(logp_new, logp_old, advantage, clip_eps):
     return jnp.minimum(ratio * advantage, clipped * advantage).mean()
 
 
-def make_train_episode(settings: GRPOSettings, policy, optimizer: optax.GradientTransformation):
+def trajectory_returns(reward: jnp.ndarray, norm_improvement: jnp.ndarray, best_weight: float) -> jnp.ndarray:
+    """Returns-to-go of whole trajectories, (G, T) -> (G, T).
+
+    Each step earns its reward plus ``best_weight`` times the best normalized improvement found so far, so a
+    trajectory that finds the optimum early earns the best-so-far bonus at every later step: an action is
+    credited with what it lets the following steps find, which is what makes exploring pay.
+    """
+    best = jax.lax.cummax(norm_improvement, axis=1)
+    per_step = reward + best_weight * best
+    return jnp.flip(jnp.cumsum(jnp.flip(per_step, 1), 1), 1)
+
+
+def exact_effects(scm: SCMArrays) -> jnp.ndarray:
+    """(N, 2): each variable's exact normalized improvement at the low and high end of its range."""
+    n = scm.bias.shape[0]
+    ends = jnp.stack([scm.lo, scm.hi], -1)
+    expected = sampler.expected_target(scm, jnp.arange(n)[:, None], ends)
+    return jnp.where(scm.intervenable[:, None], sampler.norm_improvement(scm, expected), 0.0)
+
+
+def make_train_update(settings: GRPOSettings, policy, optimizer: optax.GradientTransformation):
+    """``train_update(state, pool, members, key)``: play one episode on each SCM ``pool[members]``, then update.
+
+    ``credit="step"``: at each step a group of G actions is drawn for the same state and scored by its
+    immediate reward; one member is executed. ``credit="trajectory"``: G whole trajectories from the same
+    observational samples (and the same noise at each step), scored by their returns-to-go
+    (``trajectory_returns``) standardized across the group at each step.
+    """
     s = settings
     n_samples = s.n_obs + s.n_interventions
     group_log_prob = jax.vmap(log_prob, (None, None, None, 0, 0, None))
+    observe = functools.partial(policy_observation, policy)
 
-    def play(params, scm: SCMArrays, key):
+    def target_reward(scm, variable, value, x):
+        """The target term for actions (G,) with samples (G, N): exact or from the sampled outcome."""
+        y = sampler.expected_target(scm, variable, value) if s.exact_reward else x[..., scm.target]
+        return sampler.norm_improvement(scm, y)
+
+    def play_steps(params, scm: SCMArrays, key):
         key_obs, key_steps = jax.random.split(key)
         buffer = initial_buffer(scm, key_obs, s.n_obs, n_samples)
 
@@ -121,15 +163,18 @@ def make_train_episode(settings: GRPOSettings, policy, optimizer: optax.Gradient
             k_act, k_noise, k_pick = jax.random.split(step_key, 3)
             fit = fit_surrogate(scm, buffer)
             obs = observe(scm, buffer, fit)
-            logits, mu = policy.apply(params, obs)
+            logits, mu = act_outputs(policy, params, obs)
             variable, u = sample_actions(k_act, logits, mu, s.fixed_std, s.group_size)
             value = squash(scm, variable, u)
             x = execute(scm, k_noise, variable, value)
             row = s.n_obs + t
-            r_target = sampler.norm_improvement(scm, x[:, scm.target])
+            r_target = target_reward(scm, variable, value, x)
             r_parent = scm.parents[variable].astype(jnp.float32)
-            after = jax.vmap(lambda xg, vg: fit_surrogate(scm, append(buffer, row, xg, vg)).entropy)(x, variable)
-            r_info = fit.entropy - after
+            if s.reward_info_gain:  # G surrogate refits: only when their reward counts
+                after = jax.vmap(lambda xg, vg: fit_surrogate(scm, append(buffer, row, xg, vg)).entropy)(x, variable)
+                r_info = fit.entropy - after
+            else:
+                r_info = jnp.zeros_like(r_target)
             reward = s.reward_target * r_target + s.reward_parent * r_parent + s.reward_info_gain * r_info
             pick = jax.random.randint(k_pick, (), 0, s.group_size)
             transition = Transition(
@@ -141,50 +186,112 @@ def make_train_episode(settings: GRPOSettings, policy, optimizer: optax.Gradient
             return append(buffer, row, x[pick], variable[pick]), transition
 
         steps = (jnp.arange(s.n_interventions), jax.random.split(key_steps, s.n_interventions))
-        buffer, transitions = jax.lax.scan(step, buffer, steps)
-        return buffer, transitions
+        buffer, tr = jax.lax.scan(step, buffer, steps)
+        steps = jnp.arange(s.n_interventions)
+        executed = (tr.variable[steps, tr.executed], squash(scm, tr.variable[steps, tr.executed],
+                                                             tr.u[steps, tr.executed]))
+        return buffer, tr, executed
+
+    def play_trajectories(params, scm: SCMArrays, key):
+        key_obs, key_noise, key_act = jax.random.split(key, 3)
+        start = initial_buffer(scm, key_obs, s.n_obs, n_samples)
+        noise = jax.random.normal(key_noise, (s.n_interventions, scm.bias.shape[0]))  # common to the group
+
+        def trajectory(act_key):
+            def step(buffer, inputs):
+                t, eps, step_key = inputs
+                fit = fit_surrogate(scm, buffer)
+                obs = observe(scm, buffer, fit)
+                logits, mu = act_outputs(policy, params, obs)
+                variable, u = sample_actions(step_key, logits, mu, s.fixed_std, 1)
+                value = squash(scm, variable, u)
+                x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable[0], value[0])
+                r_target = target_reward(scm, variable, value, x[None])
+                r_parent = scm.parents[variable].astype(jnp.float32)
+                after = fit_surrogate(scm, append(buffer, s.n_obs + t, x, variable[0]))
+                r_info = (fit.entropy - after.entropy)[None] if s.reward_info_gain else jnp.zeros_like(r_target)
+                out = (obs, variable, u, group_log_prob(logits, mu, scm, variable, u, s.fixed_std), r_target,
+                       r_parent, r_info, sampler.norm_improvement(scm, sampler.expected_target(scm, variable, value)))
+                return append(buffer, s.n_obs + t, x, variable[0]), out
+
+            steps = (jnp.arange(s.n_interventions), noise, jax.random.split(act_key, s.n_interventions))
+            return jax.lax.scan(step, start, steps)
+
+        buffers, (obs, variable, u, logp, r_target, r_parent, r_info, exact) = jax.vmap(trajectory)(
+            jax.random.split(key_act, s.group_size))  # leading (G, T, 1)
+        reward = s.reward_target * r_target + s.reward_parent * r_parent + s.reward_info_gain * r_info
+        returns = trajectory_returns(reward[..., 0], exact[..., 0], s.best_weight)
+        advantage = group_advantages(returns, axis=0)[..., None]
+        flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731  (G, T, ...) -> (G * T, ...)
+        tr = Transition(
+            obs=jax.tree.map(flat, obs), variable=flat(variable), u=flat(u), log_prob=flat(logp),
+            advantage=flat(advantage), reward=flat(reward), reward_target=flat(r_target),
+            reward_parent=flat(r_parent), reward_info_gain=flat(r_info),
+            executed=jnp.zeros(s.group_size * s.n_interventions, jnp.int32),
+        )
+        first = jax.tree.map(lambda a: a[0], buffers)
+        return first, tr, (tr.variable[:, 0], squash(scm, tr.variable[:, 0], tr.u[:, 0]))
+
+    play = play_trajectories if s.credit == "trajectory" else play_steps
 
     def loss_fn(params, scm: SCMArrays, tr: Transition):
-        logits, mu = jax.vmap(policy.apply, (None, 0))(params, tr.obs)
+        outputs = jax.vmap(policy.apply, (None, 0))(params, tr.obs)
+        logits, mu = outputs[:2]
         logp = jax.vmap(group_log_prob, (0, 0, None, 0, 0, None))(logits, mu, scm, tr.variable, tr.u, s.fixed_std)
         objective = clipped_objective(logp, tr.log_prob, tr.advantage, s.clip_eps)
         entropy = jax.vmap(categorical_entropy)(logits).mean()
         log_ratio = logp - tr.log_prob
         kl = (jnp.exp(log_ratio) - 1.0 - log_ratio).mean()  # k3 estimate of KL(behaviour || current)
-        return -objective - s.entropy_coef * entropy + s.kl_coef * kl
+        aux = jnp.zeros(())
+        if s.effect_coef:
+            mask = (scm.intervenable & scm.node_mask)[:, None]
+            error = jnp.where(mask, outputs[2] - exact_effects(scm), 0.0)
+            aux = (error**2).sum((-1, -2)).mean() / jnp.maximum(mask.sum() * 2, 1)
+        return -objective - s.entropy_coef * entropy + s.kl_coef * kl + s.effect_coef * aux, aux
 
-    def train_episode(state: TrainState, scm: SCMArrays, key):
-        buffer, tr = play(state.params, scm, key)
+    def batch_loss(params, scms: SCMArrays, tr: Transition):
+        losses, aux = jax.vmap(loss_fn, (None, 0, 0))(params, scms, tr)
+        return losses.mean(), aux
 
-        def update(state, _):
-            loss, grads = jax.value_and_grad(loss_fn)(state.params, scm, tr)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            return TrainState(optax.apply_updates(state.params, updates), opt_state), (loss, optax.global_norm(grads))
-
-        state, (losses, grad_norms) = jax.lax.scan(update, state, None, length=s.update_epochs)
-        steps = jnp.arange(s.n_interventions)
-        chosen_var = tr.variable[steps, tr.executed]
-        chosen_u = tr.u[steps, tr.executed]
-        expected = sampler.expected_target(scm, chosen_var, squash(scm, chosen_var, chosen_u))
-        stats = EpisodeStats(
+    def episode_stats(scm, buffer, tr, executed, loss, aux, grad_norm) -> EpisodeStats:
+        variable, value = executed
+        expected = sampler.expected_target(scm, variable, value)
+        radius = (scm.hi[variable] - scm.lo[variable]) / 2
+        center = (scm.hi[variable] + scm.lo[variable]) / 2
+        return EpisodeStats(
             reward=tr.reward.mean(),
             reward_target=tr.reward_target.mean(),
             reward_parent=tr.reward_parent.mean(),
             reward_info_gain=tr.reward_info_gain.mean(),
             norm_improvement=sampler.norm_improvement(scm, expected).mean(),
-            parent_rate=scm.parents[chosen_var].mean(),
-            range_utilization=jnp.abs(jnp.tanh(chosen_u)).mean(),
+            parent_rate=scm.parents[variable].mean(),
+            range_utilization=(jnp.abs(value - center) / radius).mean(),
             f1=surrogate.f1_score(fit_surrogate(scm, buffer).parent_prob, scm.parents, candidates(scm)),
-            loss=losses[0],
-            grad_norm=grad_norms[0],
+            loss=loss, effect_loss=aux, grad_norm=grad_norm,
         )
+
+    def train_update(state: TrainState, pool: SCMArrays, members, key):
+        scms = jax.tree.map(lambda a: a[members], pool)
+        keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(members.shape[0]))
+        buffers, tr, executed = jax.vmap(play, (None, 0, 0))(state.params, scms, keys)
+
+        def update(state, _):
+            (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, scms, tr)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            new_state = TrainState(optax.apply_updates(state.params, updates), opt_state)
+            return new_state, (loss, aux, optax.tree.norm(grads))
+
+        state, (losses, aux, grad_norms) = jax.lax.scan(update, state, None, length=s.update_epochs)
+        stats = jax.vmap(episode_stats, (0, 0, 0, 0, None, 0, None))(
+            scms, buffers, tr, executed, losses[0], aux[0], grad_norms[0])
         detail = {
-            "variable": tr.variable, "value": squash(scm, tr.variable, tr.u), "reward": tr.reward,
-            "advantage": tr.advantage, "executed": tr.executed,
+            "variable": tr.variable[0], "value": jax.vmap(squash, (None, 0, 0))(
+                jax.tree.map(lambda a: a[0], scms), tr.variable[0], tr.u[0]),
+            "reward": tr.reward[0], "advantage": tr.advantage[0], "executed": tr.executed[0],
         }
         return state, stats, detail
 
-    return train_episode
+    return train_update
 
 
 def make_optimizer(training: dict, total_episodes: int) -> tuple[optax.GradientTransformation, optax.Schedule]:

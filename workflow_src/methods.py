@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import jax
 
-from .policy import greedy_action, observe, squash
+from .policy import act_outputs, greedy_action, policy_observation, squash
 from .rollout import Act, StepView
 from .sampler import per_variable_categorical
 
@@ -26,7 +26,7 @@ class Method(NamedTuple):
 
 def make_policy_act(policy, fixed_std: float, greedy: bool) -> Act:
     def act(params, view: StepView, key):
-        logits, mu = policy.apply(params, observe(view.scm, view.buffer, view.fit))
+        logits, mu = act_outputs(policy, params, policy_observation(policy, view.scm, view.buffer, view.fit))
         if greedy:
             variable, u = greedy_action(logits, mu)
         else:

@@ -22,7 +22,11 @@ from .surrogate import Surrogate, masked_standardize
 
 NEG_INF = -1e9
 SAMPLE_CHANNELS = 7
-VARIABLE_CHANNELS = 9
+BASE_VARIABLE_CHANNELS = 9
+BANDIT_CHANNELS = 6  # per variable: interventions on it, two regressions' predictions at both ends, best outcome
+OBS_WEIGHT = 0.1  # weight of an observational sample in the per-variable interventional regression
+PREDICTION_CLIP = 10.0  # predictions in units of the target's observed spread
+POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head")
 LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
 
 
@@ -36,7 +40,50 @@ class Observation(NamedTuple):
     action_mask: jnp.ndarray  # (N,) bool: may be intervened on
 
 
-def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate) -> Observation:
+def variable_channels(bandit_features: bool) -> int:
+    return BASE_VARIABLE_CHANNELS + (BANDIT_CHANNELS if bandit_features else 0)
+
+
+def _endpoint_predictions(z, y, w, z_lo, z_hi):
+    """Per column of ``z`` (S, N): weighted least squares of ``y`` on [1, z], predicted at both range ends."""
+    sw = jnp.maximum(w.sum(0), 1e-9)
+    mz = (w * z).sum(0) / sw
+    my = (w * y[:, None]).sum(0) / sw
+    szz = (w * (z - mz) ** 2).sum(0)
+    szy = (w * (z - mz) * (y[:, None] - my)).sum(0)
+    slope = szy / jnp.maximum(szz, 1e-6)
+
+    def predict(end):
+        return jnp.clip(my + slope * (end - mz), -PREDICTION_CLIP, PREDICTION_CLIP)
+
+    return predict(z_lo), predict(z_hi)
+
+
+def bandit_statistics(scm: SCMArrays, buffer: Buffer, z, mean, std) -> jnp.ndarray:
+    """(N, BANDIT_CHANNELS): what a bandit keeps per variable, on the target's standardized scale.
+
+    How often the variable was set; the marginal regression of Y on it (all samples) and the regression on
+    the samples where it was set (observational ones down-weighted: they may be confounded), each predicted
+    at both ends of its range; the lowest Y seen when it was set (0 when never).
+    """
+    y = z[:, scm.target]
+    valid = buffer.sample_mask[:, None]
+    z_lo = jnp.where(scm.intervenable, (scm.lo - mean) / std, 0.0)
+    z_hi = jnp.where(scm.intervenable, (scm.hi - mean) / std, 0.0)
+    everything = jnp.broadcast_to(valid, z.shape).astype(z.dtype)
+    marginal_lo, marginal_hi = _endpoint_predictions(z, y, everything, z_lo, z_hi)
+    observational = ~buffer.intervened.any(1, keepdims=True)
+    weight = valid * jnp.where(buffer.intervened, 1.0, jnp.where(observational, OBS_WEIGHT, 0.0))
+    causal_lo, causal_hi = _endpoint_predictions(z, y, weight, z_lo, z_hi)
+    set_here = buffer.intervened & valid
+    count = set_here.sum(0)
+    best_seen = jnp.where(count > 0, jnp.where(set_here, y[:, None], jnp.inf).min(0), 0.0)
+    stats = jnp.stack([jnp.log1p(count) / 2.0, marginal_lo, marginal_hi, causal_lo, causal_hi,
+                       jnp.clip(best_seen, -PREDICTION_CLIP, PREDICTION_CLIP)], -1)
+    return jnp.where(scm.intervenable[:, None], stats, 0.0)
+
+
+def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate, bandit_features: bool = False) -> Observation:
     z, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
     radius = jnp.maximum((scm.hi - scm.lo) / 2, 1e-6)
     center = (scm.hi + scm.lo) / 2
@@ -71,6 +118,8 @@ def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate) -> Observation
         ],
         axis=-1,
     )
+    if bandit_features:
+        variable_features = jnp.concatenate([variable_features, bandit_statistics(scm, buffer, z, mean, std)], -1)
     return Observation(sample_features, variable_features, buffer.sample_mask, scm.node_mask, scm.intervenable)
 
 
@@ -95,6 +144,8 @@ class PermutationInvariantPolicy(nn.Module):
     hidden_dim: int = 64
     n_heads: int = 4
     n_layers: int = 2
+    bandit_features: bool = False  # no parameters: which inputs ``observe`` builds for this network
+    effect_head: bool = False
 
     @nn.compact
     def __call__(self, obs: Observation):
@@ -113,6 +164,9 @@ class PermutationInvariantPolicy(nn.Module):
         logits = nn.Dense(1)(h)[:, 0]
         mu = nn.Dense(1)(h)[:, 0]
         allowed = obs.action_mask & obs.node_mask
+        if self.effect_head:
+            # training-only auxiliary output: each variable's normalized improvement at its two range ends
+            return jnp.where(allowed, logits, NEG_INF), mu, nn.Dense(2)(h)
         return jnp.where(allowed, logits, NEG_INF), mu
 
 
@@ -120,8 +174,19 @@ def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
     if policy_config["name"] != "simple_permutation_invariant":
         raise ValueError(f"unknown policy {policy_config['name']!r}")
     return PermutationInvariantPolicy(
-        hidden_dim=policy_config["hidden_dim"], n_heads=policy_config["n_heads"], n_layers=policy_config["n_layers"]
+        hidden_dim=policy_config["hidden_dim"], n_heads=policy_config["n_heads"], n_layers=policy_config["n_layers"],
+        bandit_features=policy_config["bandit_features"], effect_head=policy_config["effect_head"],
     )
+
+
+def policy_observation(policy: PermutationInvariantPolicy, scm: SCMArrays, buffer: Buffer, fit: Surrogate):
+    """The observation ``policy`` was built for."""
+    return observe(scm, buffer, fit, policy.bandit_features)
+
+
+def act_outputs(policy: PermutationInvariantPolicy, params, obs: Observation):
+    """``(logits, mu)`` of the policy, whether or not it has the auxiliary effect head."""
+    return policy.apply(params, obs)[:2]
 
 
 # --- the action distribution -----------------------------------------------------------------------------
@@ -166,14 +231,15 @@ def categorical_entropy(logits):
 
 def architecture(policy_config: dict) -> dict:
     """What a checkpoint records to rebuild the network (and to refuse a mismatching one)."""
-    return {**policy_config, "sample_channels": SAMPLE_CHANNELS, "variable_channels": VARIABLE_CHANNELS}
+    return {**policy_config, "sample_channels": SAMPLE_CHANNELS,
+            "variable_channels": variable_channels(policy_config["bandit_features"])}
 
 
 def init_params(policy: PermutationInvariantPolicy, key, n_vars: int = 3, n_samples: int = 2) -> dict:
     """Parameters for a dummy observation: their shapes do not depend on the number of variables or samples."""
     obs = Observation(
         sample_features=jnp.zeros((n_samples, n_vars, SAMPLE_CHANNELS)),
-        variable_features=jnp.zeros((n_vars, VARIABLE_CHANNELS)),
+        variable_features=jnp.zeros((n_vars, variable_channels(policy.bandit_features))),
         sample_mask=jnp.ones(n_samples, bool),
         node_mask=jnp.ones(n_vars, bool),
         action_mask=jnp.ones(n_vars, bool),

@@ -26,7 +26,7 @@ from . import checkpoint, curriculum
 from .atomic import atomic_path
 from .config import digest
 from .errors import CheckpointError, SuiteError
-from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_episode
+from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_update
 from .policy import architecture, init_params, make_policy
 from .provenance import code_hash, git_commit, package_version
 from .scm import SCMArrays, stack_scms
@@ -68,8 +68,14 @@ class Pools:
         self.arrays = {lv: stack_scms(list(suite.scms), self.n_max) for lv, suite in self.suites.items()}
         self.families = {lv: [s.family for s in suite.scms] for lv, suite in self.suites.items()}
 
-    def scm(self, level: int, index: int) -> SCMArrays:
-        return SCMArrays(*(jnp.asarray(a[index]) for a in self.arrays[level]))
+        # every level's pool in one device array, so an update sends only the indices of its SCMs
+        self.offsets = dict(zip(levels, np.cumsum([0] + [len(self.suites[lv].scms) for lv in levels[:-1]])))
+        self.stacked = SCMArrays(*(jnp.asarray(np.concatenate([getattr(self.arrays[lv], f) for lv in levels]))
+                                   for f in SCMArrays._fields))
+
+    def indices(self, members: list[tuple[int, int]]) -> np.ndarray:
+        """Positions in ``stacked`` of (level, pool index) ``members``."""
+        return np.array([self.offsets[lv] + i for lv, i in members], np.int32)
 
 
 class Interrupted(Exception):
@@ -182,7 +188,8 @@ def train(
     cur_settings = curriculum.CurriculumSettings.from_experiment(spec)
     policy = make_policy(spec["policy"])
     optimizer, schedule = make_optimizer(spec["training"], spec["episodes"])
-    params = init_params(policy, jax.random.PRNGKey(seed))
+    init_key, episodes_key = jax.random.split(jax.random.PRNGKey(seed))
+    params = init_params(policy, init_key)
     state = TrainState(params, optimizer.init(params))
     ctx = {
         "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
@@ -196,8 +203,8 @@ def train(
         start, cur, best = header["episode"], header["curriculum"], header["best"]
     else:
         paths.clear()  # files of an earlier run with another config must not leak into this one
-    train_episode = jax.jit(make_train_episode(settings, policy, optimizer))
-    base_key = jax.random.PRNGKey(seed)
+    train_update = jax.jit(make_train_update(settings, policy, optimizer))
+    batch_size = spec["training"]["scms_per_update"]
     wall_offset = rows[-1]["wall_time"] if rows else 0.0
     t0 = time.perf_counter()
     bar = tqdm(
@@ -209,15 +216,19 @@ def train(
         checkpoint.save(paths.ckpt(which), _header(ctx, episode, cur, best, metrics), state)
 
     for episode in range(start, spec["episodes"]):
-        cur = curriculum.next_scm(cur, cur_settings, pools.families[curriculum.current_level(cur, cur_settings)],
-                                  seed, episode)
         level = curriculum.current_level(cur, cur_settings)
+        cur = curriculum.next_scm(cur, cur_settings, pools.families[level], seed, episode)
+        members = curriculum.batch_members(cur, cur_settings, pools.families, seed, episode, batch_size,
+                                                 cur_settings.replay)
         scm = pools.suites[level].scms[cur["scm"]]
         lr = float(schedule(episode * spec["training"]["update_epochs"]))  # updates done before this episode
-        state, stats, detail = train_episode(state, pools.scm(level, cur["scm"]), jax.random.fold_in(base_key, episode))
-        metrics = {k: float(v) for k, v in stats._asdict().items()}
+        state, stats, detail = train_update(state, pools.stacked, pools.indices(members),
+                                            jax.random.fold_in(episodes_key, episode))
+        per_scm = [{k: float(v) for k, v in zip(stats._fields, values)} for values in zip(*map(np.asarray, stats))]
+        metrics = {k: float(np.mean([m[k] for m in per_scm])) for k in stats._fields}
         n_changes = len(cur["changes"])
-        cur = curriculum.record(cur, cur_settings, scm.family, metrics, episode)
+        played = [(lv, pools.families[lv][i], m) for (lv, i), m in zip(members, per_scm)]
+        cur = curriculum.record(cur, cur_settings, played, episode)
         rows.append(
             {"config": name, "seed": seed, "episode": episode, "level": level,
              "level_changed": len(cur["changes"]) > n_changes, "scm_id": scm.id, "family": scm.family,
