@@ -208,11 +208,14 @@ def make_train_update(settings: GRPOSettings, policy, optimizer: optax.GradientT
                 x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable[0], value[0])
                 r_target = target_reward(scm, variable, value, x[None])
                 r_parent = scm.parents[variable].astype(jnp.float32)
-                after = fit_surrogate(scm, append(buffer, s.n_obs + t, x, variable[0]))
-                r_info = (fit.entropy - after.entropy)[None] if s.reward_info_gain else jnp.zeros_like(r_target)
+                after = append(buffer, s.n_obs + t, x, variable[0])
+                if s.reward_info_gain:
+                    r_info = (fit.entropy - fit_surrogate(scm, after).entropy)[None]
+                else:
+                    r_info = jnp.zeros_like(r_target)
                 out = (obs, variable, u, group_log_prob(logits, mu, scm, variable, u, s.fixed_std), r_target,
                        r_parent, r_info, sampler.norm_improvement(scm, sampler.expected_target(scm, variable, value)))
-                return append(buffer, s.n_obs + t, x, variable[0]), out
+                return after, out
 
             steps = (jnp.arange(s.n_interventions), noise, jax.random.split(act_key, s.n_interventions))
             return jax.lax.scan(step, start, steps)
