@@ -35,6 +35,9 @@ from .policy import (
 from .scm import SCMArrays
 
 
+EFFECT_TARGET_FLOOR = 1.0
+
+
 class GRPOSettings(NamedTuple):
     group_size: int
     n_obs: int
@@ -129,11 +132,16 @@ def trajectory_returns(reward: jnp.ndarray, norm_improvement: jnp.ndarray, best_
 
 
 def exact_effects(scm: SCMArrays) -> jnp.ndarray:
-    """(N, 2): each variable's exact normalized improvement at the low and high end of its range."""
+    """(N, 2): each variable's exact normalized improvement at the low and high end of its range.
+
+    Values below ``-EFFECT_TARGET_FLOOR`` (far worse than doing nothing) are floored: how bad a bad action
+    is matters less than which action is best, and the squared error would be dominated by them.
+    """
     n = scm.bias.shape[0]
     ends = jnp.stack([scm.lo, scm.hi], -1)
     expected = sampler.expected_target(scm, jnp.arange(n)[:, None], ends)
-    return jnp.where(scm.intervenable[:, None], sampler.norm_improvement(scm, expected), 0.0)
+    effect = jnp.clip(sampler.norm_improvement(scm, expected), -EFFECT_TARGET_FLOOR, 1.0)
+    return jnp.where(scm.intervenable[:, None], effect, 0.0)
 
 
 def make_train_update(settings: GRPOSettings, policy, optimizer: optax.GradientTransformation):

@@ -26,6 +26,8 @@ BASE_VARIABLE_CHANNELS = 9
 BANDIT_CHANNELS = 6  # per variable: interventions on it, two regressions' predictions at both ends, best outcome
 OBS_WEIGHT = 0.1  # weight of an observational sample in the per-variable interventional regression
 PREDICTION_CLIP = 10.0  # predictions in units of the target's observed spread
+EFFECT_LOGIT_SCALE = 10.0  # initial logit per unit of predicted normalized improvement
+EFFECT_VALUE_SCALE = 5.0  # initial pull of the value towards the better range end
 POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head")
 LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
 
@@ -165,8 +167,15 @@ class PermutationInvariantPolicy(nn.Module):
         mu = nn.Dense(1)(h)[:, 0]
         allowed = obs.action_mask & obs.node_mask
         if self.effect_head:
-            # training-only auxiliary output: each variable's normalized improvement at its two range ends
-            return jnp.where(allowed, logits, NEG_INF), mu, nn.Dense(2)(h)
+            # each variable's predicted normalized improvement at its two range ends (trained against the
+            # exact values by the auxiliary loss) guides the choice: the variable's logit grows with its
+            # better end and its value leans towards that end, by learned scales
+            effect = nn.Dense(2)(h)
+            logit_scale = self.param("effect_logit_scale", nn.initializers.constant(EFFECT_LOGIT_SCALE), ())
+            value_scale = self.param("effect_value_scale", nn.initializers.constant(EFFECT_VALUE_SCALE), ())
+            logits = logits + logit_scale * effect.max(-1)
+            mu = mu + value_scale * (effect[:, 1] - effect[:, 0])
+            return jnp.where(allowed, logits, NEG_INF), mu, effect
         return jnp.where(allowed, logits, NEG_INF), mu
 
 
