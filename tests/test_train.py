@@ -234,7 +234,7 @@ def test_auxiliary_effect_loss_goes_down(tmp_path, suites_dir, default_config):
                       policy={**SMALL_POLICY, "effect_head": True},
                       training={"n_interventions": 4, "effect_coef": 1.0, "scms_per_update": 2})
     paths = TrainPaths(tmp_path / "ck", tmp_path / "log.parquet")
-    train("aux", spec, 0, suites_dir, paths, progress=False)
+    train("aux", spec, 0, train_suite_files(spec["levels"], suites_dir), paths, progress=False)
     loss = pd.read_parquet(paths.log_table)["effect_loss"].to_numpy()
     assert loss[-10:].mean() < 0.5 * loss[:10].mean(), loss
     assert checkpoint.read_header(paths.ckpt("final"))["architecture"]["effect_head"] is True

@@ -34,7 +34,6 @@ from .policy import (
 )
 from .scm import SCMArrays
 
-
 EFFECT_TARGET_FLOOR = 1.0
 
 
