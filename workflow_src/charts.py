@@ -991,6 +991,10 @@ def compare_provenance(metas: dict[str, dict]) -> str:
 
 def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | Path) -> None:
     configs = sorted(metas)
+    plugins: dict[str, list[str]] = {}  # plug-in method -> file hashes, over every config
+    for name in configs:
+        for method, hashes in metas[name].get("plugins", {}).items():
+            plugins[method] = sorted(set(plugins.get(method, [])) | set(hashes))
     rows = []
     colors = method_colors(frame["method"][frame["kind"] == "metric"])
     for name in configs:
@@ -1030,7 +1034,7 @@ def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | P
             "Per suite",
             '<p class="note">Every suite that some config was evaluated on.</p>',
             charts=(("compare_suites", chart_spec(compare_suite_chart(frame))),),
-            body="<h3>Methods</h3>" + glossary(frame["method"][frame["kind"] == "metric"].unique()),
+            body="<h3>Methods</h3>" + glossary(frame["method"][frame["kind"] == "metric"].unique(), plugins),
         ),
         Section(
             "provenance",
