@@ -151,7 +151,9 @@ def test_evaluation_commands_run_from_any_folder_with_the_packaged_protocol(tmp_
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "my.json").write_text(json.dumps(large_user_suite_doc(4, seed=1)))
-    for command, extra in (("evaluate", ["--checkpoint", checkpoint_l12]), ("baselines", ["--methods", "oracle"])):
+    plugin = ROOT / "examples/plugins/surrogate_greedy.py"
+    for command, extra in (("evaluate", ["--checkpoint", checkpoint_l12]), ("baselines", ["--methods", "oracle"]),
+                           ("plugin", ["--file", plugin])):
         proc = run_cli(command, *extra, "--suite", "my.json", "--out", "t.parquet", cwd=elsewhere)
         assert proc.returncode == 0, proc.stderr
         notes = [line for line in proc.stderr.splitlines() if "packaged default protocol" in line]
