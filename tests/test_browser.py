@@ -16,7 +16,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, require
+from conftest import require
 from test_summary import debug_workdir, make_study, summarize_args
 
 from workflow_src.cli import run_compare_cli, run_summarize_cli
@@ -263,6 +263,6 @@ def test_broken_chart_is_reported(chromium, tmp_path):
 def test_debug_summary_renders_offline(chromium, tmp_path_factory, tmp_path):
     workdir = debug_workdir(tmp_path_factory)
     page = workdir / "results" / "debug" / "summary.html"
-    shot = ROOT / "results" / "debug" / "summary_screenshot.png"
+    shot = tmp_path / "summary_screenshot.png"
     report = open_page(page, shot, tmp_path / "profile")
     assert_rendered(report, expected_charts=6)

@@ -45,6 +45,24 @@ def test_no_module_imports_from_the_cli():
     assert importers == ["__main__"]
 
 
+def test_the_package_has_no_import_cycle():
+    graph = {p.stem: _relative_imports(p) & {q.stem for q in PACKAGE.glob("*.py")} for p in PACKAGE.glob("*.py")}
+    done, path = set(), []
+
+    def visit(module):
+        assert module not in path, f"import cycle: {' -> '.join(path[path.index(module):] + [module])}"
+        if module in done:
+            return
+        path.append(module)
+        for imported in sorted(graph[module]):
+            visit(imported)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+
+
 def test_importing_the_library_changes_no_environment():
     code = (
         "import os, workflow_src.evaluate, workflow_src.summarize, workflow_src.train; "

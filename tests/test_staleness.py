@@ -75,7 +75,7 @@ def test_added_seed_runs_only_that_seed(study):
 
 @pytest.mark.parametrize(
     "module, expected",
-    [("charts.py", {"summary": 2}), ("baselines.py", {"baselines": 2, "summary": 2}),
+    [("figures.py", {"summary": 2}), ("baselines.py", {"baselines": 2, "summary": 2}),
      ("grpo.py", {"train": 2, "evaluate": 3, "summary": 2})],
 )
 def test_code_edit_reruns_its_stage_and_downstream(study, module, expected):

@@ -19,22 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, copy_workflow, run_cli, snakemake
 
+from workflow_src.bootstrap import Units, bootstrap, unit_means
 from workflow_src.cli import run_compare_cli, run_summarize_cli
 from workflow_src.errors import UserError
 from workflow_src.metrics import METRIC_COLUMNS, episode_metrics
 from workflow_src.paths import summary_inputs
 from workflow_src.provenance import file_hash
-from workflow_src.summarize import (
-    ALL_SUITES,
-    SUMMARY_SCHEMA,
-    Units,
-    bootstrap,
-    load_inputs,
-    paired_differences,
-    read_summary,
-    summarize,
-    unit_means,
-)
+from workflow_src.summarize import ALL_SUITES, SUMMARY_SCHEMA, paired_differences, read_summary, summarize
+from workflow_src.summary_inputs import load_inputs
 from workflow_src.tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, write_table
 
 BASELINES = ("random", "oracle", "marginal_regression", "thompson_bandit")

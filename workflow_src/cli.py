@@ -213,9 +213,10 @@ def run_plugin_cli(args) -> int:
 
 
 def run_summarize_cli(args) -> int:
-    from .charts import write_summary_page
     from .config import summary_slice
-    from .summarize import load_inputs, provenance, summarize, write_summary
+    from .report import write_summary_page
+    from .summarize import provenance, summarize, write_summary
+    from .summary_inputs import load_inputs
 
     # train_config_hash may be left out of a --spec written by hand: then no checkpoint hash is compared
     spec = stage_spec(args, lambda cfg: summary_slice(cfg, args.experiment),
@@ -240,7 +241,7 @@ def run_summarize_cli(args) -> int:
 
 
 def run_compare_cli(args) -> int:
-    from .charts import write_compare_page
+    from .report import write_compare_page
     from .summarize import load_summaries
 
     frames, metas = load_summaries(args.summaries)

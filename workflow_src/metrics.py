@@ -1,6 +1,9 @@
-"""Episode metrics of DESIGN §6, computed from the long evaluation table (one function for all stages)."""
+"""The metrics: their catalogue (direction, label, note, axis title) and the episode metrics computed from
+the long evaluation table (one function for all stages)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -8,19 +11,72 @@ OPTIMUM_THRESHOLD = 0.95
 GAP_TOLERANCE = 1e-3  # a ratio's denominator below this share of the values' scale counts as ~0
 EPISODE_KEYS = ["config", "seed", "suite", "scm_id", "family", "level", "method", "episode"]
 
-METRIC_COLUMNS = [
-    "target_mean",
-    "target_best",
-    "norm_improvement_mean",
-    "norm_improvement_best",
-    "simple_regret",
-    "optimum_found",
-    "parent_rate",
-    "optimal_variable_rate",
-    "range_utilization",
-    "f1",
-    "improvement_over_random",
-]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What the summary and its pages say about a metric: the one definition of each of these facts."""
+
+    better: str | None  # "higher", "lower", or None where neither is better
+    label: str = ""  # what it measures, for table headers and chart subtitles
+    unit: str = ""
+    note: str = ""  # how it is computed, for the page's glossary
+    axis: str = ""  # a short axis title (panels are narrow)
+
+
+RATIO = "ratio: 0 = no change, 1 = oracle"
+Y_UNITS = "Y in the SCM's own units"
+
+# Episode metrics (the columns of ``episode_metrics``, in this order), then the training and curve metrics.
+METRICS: dict[str, Metric] = {
+    "target_mean": Metric(
+        "lower", "average target value over the episode", Y_UNITS,
+        "the sampled target values averaged over the episode, in the SCM's own units (lower is better; "
+        "scales differ between SCMs).", "average target Y"),
+    "target_best": Metric("lower", "best target value in the episode", Y_UNITS),
+    "norm_improvement_mean": Metric(
+        "higher", "normalized improvement, episode mean", RATIO,
+        "the same ratio averaged over every intervention of the episode (rewards finding good actions early)."),
+    "norm_improvement_best": Metric(
+        "higher", "normalized improvement, best so far at the last step", RATIO,
+        "(mu_Y - E[Y | do(a)]) / (mu_Y - y*) of the best action so far, at the episode's last intervention: "
+        "0 = no better than not intervening, 1 = the oracle's best action. Simple regret is 1 minus it.",
+        "normalized improvement (1 = oracle)"),
+    "simple_regret": Metric("lower", "simple regret (1 - best normalized improvement)", "ratio"),
+    "optimum_found": Metric(
+        "higher", f"episodes that found the optimum (>= {OPTIMUM_THRESHOLD})", "share of episodes",
+        f"share of episodes whose best action reached a normalized improvement of at least {OPTIMUM_THRESHOLD}."),
+    "parent_rate": Metric(
+        "higher", "interventions on a true parent of the target", "share of interventions",
+        "share of interventions on a true parent of the target."),
+    "optimal_variable_rate": Metric(
+        "higher", "interventions on the oracle's variable", "share of interventions",
+        "share of interventions on the variable the oracle intervenes on."),
+    "range_utilization": Metric(
+        None, "range utilization |v - center| / radius", "percent of the half-range",
+        "mean |v - center| / radius of the chosen values, in percent (100 = always at a range end, where the "
+        "optimum of a linear SCM lies)."),
+    "f1": Metric(
+        "higher", "structure F1 of the surrogate", "F1",
+        "structure F1 of the surrogate's parent predictions, fitted on the data the method collected."),
+    "improvement_over_random": Metric(
+        "higher", "share of the random-to-oracle gap closed", "percent: 0 = random, 100 = oracle",
+        "the share of the random-to-oracle gap the method closes, (random - method) / (random - oracle) in "
+        "percent, on exact values: the method's exact expected target averaged over the episode, the exact "
+        "expected outcome of the uniformly random policy and the oracle's y* on the same SCM (0 = random, 100 = "
+        "the oracle, never above 100). Ratios whose denominator is ~0 are left out (n/a)."),
+    "reward": Metric("higher"),
+    "norm_improvement": Metric("higher"),
+    "best_so_far": Metric("higher"),
+    "level": Metric(None),
+    "loss": Metric(None),
+}
+METRIC_COLUMNS = list(METRICS)[: list(METRICS).index("improvement_over_random") + 1]
+
+
+def better(metric: str) -> str | None:
+    """Which direction is better for ``metric`` (None: neither, or not a known metric)."""
+    return METRICS[metric].better if metric in METRICS else None
 
 
 def episode_metrics(table: pd.DataFrame) -> pd.DataFrame:

@@ -34,7 +34,10 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "policy.py", "rollout.py",
         "methods.py", "plugins.py", "evaluate.py", "tables.py",
     ),
-    "summary": ("metrics.py", "tables.py", "summarize.py", "charts.py"),
+    "summary": (
+        "metrics.py", "tables.py", "summary_inputs.py", "bootstrap.py", "summarize.py", "chart_style.py",
+        "figures.py", "page.py", "report.py",
+    ),
 }
 
 

@@ -4,19 +4,15 @@ Inputs are the policy's evaluation tables (one per seed and suite), the shared b
 training logs, and the JSON headers of the final checkpoints (provenance only). Every number in the
 output is derived from those files with fixed seeds, so rerunning reproduces both outputs byte for byte.
 
-Aggregation (DESIGN §6): metrics are computed per episode by ``metrics.episode_metrics``, averaged per
-*unit* (one SCM under one training seed), and reported as the mean over units with a 95% percentile
-bootstrap CI that resamples SCMs (within each suite) and, when there are several, training seeds.
-Every group of one scope draws the same SCM resamples (``default_rng(bootstrap_seed)``), so methods
-are compared on common random numbers.
+Aggregation: metrics are computed per episode by ``metrics.episode_metrics``, averaged per *unit* (one
+SCM under one training seed), and reported as the mean over units with a 95% percentile bootstrap CI
+over SCMs and seeds (``bootstrap``); paired differences compare a policy mode with a baseline on the same
+SCM and episode.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -25,36 +21,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
-from .errors import CheckpointError, TableError, UserError
-from .metrics import EPISODE_KEYS, METRIC_COLUMNS, episode_metrics, step_curves
-from .provenance import file_hash
-from .tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
+from .bootstrap import CI_LEVEL, SEED_KEY, Units, bootstrap, unit_table, units_of
+from .errors import UserError
+from .metrics import EPISODE_KEYS, METRIC_COLUMNS, better, episode_metrics, step_curves
+from .summary_inputs import POLICY_PREFIX, SummaryInputs
 
 ALL_SUITES = "all suites"  # the scope pooling every evaluated suite (not a valid suite name)
-POLICY_PREFIX = "policy_"
-CI_LEVEL = 0.95
-CHECKPOINT_HEADER_LIMIT = 1 << 20  # bytes read at most for a checkpoint's JSON header line
 PROVENANCE_KEY = b"acbo.provenance"
 
-# Which direction is better for each metric (differences are always policy minus baseline).
-BETTER = {
-    "target_mean": "lower",
-    "target_best": "lower",
-    "norm_improvement_mean": "higher",
-    "norm_improvement_best": "higher",
-    "simple_regret": "lower",
-    "optimum_found": "higher",
-    "parent_rate": "higher",
-    "optimal_variable_rate": "higher",
-    "range_utilization": None,
-    "f1": "higher",
-    "improvement_over_random": "higher",
-    "best_so_far": "higher",
-    "reward": "higher",
-    "norm_improvement": "higher",
-    "level": None,
-    "loss": None,
-}
 TRAINING_METRICS = ["reward", "norm_improvement", "f1", "parent_rate", "range_utilization", "level", "loss"]
 CURVE_METRIC = "best_so_far"
 
@@ -83,213 +57,6 @@ SUMMARY_SCHEMA = pa.schema(
     ]
 )
 SORT_KEYS = ["kind", "method", "baseline", "suite", "level", "seed", "metric", "step"]
-
-
-# --- inputs ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SummaryInputs:
-    """Everything the summary reads: evaluation rows of all methods, training logs, checkpoint headers."""
-
-    spec: dict
-    evals: pd.DataFrame
-    train: pd.DataFrame
-    headers: dict[int, dict] = field(default_factory=dict)  # seed -> final checkpoint header
-    checkpoint_hashes: dict[int, str] = field(default_factory=dict)  # seed -> final.ckpt file hash
-
-
-def _read(path: Path, schema: pa.Schema, what: str) -> pd.DataFrame:
-    if not path.is_file():
-        raise UserError(f"missing {what} {path}")
-    try:
-        return read_table(path, schema)
-    except TableError as err:
-        raise UserError(str(err)) from None
-    except (OSError, pa.ArrowException) as err:
-        raise UserError(f"{path}: cannot read {what}: {err}") from None
-
-
-def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, methods: str) -> None:
-    """Refuse a table that holds rows of another config, seed or suite, or unexpected methods."""
-    if frame.empty:
-        raise UserError(f"{path}: the table has no rows")
-    checks = {"config": config, "seed": seed, "suite": suite}
-    for column, expected in checks.items():
-        values = frame[column]
-        ok = values.isna().all() if expected is None else (values == expected).all()
-        if not ok:
-            found = sorted(map(str, values.dropna().unique())) or ["null"]
-            raise UserError(
-                f"{path}: column {column} holds {', '.join(found)}, "
-                f"expected {expected if expected is not None else 'null'}"
-            )
-    is_policy = frame["method"].str.startswith(POLICY_PREFIX)
-    if methods in ("policy", "baseline"):
-        bad = frame["method"][~is_policy if methods == "policy" else is_policy]
-    else:  # a plug-in's table holds that method only
-        bad = frame["method"][frame["method"] != methods]
-    if len(bad):
-        raise UserError(f"{path}: unexpected method {min(bad.unique())!r} in a {methods} table")
-
-
-def read_checkpoint_header(path: Path) -> dict:
-    """The JSON header (first line) of a checkpoint file; the msgpack body is not read."""
-    if not path.is_file():
-        raise UserError(f"missing checkpoint {path}")
-    with open(path, "rb") as fh:
-        line = fh.readline(CHECKPOINT_HEADER_LIMIT)
-    try:
-        header = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError(f"{path}: the first line is not a JSON checkpoint header") from None
-    if not isinstance(header, dict):
-        raise UserError(f"{path}: the checkpoint header is not a JSON object")
-    return header
-
-
-def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
-    """Read and check the files of ``paths.summary_inputs`` (same keys and order): each table must hold the
-    config, seed and suite of its position."""
-    kinds = ("evals", "baselines", "plugins", "train_logs", "checkpoints")
-    paths = {kind: [Path(p) for p in files.get(kind, [])] for kind in kinds}
-    name, seeds, suites = spec["config"], sorted(spec["seeds"]), sorted(spec["eval_suites"])
-    plugins = sorted(spec.get("plugins", []))
-    counts = {"evals": len(seeds) * len(suites), "baselines": len(suites), "plugins": len(plugins) * len(suites),
-              "train_logs": len(seeds), "checkpoints": len(seeds)}
-    for kind, count in counts.items():
-        if len(paths[kind]) != count:
-            raise UserError(f"{kind}: {len(paths[kind])} files given, {name}'s seeds and suites need {count}")
-    frames = []
-    for path, (seed, suite) in zip(paths["evals"], [(s, x) for s in seeds for x in suites], strict=True):
-        frame = _read(path, EVAL_SCHEMA, "evaluation table")
-        _check_identity(frame, path, name, seed, suite, "policy")
-        frames.append(frame)
-    for path, suite in zip(paths["baselines"], suites, strict=True):
-        frame = _read(path, EVAL_SCHEMA, "baseline table")
-        _check_identity(frame, path, None, None, suite, "baseline")
-        frames.append(frame)
-    plugin_tables = [(m, x) for m in plugins for x in suites]
-    for path, (method, suite) in zip(paths["plugins"], plugin_tables, strict=True):
-        frame = _read(path, EVAL_SCHEMA, "plug-in table")
-        _check_identity(frame, path, None, None, suite, method)
-        frames.append(frame)
-    logs = []
-    for path, seed in zip(paths["train_logs"], seeds, strict=True):
-        log = _read(path, TRAIN_LOG_SCHEMA, "training log")
-        if log.empty:
-            raise UserError(f"{path}: the training log has no rows")
-        if not ((log["config"] == name) & (log["seed"] == seed)).all():
-            raise UserError(f"{path}: the training log holds another config or seed than {name}/seed_{seed}")
-        logs.append(log)
-    headers = {seed: read_checkpoint_header(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
-    expected = spec.get("train_config_hash")  # absent: a spec written by hand, nothing to compare
-    for path, seed in zip(paths["checkpoints"], seeds, strict=True):
-        if expected is not None and headers[seed].get("config_hash") != expected:
-            found = headers[seed].get("config_hash")
-            raise CheckpointError(f"{path}: config_hash {found} differs from {expected}, the hash of config {name!r}'s "
-                                  "training settings: trained under another config (retrain it)")
-    hashes = {seed: file_hash(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
-    evals = pd.concat(frames, ignore_index=True)
-    train = pd.concat(logs, ignore_index=True)
-    return SummaryInputs(spec=spec, evals=evals, train=train, headers=headers, checkpoint_hashes=hashes)
-
-
-# --- bootstrap -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Units:
-    """Per-unit means: ``values[s, c, k]`` is the mean of column k over the episodes of seed s on SCM c."""
-
-    values: np.ndarray  # (seeds, scms, columns), NaN where a unit has no data
-    strata: np.ndarray  # (scms,) suite index of each SCM: SCMs are resampled within their suite
-    n_episodes: int
-    n_seeds: int  # training seeds among the units (0 for a baseline, which has none)
-
-
-SEED_KEY = "_seed"  # the training seed, -1 for baselines
-UNIT_KEYS = [SEED_KEY, "suite", "level", "scm_id"]
-
-
-def unit_table(frame: pd.DataFrame, group_keys: list[str], columns: list[str]) -> pd.DataFrame:
-    """Episode means of ``columns`` per group and unit (seed, suite, level, scm_id), with the count ``_n``,
-    an integer code ``_scm`` per SCM (in (suite, scm_id) order) and ``_stratum`` per suite."""
-    data = frame[group_keys + ["suite", "level", "scm_id"]].copy()
-    data[SEED_KEY] = frame["seed"].astype("Float64").fillna(-1).astype("int64")
-    data[columns] = frame[columns].astype("float64")
-    grouped = data.groupby(group_keys + UNIT_KEYS, sort=True)
-    out = grouped[columns].mean()
-    out["_n"] = grouped.size()
-    out = out.reset_index()
-    out["_scm"] = pd.factorize(out["suite"] + "\0" + out["scm_id"], sort=True)[0]
-    out["_stratum"] = pd.factorize(out["suite"], sort=True)[0]
-    return out
-
-
-def units_of(rows: pd.DataFrame, columns: list[str]) -> Units:
-    """The (seeds, SCMs, columns) array of a unit table's rows, for ``bootstrap``."""
-    seeds, seed_codes = np.unique(rows[SEED_KEY].to_numpy(), return_inverse=True)
-    scms, scm_codes = np.unique(rows["_scm"].to_numpy(), return_inverse=True)
-    values = np.full((len(seeds), len(scms), len(columns)), np.nan)
-    values[seed_codes, scm_codes] = rows[columns].to_numpy(dtype="float64")
-    stratum_of_scm = np.zeros(len(scms), dtype=np.int64)
-    stratum_of_scm[scm_codes] = rows["_stratum"].to_numpy()
-    strata = np.unique(stratum_of_scm, return_inverse=True)[1]
-    return Units(values=values, strata=strata, n_episodes=int(rows["_n"].sum()), n_seeds=int((seeds >= 0).sum()))
-
-
-def unit_means(frame: pd.DataFrame, columns: list[str]) -> Units:
-    """Average ``columns`` over episodes per (seed, SCM); baselines have one null seed."""
-    return units_of(unit_table(frame, [], columns), columns)
-
-
-def resample_counts(rng: np.random.Generator, strata: np.ndarray, resamples: int) -> np.ndarray:
-    """(resamples, n) multiplicities of a stratified bootstrap: each stratum is resampled with replacement
-    to its own size, by drawing member indices uniformly."""
-    counts = np.zeros((resamples, len(strata)))
-    rows = np.arange(resamples)[:, None]
-    for label in np.unique(strata):
-        members = np.flatnonzero(strata == label)
-        picks = members[rng.integers(0, len(members), size=(resamples, len(members)))]
-        np.add.at(counts, (np.broadcast_to(rows, picks.shape), picks), 1.0)
-    return counts
-
-
-@lru_cache(maxsize=64)
-def _resample_weights(strata: tuple[int, ...], n_seeds: int, resamples: int, seed: int) -> tuple[np.ndarray, ...]:
-    """SCM and seed multiplicities, drawn in that order from ``default_rng(seed)`` (so cached per scope)."""
-    rng = np.random.default_rng(seed)
-    scm_w = resample_counts(rng, np.asarray(strata), resamples)
-    if n_seeds > 1:
-        seed_w = resample_counts(rng, np.zeros(n_seeds, dtype=np.int64), resamples)
-    else:
-        seed_w = np.ones((resamples, 1))
-    scm_w.flags.writeable = seed_w.flags.writeable = False
-    return scm_w, seed_w
-
-
-def bootstrap(units: Units, resamples: int, seed: int, level: float = CI_LEVEL) -> tuple[np.ndarray, ...]:
-    """Mean over units of each column, with a percentile bootstrap CI over SCMs (and seeds when > 1).
-
-    The SCM multiplicities are drawn first from ``default_rng(seed)``, so groups of one scope share them.
-    Returns ``(mean, low, high)``, each of shape (columns,).
-    """
-    values = units.values
-    present = ~np.isnan(values)
-    filled = np.where(present, values, 0.0)
-    scm_w, seed_w = _resample_weights(tuple(units.strata.tolist()), values.shape[0], resamples, seed)
-    # weighted sums over the resampled (seed, SCM) cells: one matrix product per seed
-    num = sum(seed_w[:, [s]] * (scm_w @ filled[s]) for s in range(values.shape[0]))
-    den = sum(seed_w[:, [s]] * (scm_w @ present[s].astype(float)) for s in range(values.shape[0]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = filled.sum(axis=(0, 1)) / present.sum(axis=(0, 1))
-        stats = num / den
-    tail = (1.0 - level) / 2.0 * 100.0
-    with warnings.catch_warnings():  # a column without any value (e.g. all NaN) gets a NaN interval
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanpercentile(stats, [tail, 100.0 - tail], axis=0)
-    return mean, low, high
 
 
 # --- aggregation ---------------------------------------------------------------------------------------------
@@ -448,7 +215,7 @@ def summarize(inputs: SummaryInputs) -> pd.DataFrame:
     rows += training_rows(inputs.train)
     frame = pd.DataFrame(rows)
     frame["config"] = spec["config"]
-    frame["better"] = frame["metric"].map(lambda m: BETTER.get(m))
+    frame["better"] = frame["metric"].map(better)
     return sort_summary(frame)
 
 

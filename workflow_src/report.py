@@ -1,0 +1,402 @@
+"""The pages of a study: ``summary.html`` of one experiment config and ``compare.html`` of several, from
+summary tables and their provenance (sections, tables, glossaries; charts from ``figures``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+from .atomic import atomic_write_text
+from .chart_style import METHOD_NOTES, ci_text, method_colors, method_order
+from .figures import (
+    behaviour_chart,
+    compare_chart,
+    compare_suite_chart,
+    comparison_chart,
+    paired_chart,
+    step_chart,
+    training_chart,
+)
+from .metrics import METRICS
+from .page import Section, chart_spec, esc, html_table, render_page, swatch, write_pngs
+from .summarize import ALL_SUITES
+
+HEADLINE_OUTCOMES = [  # (metric, unit for ci_text)
+    ("norm_improvement_best", ""),
+    ("norm_improvement_mean", ""),
+    ("optimum_found", "share"),
+    ("target_mean", ""),
+    ("improvement_over_random", "percent"),
+]
+HEADLINE_BEHAVIOUR = [
+    ("parent_rate", "share"),
+    ("optimal_variable_rate", "share"),
+    ("range_utilization", "percent"),
+    ("f1", ""),
+]
+def headline_table(summary: pd.DataFrame, seed=None, columns=None) -> str:
+    """Methods (rows) by ``columns`` (default HEADLINE_OUTCOMES) over all suites, pooled or for one seed."""
+    columns = columns or HEADLINE_OUTCOMES
+    rows = summary[(summary["kind"] == "metric") & (summary["suite"] == ALL_SUITES)]
+    rows = rows[rows["seed"].isna()] if seed is None else rows[rows["seed"] == seed]
+    colors = method_colors(summary["method"][summary["kind"] == "metric"])
+    lookup = {(r.method, r.metric): r for r in rows.itertuples(index=False)}
+    out = []
+    for method in method_order(rows["method"]):
+        cells = [swatch(method, colors)]
+        for metric, unit in columns:
+            r = lookup.get((method, metric))
+            cells.append(esc(ci_text(r.mean, r.ci_low, r.ci_high, unit)) if r is not None else "n/a")
+        out.append(cells)
+    header = ["method"] + [esc(METRICS[m].label) for m, _ in columns]
+    return html_table(header, out)
+
+
+def verdict(low, high, better) -> str:
+    if pd.isna(low) or better is None:
+        return "n/a"
+    if low > 0 or high < 0:
+        policy_better = (low > 0) == (better == "higher")
+        return "policy better" if policy_better else "baseline better"
+    return "no clear difference"
+
+
+def paired_table(summary: pd.DataFrame) -> str:
+    metrics = ["norm_improvement_best", "target_mean"]
+    rows = summary[
+        (summary["kind"] == "paired_difference")
+        & (summary["suite"] == ALL_SUITES)
+        & summary["seed"].isna()
+        & summary["metric"].isin(metrics)
+    ]
+    colors = method_colors(summary["method"][summary["kind"] == "metric"])
+    lookup = {(r.method, r.baseline, r.metric): r for r in rows.itertuples(index=False)}
+    out = []
+    for method in method_order(rows["method"]):
+        for baseline in method_order(rows["baseline"]):
+            cells = [swatch(method, colors), swatch(baseline, colors)]
+            for metric in metrics:
+                r = lookup.get((method, baseline, metric))
+                if r is None:
+                    cells += ["n/a", "n/a"]
+                else:
+                    cells += [
+                        esc(ci_text(r.mean, r.ci_low, r.ci_high)),
+                        esc(verdict(r.ci_low, r.ci_high, r.better)),
+                    ]
+            out.append(cells)
+    header = [
+        "policy",
+        "baseline",
+        "&Delta; normalized improvement (best, last step) [95% CI]",
+        "verdict",
+        "&Delta; average target [95% CI]",
+        "verdict",
+    ]
+    return html_table(header, out, numeric_from=2)
+
+
+def glossary(methods, plugins: dict | None = None) -> str:
+    """What each method is; ``plugins`` (method -> file hashes, from the provenance) marks plug-in methods."""
+    colors = method_colors(methods)
+    plugins = plugins or {}
+
+    def note(m):
+        if m in plugins:
+            return f"a plug-in method (file sha256 {', '.join(plugins[m])})"
+        return METHOD_NOTES.get(m, "a method found in the tables")
+
+    items = "".join(f"<dt>{swatch(m, colors)}</dt><dd>{esc(note(m))}</dd>" for m in method_order(methods))
+    return f'<dl class="glossary">{items}</dl>'
+
+
+def metric_glossary() -> str:
+    items = "".join(
+        f"<dt>{esc(METRICS[m].label)}</dt><dd>{esc(METRICS[m].note)}</dd>"
+        for m, _ in HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR
+    )
+    return f'<dl class="glossary">{items}</dl>'
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def provenance_html(meta: dict) -> str:
+    import vl_convert
+
+    boot = meta["bootstrap"]
+    general = [
+        ["config", esc(meta["config"])],
+        ["training seeds", esc(", ".join(map(str, meta["seeds"])))],
+        ["evaluation suites", esc(", ".join(meta["eval_suites"]))],
+        ["methods", esc(", ".join(method_order(meta["methods"])))],
+        [
+            "evaluation protocol",
+            esc(
+                f"{meta['protocol']['scms']} SCMs, {meta['protocol']['episodes_per_scm']} episodes per SCM, "
+                f"{meta['protocol']['interventions_per_episode']} interventions per episode"
+            ),
+        ],
+        [
+            "confidence intervals",
+            esc(
+                f"{boot['level']:.0%} percentile bootstrap, {boot['resamples']} resamples of SCMs (within suites) "
+                f"and seeds, numpy default_rng({boot['seed']})"
+            ),
+        ],
+        ["acbo package versions", esc(", ".join(meta["package_versions"]) or "n/a")],
+    ]
+    for stage, commits in sorted(meta["git_commits"].items()):
+        general.append([f"git commit ({esc(stage)})", "<code>" + esc(", ".join(commits) or "n/a") + "</code>"])
+    for method, hashes in sorted(meta.get("plugins", {}).items()):
+        general.append([f"plug-in {esc(method)} (file sha256)", "<code>" + esc(", ".join(hashes)) + "</code>"])
+    general.append(
+        [
+            "rendered with",
+            esc(
+                f"Altair {alt.__version__}, Vega-Lite {alt.SCHEMA_VERSION.lstrip('v')}, "
+                f"Vega {vl_convert.get_vega_version()}, "
+                f"vega-embed {vl_convert.get_vega_embed_version()} (inlined)"
+            ),
+        ]
+    )
+    first = html_table(None, [[f"<b>{k}</b>", v] for k, v in general], numeric_from=9)
+    training = meta["training"]
+    rows = [[f"<b>{esc(label)}</b>"] + [cell(t) for t in training] for label, cell in SEED_FIELDS]
+    header = ["training seed"] + [esc(t["seed"]) for t in training]
+    return first + "<h3>Training runs and checkpoints</h3>" + html_table(header, rows)
+
+
+def _code(value) -> str:
+    return "<code>" + esc(value) + "</code>"
+
+
+def _metrics_text(metrics) -> str:
+    if not isinstance(metrics, dict) or not metrics:
+        return "n/a"
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in sorted(metrics.items()))
+
+
+def _evaluated_matches(t: dict) -> str:
+    evaluated = t["evaluated_checkpoint_hashes"]
+    if not evaluated or t.get("checkpoint_file_hash") is None:
+        return "n/a"
+    if evaluated == [t["checkpoint_file_hash"]]:
+        return "yes"
+    return "NO: the evaluation tables were made from another checkpoint"
+
+
+# (label, cell) rows of the per-seed provenance table; every cell is escaped HTML
+SEED_FIELDS = [
+    ("training episodes (log)", lambda t: esc(_fmt(t["training_episodes"]))),
+    ("final curriculum level", lambda t: esc(_fmt(t["final_level"]))),
+    ("training run time, s (since the last start)", lambda t: esc(_fmt(t["training_wall_time_s"]))),
+    ("checkpoint episode", lambda t: esc(_fmt(t["checkpoint_episode"]))),
+    ("final training metrics (checkpoint)", lambda t: esc(_metrics_text(t.get("checkpoint_metrics")))),
+    ("config hash", lambda t: _code(_fmt(t["config_hash"]))),
+    ("final.ckpt hash", lambda t: _code(_fmt(t.get("checkpoint_file_hash")))),
+    (
+        "checkpoint hash in the evaluation tables",
+        lambda t: _code(", ".join(t["evaluated_checkpoint_hashes"]) or "n/a"),
+    ),
+    ("evaluation used this checkpoint", lambda t: esc(_evaluated_matches(t))),
+    ("checkpoint format", lambda t: esc(_fmt(t["checkpoint_format"]))),
+    ("package version (training)", lambda t: esc(_fmt(t["checkpoint_package_version"]))),
+    ("git commit (training)", lambda t: _code(_fmt(t["checkpoint_git_commit"]))),
+]
+
+
+def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
+    methods = summary["method"][summary["kind"] == "metric"].unique()
+    seeds = sorted(summary["seed"][(summary["kind"] == "metric")].dropna().unique())
+    per_seed = "".join(
+        f"<h3>Training seed {int(s)} alone (the policy; baselines have no training seed)</h3>"
+        + headline_table(summary, seed=s, columns=HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR)
+        for s in seeds
+    )
+    headline_intro = (
+        '<p class="note">Every evaluation suite pooled. Each cell: mean [95% bootstrap CI] over SCMs and seeds. '
+        "Normalized improvement is 0 for doing nothing and 1 for the oracle's best intervention (higher is "
+        "better); the average target is the raw value of Y (lower is better). Definitions are below.</p>"
+    )
+    return [
+        Section(
+            "headline",
+            "Headline numbers",
+            headline_intro,
+            body="<h3>Outcomes</h3>"
+            + headline_table(summary)
+            + "<h3>How the methods intervene</h3>"
+            + headline_table(summary, columns=HEADLINE_BEHAVIOUR)
+            + per_seed
+            + "<h3>Policy against each baseline (paired)</h3>"
+            + paired_table(summary)
+            + "<h3>Methods</h3>"
+            + glossary(methods, meta.get("plugins"))
+            + "<h3>Metrics</h3>"
+            + metric_glossary(),
+        ),
+        Section(
+            "comparison",
+            "Per-level comparison of every method",
+            '<p class="note">One panel per evaluation suite (held-out SCMs of one curriculum level), the last '
+            "panel pools all suites.</p>",
+            charts=(
+                (
+                    "comparison_norm_improvement",
+                    chart_spec(
+                        comparison_chart(
+                            summary,
+                            "norm_improvement_best",
+                            "Normalized improvement reached by the last intervention",
+                            False,
+                        )
+                    ),
+                ),
+                (
+                    "comparison_target_mean",
+                    chart_spec(
+                        comparison_chart(
+                            summary,
+                            "target_mean",
+                            "Average target value over the episode (lower is better)",
+                            True,
+                        )
+                    ),
+                ),
+                ("paired_differences", chart_spec(paired_chart(summary))),
+            ),
+        ),
+        Section(
+            "curves",
+            "Step-by-step curves",
+            '<p class="note">How fast each method finds good interventions within an evaluation episode.</p>',
+            charts=(("step_curves", chart_spec(step_chart(summary))),),
+        ),
+        Section(
+            "training",
+            "Training curves and curriculum",
+            '<p class="note">From the training logs: reward, normalized improvement and surrogate F1 per training '
+            "episode, and the curriculum level the trainer was on.</p>",
+            charts=(("training_curves", chart_spec(training_chart(summary))),),
+        ),
+        Section(
+            "behaviour",
+            "Intervention behaviour",
+            '<p class="note">Which variables and values each method chooses: a good method intervenes on parents '
+            "of the target, mostly on the oracle's variable, and at the ends of the range (high utilization).</p>",
+            charts=(("behaviour", chart_spec(behaviour_chart(summary))),),
+        ),
+        Section(
+            "provenance",
+            "Provenance",
+            '<p class="note">What produced these numbers.</p>',
+            body=provenance_html(meta),
+        ),
+    ]
+
+
+def write_summary_page(summary: pd.DataFrame, meta: dict, out_html: str | Path, charts_dir: str | Path) -> None:
+    sections = summary_sections(summary, meta)
+    boot = meta["bootstrap"]
+    lead = (
+        f"Amortized causal Bayesian optimization benchmark, experiment config <b>{esc(meta['config'])}</b>: a policy "
+        "trained to choose interventions <code>do(X = v)</code> that make a target variable Y as small as possible, "
+        f"evaluated on held-out structural causal models beside baselines. Training seeds: "
+        f"{esc(', '.join(map(str, meta['seeds'])))}; suites: {esc(', '.join(meta['eval_suites']))}. "
+        f"Intervals are {boot['level']:.0%} bootstrap CIs over SCMs and seeds."
+    )
+    page = render_page(f"ACBO benchmark summary: {meta['config']}", lead, sections)
+    write_pngs([c for s in sections for c in s.charts], charts_dir)
+    atomic_write_text(out_html, page)
+
+
+def compare_provenance(metas: dict[str, dict]) -> str:
+    def commits(meta: dict) -> str:
+        by_stage = meta.get("git_commits", {})
+        return "<br>".join(
+            f"{esc(stage)}: " + _code(", ".join(c[:12] for c in by_stage[stage]) or "n/a") for stage in sorted(by_stage)
+        )
+
+    rows = [
+        [
+            esc(name),
+            esc(", ".join(map(str, meta.get("seeds", [])))),
+            esc(", ".join(meta.get("eval_suites", []))),
+            esc(", ".join(t.get("config_hash") or "n/a" for t in meta.get("training", []))),
+            esc(", ".join(meta.get("package_versions", [])) or "n/a"),
+            commits(meta),
+        ]
+        for name, meta in sorted(metas.items())
+    ]
+    header = ["config", "seeds", "suites", "config hash per seed", "package versions", "git commits"]
+    return html_table(header, rows, numeric_from=9)
+
+
+def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | Path) -> None:
+    configs = sorted(metas)
+    plugins: dict[str, list[str]] = {}  # plug-in method -> file hashes, over every config
+    for name in configs:
+        for method, hashes in metas[name].get("plugins", {}).items():
+            plugins[method] = sorted(set(plugins.get(method, [])) | set(hashes))
+    rows = []
+    colors = method_colors(frame["method"][frame["kind"] == "metric"])
+    for name in configs:
+        meta = metas[name]
+        sub = frame[
+            (frame["config"] == name)
+            & (frame["kind"] == "metric")
+            & (frame["suite"] == ALL_SUITES)
+            & frame["seed"].isna()
+            & (frame["metric"] == "norm_improvement_best")
+        ]
+        for r in sorted(sub.itertuples(index=False), key=lambda r: method_order(sub["method"]).index(r.method)):
+            rows.append(
+                [
+                    esc(name),
+                    swatch(r.method, colors),
+                    esc(ci_text(r.mean, r.ci_low, r.ci_high)),
+                    esc(", ".join(map(str, meta.get("seeds", [])))),
+                    esc(", ".join(meta.get("eval_suites", []))),
+                ]
+            )
+    table = html_table(
+        ["config", "method", "normalized improvement, best at last step [95% CI]", "seeds", "suites"],
+        rows,
+        numeric_from=2,
+    )
+    sections = [
+        Section(
+            "headline",
+            "Headline metric per config",
+            '<p class="note">Each config pools its own evaluation suites; baselines are shared by all configs.</p>',
+            charts=(("compare_headline", chart_spec(compare_chart(frame))),),
+            body=table,
+        ),
+        Section(
+            "suites",
+            "Per suite",
+            '<p class="note">Every suite that some config was evaluated on.</p>',
+            charts=(("compare_suites", chart_spec(compare_suite_chart(frame))),),
+            body="<h3>Methods</h3>" + glossary(frame["method"][frame["kind"] == "metric"].unique(), plugins),
+        ),
+        Section(
+            "provenance",
+            "Provenance",
+            '<p class="note">Each config\'s summary.parquet records what produced it; its own page has the '
+            "details.</p>",
+            body=compare_provenance(metas),
+        ),
+    ]
+    lead = f"Comparison of experiment configs {esc(', '.join(configs))} on held-out SCM suites, with 95% bootstrap CIs."
+    atomic_write_text(out, render_page("ACBO benchmark: configs compared", lead, sections))

@@ -1,0 +1,126 @@
+"""The summary's inputs: the policy's evaluation tables (one per seed and suite), the shared baseline tables,
+the training logs and the JSON headers of the final checkpoints, each checked to hold what its place says
+(config, seed, suite, methods); a missing or foreign file is refused in one line naming it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from .errors import CheckpointError, TableError, UserError
+from .provenance import file_hash
+from .tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
+
+POLICY_PREFIX = "policy_"  # methods of the trained policy; every other method is a baseline
+CHECKPOINT_HEADER_LIMIT = 1 << 20  # bytes read at most for a checkpoint's JSON header line
+
+
+@dataclass(frozen=True)
+class SummaryInputs:
+    """Everything the summary reads: evaluation rows of all methods, training logs, checkpoint headers."""
+
+    spec: dict
+    evals: pd.DataFrame
+    train: pd.DataFrame
+    headers: dict[int, dict] = field(default_factory=dict)  # seed -> final checkpoint header
+    checkpoint_hashes: dict[int, str] = field(default_factory=dict)  # seed -> final.ckpt file hash
+
+
+def _read(path: Path, schema: pa.Schema, what: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError(f"missing {what} {path}")
+    try:
+        return read_table(path, schema)
+    except TableError as err:
+        raise UserError(str(err)) from None
+    except (OSError, pa.ArrowException) as err:
+        raise UserError(f"{path}: cannot read {what}: {err}") from None
+
+
+def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, methods: str) -> None:
+    """Refuse a table that holds rows of another config, seed or suite, or unexpected methods."""
+    if frame.empty:
+        raise UserError(f"{path}: the table has no rows")
+    checks = {"config": config, "seed": seed, "suite": suite}
+    for column, expected in checks.items():
+        values = frame[column]
+        ok = values.isna().all() if expected is None else (values == expected).all()
+        if not ok:
+            found = sorted(map(str, values.dropna().unique())) or ["null"]
+            raise UserError(
+                f"{path}: column {column} holds {', '.join(found)}, "
+                f"expected {expected if expected is not None else 'null'}"
+            )
+    is_policy = frame["method"].str.startswith(POLICY_PREFIX)
+    if methods in ("policy", "baseline"):
+        bad = frame["method"][~is_policy if methods == "policy" else is_policy]
+    else:  # a plug-in's table holds that method only
+        bad = frame["method"][frame["method"] != methods]
+    if len(bad):
+        raise UserError(f"{path}: unexpected method {min(bad.unique())!r} in a {methods} table")
+
+
+def read_checkpoint_header(path: Path) -> dict:
+    """The JSON header (first line) of a checkpoint file; the msgpack body is not read."""
+    if not path.is_file():
+        raise UserError(f"missing checkpoint {path}")
+    with open(path, "rb") as fh:
+        line = fh.readline(CHECKPOINT_HEADER_LIMIT)
+    try:
+        header = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{path}: the first line is not a JSON checkpoint header") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path}: the checkpoint header is not a JSON object")
+    return header
+
+
+def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
+    """Read and check the files of ``paths.summary_inputs`` (same keys and order): each table must hold the
+    config, seed and suite of its position."""
+    kinds = ("evals", "baselines", "plugins", "train_logs", "checkpoints")
+    paths = {kind: [Path(p) for p in files.get(kind, [])] for kind in kinds}
+    name, seeds, suites = spec["config"], sorted(spec["seeds"]), sorted(spec["eval_suites"])
+    plugins = sorted(spec.get("plugins", []))
+    counts = {"evals": len(seeds) * len(suites), "baselines": len(suites), "plugins": len(plugins) * len(suites),
+              "train_logs": len(seeds), "checkpoints": len(seeds)}
+    for kind, count in counts.items():
+        if len(paths[kind]) != count:
+            raise UserError(f"{kind}: {len(paths[kind])} files given, {name}'s seeds and suites need {count}")
+    frames = []
+    for path, (seed, suite) in zip(paths["evals"], [(s, x) for s in seeds for x in suites], strict=True):
+        frame = _read(path, EVAL_SCHEMA, "evaluation table")
+        _check_identity(frame, path, name, seed, suite, "policy")
+        frames.append(frame)
+    for path, suite in zip(paths["baselines"], suites, strict=True):
+        frame = _read(path, EVAL_SCHEMA, "baseline table")
+        _check_identity(frame, path, None, None, suite, "baseline")
+        frames.append(frame)
+    plugin_tables = [(m, x) for m in plugins for x in suites]
+    for path, (method, suite) in zip(paths["plugins"], plugin_tables, strict=True):
+        frame = _read(path, EVAL_SCHEMA, "plug-in table")
+        _check_identity(frame, path, None, None, suite, method)
+        frames.append(frame)
+    logs = []
+    for path, seed in zip(paths["train_logs"], seeds, strict=True):
+        log = _read(path, TRAIN_LOG_SCHEMA, "training log")
+        if log.empty:
+            raise UserError(f"{path}: the training log has no rows")
+        if not ((log["config"] == name) & (log["seed"] == seed)).all():
+            raise UserError(f"{path}: the training log holds another config or seed than {name}/seed_{seed}")
+        logs.append(log)
+    headers = {seed: read_checkpoint_header(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
+    expected = spec.get("train_config_hash")  # absent: a spec written by hand, nothing to compare
+    for path, seed in zip(paths["checkpoints"], seeds, strict=True):
+        if expected is not None and headers[seed].get("config_hash") != expected:
+            found = headers[seed].get("config_hash")
+            raise CheckpointError(f"{path}: config_hash {found} differs from {expected}, the hash of config {name!r}'s "
+                                  "training settings: trained under another config (retrain it)")
+    hashes = {seed: file_hash(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
+    evals = pd.concat(frames, ignore_index=True)
+    train = pd.concat(logs, ignore_index=True)
+    return SummaryInputs(spec=spec, evals=evals, train=train, headers=headers, checkpoint_hashes=hashes)
