@@ -109,6 +109,7 @@ def train_frame(config, seed, episodes=12):
             "range_utilization": rng.uniform(0, 1, episodes),
             "f1": rng.uniform(0, 1, episodes),
             "loss": rng.normal(0, 1, episodes),
+            "effect_loss": np.zeros(episodes),
             "grad_norm": rng.uniform(0, 1, episodes),
             "learning_rate": 5e-4,
             "wall_time": np.arange(episodes) * 0.5,
