@@ -26,7 +26,8 @@ def test_named_configs_resolve_with_defaults(default_config):
     assert (quick["episodes"], quick["levels"], quick["checkpoint_every"]) == (50, [1, 2, 3], 10)
     assert quick["seeds"] == [0, 1]
     prod = default_config["experiments"]["production"]
-    assert prod["episodes"] == 1000 and prod["levels"] == list(range(1, 11)) and prod["seeds"] == [0, 1, 2]
+    assert prod["episodes"] * prod["training"]["scms_per_update"] == 1000  # SCM episodes
+    assert prod["levels"] == list(range(1, 11)) and prod["seeds"] == [0, 1, 2]
     assert prod["eval_suites"][:7] == [
         "heldout-L01", "heldout-L02", "heldout-L03", "heldout-L05", "heldout-L07", "heldout-L10", "heldout-classic",
     ]
@@ -35,7 +36,9 @@ def test_named_configs_resolve_with_defaults(default_config):
         assert exp["training"]["learning_rate"] == 5e-4 and exp["training"]["group_size"] == 10
         weights = {k: exp["reward"][k] for k in ("target", "parent", "info_gain")}
         assert weights == {"target": 0.9, "parent": 0.1, "info_gain": 0.0}
-        assert (exp["training"]["n_obs"], exp["training"]["n_interventions"]) == (10, 30)
+        # the seed system's per-step groups over 30 interventions; whole trajectories of 10 by default
+        steps = {"step": 30, "trajectory": 10}[exp["training"]["credit"]]
+        assert (exp["training"]["n_obs"], exp["training"]["n_interventions"]) == (10, steps)
 
 
 def test_minimal_config_gets_every_default():
