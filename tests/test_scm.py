@@ -38,7 +38,8 @@ def _monte_carlo(arrays, key, var, value):
     key_obs, key_int = jax.random.split(key)
     obs = sampler.sample_observational(arrays, key_obs, 40_000)
     keys = jax.random.split(key_int, 40_000)
-    samples = jax.vmap(lambda kk: sampler.sample_intervention(arrays, kk, var, value))(keys)
+    one = lambda kk: sampler.intervene(arrays, sampler.sample_observational(arrays, kk, 1)[0], var, value)  # noqa: E731
+    samples = jax.vmap(one)(keys)
     return obs, samples
 
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, copy_workflow, run_cli, snakemake
 
-from workflow_src.bootstrap import Units, bootstrap, unit_means
+from workflow_src.bootstrap import Units, bootstrap, unit_table, units_of
 from workflow_src.cli import run_compare_cli, run_summarize_cli
 from workflow_src.errors import UserError
 from workflow_src.metrics import METRIC_COLUMNS, episode_metrics
@@ -248,6 +248,11 @@ def test_bootstrap_skips_missing_units():
     assert np.isnan([mean[1], low[1], high[1]]).all()  # a metric without any value: no number, no warning
 
 
+def unit_means(frame: pd.DataFrame, columns: list[str]) -> Units:
+    """Average ``columns`` over episodes per (seed, SCM); baselines have one null seed."""
+    return units_of(unit_table(frame, [], columns), columns)
+
+
 def test_unit_means_average_episodes_per_seed_and_scm():
     frame = pd.DataFrame(
         {
@@ -430,10 +435,14 @@ def test_checkpoint_of_another_training_config_is_refused(tmp_path):
 
 def test_checkpoint_header_fields_are_optional(tmp_path):
     spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=2, episodes=1, steps=2)
-    (tmp_path / "checkpoints" / "synth" / "seed_0" / "final.ckpt").write_bytes(b'{"format": "x"}\n\x00\x01')
+    ckpt = tmp_path / "checkpoints" / "synth" / "seed_0" / "final.ckpt"
+    ckpt.write_bytes(b'{"format": "acbo-ckpt/1"}\n\x00\x01')
     inputs = load_inputs(spec, layout(spec, tmp_path))
-    assert inputs.headers[0] == {"format": "x"}
+    assert inputs.headers[0] == {"format": "acbo-ckpt/1"}
     assert run_summarize_cli(summarize_args(tmp_path, spec)) == 0
+    ckpt.write_bytes(b'{"format": "x"}\n\x00\x01')  # a JSON line, but not a checkpoint's
+    with pytest.raises(UserError, match="final.ckpt: format: expected 'acbo-ckpt/1', got 'x'"):
+        load_inputs(spec, layout(spec, tmp_path))
     (tmp_path / "checkpoints" / "synth" / "seed_0" / "final.ckpt").write_bytes(b"\x93\x00 not json")
     with pytest.raises(UserError, match="final.ckpt: the first line is not a JSON checkpoint header"):
         load_inputs(spec, layout(spec, tmp_path))

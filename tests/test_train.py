@@ -13,7 +13,7 @@ from workflow_src import buffer as buffer_mod
 from workflow_src import checkpoint, grpo
 from workflow_src import policy as pol
 from workflow_src.config import deep_merge, train_slice
-from workflow_src.evaluate import load_policy, run_method
+from workflow_src.evaluate import load_policy, run_methods
 from workflow_src.generators import GeneratorSettings, generate_level_suite
 from workflow_src.methods import policy_methods
 from workflow_src.paths import train_suite_files
@@ -123,7 +123,7 @@ def greedy_norm_improvement(ckpt_or_params, suite, policy=None) -> float:
         params = ckpt_or_params
     method = policy_methods(policy, 0.5, ["greedy"])[0]
     protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10}
-    records = run_method(method, params, load_suite(suite), protocol)
+    records = run_methods([method], params, load_suite(suite), protocol)[0]
     return float(records["norm_improvement"].mean())
 
 

@@ -59,11 +59,6 @@ def units_of(rows: pd.DataFrame, columns: list[str]) -> Units:
     return Units(values=values, strata=strata, n_episodes=int(rows["_n"].sum()), n_seeds=int((seeds >= 0).sum()))
 
 
-def unit_means(frame: pd.DataFrame, columns: list[str]) -> Units:
-    """Average ``columns`` over episodes per (seed, SCM); baselines have one null seed."""
-    return units_of(unit_table(frame, [], columns), columns)
-
-
 def resample_counts(rng: np.random.Generator, strata: np.ndarray, resamples: int) -> np.ndarray:
     """(resamples, n) multiplicities of a stratified bootstrap: each stratum is resampled with replacement
     to its own size, by drawing member indices uniformly."""

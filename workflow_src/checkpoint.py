@@ -11,8 +11,6 @@ import hashlib
 import json
 from pathlib import Path
 
-from flax import serialization
-
 from .atomic import atomic_write_bytes
 from .errors import CheckpointError
 
@@ -21,6 +19,8 @@ REQUIRED_FIELDS = ("format", "architecture", "config_hash", "episode", "body_sha
 
 
 def encode(header: dict, state) -> bytes:
+    from flax import serialization  # imported here: reading a header needs no JAX
+
     body = serialization.msgpack_serialize(serialization.to_state_dict(state))
     header = {**header, "format": CHECKPOINT_FORMAT, "body_sha256": hashlib.sha256(body).hexdigest()}
     return json.dumps(header, sort_keys=True).encode() + b"\n" + body
@@ -63,6 +63,8 @@ def load(path: str | Path, target, field: str | None = None) -> tuple[dict, obje
 
     With ``field``, only that entry of the saved state (e.g. ``"params"``) is restored.
     """
+    from flax import serialization
+
     header, body = _split(path)
     try:
         saved = serialization.msgpack_restore(body)

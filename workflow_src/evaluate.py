@@ -76,11 +76,6 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
     return [{name: value[i] for name, value in merged.items()} for i in range(len(methods))]
 
 
-def run_method(method: Method, params, suite: Suite, protocol: dict) -> dict[str, np.ndarray]:
-    """Records of shape (n_scms, episodes, interventions) for one method on one suite."""
-    return run_methods([method], params, suite, protocol)[0]
-
-
 def records_to_frame(records: dict, suite: Suite, method: str, identity: dict, start: int = 0) -> pd.DataFrame:
     """Flatten (K, E, T) records of the suite's SCMs ``start:start + K`` into rows ordered by SCM, episode, step."""
     k, e, t = records["variable"].shape

@@ -23,13 +23,14 @@ class LevelSpec:
     families: tuple[str, ...]
     min_nodes: int
     max_nodes: int
+    canonical: bool = False  # each family's motif itself (its own node count), not a stack of motifs
 
 
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(("chain", "fork", "collider"), 3, 3),
     2: LevelSpec(("chain", "fork", "collider"), 4, 5),
     3: LevelSpec(("chain", "fork", "collider"), 6, 8),
-    4: LevelSpec(("diamond", "butterfly"), 4, 5),
+    4: LevelSpec(("diamond", "butterfly"), 4, 5, canonical=True),
     5: LevelSpec(("diamond", "butterfly"), 6, 8),
     6: LevelSpec(("diamond", "butterfly"), 9, 12),
     7: LevelSpec(("erdos_renyi",), 8, 10),
@@ -42,9 +43,6 @@ LEVELS: dict[int, LevelSpec] = {
     14: LevelSpec(("scale_free",), 21, 35),
     15: LevelSpec(("scale_free",), 36, 50),
 }
-
-FAMILIES = tuple(dict.fromkeys(f for spec in LEVELS.values() for f in spec.families))
-
 
 @dataclass(frozen=True)
 class GeneratorSettings:
@@ -169,8 +167,8 @@ def _pick_target(weights: np.ndarray, rng, how: str) -> int | None:
     return int(candidates[np.argmax(n_ancestors[candidates])])  # first of the ties: deterministic
 
 
-def _family_nodes(family: str, spec: LevelSpec, level: int, rng) -> int:
-    if level == 4:  # canonical motifs
+def _family_nodes(family: str, spec: LevelSpec, rng) -> int:
+    if spec.canonical:
         return {"diamond": _DIAMOND[0], "butterfly": _BUTTERFLY[0]}[family]
     return int(rng.integers(spec.min_nodes, spec.max_nodes + 1))
 
@@ -179,7 +177,7 @@ def generate_scm(scm_id: str, level: int, rng, settings: GeneratorSettings, fami
     spec = LEVELS[level]
     family = family or str(rng.choice(spec.families))
     while True:
-        n = _family_nodes(family, spec, level, rng)
+        n = _family_nodes(family, spec, rng)
         edges = STRUCTURES[family](n, rng, settings)
         weights = np.zeros((n, n))
         lo_c, hi_c = settings.coef_range

@@ -35,6 +35,7 @@ from .policy import (
 from .scm import SCMArrays
 
 EFFECT_TARGET_FLOOR = 1.0
+FINAL_LR_FRACTION = 0.05  # the cosine schedule decays to this share of the peak learning rate
 
 
 class GRPOSettings(NamedTuple):
@@ -311,7 +312,7 @@ def make_optimizer(training: dict, total_episodes: int) -> tuple[optax.GradientT
     warmup = training["warmup_episodes"] * per_episode
     total = max(total_episodes * per_episode, warmup + 1)
     if training["lr_schedule"] == "cosine":
-        schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), total, end_value=lr * 0.05)
+        schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), total, end_value=lr * FINAL_LR_FRACTION)
     elif warmup:
         schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
     else:

@@ -26,6 +26,9 @@ BASE_VARIABLE_CHANNELS = 9
 BANDIT_CHANNELS = 6  # per variable: interventions on it, two regressions' predictions at both ends, best outcome
 OBS_WEIGHT = 0.1  # weight of an observational sample in the per-variable interventional regression
 PREDICTION_CLIP = 10.0  # predictions in units of the target's observed spread
+SCALED_VALUE_CLIP = 3.0  # sample values in units of the variable's half-range around its center
+DATA_AMOUNT_SCALE = 4.0  # log1p(samples) / this: the amount of data, about 1 for a full buffer
+SPREAD_CLIP = 10.0  # reach and offset of a variable's range in units of its observed spread
 EFFECT_LOGIT_SCALE = 10.0  # initial logit per unit of predicted normalized improvement
 EFFECT_VALUE_SCALE = 5.0  # initial pull of the value towards the better range end
 POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head")
@@ -89,7 +92,8 @@ def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate, bandit_feature
     z, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
     radius = jnp.maximum((scm.hi - scm.lo) / 2, 1e-6)
     center = (scm.hi + scm.lo) / 2
-    scaled = jnp.where(scm.intervenable, jnp.clip((buffer.values - center) / radius, -3.0, 3.0), 0.0)
+    scaled = jnp.clip((buffer.values - center) / radius, -SCALED_VALUE_CLIP, SCALED_VALUE_CLIP)
+    scaled = jnp.where(scm.intervenable, scaled, 0.0)
     y = z[:, scm.target][:, None]
     is_target = jnp.arange(scm.bias.shape[0]) == scm.target
     sample_features = jnp.stack(
@@ -111,12 +115,13 @@ def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate, bandit_feature
             surrogate.coef,
             is_target.astype(z.dtype),
             scm.intervenable.astype(z.dtype),
-            jnp.full(z.shape[1], jnp.log1p(buffer.sample_mask.sum()) / 4.0),  # how much data, not buffer size
+            # how much data, not buffer size
+            jnp.full(z.shape[1], jnp.log1p(buffer.sample_mask.sum()) / DATA_AMOUNT_SCALE),
             # how far the range reaches in units of the observed spread: effect size = slope x reach
             jnp.where(scm.intervenable, jnp.log(radius / std), 0.0),
             corr,
-            jnp.where(scm.intervenable, jnp.clip(corr * radius / std, -10.0, 10.0), 0.0),
-            jnp.where(scm.intervenable, jnp.clip((center - mean) / std, -10.0, 10.0), 0.0),
+            jnp.where(scm.intervenable, jnp.clip(corr * radius / std, -SPREAD_CLIP, SPREAD_CLIP), 0.0),
+            jnp.where(scm.intervenable, jnp.clip((center - mean) / std, -SPREAD_CLIP, SPREAD_CLIP), 0.0),
         ],
         axis=-1,
     )

@@ -35,8 +35,8 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
         "methods.py", "plugins.py", "evaluate.py", "tables.py",
     ),
     "summary": (
-        "metrics.py", "tables.py", "summary_inputs.py", "bootstrap.py", "summarize.py", "chart_style.py",
-        "figures.py", "page.py", "report.py",
+        "metrics.py", "tables.py", "checkpoint.py", "summary_inputs.py", "bootstrap.py", "summarize.py",
+        "chart_style.py", "figures.py", "page.py", "report.py",
     ),
 }
 

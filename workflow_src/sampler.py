@@ -29,11 +29,6 @@ def sample_observational(scm: SCMArrays, key: jax.Array, n: int) -> jnp.ndarray:
     return from_noise(scm, eps)
 
 
-def sample_intervention(scm: SCMArrays, key: jax.Array, variable, value) -> jnp.ndarray:
-    """One sample under ``do(X_variable = value)``."""
-    return intervene(scm, sample_observational(scm, key, 1)[0], variable, value)
-
-
 def expected_target(scm: SCMArrays, variable, value) -> jnp.ndarray:
     """Exact ``E[Y | do(X_variable = value)]``."""
     t_col = scm.total_effects[:, scm.target]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from .checkpoint import CHECKPOINT_FORMAT
 from .errors import CheckpointError, TableError, UserError
 from .provenance import file_hash
 from .tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
@@ -76,6 +77,8 @@ def read_checkpoint_header(path: Path) -> dict:
         raise UserError(f"{path}: the first line is not a JSON checkpoint header") from None
     if not isinstance(header, dict):
         raise UserError(f"{path}: the checkpoint header is not a JSON object")
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: format: expected {CHECKPOINT_FORMAT!r}, got {header.get('format')!r}")
     return header
 
 
