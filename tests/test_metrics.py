@@ -65,3 +65,12 @@ def test_ratios_with_a_zero_or_negative_denominator_are_undefined_not_huge():
     curves = step_curves(pd.concat(frames, ignore_index=True))
     assert curves[curves.scm_id != "fine"].best_so_far.isna().all()
     assert curves[curves.scm_id == "fine"].best_so_far.tolist() == pytest.approx([0.6, 1.0, 1.0])
+
+
+def test_best_after_ten_counts_only_the_first_ten_interventions():
+    late = [-1.0] * 10 + [-10.0, -2.0]  # the optimum is found at the 11th intervention
+    short = [-5.0, -10.0, -1.0]  # shorter episodes count all their interventions
+    m = by_method([episode("late", late), episode("short", short)])
+    assert m.loc[("s0", "late"), "norm_improvement_best_10"] == pytest.approx(0.1)
+    assert m.loc[("s0", "late"), "norm_improvement_best"] == pytest.approx(1.0)
+    assert m.loc[("s0", "short"), "norm_improvement_best_10"] == pytest.approx(1.0)

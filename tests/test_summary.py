@@ -568,3 +568,25 @@ def test_colours_are_fixed_per_method_and_random_is_on_every_panel(study):
             if layer.get("transform") == [{"filter": "(datum.method === 'random')"}]
         ]
         assert sorted(random_marks) == ["rect", "rule"]  # its CI band and dashed mean line, on every panel
+
+
+def test_the_page_answers_first_whether_the_policy_beats_each_baseline(study):
+    page = Path(study["args"].out_html).read_text()
+    assert page.index("Does the trained policy beat the baselines?") < page.index("Headline numbers")
+    from workflow_src.report import ANSWER_METRICS, answer_html
+
+    def row(baseline, metric, low, high):
+        return {"kind": "paired_difference", "suite": ALL_SUITES, "seed": None, "method": "policy_greedy",
+                "baseline": baseline, "metric": metric, "mean": (low + high) / 2, "ci_low": low, "ci_high": high,
+                "better": "lower" if metric == "target_mean" else "higher"}
+
+    def ahead(baseline, metric, low, high):  # the policy's side: below 0 for the average target
+        return row(baseline, metric, -high, -low) if metric == "target_mean" else row(baseline, metric, low, high)
+
+    rows = [ahead("random", m, 0.1, 0.3) for m in ANSWER_METRICS]
+    rows += [ahead("marginal_regression", m, 0.01, 0.05) for m in ANSWER_METRICS if m != "norm_improvement_best_10"]
+    rows += [row("marginal_regression", "norm_improvement_best_10", -0.05, -0.01), row("oracle", "f1", -1, -0.5)]
+    html = answer_html(pd.DataFrame(rows))
+    assert "<b>policy_greedy</b> beats random on every metric; it is behind marginal_regression " in html
+    assert "(normalized improvement, best so far after 10 interventions)" in html
+    assert "oracle" not in html  # an upper bound, not a competitor

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 OPTIMUM_THRESHOLD = 0.95
+EARLY_STEPS = 10  # the budget of ``norm_improvement_best_10``: what a method finds in its first interventions
 GAP_TOLERANCE = 1e-3  # a ratio's denominator below this share of the values' scale counts as ~0
 EPISODE_KEYS = ["config", "seed", "suite", "scm_id", "family", "level", "method", "episode"]
 
@@ -42,6 +43,11 @@ METRICS: dict[str, Metric] = {
         "(mu_Y - E[Y | do(a)]) / (mu_Y - y*) of the best action so far, at the episode's last intervention: "
         "0 = no better than not intervening, 1 = the oracle's best action. Simple regret is 1 minus it.",
         "normalized improvement (1 = oracle)"),
+    "norm_improvement_best_10": Metric(
+        "higher", f"normalized improvement, best so far after {EARLY_STEPS} interventions", RATIO,
+        f"the best action's normalized improvement among the first {EARLY_STEPS} interventions of the episode "
+        "(all of them in shorter episodes): how quickly a method finds the optimum.",
+        f"best after {EARLY_STEPS} (1 = oracle)"),
     "simple_regret": Metric("lower", "simple regret (1 - best normalized improvement)", "ratio"),
     "optimum_found": Metric(
         "higher", f"episodes that found the optimum (>= {OPTIMUM_THRESHOLD})", "share of episodes",
@@ -88,12 +94,15 @@ def episode_metrics(table: pd.DataFrame) -> pd.DataFrame:
     on which no action beats doing nothing or random cannot blow a metric up.
     """
     t = with_checked_norm_improvement(table).sort_values(EPISODE_KEYS + ["step"], kind="stable")
+    early = t.groupby(EPISODE_KEYS, dropna=False, sort=False).cumcount() < EARLY_STEPS
+    t = t.assign(norm_improvement_early=t["norm_improvement"].where(early))
     grouped = t.groupby(EPISODE_KEYS, dropna=False, sort=True)
     out = grouped.agg(
         target_mean=("target", "mean"),
         target_best=("target", "min"),
         norm_improvement_mean=("norm_improvement", "mean"),
         norm_improvement_best=("norm_improvement", "max"),  # best-so-far at the last step
+        norm_improvement_best_10=("norm_improvement_early", "max"),
         parent_rate=("is_parent", "mean"),
         optimal_variable_rate=("is_optimal_variable", "mean"),
         range_utilization=("range_utilization", "mean"),

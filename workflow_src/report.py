@@ -64,6 +64,53 @@ def verdict(low, high, better) -> str:
     return "no clear difference"
 
 
+ANSWER_METRICS = ["norm_improvement_mean", "norm_improvement_best_10", "norm_improvement_best", "optimum_found",
+                  "target_mean"]
+
+
+def answer_html(summary: pd.DataFrame) -> str:
+    """The user's first question, answered: does each policy mode beat each baseline, metric by metric?
+
+    One sentence per policy mode, then the paired differences (policy minus baseline on the same SCM and
+    episode, every suite pooled) with their CIs. The oracle is an upper bound, not a competitor.
+    """
+    rows = summary[
+        (summary["kind"] == "paired_difference") & (summary["suite"] == ALL_SUITES) & summary["seed"].isna()
+        & summary["metric"].isin(ANSWER_METRICS) & (summary["baseline"] != "oracle")
+    ]
+    if rows.empty:
+        return '<p class="note">No paired comparison: the study has no policy or no baseline tables.</p>'
+    colors = method_colors(summary["method"][summary["kind"] == "metric"])
+    lookup = {(r.method, r.baseline, r.metric): r for r in rows.itertuples(index=False)}
+    sentences, table = [], []
+    for method in method_order(rows["method"]):
+        wins, losses = [], []
+        for baseline in method_order(rows["baseline"]):
+            verdicts = {m: verdict(lookup[(method, baseline, m)].ci_low, lookup[(method, baseline, m)].ci_high,
+                                   lookup[(method, baseline, m)].better)
+                        for m in ANSWER_METRICS if (method, baseline, m) in lookup}
+            if verdicts and all(v == "policy better" for v in verdicts.values()):
+                wins.append(esc(baseline))
+            behind = [METRICS[m].label for m, v in verdicts.items() if v == "baseline better"]
+            if behind:
+                losses.append(f"{esc(baseline)} ({esc('; '.join(behind))})")
+            cells = [swatch(method, colors), swatch(baseline, colors)]
+            for metric in ANSWER_METRICS:
+                r = lookup.get((method, baseline, metric))
+                cells.append("n/a" if r is None else
+                             f"{esc(ci_text(r.mean, r.ci_low, r.ci_high))}<br>{esc(verdicts[metric])}")
+            table.append(cells)
+        sentence = f"<b>{esc(method)}</b> beats " + (", ".join(wins) if wins else "no baseline") + " on every metric"
+        sentence += "; it is behind " + ", ".join(losses) if losses else "; no baseline is ahead of it on any metric"
+        sentences.append(f"<li>{sentence}.</li>")
+    header = ["policy", "baseline"] + [f"&Delta; {esc(METRICS[m].label)} [95% CI]" for m in ANSWER_METRICS]
+    return (f"<ul>{''.join(sentences)}</ul>"
+            '<p class="note">Each cell: the policy minus the baseline on the same suite, SCM and evaluation '
+            "episode, averaged over every suite and seed, with its 95% bootstrap CI; \"policy better\" where the "
+            "whole CI lies on the policy's side (for the average target, lower is better).</p>"
+            + html_table(header, table, numeric_from=2))
+
+
 def paired_table(summary: pd.DataFrame) -> str:
     metrics = ["norm_improvement_best", "target_mean"]
     rows = summary[
@@ -230,6 +277,7 @@ def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
         "better); the average target is the raw value of Y (lower is better). Definitions are below.</p>"
     )
     return [
+        Section("answer", "Does the trained policy beat the baselines?", "", body=answer_html(summary)),
         Section(
             "headline",
             "Headline numbers",
