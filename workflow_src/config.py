@@ -14,69 +14,23 @@ import hashlib
 import json
 import re
 import sys
-from functools import cache
-from importlib.resources import files
 from pathlib import Path
 
 import jsonschema
 import yaml
 
+from .config_schema import config_schema
 from .errors import ConfigError
 from .generators import N_LEVELS
 from .paths import DEFAULT_CONFIG
-
-EXPERIMENT_DEFAULTS: dict = {
-    "description": "",
-    "seeds": [0],
-    "levels": [1, 2],
-    "episodes": 100,
-    "checkpoint_every": 50,
-    "verbose": False,
-    "eval_suites": ["heldout-L01"],
-    "policy": {
-        "name": "simple_permutation_invariant",
-        "hidden_dim": 32,
-        "n_heads": 4,
-        "n_layers": 2,
-        "fixed_std": 0.5,
-        "bandit_features": False,
-        "effect_head": False,
-    },
-    "training": {
-        "learning_rate": 5e-4,
-        "lr_schedule": "constant",
-        "warmup_episodes": 0,
-        "group_size": 10,
-        "n_obs": 10,
-        "n_interventions": 30,
-        "clip_eps": 0.2,
-        "entropy_coef": 0.01,
-        "kl_coef": 0.0,
-        "max_grad_norm": 1.0,
-        "update_epochs": 2,
-        "scms_per_update": 1,
-        "credit": "step",
-        "effect_coef": 0.0,
-    },
-    "reward": {"target": 0.9, "parent": 0.1, "info_gain": 0.0, "exact": False, "best_so_far": 0.0},
-    "curriculum": {
-        "ema_decay": 0.9,
-        "min_episodes_per_scm": 3,
-        "advance_threshold": 0.8,
-        "min_episodes_per_level": 20,
-        "max_episodes_per_level": 150,
-        "family_temperature": 0.2,
-        "replay": 0.0,
-    },
-}
 
 GENERATED_SUITE = re.compile(r"^(train|heldout)-L(\d{2})$")
 CLASSIC_SUITE = "heldout-classic"
 
 
-@cache
-def config_schema() -> dict:
-    return yaml.safe_load(files("workflow_src").joinpath("schemas/config.schema.yaml").read_text())
+def experiment_defaults() -> dict:
+    """The built-in experiment settings: the schema's default of ``defaults`` (their one home)."""
+    return copy.deepcopy(config_schema()["properties"]["defaults"]["default"])
 
 
 def _with_defaults(validator_class):
@@ -145,7 +99,7 @@ def _check_experiment(where: str, exp: dict) -> None:
 def resolve_config(raw: dict, source: str = "config") -> dict:
     """Validate and merge: every experiment gets ``defaults`` (built-in, then the file's) under it."""
     doc = validate_config(raw, source)
-    defaults = deep_merge(EXPERIMENT_DEFAULTS, doc.get("defaults", {}))
+    defaults = deep_merge(experiment_defaults(), doc.get("defaults", {}))
     doc["experiments"] = {name: deep_merge(defaults, exp) for name, exp in doc["experiments"].items()}
     doc["defaults"] = defaults
     for name, exp in doc["experiments"].items():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from .config_schema import section_defaults
 from .scm import SCM, has_oracle_gap, reachability
 from .suite_io import Suite
 
@@ -44,20 +45,23 @@ LEVELS: dict[int, LevelSpec] = {
     15: LevelSpec(("scale_free",), 36, 50),
 }
 
+_DEFAULTS = section_defaults("suites")
+
+
 @dataclass(frozen=True)
 class GeneratorSettings:
-    """Parameter distributions of generated SCMs (the config's ``suites`` section)."""
+    """Parameter distributions of generated SCMs (the config's ``suites`` section; defaults from its schema)."""
 
-    coef_range: tuple[float, float] = (0.5, 2.0)
-    bias_range: tuple[float, float] = (-1.0, 1.0)
-    noise_range: tuple[float, float] = (0.5, 1.5)
-    range_choices: tuple[float, ...] = (2.0, 3.0, 5.0, 10.0)
-    target: str = "most_ancestors"  # or "random": any node with at least one intervenable ancestor
-    erdos_renyi_degree: float = 2.5
-    small_world_k: int = 4
-    small_world_p: float = 0.2
-    scale_free_m: int = 2
-    decimals: int = 4
+    coef_range: tuple[float, float] = tuple(float(x) for x in _DEFAULTS["coef_range"])
+    bias_range: tuple[float, float] = tuple(float(x) for x in _DEFAULTS["bias_range"])
+    noise_range: tuple[float, float] = tuple(float(x) for x in _DEFAULTS["noise_range"])
+    range_choices: tuple[float, ...] = tuple(float(x) for x in _DEFAULTS["range_choices"])
+    target: str = _DEFAULTS["target"]  # or "random": any node with at least one intervenable ancestor
+    erdos_renyi_degree: float = _DEFAULTS["erdos_renyi_degree"]
+    small_world_k: int = _DEFAULTS["small_world_k"]
+    small_world_p: float = _DEFAULTS["small_world_p"]
+    scale_free_m: int = _DEFAULTS["scale_free_m"]
+    decimals: int = 4  # generated numbers are rounded to this many decimals (not a config setting)
 
     @classmethod
     def from_config(cls, section: dict) -> GeneratorSettings:
