@@ -63,6 +63,31 @@ def test_the_package_has_no_import_cycle():
         visit(module)
 
 
+# The modules each stage's command runs, and those of its imports that cannot change what it writes.
+STAGE_ENTRIES = {
+    "suite": ["suites"], "train": ["train"], "evaluate": ["evaluate", "methods"],
+    "baselines": ["evaluate", "baselines"], "plugin": ["evaluate", "plugins"],
+    "summary": ["summary_inputs", "summarize", "report"],
+}
+INERT = {"atomic", "errors", "provenance", "compile_cache", "paths", "config", "config_schema"}
+INERT_FOR = {"train": {"generators"}, "baselines": {"checkpoint"}, "plugin": {"checkpoint"}}  # via config / policies
+
+
+def test_every_module_a_stage_imports_is_in_its_code_hash():
+    from workflow_src.provenance import STAGE_SOURCES
+
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    for stage, entries in STAGE_ENTRIES.items():
+        seen, todo = set(), list(entries)
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += sorted(_relative_imports(PACKAGE / f"{module}.py") & modules)
+        hashed = {name.removesuffix(".py") for name in STAGE_SOURCES[stage]}
+        assert seen - hashed - INERT - INERT_FOR.get(stage, set()) == set(), stage
+
+
 def test_importing_the_library_changes_no_environment():
     code = (
         "import os, workflow_src.evaluate, workflow_src.summarize, workflow_src.train; "

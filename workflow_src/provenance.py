@@ -17,10 +17,10 @@ from . import __version__
 
 # The modules (and schema files) each stage's output depends on, beside the config.
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
-    "suite": ("scm.py", "generators.py", "suite_io.py", "schemas/suite.schema.json"),
+    "suite": ("scm.py", "generators.py", "suite_io.py", "suites.py", "schemas/suite.schema.json"),
     "train": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "policy.py", "grpo.py",
-        "curriculum.py", "train.py", "checkpoint.py",
+        "curriculum.py", "train.py", "checkpoint.py", "tables.py",
     ),
     "evaluate": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "policy.py", "checkpoint.py",
