@@ -3,6 +3,9 @@
 import dataclasses
 import json
 import os
+import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -132,3 +135,22 @@ def test_jobs_use_the_atomic_cache(tmp_path, monkeypatch):
     finally:
         monkeypatch.setenv("ACBO_JAX_CACHE", str(ROOT / ".jax_cache"))
         configure_jax(None)
+
+
+@pytest.mark.slow
+def test_a_large_suite_stays_within_the_declared_memory(tmp_path, default_config):
+    """5000 three-node SCMs (a table of 2 million rows) under the baselines rule's declared mem_mb."""
+    rule = (ROOT / "rules/evaluate.smk").read_text().split("rule baselines:")[1]
+    mem_mb = int(re.search(r"mem_mb=(\d+)", rule).group(1))
+    spec = {**suite_slice(default_config, "heldout-L01"), "name": "big", "size": 5000}
+    suite = tmp_path / "big.json"
+    run_cli("suite", "generate", "--spec", json.dumps(spec), "--out", suite, check=True)
+    protocol = json.dumps({"seed": 0, "episodes": 10, "interventions": 20, "n_obs": 10,
+                           "baselines": ["random", "oracle"]})
+    proc = subprocess.Popen([sys.executable, "-m", "workflow_src", "baselines", "--suite", suite, "--out",
+                             tmp_path / "big.parquet", "--spec", protocol], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    output = proc.stdout.read()
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    assert "157 chunk(s)" in output and "(2000000 rows)" in output, output
+    assert usage.ru_maxrss / 1024 < mem_mb, (usage.ru_maxrss / 1024, mem_mb)

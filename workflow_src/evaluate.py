@@ -54,7 +54,7 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
     run = make_run_suite(tuple(m.act for m in methods), protocol["n_obs"], protocol["interventions"],
                          protocol["episodes"], tuple(m.name for m in methods))
     base_key = jax.random.PRNGKey(protocol["seed"])
-    program, parts = None, []
+    program, merged = None, {}
     for start in range(0, len(scms), chunk):
         real = scms[start:start + chunk]
         fill = chunk - len(real)  # the last chunk is filled with copies of its first SCM, dropped below
@@ -70,9 +70,10 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
                 fingerprint = hashlib.sha256(lowered.as_text().encode()).hexdigest()[:12]
                 log(RunInfo(bucket, chunk, -(-len(scms) // chunk), fingerprint, watch.source,
                             time.perf_counter() - tic))
-        records = program(params, arrays, base_key, index)
-        parts.append({name: np.asarray(value)[:, :len(real)] for name, value in records._asdict().items()})
-    merged = {name: np.concatenate([p[name] for p in parts], axis=1) for name in parts[0]}
+        for name, value in program(params, arrays, base_key, index)._asdict().items():
+            if name not in merged:  # (methods, SCMs, episodes, interventions), filled chunk by chunk
+                merged[name] = np.empty((value.shape[0], len(scms), *value.shape[2:]), value.dtype)
+            merged[name][:, start:start + len(real)] = value[:, :len(real)]
     return [{name: value[i] for name, value in merged.items()} for i in range(len(methods))]
 
 
