@@ -12,11 +12,9 @@ import jax
 import numpy as np
 import pandas as pd
 
-from . import checkpoint
 from .compile_cache import CompileWatch
 from .errors import CheckpointError
 from .methods import Method
-from .policy import POLICY_KEYS, architecture, init_params, make_policy
 from .provenance import git_commit, package_version
 from .rollout import bucket_size, chunk_size, make_run_suite
 from .scm import stack_scms
@@ -158,6 +156,9 @@ def _frames(methods, params, suite, protocol, identity, log, per_frame: int, che
 
 def load_policy(path: str | Path):
     """The policy network and parameters of a checkpoint; refuses an architecture this code cannot run."""
+    from . import checkpoint  # flax: imported by policy jobs only, not by baselines
+    from .policy import POLICY_KEYS, architecture, init_params, make_policy
+
     header = checkpoint.read_header(path)
     arch = header["architecture"]
     if not isinstance(arch, dict):

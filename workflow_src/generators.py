@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from .config_schema import section_defaults
 from .scm import SCM, has_oracle_gap, reachability
 from .suite_io import Suite
+
+if TYPE_CHECKING:  # networkx is imported only where a random graph is drawn: it costs ~0.5 s per job
+    import networkx as nx
 
 N_LEVELS = 15
 
@@ -132,17 +135,23 @@ def _seed(rng) -> int:
 
 
 def _erdos_renyi(n: int, rng, settings: GeneratorSettings) -> Edges:
+    import networkx as nx
+
     p = min(1.0, settings.erdos_renyi_degree / (n - 1))
     graph = nx.gnp_random_graph(n, p, seed=_seed(rng))
     return _orient(graph, rng.permutation(n))
 
 
 def _small_world(n: int, rng, settings: GeneratorSettings) -> Edges:
+    import networkx as nx
+
     graph = nx.watts_strogatz_graph(n, min(settings.small_world_k, n - 1), settings.small_world_p, seed=_seed(rng))
     return _orient(graph, rng.permutation(n))
 
 
 def _scale_free(n: int, rng, settings: GeneratorSettings) -> Edges:
+    import networkx as nx
+
     graph = nx.barabasi_albert_graph(n, min(settings.scale_free_m, n - 1), seed=_seed(rng))
     return _orient(graph, np.arange(n))  # arrival order: older nodes cause newer ones
 

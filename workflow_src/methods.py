@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 import jax
 
-from .policy import act_outputs, greedy_action, policy_observation, squash
 from .rollout import Act, StepView
 from .sampler import per_variable_categorical
 
@@ -25,6 +24,8 @@ class Method(NamedTuple):
 
 
 def make_policy_act(policy, fixed_std: float, greedy: bool) -> Act:
+    from .policy import act_outputs, greedy_action, policy_observation, squash  # flax: policy jobs only
+
     def act(params, view: StepView, key):
         logits, mu = act_outputs(policy, params, policy_observation(policy, view.scm, view.buffer, view.fit))
         if greedy:
