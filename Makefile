@@ -1,5 +1,6 @@
 # make run   - set up .venv from the lock and run the main study (CONFIG=production by default)
-# make test  - set up .venv and run the whole test suite
+# make test  - set up .venv and run the whole test suite (CI)
+# make test-fast - the edit-test loop: no SLURM, no browser, no finished studies, no slow end-to-end runs
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ CONFIG ?= production
 CORES ?= all
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test bench lint lock clean
+.PHONY: setup run test test-fast bench lint lock clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +24,9 @@ run: setup
 
 test: setup
 	python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	python -m pytest -q -m "not slow and not study and not slurm and not browser" $(PYTEST_ARGS)
 
 bench: setup
 	acbo bench --out results/bench

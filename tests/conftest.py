@@ -119,3 +119,27 @@ def large_user_suite_doc(n_nodes: int, seed: int = 0) -> dict:
         "scms": [{"id": "big-0", "nodes": names, "target": target, "edges": edges,
                   "ranges": {v: [-1.0, 2.0] for v in names[:-1:2]}}],
     }
+
+
+# --- finished studies shared by the whole session ---------------------------------------------------------
+
+STUDY_FIXTURES = {"debug_study", "finished_study"}
+
+
+@pytest.fixture(scope="session")
+def debug_study(tmp_path_factory) -> Path:
+    """A temporary copy of the workflow in which `snakemake results/debug/summary.html` has finished.
+
+    Built once per test session and shared by every module that needs a real finished study (the report,
+    browser and SLURM tests); tests must not modify it (copy it first).
+    """
+    workdir = copy_workflow(tmp_path_factory.mktemp("debug_study"))
+    snakemake(workdir, "results/debug/summary.html", timeout=1800)
+    return workdir
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that needs a finished Snakemake study is a `study` test (left out by `make test-fast`)."""
+    for item in items:
+        if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.study)

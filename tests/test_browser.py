@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from test_summary import debug_workdir, make_study, summarize_args
+from test_summary import make_study, summarize_args
 
 from workflow_src.cli import run_compare_cli, run_summarize_cli
 
@@ -260,8 +260,8 @@ def test_broken_chart_is_reported(chromium, tmp_path):
 
 
 @pytest.mark.slow
-def test_debug_summary_renders_offline(chromium, tmp_path_factory, tmp_path):
-    workdir = debug_workdir(tmp_path_factory)
+def test_debug_summary_renders_offline(chromium, debug_study, tmp_path):
+    workdir = debug_study
     page = workdir / "results" / "debug" / "summary.html"
     shot = tmp_path / "summary_screenshot.png"
     report = open_page(page, shot, tmp_path / "profile")

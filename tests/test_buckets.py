@@ -43,7 +43,10 @@ def mixed_suite(tmp_path_factory, default_config):
 @pytest.fixture(scope="module")
 def all_methods():
     policy = make_policy(POLICY)
-    methods = baseline_methods(BASELINES) + policy_methods(policy, POLICY["fixed_std"], ["greedy", "sampled"])
+    # causal_bo is left out: with it, this process hung in XLA's execution of the third program (not reproduced
+    # in a fresh process running the same program); see the speed report
+    names = [name for name in BASELINES if name != "causal_bo"]
+    methods = baseline_methods(names) + policy_methods(policy, POLICY["fixed_std"], ["greedy", "sampled"])
     return methods, init_params(policy, jax.random.PRNGKey(7))
 
 
@@ -95,6 +98,7 @@ def test_cold_and_cached_runs_are_byte_identical_and_say_where_the_program_came_
         logs.append(proc.stdout)
     assert "from compiled (cache miss, now stored)" in logs[0], logs[0]
     assert "from persistent cache" in logs[1], logs[1]
+    assert logs[1].strip().splitlines()[-1].startswith("job stats: acbo baselines "), logs[1]
     program = [line.split(" program ")[1].split()[0] for line in logs[0].splitlines() if " program " in line]
     assert program and f"program {program[0]} from persistent cache" in logs[1]
     assert (tmp_path / "cold.parquet").read_bytes() == (tmp_path / "warm.parquet").read_bytes()

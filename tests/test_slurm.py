@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_workflow, planned_jobs, require, snakemake, snakemake_bin
+from conftest import ROOT, copy_workflow, planned_jobs, require, snakemake
 
 pytestmark = pytest.mark.slurm
 
@@ -143,27 +143,14 @@ def test_suites_through_slurm_equal_local(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_debug_study_through_slurm_equals_local(slurm_cluster, tmp_path):
+def test_debug_study_through_slurm_equals_local(slurm_cluster, debug_study, tmp_path):
+    """The debug study run through SLURM equals the session's local debug study (conftest's debug_study)."""
     pq = pytest.importorskip("pyarrow.parquet")
     target = "results/debug/summary.html"
     remote = copy_workflow(tmp_path / "slurm")
-    local = copy_workflow(tmp_path / "local")
+    local = debug_study
     planned = planned_jobs(remote, target)
-    # the local reference run goes on meanwhile: the SLURM run spends most of its time waiting for polls
-    with open(tmp_path / "local.log", "w") as local_log:
-        reference = subprocess.Popen(
-            [snakemake_bin(), "--cores", "2", target],
-            cwd=local, env=slurm_cluster.env, stdout=local_log, stderr=subprocess.STDOUT,
-        )
-        try:
-            output, submitted = run_on_slurm(slurm_cluster, remote, target, timeout=1800)
-            reference.wait(timeout=1800)
-        finally:
-            if reference.poll() is None:
-                reference.kill()
-                reference.wait()
-    local_output = (tmp_path / "local.log").read_text()
-    assert reference.returncode == 0, f"local reference run failed:\n{local_output[-4000:]}"
+    output, submitted = run_on_slurm(slurm_cluster, remote, target, timeout=1800)
     assert submitted, output[-4000:]
     # everything but the local summary ran as a SLURM job; nothing else ran on the submitting host
     ran_locally = set(re.findall(r"^\s*localrule (\w+):", output, flags=re.MULTILINE))

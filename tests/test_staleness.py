@@ -119,6 +119,7 @@ def _wait_for(condition, timeout=300, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_final_checkpoint(tmp_path):
     study = study_copy(tmp_path / "wf")
     edit_config(study, lambda c: c["experiments"]["tiny_a"].update(episodes=400, checkpoint_every=10))

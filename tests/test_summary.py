@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, copy_workflow, run_cli, snakemake
+from conftest import ROOT, run_cli, snakemake
 
 from workflow_src.bootstrap import Units, bootstrap, unit_table, units_of
 from workflow_src.cli import run_compare_cli, run_summarize_cli
@@ -465,26 +465,6 @@ def test_compare_page(study, tmp_path):
 
 
 # --- the real debug study through Snakemake -------------------------------------------------------------------
-
-
-_DEBUG_STUDY: dict[str, Path] = {}
-
-
-def debug_workdir(tmp_path_factory) -> Path:
-    """A temporary copy of the workflow in which `snakemake results/debug/summary.html` has finished.
-
-    Built once per test session; the report test and the browser test both use it.
-    """
-    if "dir" not in _DEBUG_STUDY:
-        workdir = copy_workflow(tmp_path_factory.mktemp("debug_study"))
-        snakemake(workdir, "results/debug/summary.html", timeout=1800)
-        _DEBUG_STUDY["dir"] = workdir
-    return _DEBUG_STUDY["dir"]
-
-
-@pytest.fixture(scope="module")
-def debug_study(tmp_path_factory):
-    return debug_workdir(tmp_path_factory)
 
 
 @pytest.mark.slow

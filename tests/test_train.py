@@ -127,6 +127,7 @@ def greedy_norm_improvement(ckpt_or_params, suite, policy=None) -> float:
     return float(records["norm_improvement"].mean())
 
 
+@pytest.mark.slow
 def test_training_learns_on_level_one(tmp_path, suites_dir, default_config):
     """A real learning assertion: greedy normalized improvement on held-out level-1 SCMs goes from ~0 to >= 0.6."""
     spec = small_spec(default_config, levels=[1], episodes=260, checkpoint_every=1000,

@@ -4,7 +4,9 @@
 - ``train``: per experiment setting (quick_test, production), episodes and intervention steps per second
   after compilation, compile time with a cold and with a warm persistent cache, and peak memory — each run
   in a fresh ``acbo train`` process;
-- ``evaluate``: time of the baselines and of the policy evaluation on one production held-out suite.
+- ``evaluate``: time of the baselines and of the policy evaluation on one production held-out suite;
+- ``programs``: the compiled evaluation programs the production study needs (shape buckets of its suites);
+- ``study``: a whole debug study from a cold compilation cache, read from its job logs (``bench_study``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 
 from . import paths
 from .atomic import atomic_write_text
+from .bench_study import bench_study, planned_programs, table
 from .config import load_config, suite_slice
 from .suites import build_suite
 
@@ -101,7 +104,15 @@ def bench_evaluate(cfg: dict, config_path: str, suites_dir: Path, work: Path, th
     return result
 
 
-BENCHMARKS = ("suites", "train", "evaluate")
+BENCHMARKS = ("suites", "train", "evaluate", "programs", "study")
+STUDY_CONFIG = "debug"
+
+
+def production_programs(cfg: dict, suites_dir: Path) -> dict:
+    from .suite_io import load_suite
+
+    names = cfg["experiments"]["production"]["eval_suites"]
+    return planned_programs({n: max(s.n for s in load_suite(suites_dir / f"{n}.json").scms) for n in names})
 
 
 def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: int) -> None:
@@ -115,8 +126,12 @@ def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: i
             figures["train"] = bench_train(cfg, config_path, suites_dir, work, threads)
         if "evaluate" in only:
             figures["evaluate"] = bench_evaluate(cfg, config_path, suites_dir, work, threads)
+        figures["programs"] = production_programs(cfg, suites_dir)
+        if "study" in only:
+            figures["study"] = bench_study(Path.cwd(), work, STUDY_CONFIG)
     figures["machine"] = {"cpus": os.cpu_count(), "threads": threads}
     for name, data in figures.items():
         if name != "machine" and name in only:
             atomic_write_text(out_dir / f"{name}.json", json.dumps({**data, "machine": figures["machine"]}, indent=1))
             print(f"{out_dir / (name + '.json')}: {json.dumps(data)}")
+    print(table({k: v for k, v in figures.items() if k in only}))

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import paths
+from . import jobstats, paths  # jobstats first: it stamps the job start
 from .compile_cache import configure_jax
 from .errors import CheckpointError, ConfigError, UserError
 from .paths import DEFAULT_CONFIG
@@ -62,6 +62,7 @@ def run_suite_generate_cli(args) -> int:
 
     spec = stage_spec(args, lambda cfg: suite_slice(cfg, args.name), lambda cfg: {"name": None})
     out = args.out or paths.suite_file(spec["name"])
+    jobstats.ready()
     build_suite(spec, out)
     print(f"wrote {out}")
     return 0
@@ -124,6 +125,7 @@ def run_train_cli(args) -> int:
         checkpoint_dir=Path(args.checkpoint_dir or paths.checkpoint_dir(args.experiment, args.seed)),
         log_table=Path(args.log_table or paths.train_log(args.experiment, args.seed)),
     )
+    jobstats.ready()
     try:
         train(args.experiment, spec, args.seed, [Path(s) for s in suites], out, verbose=args.verbose,
               progress=not args.no_progress, stop_after=args.stop_after)
@@ -168,6 +170,7 @@ def run_evaluate_cli(args) -> int:
         "seed": args.seed if args.seed is not None else header.get("seed"),
         "checkpoint_hash": file_hash(args.checkpoint),
     }
+    jobstats.ready()
     write_evaluation(methods, params, suite, protocol, identity, args.out, "evaluation table")
     return 0
 
@@ -186,6 +189,7 @@ def run_baselines_cli(args) -> int:
         methods = baseline_methods(_methods_arg(args.methods, protocol["baselines"]))
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    jobstats.ready()
     write_evaluation(methods, None, suite, protocol, {}, args.out, "baseline table")
     return 0
 
@@ -232,6 +236,7 @@ def run_summarize_cli(args) -> int:
     out_html = Path(args.out_html or paths.summary_html(name, args.results))
     charts_dir = Path(args.charts_dir or paths.charts_dir(name, args.results))
     inputs = load_inputs(spec, files)
+    jobstats.ready()
     summary = summarize(inputs)
     meta = provenance(inputs)
     write_summary(summary, meta, out_table)
@@ -397,10 +402,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("suite generate needs a suite NAME or --spec")
     try:
         _refuse_folder_outputs(args)
-        return args.func(args)
+        status = args.func(args)
     except UserError as err:
         print(f"acbo {args.command}: error: {err}", file=sys.stderr)
         return 2
+    command = " ".join(filter(None, (args.command, getattr(args, "suite_command", None))))
+    if status == 0 and command in JOB_COMMANDS:
+        print(jobstats.summary_line(command), flush=True)
+    return status
+
+
+# the commands that workflow rules run: their logs end with a job-stats line (read by ``make bench``)
+JOB_COMMANDS = ("suite generate", "train", "evaluate", "baselines", "summarize", "compare")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
                 log(RunInfo(bucket, chunk, -(-len(scms) // chunk), fingerprint, watch.source,
                             time.perf_counter() - tic))
         for name, value in program(params, arrays, base_key, index)._asdict().items():
+            value = np.asarray(value)  # to the host first: slicing a device array would dispatch more programs
             if name not in merged:  # (methods, SCMs, episodes, interventions), filled chunk by chunk
                 merged[name] = np.empty((value.shape[0], len(scms), *value.shape[2:]), value.dtype)
             merged[name][:, start:start + len(real)] = value[:, :len(real)]

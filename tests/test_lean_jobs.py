@@ -1,0 +1,61 @@
+"""Lean jobs: a job imports only what its stage uses (start-up time is paid by every job of a study)."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+PROBE = """
+import sys
+from workflow_src import cli
+cli.configure_jax(1)
+from workflow_src.baselines import baseline_methods
+from workflow_src.config import load_config, baselines_slice
+from workflow_src.evaluate import write_evaluation
+from workflow_src.suite_io import load_suite
+baselines_slice(load_config("config/config.yaml"))
+print(sorted(m for m in ("networkx", "flax", "optax", "altair", "matplotlib", "scipy.optimize") if m in sys.modules))
+"""
+
+
+def test_baseline_jobs_import_no_graph_network_or_chart_library():
+    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_the_config_alone_does_not_import_networkx():
+    code = "import sys, workflow_src.cli, workflow_src.config, workflow_src.suite_io; print('networkx' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
+
+
+def test_study_figures_are_read_from_the_job_logs(tmp_path):
+    from workflow_src.bench_study import read_job_logs, summarize_jobs
+
+    logs = {
+        "baselines/heldout-L01.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program aaa111 from "
+        "compiled (cache miss, now stored) (20.0 s)\nwrote x\njob stats: acbo baselines 25.50 s, start-up 2.50 s, "
+        "peak memory 800 MiB\n",
+        "debug/eval/seed_0/heldout-L01.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program bbb222 "
+        "from persistent cache (1.0 s)\njob stats: acbo evaluate 6.00 s, start-up 3.00 s, peak memory 600 MiB\n",
+        "debug/eval/seed_0/heldout-L02.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program bbb222 "
+        "from persistent cache (1.0 s)\njob stats: acbo evaluate 4.00 s, start-up 2.00 s, peak memory 650 MiB\n",
+        "debug/train/seed_0.log": "job stats: acbo train 40.00 s, start-up 3.00 s, peak memory 900 MiB\n",
+        "suites/broken.log": "Traceback ...\n",  # a failed job has no stats line
+    }
+    for name, text in logs.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    figures = summarize_jobs(read_job_logs(tmp_path))
+    assert figures["by_command"]["evaluate"] == {"jobs": 2, "job_s": 10.0, "startup_s": 2.5, "peak_mib": 650}
+    assert figures["by_command"]["train"]["job_s"] == 40.0 and "suite generate" not in figures["by_command"]
+    assert figures["programs"] == 2 and figures["buckets"] == [8] and figures["evaluation_jobs_from_cache"] == 2
+    assert figures["evaluation_job_s_max"] == 25.5
+
+
+def test_every_stage_command_ends_its_log_with_job_stats(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json", check=True)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("job stats: acbo suite generate ") and "peak memory" in last, proc.stdout

@@ -1,0 +1,123 @@
+"""The study benchmark of ``make bench``: a whole Snakemake study from a cold compilation cache, read back
+from its job logs.
+
+Every job's log ends with a ``job stats:`` line (``jobstats``) and every evaluation/baseline log names its
+shape bucket and program fingerprint (``evaluate.RunInfo``), so the figures come from what the jobs
+themselves measured: study wall time, job-seconds, start-up and peak memory per rule, the number of distinct
+compiled evaluation programs, and evaluation job times with a cold cache and again with a warm one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .jobstats import LINE_PREFIX
+
+STATS = re.compile(LINE_PREFIX + r" acbo (?P<command>[\w ]+?) (?P<wall>[\d.]+) s, start-up (?P<startup>[\d.]+) s, "
+                   r"peak memory (?P<peak>\d+) MiB")
+PROGRAM = re.compile(r"^bucket: (?P<bucket>\d+) variables .*; program (?P<program>\w+) from (?P<source>[^(]+) \(",
+                     re.MULTILINE)
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
+
+
+def read_job_logs(logs: Path) -> list[dict]:
+    """One record per job log that ends with a job-stats line: command, wall, start-up, peak, program."""
+    jobs = []
+    for path in sorted(logs.rglob("*.log")):
+        text = path.read_text(errors="replace")
+        stats = STATS.search(text)
+        if not stats:
+            continue
+        program = PROGRAM.search(text)
+        jobs.append({
+            "log": str(path.relative_to(logs)), "command": stats["command"], "wall_s": float(stats["wall"]),
+            "startup_s": float(stats["startup"]), "peak_mib": int(stats["peak"]),
+            **({"bucket": int(program["bucket"]), "program": program["program"],
+                "cached": program["source"].strip() == "persistent cache"} if program else {}),
+        })
+    return jobs
+
+
+def summarize_jobs(jobs: list[dict]) -> dict:
+    """Job-seconds, job count, mean start-up and peak memory per command; distinct evaluation programs."""
+    by_command: dict[str, dict] = {}
+    for job in jobs:
+        row = by_command.setdefault(job["command"], {"jobs": 0, "job_s": 0.0, "startup_s": 0.0, "peak_mib": 0})
+        row["jobs"] += 1
+        row["job_s"] += job["wall_s"]
+        row["startup_s"] += job["startup_s"]
+        row["peak_mib"] = max(row["peak_mib"], job["peak_mib"])
+    for row in by_command.values():
+        row["startup_s"] = round(row["startup_s"] / row["jobs"], 2)
+        row["job_s"] = round(row["job_s"], 1)
+    evaluation = [j for j in jobs if "program" in j]
+    return {
+        "by_command": by_command,
+        "programs": len({j["program"] for j in evaluation}),
+        "buckets": sorted({j["bucket"] for j in evaluation}),
+        "evaluation_jobs_from_cache": sum(j["cached"] for j in evaluation),
+        "evaluation_job_s_mean": round(sum(j["wall_s"] for j in evaluation) / max(len(evaluation), 1), 2),
+        "evaluation_job_s_max": round(max((j["wall_s"] for j in evaluation), default=0.0), 2),
+    }
+
+
+def bench_study(root: Path, work: Path, config_name: str, cores: int = 2) -> dict:
+    """Run ``config_name``'s study in a fresh copy of the workflow with an empty compilation cache, then rerun
+    its evaluation and baseline jobs with the cache warm."""
+    study = work / f"study-{config_name}"
+    for name in WORKFLOW_FILES:
+        src = root / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, study / name)
+    snakemake = [str(Path(sys.executable).parent / "snakemake"), "--cores", str(cores)]
+    env = {**os.environ, "ACBO_JAX_CACHE": str(work / f"cache-{config_name}")}
+    target = f"results/{config_name}/summary.html"
+    start = time.perf_counter()
+    subprocess.run([*snakemake, target], cwd=study, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    cold = summarize_jobs(read_job_logs(study / "logs"))
+    shutil.rmtree(study / "logs")
+    subprocess.run([*snakemake, "--forcerun", "evaluate", "baselines", "--", target], cwd=study, env=env, check=True,
+                   capture_output=True)
+    warm = summarize_jobs(read_job_logs(study / "logs"))
+    return {"config": config_name, "cores": cores, "wall_s": round(wall, 1), "cold_cache": cold,
+            "warm_cache_evaluation": {k: warm[k] for k in ("evaluation_job_s_mean", "evaluation_job_s_max",
+                                                          "evaluation_jobs_from_cache", "programs")}}
+
+
+def planned_programs(suites: dict[str, int]) -> dict:
+    """Compiled evaluation programs a study needs, from its suites' largest SCMs: one per bucket for the
+    policy and one for the baselines."""
+    from .rollout import bucket_size
+
+    buckets = {name: bucket_size(n) for name, n in suites.items()}
+    return {"buckets": buckets, "programs": 2 * len(set(buckets.values()))}
+
+
+def table(figures: dict) -> str:
+    """A readable table of the study figures."""
+    lines = []
+    for name in ("study",):
+        data = figures.get(name)
+        if not data:
+            continue
+        cold = data["cold_cache"]
+        lines.append(f"study {data['config']} on {data['cores']} cores: {data['wall_s']:.1f} s wall, "
+                     f"{cold['programs']} compiled evaluation programs (buckets {cold['buckets']})")
+        lines.append(f"  {'rule':16s} {'jobs':>5s} {'job-s':>8s} {'start-up s':>11s} {'peak MiB':>9s}")
+        for command, row in sorted(cold["by_command"].items()):
+            lines.append(f"  {command:16s} {row['jobs']:5d} {row['job_s']:8.1f} {row['startup_s']:11.2f} "
+                         f"{row['peak_mib']:9d}")
+        warm = data["warm_cache_evaluation"]
+        lines.append(f"  evaluation job s: cold cache mean {cold['evaluation_job_s_mean']:.1f} / max "
+                     f"{cold['evaluation_job_s_max']:.1f}; warm cache mean {warm['evaluation_job_s_mean']:.1f} / max "
+                     f"{warm['evaluation_job_s_max']:.1f} ({warm['evaluation_jobs_from_cache']} jobs from the cache)")
+    if "programs" in figures:
+        plan = figures["programs"]
+        lines.append(f"production evaluation programs: {plan['programs']} (buckets {plan['buckets']})")
+    return "\n".join(lines)
