@@ -16,7 +16,7 @@ from conftest import ROOT, run_cli
 from workflow_src import evaluate
 from workflow_src.baselines import BASELINES, baseline_methods
 from workflow_src.compile_cache import AtomicFileCache, configure_jax
-from workflow_src.config import suite_slice
+from workflow_src.config import suite_slice, train_slice
 from workflow_src.evaluate import evaluate_methods, run_methods, write_evaluation
 from workflow_src.methods import policy_methods
 from workflow_src.policy import init_params, make_policy
@@ -26,7 +26,6 @@ from workflow_src.suites import build_suite
 from workflow_src.tables import EVAL_SCHEMA, read_table, to_table
 
 PROTOCOL = {"seed": 3, "episodes": 2, "interventions": 5, "n_obs": 6}
-POLICY = {"name": "simple_permutation_invariant", "hidden_dim": 16, "n_heads": 2, "n_layers": 1, "fixed_std": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +40,13 @@ def mixed_suite(tmp_path_factory, default_config):
 
 
 @pytest.fixture(scope="module")
-def all_methods():
-    policy = make_policy(POLICY)
+def all_methods(default_config):
+    config = {**train_slice(default_config, "debug")["policy"], "hidden_dim": 16, "n_heads": 2, "n_layers": 1}
+    policy = make_policy(config)
     # causal_bo is left out: with it, this process hung in XLA's execution of the third program (not reproduced
     # in a fresh process running the same program); see the speed report
     names = [name for name in BASELINES if name != "causal_bo"]
-    methods = baseline_methods(names) + policy_methods(policy, POLICY["fixed_std"], ["greedy", "sampled"])
+    methods = baseline_methods(names) + policy_methods(policy, config["fixed_std"], ["greedy", "sampled"])
     return methods, init_params(policy, jax.random.PRNGKey(7))
 
 
