@@ -96,6 +96,18 @@ def test_methods_see_the_same_samples(suites_dir):
     assert a.value.nunique() > 1
 
 
+def test_a_method_in_its_own_program_gets_the_same_rows(suites_dir):
+    from workflow_src.methods import program_groups
+
+    suite = load_suite(suites_dir / "heldout-L01.json")
+    shared = [BASELINES["random"], BASELINES["marginal_regression"]._replace(own_program=False)]
+    alone = [BASELINES["random"], BASELINES["marginal_regression"]._replace(own_program=True)]
+    assert program_groups(shared) == [[0, 1]] and program_groups(alone) == [[0], [1]]
+    assert program_groups([BASELINES["causal_bo"], BASELINES["oracle"]]) == [[1], [0]]
+    pd.testing.assert_frame_equal(evaluate_methods(shared, None, suite, PROTOCOL, {}),
+                                  evaluate_methods(alone, None, suite, PROTOCOL, {}))
+
+
 def test_reruns_give_identical_tables(tmp_path, suites_dir):
     spec = json.dumps({**PROTOCOL, "baselines": ["random", "thompson_bandit"]})
     outs = [tmp_path / f"{k}.parquet" for k in "ab"]
