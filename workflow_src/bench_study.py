@@ -71,6 +71,7 @@ def bench_study(root: Path, work: Path, config_name: str, cores: int = 2) -> dic
     """Run ``config_name``'s study in a fresh copy of the workflow with an empty compilation cache, then rerun
     its evaluation and baseline jobs with the cache warm."""
     study = work / f"study-{config_name}"
+    study.mkdir(parents=True)
     for name in WORKFLOW_FILES:
         src = root / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, study / name)
