@@ -43,10 +43,7 @@ def mixed_suite(tmp_path_factory, default_config):
 def all_methods(default_config):
     config = {**train_slice(default_config, "debug")["policy"], "hidden_dim": 16, "n_heads": 2, "n_layers": 1}
     policy = make_policy(config)
-    # causal_bo is left out: with it, this process hung in XLA's execution of the third program (not reproduced
-    # in a fresh process running the same program); see the speed report
-    names = [name for name in BASELINES if name != "causal_bo"]
-    methods = baseline_methods(names) + policy_methods(policy, config["fixed_std"], ["greedy", "sampled"])
+    methods = baseline_methods(BASELINES) + policy_methods(policy, config["fixed_std"], ["greedy", "sampled"])
     return methods, init_params(policy, jax.random.PRNGKey(7))
 
 
