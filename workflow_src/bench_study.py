@@ -34,12 +34,12 @@ def read_job_logs(logs: Path) -> list[dict]:
         stats = STATS.search(text)
         if not stats:
             continue
-        program = PROGRAM.search(text)
+        programs = [(int(m["bucket"]), m["program"], m["source"].strip() == "persistent cache")
+                    for m in PROGRAM.finditer(text)]  # a job may run several programs (e.g. causal_bo's own)
         jobs.append({
             "log": str(path.relative_to(logs)), "command": stats["command"], "wall_s": float(stats["wall"]),
             "startup_s": float(stats["startup"]), "peak_mib": int(stats["peak"]),
-            **({"bucket": int(program["bucket"]), "program": program["program"],
-                "cached": program["source"].strip() == "persistent cache"} if program else {}),
+            **({"programs": programs} if programs else {}),
         })
     return jobs
 
@@ -56,12 +56,13 @@ def summarize_jobs(jobs: list[dict]) -> dict:
     for row in by_command.values():
         row["startup_s"] = round(row["startup_s"] / row["jobs"], 2)
         row["job_s"] = round(row["job_s"], 1)
-    evaluation = [j for j in jobs if "program" in j]
+    evaluation = [j for j in jobs if "programs" in j]
+    loads = [p for j in evaluation for p in j["programs"]]
     return {
         "by_command": by_command,
-        "programs": len({j["program"] for j in evaluation}),
-        "buckets": sorted({j["bucket"] for j in evaluation}),
-        "evaluation_jobs_from_cache": sum(j["cached"] for j in evaluation),
+        "programs": len({p[1] for p in loads}),
+        "buckets": sorted({p[0] for p in loads}),
+        "evaluation_jobs_from_cache": sum(all(p[2] for p in j["programs"]) for j in evaluation),
         "evaluation_job_s_mean": round(sum(j["wall_s"] for j in evaluation) / max(len(evaluation), 1), 2),
         "evaluation_job_s_max": round(max((j["wall_s"] for j in evaluation), default=0.0), 2),
     }
