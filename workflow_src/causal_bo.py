@@ -21,10 +21,10 @@ other variables' samples are masked out of each variable's GP, and all variables
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax.scipy.stats import norm
 
+from . import linalg
 from .rollout import StepView
 from .surrogate import masked_standardize
 
@@ -85,10 +85,10 @@ def posterior(view: StepView):
     eye = jnp.eye(mask.shape[1], dtype=bool)
     noise = jnp.where(eye, jnp.where(mask[:, :, None], NOISE_VAR, 1.0), 0.0)
     gram = jnp.where(pair, kernel(u, d, u, d), 0.0) + noise
-    chol = jnp.linalg.cholesky(gram)  # (N, S, S); masked rows are the identity
+    chol = linalg.cholesky(gram)  # (N, S, S); masked rows are the identity
     cross = jnp.where(mask[:, None, :], kernel(grid_u, grid_d, u, d), 0.0)  # (N, G, S)
-    alpha = jax.scipy.linalg.cho_solve((chol, True), resid[..., None])[..., 0]  # (N, S)
-    solved = jax.scipy.linalg.solve_triangular(chol, jnp.swapaxes(cross, 1, 2), lower=True)  # (N, S, G)
+    alpha = linalg.cho_solve(chol, resid[..., None])[..., 0]  # (N, S)
+    solved = linalg.solve_lower(chol, jnp.swapaxes(cross, 1, 2))  # (N, S, G)
     mu = prior_grid + jnp.einsum("ngs,ns->ng", cross, alpha)
     prior_var = INTERCEPT_VAR + SLOPE_VAR * grid_d**2 + RBF_VAR
     var = jnp.maximum(prior_var - (solved**2).sum(1), EPS)

@@ -28,7 +28,7 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     ),
     "baselines": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "policy.py", "rollout.py",
-        "methods.py", "baselines.py", "causal_bo.py", "evaluate.py", "tables.py",
+        "methods.py", "baselines.py", "causal_bo.py", "linalg.py", "evaluate.py", "tables.py",
     ),
     "plugin": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "policy.py", "rollout.py",
