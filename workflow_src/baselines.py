@@ -19,7 +19,7 @@ from .causal_bo import act_causal_bo
 from .methods import Method
 from .rollout import StepView
 from .sampler import per_variable_categorical, per_variable_normal
-from .surrogate import masked_standardize
+from .surrogate import masked_standardize, weighted_simple_regression
 
 NEG_INF = -1e9
 OBS_WEIGHT = 0.1  # weight of an observational sample in the bandit's per-variable regression
@@ -50,21 +50,10 @@ def _best_endpoint(view: StepView, predict_lo, predict_hi):
     return variable, value
 
 
-def _weighted_simple_regression(x, y, w):
-    """Per column of ``x`` (S, N): weighted least squares of y on [1, x]; returns intercept, slope (N,)."""
-    sw = jnp.maximum(w.sum(0), 1e-9)
-    mx = (w * x).sum(0) / sw
-    my = (w * y[:, None]).sum(0) / sw
-    sxx = (w * (x - mx) ** 2).sum(0)
-    sxy = (w * (x - mx) * (y[:, None] - my)).sum(0)
-    slope = sxy / jnp.maximum(sxx, 1e-9)
-    return my - slope * mx, slope
-
-
 def act_marginal_regression(_, view: StepView, key):
     buf, scm = view.buffer, view.scm
     w = jnp.broadcast_to(buf.sample_mask[:, None], buf.values.shape).astype(buf.values.dtype)
-    intercept, slope = _weighted_simple_regression(buf.values, buf.values[:, scm.target], w)
+    intercept, slope = weighted_simple_regression(buf.values, buf.values[:, scm.target], w)
     return _best_endpoint(view, intercept + slope * scm.lo, intercept + slope * scm.hi)
 
 

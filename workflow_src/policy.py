@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from .buffer import Buffer
 from .scm import SCMArrays
-from .surrogate import Surrogate, masked_standardize
+from .surrogate import Surrogate, masked_standardize, weighted_simple_regression
 
 NEG_INF = -1e9
 SAMPLE_CHANNELS = 7
@@ -50,18 +50,9 @@ def variable_channels(bandit_features: bool) -> int:
 
 
 def _endpoint_predictions(z, y, w, z_lo, z_hi):
-    """Per column of ``z`` (S, N): weighted least squares of ``y`` on [1, z], predicted at both range ends."""
-    sw = jnp.maximum(w.sum(0), 1e-9)
-    mz = (w * z).sum(0) / sw
-    my = (w * y[:, None]).sum(0) / sw
-    szz = (w * (z - mz) ** 2).sum(0)
-    szy = (w * (z - mz) * (y[:, None] - my)).sum(0)
-    slope = szy / jnp.maximum(szz, 1e-6)
-
-    def predict(end):
-        return jnp.clip(my + slope * (end - mz), -PREDICTION_CLIP, PREDICTION_CLIP)
-
-    return predict(z_lo), predict(z_hi)
+    """Per column of ``z`` (S, N): the weighted regression of ``y`` on it, predicted at both range ends."""
+    intercept, slope = weighted_simple_regression(z, y, w, sxx_floor=1e-6)
+    return tuple(jnp.clip(intercept + slope * end, -PREDICTION_CLIP, PREDICTION_CLIP) for end in (z_lo, z_hi))
 
 
 def bandit_statistics(scm: SCMArrays, buffer: Buffer, z, mean, std) -> jnp.ndarray:

@@ -35,6 +35,17 @@ def masked_standardize(values: jnp.ndarray, sample_mask: jnp.ndarray):
     return (values - mean) / std * w, mean, std
 
 
+def weighted_simple_regression(x, y, w, sxx_floor: float = 1e-9):
+    """Per column of ``x`` (S, N): weighted least squares of ``y`` on [1, x]; returns intercept, slope (N,)."""
+    sw = jnp.maximum(w.sum(0), 1e-9)
+    mx = (w * x).sum(0) / sw
+    my = (w * y[:, None]).sum(0) / sw
+    sxx = (w * (x - mx) ** 2).sum(0)
+    sxy = (w * (x - mx) * (y[:, None] - my)).sum(0)
+    slope = sxy / jnp.maximum(sxx, sxx_floor)
+    return my - slope * mx, slope
+
+
 def binary_entropy(p: jnp.ndarray) -> jnp.ndarray:
     p = jnp.clip(p, EPS, 1.0 - EPS)
     return -(p * jnp.log(p) + (1.0 - p) * jnp.log1p(-p))
