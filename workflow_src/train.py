@@ -29,7 +29,7 @@ from .errors import CheckpointError, SuiteError
 from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_update
 from .policy import architecture, init_params, make_policy
 from .provenance import code_hash, git_commit, package_version
-from .scm import SCMArrays, stack_scms
+from .scm import stack_scms
 from .suite_io import load_suite
 from .tables import TRAIN_LOG_SCHEMA, read_table, write_table
 
@@ -57,7 +57,8 @@ class TrainPaths:
 
 
 class Pools:
-    """The training suites of the config's levels, padded to one size and stacked per level."""
+    """The training suites of the config's levels, padded to one size and stacked in one device array
+    (level after level), so an update sends only the positions of its SCMs."""
 
     def __init__(self, suite_files: list[Path], levels: list[int]):
         self.suites = {lv: load_suite(path) for lv, path in zip(levels, suite_files, strict=True)}
@@ -65,13 +66,10 @@ class Pools:
             if suite.level not in (None, lv):
                 raise SuiteError(path, [f"level: {suite.level}, but it is given as the suite of level {lv}"])
         self.n_max = max(s.n for suite in self.suites.values() for s in suite.scms)
-        self.arrays = {lv: stack_scms(list(suite.scms), self.n_max) for lv, suite in self.suites.items()}
         self.families = {lv: [s.family for s in suite.scms] for lv, suite in self.suites.items()}
-
-        # every level's pool in one device array, so an update sends only the indices of its SCMs
         self.offsets = dict(zip(levels, np.cumsum([0] + [len(self.suites[lv].scms) for lv in levels[:-1]])))
-        self.stacked = SCMArrays(*(jnp.asarray(np.concatenate([getattr(self.arrays[lv], f) for lv in levels]))
-                                   for f in SCMArrays._fields))
+        every_scm = [s for lv in levels for s in self.suites[lv].scms]
+        self.stacked = jax.tree.map(jnp.asarray, stack_scms(every_scm, self.n_max))
 
     def indices(self, members: list[tuple[int, int]]) -> np.ndarray:
         """Positions in ``stacked`` of (level, pool index) ``members``."""
