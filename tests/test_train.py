@@ -43,7 +43,8 @@ def test_clipped_objective_stops_gradient_outside_the_trust_region():
 
 
 SMALL_POLICY = {"name": "simple_permutation_invariant", "hidden_dim": 16, "n_heads": 2, "n_layers": 1,
-                "fixed_std": 0.5, "bandit_features": False, "effect_head": False}
+                "fixed_std": 0.5, "bandit_features": False, "effect_head": False,
+                "prior": "none"}
 
 
 def _scm_arrays():
@@ -93,6 +94,34 @@ def test_masked_variables_never_get_probability():
     assert np.all(probs[forbidden] == 0.0) and probs.sum() == pytest.approx(1.0)
     draws, _ = pol.sample_actions(jax.random.PRNGKey(1), logits, mu, 0.5, 5000)
     assert not forbidden[np.asarray(draws)].any()
+
+
+def test_the_residual_prior_starts_as_marginal_regression():
+    """With the network's own logit and value heads at zero, the ``marginal_regression`` prior alone picks
+    the heuristic's variable, at (nearly) the heuristic's range end, in every episode of a suite."""
+    from workflow_src.baselines import baseline_methods
+
+    suite = generate_level_suite("u", 4, 1, 6, GeneratorSettings())
+    policy = pol.make_policy({**SMALL_POLICY, "bandit_features": True, "prior": "marginal_regression"})
+    params = pol.init_params(policy, jax.random.PRNGKey(0))
+    top = params["params"]
+    heads = [k for k, v in top.items() if k.startswith("Dense") and v["kernel"].shape[-1] == 1]
+    assert len(heads) == 2  # the logit head and the value head
+    params = {"params": {**top, **{k: jax.tree.map(jnp.zeros_like, top[k]) for k in heads}}}
+    protocol = {"seed": 3, "episodes": 4, "interventions": 1, "n_obs": 10}
+    ours = run_methods(policy_methods(policy, 0.5, ["greedy"]), params, suite, protocol)[0]
+    heuristic = run_methods(baseline_methods(["marginal_regression"]), None, suite, protocol)[0]
+    np.testing.assert_array_equal(ours["variable"], heuristic["variable"])
+    spans = np.array([[float(np.ptp([scm.lo[v], scm.hi[v]])) for v in row[:, 0]]
+                      for scm, row in zip(suite.scms, np.asarray(heuristic["variable"]))])
+    assert np.all(np.abs(ours["value"] - heuristic["value"])[..., 0] <= 0.01 * spans)
+    # and without the prior the same zeroed network is indifferent: it does not know the heuristic
+    plain = pol.make_policy({**SMALL_POLICY, "bandit_features": True})
+    plain_params = pol.init_params(plain, jax.random.PRNGKey(0))
+    zeroed = {"params": {**plain_params["params"], **{k: jax.tree.map(jnp.zeros_like, plain_params["params"][k])
+                                                      for k in heads}}}
+    blind = run_methods(policy_methods(plain, 0.5, ["greedy"]), zeroed, suite, protocol)[0]
+    assert not np.array_equal(blind["variable"], heuristic["variable"])
 
 
 # --- end-to-end training ---------------------------------------------------------------------------------
@@ -193,7 +222,8 @@ def test_bandit_statistics_match_a_direct_computation():
         x = jax.random.normal(jax.random.PRNGKey(row), (7,))
         buffer = buffer_mod.append(buffer, row, x.at[v].set(value), v)
     z, mean, std = pol.masked_standardize(buffer.values, buffer.sample_mask)
-    stats = np.asarray(pol.bandit_statistics(arrays, buffer, z, mean, std))
+    marginal = pol.marginal_predictions(arrays, buffer, z, mean, std)
+    stats = np.asarray(pol.bandit_statistics(arrays, buffer, z, mean, std, marginal))
     assert stats[v, 0] == pytest.approx(np.log1p(4) / 2)
     others = np.asarray(arrays.intervenable) & (np.arange(7) != v)
     assert np.all(stats[others, 0] == 0.0) and np.all(stats[~np.asarray(arrays.intervenable)] == 0.0)
@@ -205,6 +235,14 @@ def test_bandit_statistics_match_a_direct_computation():
         z_end = (float(end) - float(mean[v])) / float(std[v])
         assert stats[v, column] == pytest.approx(np.clip(intercept + slope * z_end, -10, 10), abs=1e-3)
     assert stats[v, 5] == pytest.approx(y[6:].min(), abs=1e-5)
+    # the marginal regression (every sample at full weight): the prior's input and columns 1-2
+    slope, intercept = np.polyfit(zz, y, 1)
+    for column, end in ((0, arrays.lo[v]), (1, arrays.hi[v])):
+        z_end = (float(end) - float(mean[v])) / float(std[v])
+        expected = np.clip(intercept + slope * z_end, -10, 10)
+        assert float(marginal[v, column]) == pytest.approx(expected, abs=1e-3)
+        assert stats[v, column + 1] == pytest.approx(expected, abs=1e-3)
+    assert np.all(np.asarray(marginal)[~np.asarray(arrays.intervenable)] == 0.0)
 
 
 def test_a_batch_plays_each_scm_as_if_alone(default_config):

@@ -31,7 +31,10 @@ DATA_AMOUNT_SCALE = 4.0  # log1p(samples) / this: the amount of data, about 1 fo
 SPREAD_CLIP = 10.0  # reach and offset of a variable's range in units of its observed spread
 EFFECT_LOGIT_SCALE = 10.0  # initial logit per unit of predicted normalized improvement
 EFFECT_VALUE_SCALE = 5.0  # initial pull of the value towards the better range end
-POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head")
+PRIOR_LOGIT_SCALE = 30.0  # initial logit per unit of the prior's predicted fall of Y (in Y's observed spread)
+PRIOR_VALUE_SCALE = 3.0  # initial pull of the value towards the prior's better range end: tanh(3) = 0.995
+PRIOR_VALUE_GAIN = 10.0  # how sharply the pull turns with the difference between the two ends' predictions
+POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head", "prior")
 LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
 
 
@@ -43,6 +46,7 @@ class Observation(NamedTuple):
     sample_mask: jnp.ndarray  # (S,) bool
     node_mask: jnp.ndarray  # (N,) bool
     action_mask: jnp.ndarray  # (N,) bool: may be intervened on
+    marginal: jnp.ndarray  # (N, 2): the marginal regression's prediction of Y at both range ends (standardized)
 
 
 def variable_channels(bandit_features: bool) -> int:
@@ -55,7 +59,20 @@ def _endpoint_predictions(z, y, w, z_lo, z_hi):
     return tuple(jnp.clip(intercept + slope * end, -PREDICTION_CLIP, PREDICTION_CLIP) for end in (z_lo, z_hi))
 
 
-def bandit_statistics(scm: SCMArrays, buffer: Buffer, z, mean, std) -> jnp.ndarray:
+def range_ends(scm: SCMArrays, mean, std):
+    """Both ends of every intervenable variable's range on its standardized scale (0 elsewhere)."""
+    return tuple(jnp.where(scm.intervenable, (end - mean) / std, 0.0) for end in (scm.lo, scm.hi))
+
+
+def marginal_predictions(scm: SCMArrays, buffer: Buffer, z, mean, std) -> jnp.ndarray:
+    """(N, 2): the regression of Y on each variable alone over every sample (marginal_regression's
+    statistic), predicted at both ends of its range, on Y's standardized scale; 0 where not intervenable."""
+    everything = jnp.broadcast_to(buffer.sample_mask[:, None], z.shape).astype(z.dtype)
+    lo, hi = _endpoint_predictions(z, z[:, scm.target], everything, *range_ends(scm, mean, std))
+    return jnp.where(scm.intervenable[:, None], jnp.stack([lo, hi], -1), 0.0)
+
+
+def bandit_statistics(scm: SCMArrays, buffer: Buffer, z, mean, std, marginal) -> jnp.ndarray:
     """(N, BANDIT_CHANNELS): what a bandit keeps per variable, on the target's standardized scale.
 
     How often the variable was set; the marginal regression of Y on it (all samples) and the regression on
@@ -64,17 +81,13 @@ def bandit_statistics(scm: SCMArrays, buffer: Buffer, z, mean, std) -> jnp.ndarr
     """
     y = z[:, scm.target]
     valid = buffer.sample_mask[:, None]
-    z_lo = jnp.where(scm.intervenable, (scm.lo - mean) / std, 0.0)
-    z_hi = jnp.where(scm.intervenable, (scm.hi - mean) / std, 0.0)
-    everything = jnp.broadcast_to(valid, z.shape).astype(z.dtype)
-    marginal_lo, marginal_hi = _endpoint_predictions(z, y, everything, z_lo, z_hi)
     observational = ~buffer.intervened.any(1, keepdims=True)
     weight = valid * jnp.where(buffer.intervened, 1.0, jnp.where(observational, OBS_WEIGHT, 0.0))
-    causal_lo, causal_hi = _endpoint_predictions(z, y, weight, z_lo, z_hi)
+    causal_lo, causal_hi = _endpoint_predictions(z, y, weight, *range_ends(scm, mean, std))
     set_here = buffer.intervened & valid
     count = set_here.sum(0)
     best_seen = jnp.where(count > 0, jnp.where(set_here, y[:, None], jnp.inf).min(0), 0.0)
-    stats = jnp.stack([jnp.log1p(count) / 2.0, marginal_lo, marginal_hi, causal_lo, causal_hi,
+    stats = jnp.stack([jnp.log1p(count) / 2.0, marginal[:, 0], marginal[:, 1], causal_lo, causal_hi,
                        jnp.clip(best_seen, -PREDICTION_CLIP, PREDICTION_CLIP)], -1)
     return jnp.where(scm.intervenable[:, None], stats, 0.0)
 
@@ -116,9 +129,12 @@ def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate, bandit_feature
         ],
         axis=-1,
     )
+    marginal = marginal_predictions(scm, buffer, z, mean, std)
     if bandit_features:
-        variable_features = jnp.concatenate([variable_features, bandit_statistics(scm, buffer, z, mean, std)], -1)
-    return Observation(sample_features, variable_features, buffer.sample_mask, scm.node_mask, scm.intervenable)
+        variable_features = jnp.concatenate(
+            [variable_features, bandit_statistics(scm, buffer, z, mean, std, marginal)], -1)
+    return Observation(sample_features, variable_features, buffer.sample_mask, scm.node_mask, scm.intervenable,
+                       marginal)
 
 
 class VariableBlock(nn.Module):
@@ -144,6 +160,7 @@ class PermutationInvariantPolicy(nn.Module):
     n_layers: int = 2
     bandit_features: bool = False  # no parameters: which inputs ``observe`` builds for this network
     effect_head: bool = False
+    prior: str = "none"
 
     @nn.compact
     def __call__(self, obs: Observation):
@@ -162,6 +179,15 @@ class PermutationInvariantPolicy(nn.Module):
         logits = nn.Dense(1)(h)[:, 0]
         mu = nn.Dense(1)(h)[:, 0]
         allowed = obs.action_mask & obs.node_mask
+        if self.prior == "marginal_regression":
+            # a residual policy: the network's logits and values are added to marginal_regression's choice,
+            # made soft — a variable's logit grows as its better end's predicted Y falls, its value leans to
+            # that end — with learned scales, so training starts from the heuristic and improves on it
+            logit_scale = self.param("prior_logit_scale", nn.initializers.constant(PRIOR_LOGIT_SCALE), ())
+            value_scale = self.param("prior_value_scale", nn.initializers.constant(PRIOR_VALUE_SCALE), ())
+            lo, hi = obs.marginal[:, 0], obs.marginal[:, 1]
+            logits = logits - logit_scale * jnp.minimum(lo, hi)
+            mu = mu + value_scale * jnp.tanh(PRIOR_VALUE_GAIN * (lo - hi))
         if self.effect_head:
             # each variable's predicted normalized improvement at its two range ends (trained against the
             # exact values by the auxiliary loss) guides the choice: the variable's logit grows with its
@@ -181,6 +207,7 @@ def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
     return PermutationInvariantPolicy(
         hidden_dim=policy_config["hidden_dim"], n_heads=policy_config["n_heads"], n_layers=policy_config["n_layers"],
         bandit_features=policy_config["bandit_features"], effect_head=policy_config["effect_head"],
+        prior=policy_config["prior"],
     )
 
 
@@ -248,5 +275,6 @@ def init_params(policy: PermutationInvariantPolicy, key, n_vars: int = 3, n_samp
         sample_mask=jnp.ones(n_samples, bool),
         node_mask=jnp.ones(n_vars, bool),
         action_mask=jnp.ones(n_vars, bool),
+        marginal=jnp.zeros((n_vars, 2)),
     )
     return policy.init(key, obs)
