@@ -1,12 +1,17 @@
 """The GP-based causal BO baseline: finds the oracle of hand-made SCMs within a few interventions."""
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
 
+from workflow_src import causal_bo
 from workflow_src.baselines import baseline_methods
+from workflow_src.buffer import Buffer, fit_surrogate
 from workflow_src.evaluate import evaluate_methods
 from workflow_src.metrics import step_curves
+from workflow_src.rollout import StepView
+from workflow_src.scm import stack_scms
 from workflow_src.suite_io import parse_suite
 
 PROTOCOL = {"seed": 0, "episodes": 6, "interventions": 6, "n_obs": 10}
@@ -54,3 +59,60 @@ def test_deterministic_and_ignores_its_key(table):
     pd.testing.assert_frame_equal(table[table.method == "causal_bo"].reset_index(drop=True), again)
     # within an episode the choice depends only on the data: episodes with equal data choose alike
     assert np.isfinite(again.value).all()
+
+
+def reference_posterior(view: StepView):
+    """Each variable's GP on its own, from the definitions in the module docstring, in float64 numpy."""
+    buf, scm = view.buffer, view.scm
+    values, intervened, mask = (np.asarray(x, np.float64) for x in (buf.values, buf.intervened, buf.sample_mask))
+    intervened, mask = intervened.astype(bool), mask.astype(bool)
+    z, mean, std = (np.asarray(x, np.float64) for x in causal_bo.masked_standardize(buf.values, buf.sample_mask))
+    y = z[:, int(scm.target)]
+    obs = mask & ~intervened.any(1)
+    slope = np.asarray(causal_bo.prior_slopes(view, jnp.asarray(z, jnp.float32)), np.float64)
+    center = z[obs].mean(0)
+    intercept = y[obs].mean() - slope * center
+    lo, hi = np.asarray(scm.lo, np.float64), np.asarray(scm.hi, np.float64)
+    width = np.where(hi > lo, hi - lo, 1.0)
+    grid = np.linspace(0.0, 1.0, causal_bo.GRID)
+    mus, sds = [], []
+    for i in range(values.shape[1]):
+        rows = mask & intervened[:, i]
+        g_d = (lo[i] + grid * width[i] - mean[i]) / std[i] - center[i]
+        prior_grid = intercept[i] + slope[i] * (g_d + center[i])
+        u, d = (values[rows, i] - lo[i]) / width[i], z[rows, i] - center[i]
+        resid = y[rows] - (intercept[i] + slope[i] * z[rows, i])
+        k = lambda u1, d1, u2, d2: np.asarray(causal_bo.kernel(jnp.asarray(u1), jnp.asarray(d1), jnp.asarray(u2),
+                                                               jnp.asarray(d2)), np.float64)
+        gram = k(u, d, u, d) + causal_bo.NOISE_VAR * np.eye(rows.sum())
+        cross = k(grid, g_d, u, d)
+        mus.append(prior_grid + cross @ np.linalg.solve(gram, resid))
+        prior_var = causal_bo.INTERCEPT_VAR + causal_bo.SLOPE_VAR * g_d**2 + causal_bo.RBF_VAR
+        sds.append(np.sqrt(np.maximum(prior_var - np.einsum("gs,gs->g", cross, np.linalg.solve(gram, cross.T).T),
+                                      causal_bo.EPS)))
+    return np.array(mus), np.array(sds)
+
+
+def test_one_shared_gp_system_equals_a_gp_per_variable():
+    """The GPs of all variables are solved as one system over the buffer (rows covary only when they set
+    the same variable): the same posterior as one GP per variable, in a padded SCM."""
+    arrays = stack_scms([SUITE.scms[0]], 8)
+    scm = type(arrays)(*(x[0] for x in arrays))
+    rng = np.random.default_rng(0)
+    n_obs, n_rows = 10, 18
+    values = rng.normal(size=(n_rows, 8)) * np.asarray(scm.node_mask)
+    set_var = [None] * n_obs + [0, 2, 0, 1, 2, 0, 1]  # repeated variables; the last row is not filled yet
+    intervened = np.zeros((n_rows, 8), bool)
+    for row, var in enumerate(set_var):
+        if var is not None:
+            intervened[row, var] = True
+            values[row, var] = rng.uniform(float(scm.lo[var]), float(scm.hi[var]))
+    filled = np.arange(n_rows) < len(set_var)
+    buffer = Buffer(jnp.asarray(values * filled[:, None], jnp.float32), jnp.asarray(intervened), jnp.asarray(filled))
+    view = StepView(scm, buffer, fit_surrogate(scm, buffer), jnp.int32(0))
+    mu, sd, _ = causal_bo.posterior(view)
+    ref_mu, ref_sd = reference_posterior(view)
+    for i in (0, 1, 2):  # the intervenable variables (the target and the padding have no GP)
+        np.testing.assert_allclose(np.asarray(mu)[i], ref_mu[i], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(sd)[i], ref_sd[i], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(ref_mu[0], ref_mu[0][0])  # the data moved the posterior off the prior line

@@ -96,16 +96,14 @@ def test_methods_see_the_same_samples(suites_dir):
     assert a.value.nunique() > 1
 
 
-def test_a_method_in_its_own_program_gets_the_same_rows(suites_dir):
-    from workflow_src.methods import program_groups
-
+def test_a_methods_rows_do_not_depend_on_the_methods_beside_it(suites_dir):
+    """All of a job's methods share one compiled program (run one after another over the method index): a
+    method gets the same rows alone as beside others, whatever its position."""
     suite = load_suite(suites_dir / "heldout-L01.json")
-    shared = [BASELINES["random"], BASELINES["marginal_regression"]._replace(own_program=False)]
-    alone = [BASELINES["random"], BASELINES["marginal_regression"]._replace(own_program=True)]
-    assert program_groups(shared) == [[0, 1]] and program_groups(alone) == [[0], [1]]
-    assert program_groups([BASELINES["causal_bo"], BASELINES["oracle"]]) == [[1], [0]]
-    pd.testing.assert_frame_equal(evaluate_methods(shared, None, suite, PROTOCOL, {}),
-                                  evaluate_methods(alone, None, suite, PROTOCOL, {}))
+    together = evaluate_methods(baseline_methods(["random", "causal_bo", "marginal_regression"]), None, suite,
+                                PROTOCOL, {})
+    alone = evaluate_methods(baseline_methods(["marginal_regression"]), None, suite, PROTOCOL, {})
+    pd.testing.assert_frame_equal(together[together.method == "marginal_regression"].reset_index(drop=True), alone)
 
 
 def test_reruns_give_identical_tables(tmp_path, suites_dir):

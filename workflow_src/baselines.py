@@ -87,7 +87,7 @@ BASELINES: dict[str, Method] = {
     "oracle": Method("oracle", act_oracle),
     "marginal_regression": Method("marginal_regression", act_marginal_regression),
     "thompson_bandit": Method("thompson_bandit", act_thompson_bandit),
-    "causal_bo": Method("causal_bo", act_causal_bo, own_program=True),
+    "causal_bo": Method("causal_bo", act_causal_bo),
 }
 
 

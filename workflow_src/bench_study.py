@@ -35,7 +35,7 @@ def read_job_logs(logs: Path) -> list[dict]:
         if not stats:
             continue
         programs = [(int(m["bucket"]), m["program"], m["source"].strip() == "persistent cache")
-                    for m in PROGRAM.finditer(text)]  # a job may run several programs (e.g. causal_bo's own)
+                    for m in PROGRAM.finditer(text)]
         jobs.append({
             "log": str(path.relative_to(logs)), "command": stats["command"], "wall_s": float(stats["wall"]),
             "startup_s": float(stats["startup"]), "peak_mib": int(stats["peak"]),

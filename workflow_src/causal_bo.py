@@ -76,22 +76,30 @@ def posterior(view: StepView):
     grid_d = (scm.lo[:, None] + grid * width[:, None] - mean[:, None]) / std[:, None] - center[:, None]  # (N, G)
     prior_grid = intercept[:, None] + slope[:, None] * (grid_d + center[:, None])
 
-    # per variable: the samples in which it was set, their positions and offsets, residuals from the prior
-    mask = (buf.intervened & buf.sample_mask[:, None]).T  # (N, S)
-    u = ((buf.values - scm.lo) / width).T  # (N, S)
-    d = z.T - center[:, None]  # (N, S)
-    resid = jnp.where(mask, y[None, :] - (intercept[:, None] + slope[:, None] * z.T), 0.0)
-    pair = mask[:, :, None] & mask[:, None, :]
-    eye = jnp.eye(mask.shape[1], dtype=bool)
-    noise = jnp.where(eye, jnp.where(mask[:, :, None], NOISE_VAR, 1.0), 0.0)
-    gram = jnp.where(pair, kernel(u, d, u, d), 0.0) + noise
-    chol = linalg.cholesky(gram)  # (N, S, S); masked rows are the identity
-    cross = jnp.where(mask[:, None, :], kernel(grid_u, grid_d, u, d), 0.0)  # (N, G, S)
-    alpha = linalg.cho_solve(chol, resid[..., None])[..., 0]  # (N, S)
-    solved = linalg.solve_lower(chol, jnp.swapaxes(cross, 1, 2))  # (N, S, G)
-    mu = prior_grid + jnp.einsum("ngs,ns->ng", cross, alpha)
+    # Each intervention sets one variable, so the per-variable GPs share one system over the buffer's rows:
+    # two rows covary only when they set the same variable (block diagonal up to a permutation, so its
+    # Cholesky factor has no fill-in and equals the per-variable factors), and each variable's grid covaries
+    # only with its own rows. One S x S factor instead of one per variable.
+    n_vars = z.shape[1]
+    row_in = buf.sample_mask & buf.intervened.any(1)  # (S,) rows of an intervention
+    row_var = jnp.argmax(buf.intervened, 1)  # (S,) the variable set in each row
+    z_set = jnp.take_along_axis(z, row_var[:, None], 1)[:, 0]  # (S,) its standardized value
+    u = (jnp.take_along_axis(buf.values, row_var[:, None], 1)[:, 0] - scm.lo[row_var]) / width[row_var]
+    d = z_set - center[row_var]
+    resid = jnp.where(row_in, y - (intercept[row_var] + slope[row_var] * z_set), 0.0)
+    same = row_in[:, None] & row_in[None, :] & (row_var[:, None] == row_var[None, :])
+    eye = jnp.eye(row_in.shape[0], dtype=bool)
+    noise = jnp.where(eye, jnp.where(row_in, NOISE_VAR, 1.0)[:, None], 0.0)
+    gram = jnp.where(same, kernel(u, d, u, d), 0.0) + noise
+    chol = linalg.cholesky(gram)  # (S, S); rows without an intervention are the identity
+    own = row_in[None, :] & (row_var[None, :] == jnp.arange(n_vars)[:, None])  # (N, S)
+    u_n, d_n = (jnp.broadcast_to(x, own.shape) for x in (u, d))
+    cross = jnp.where(own[:, None, :], kernel(grid_u, grid_d, u_n, d_n), 0.0)  # (N, G, S)
+    alpha = linalg.cho_solve(chol, resid[:, None])[:, 0]  # (S,)
+    solved = linalg.solve_lower(chol, cross.reshape(n_vars * GRID, -1).T)  # (S, N * G)
+    mu = prior_grid + cross @ alpha
     prior_var = INTERCEPT_VAR + SLOPE_VAR * grid_d**2 + RBF_VAR
-    var = jnp.maximum(prior_var - (solved**2).sum(1), EPS)
+    var = jnp.maximum(prior_var - (solved**2).sum(0).reshape(n_vars, GRID), EPS)
     return mu, jnp.sqrt(var), grid
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .compile_cache import CompileWatch
 from .errors import CheckpointError
-from .methods import Method, program_groups
+from .methods import Method
 from .provenance import git_commit, package_version
 from .rollout import bucket_size, chunk_size, make_run_suite
 from .scm import stack_scms
@@ -44,19 +44,9 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
     """Per method, records of shape (n_scms, episodes, interventions) on one suite.
 
     The suite runs in chunks of ``chunk`` SCMs padded to ``bucket`` variables (defaults: ``bucket_size`` of
-    the largest SCM and its ``chunk_size``), the methods of each ``program_groups`` group through one
-    compiled program; ``log`` receives a ``RunInfo`` per program.
+    the largest SCM and its ``chunk_size``), every method through one compiled program; ``log`` receives
+    its ``RunInfo``.
     """
-    records: list[dict[str, np.ndarray]] = [{} for _ in methods]
-    for group in program_groups(methods):
-        for i, rec in zip(group, _run_program([methods[i] for i in group], params, suite, protocol, bucket,
-                                               chunk, log)):
-            records[i] = rec
-    return records
-
-
-def _run_program(methods: list[Method], params, suite: Suite, protocol: dict, bucket: int | None,
-                 chunk: int | None, log) -> list[dict[str, np.ndarray]]:
     scms = list(suite.scms)
     bucket = bucket or bucket_size(max(s.n for s in scms))
     chunk = chunk or chunk_size(bucket)

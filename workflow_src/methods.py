@@ -21,17 +21,6 @@ class Method(NamedTuple):
     name: str
     act: Act
     needs_policy: bool = False
-    # run in a compiled program of its own instead of beside the job's other methods (see ``program_groups``)
-    own_program: bool = False
-
-
-def program_groups(methods: list[Method]) -> list[list[int]]:
-    """Indices of the methods that share one compiled program: all of them, except those that ask for
-    their own. Vmapped over the method index, ``lax.switch`` evaluates every method's branch in every lane,
-    so a costly method (``causal_bo``'s GP solves) would be paid once per method of the job: measured on
-    heldout-L12 (64-variable bucket), 174 s for the five baselines in one program."""
-    shared = [i for i, m in enumerate(methods) if not m.own_program]
-    return ([shared] if shared else []) + [[i] for i, m in enumerate(methods) if m.own_program]
 
 
 def make_policy_act(policy, fixed_std: float, greedy: bool) -> Act:

@@ -140,16 +140,19 @@ def make_run_suite(acts: tuple[Act, ...], n_obs: int, n_interventions: int, n_ep
     """Jitted ``run(method_params, scms, base_key, scm_index)`` -> records (M, K, E, T).
 
     ``scms`` is a stacked chunk (K, ...), ``scm_index`` (K,) the SCMs' indices in their suite (episode keys
-    derive from them) and ``base_key`` the protocol seed's key. All M methods run in one compiled program
-    (vmapped over the method index), which compiles the shared protocol once instead of once per method.
+    derive from them) and ``base_key`` the protocol seed's key. All M methods run in one compiled program,
+    which compiles the shared protocol once instead of once per method. The methods run one after another
+    (``lax.map`` over the method index), so ``lax.switch`` stays a real branch and each method pays only for
+    itself; vmapped over the method index, the switch became a select that evaluated every method's branch
+    in every lane (measured on heldout-L12, 64-variable bucket: the two policy modes 3.5 s of CPU per chunk
+    instead of 1.9 s, and ``causal_bo`` needed a program of its own).
     """
     run_episode = make_run_episode(acts, n_obs, n_interventions, method_names)
     over_episodes = jax.vmap(run_episode, (None, None, 0, None))
     over_scms = jax.vmap(over_episodes, (None, 0, 0, None))
-    over_methods = jax.vmap(over_scms, (None, None, None, 0))
 
     def run(params, scms, base_key, scm_index):
         keys = episode_keys(base_key, scm_index, n_episodes)
-        return over_methods(params, scms, keys, jnp.arange(len(acts)))
+        return jax.lax.map(lambda method: over_scms(params, scms, keys, method), jnp.arange(len(acts)))
 
     return jax.jit(run)
