@@ -1,7 +1,8 @@
 """Benchmarks (``acbo bench``, ``make bench``): not tests; they write JSON figures under results/bench/.
 
 - ``suites``: time to generate every suite the production config needs;
-- ``train``: per experiment setting (quick_test, production), episodes and intervention steps per second
+- ``train``: per experiment setting (quick_test, production), episodes (policy updates), SCM episodes and
+  intervention steps per second
   after compilation, compile time with a cold and with a warm persistent cache, and peak memory — each run
   in a fresh ``acbo train`` process;
 - ``evaluate``: time of the baselines and of the policy evaluation on one production held-out suite;
@@ -72,13 +73,15 @@ def bench_train(cfg: dict, config_path: str, suites_dir: Path, work: Path, threa
             wall = log["wall_time"].to_numpy()
             rate = (len(wall) - 1) / (wall[-1] - wall[0])
             runs[temperature] = {**res, "first_episode_s": float(wall[0]), "episodes_per_s": float(rate)}
-        rate = runs["warm"]["episodes_per_s"]
+        rate = runs["warm"]["episodes_per_s"]  # policy updates per second
+        scm_rate = rate * exp["training"]["scms_per_update"]
         steps = exp["training"]["n_interventions"]
         out[name] = {
             "measured_episodes": episodes,
             "episodes_per_s": round(rate, 2),
-            "intervention_steps_per_s": round(rate * steps, 1),
-            "group_actions_per_s": round(rate * steps * exp["training"]["group_size"], 1),
+            "scm_episodes_per_s": round(scm_rate, 2),
+            "intervention_steps_per_s": round(scm_rate * steps, 1),
+            "group_actions_per_s": round(scm_rate * steps * exp["training"]["group_size"], 1),
             "compile_s_cold_cache": round(runs["cold"]["first_episode_s"], 2),
             "compile_s_warm_cache": round(runs["warm"]["first_episode_s"], 2),
             "process_s_cold_cache": round(runs["cold"]["wall_s"], 2),
