@@ -175,5 +175,7 @@ def load_policy(path: str | Path):
         policy = make_policy(policy_config)
     except ValueError as exc:
         raise CheckpointError(f"{path}: architecture: {exc}") from None
-    _, params = checkpoint.load(path, init_params(policy, jax.random.PRNGKey(0)), field="params")
+    # only the parameters' shapes are needed to check and restore them: traced, not run (1 s less per job)
+    template = jax.eval_shape(lambda: init_params(policy, jax.random.PRNGKey(0)))
+    _, params = checkpoint.load(path, template, field="params")
     return header, policy, policy_config, params
