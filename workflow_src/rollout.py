@@ -81,8 +81,9 @@ def episode_keys(base_key: jax.Array, scm_index: jnp.ndarray, n_episodes: int) -
         jnp.arange(n_episodes)))(scm_index)
 
 
-def make_run_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method_names: tuple[str, ...]):
-    """``run_episode(method_params, scm, key, method)`` plays one episode with ``acts[method]``."""
+def make_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method_names: tuple[str, ...]):
+    """``start(scm, key, method) -> (carry, inputs)`` and ``step(method_params, method, scm, carry, input) ->
+    (carry, record)``: one episode with ``acts[method]`` is ``start`` then a scan of ``step`` over ``inputs``."""
     streams = jnp.array([method_stream(name) for name in method_names], dtype=jnp.uint32)
     # every branch returns the same types, so the methods can share one compiled program
     branches = [
@@ -92,7 +93,7 @@ def make_run_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, me
         for act in acts
     ]
 
-    def run_episode(method_params, scm: SCMArrays, key, method) -> StepRecord:
+    def start(scm: SCMArrays, key, method):
         key_obs, key_noise = jax.random.split(key)
         key_act = jax.random.fold_in(key, streams[method])
         n_vars = scm.bias.shape[0]
@@ -101,38 +102,35 @@ def make_run_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, me
         buffer = buffer._replace(
             values=buffer.values.at[:n_obs].set(observed), sample_mask=buffer.sample_mask.at[:n_obs].set(True)
         )
-        allowed_parents = candidates(scm)
-
-        def step(carry, inputs):
-            buffer, fit = carry  # the surrogate fitted on the buffer, carried to avoid refitting
-            t, eps, step_key = inputs
-            variable, value = jax.lax.switch(method, branches, method_params, StepView(scm, buffer, fit, t), step_key)
-            value = jnp.clip(value, scm.lo[variable], scm.hi[variable])
-            x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable, value)
-            buffer = append(buffer, n_obs + t, x, variable)
-            fit = fit_surrogate(scm, buffer)
-            expected = sampler.expected_target(scm, variable, value)
-            radius = (scm.hi[variable] - scm.lo[variable]) / 2
-            center = (scm.hi[variable] + scm.lo[variable]) / 2
-            record = StepRecord(
-                variable=variable,
-                value=value,
-                target=x[scm.target],
-                expected_target=expected,
-                norm_improvement=sampler.norm_improvement(scm, expected),
-                is_parent=scm.parents[variable],
-                is_optimal_variable=variable == scm.oracle_variable,
-                range_utilization=jnp.abs(value - center) / radius,
-                f1=surrogate.f1_score(fit.parent_prob, scm.parents, allowed_parents),
-            )
-            return (buffer, fit), record
-
         noise = sampler.per_variable_normal(key_noise, (n_interventions,), n_vars)
         inputs = (jnp.arange(n_interventions), noise, jax.random.split(key_act, n_interventions))
-        _, records = jax.lax.scan(step, (buffer, fit_surrogate(scm, buffer)), inputs)
-        return records
+        return (buffer, fit_surrogate(scm, buffer)), inputs
 
-    return run_episode
+    def step(method_params, method, scm: SCMArrays, carry, inputs):
+        buffer, fit = carry  # the surrogate fitted on the buffer, carried to avoid refitting
+        t, eps, step_key = inputs
+        variable, value = jax.lax.switch(method, branches, method_params, StepView(scm, buffer, fit, t), step_key)
+        value = jnp.clip(value, scm.lo[variable], scm.hi[variable])
+        x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable, value)
+        buffer = append(buffer, n_obs + t, x, variable)
+        fit = fit_surrogate(scm, buffer)
+        expected = sampler.expected_target(scm, variable, value)
+        radius = (scm.hi[variable] - scm.lo[variable]) / 2
+        center = (scm.hi[variable] + scm.lo[variable]) / 2
+        record = StepRecord(
+            variable=variable,
+            value=value,
+            target=x[scm.target],
+            expected_target=expected,
+            norm_improvement=sampler.norm_improvement(scm, expected),
+            is_parent=scm.parents[variable],
+            is_optimal_variable=variable == scm.oracle_variable,
+            range_utilization=jnp.abs(value - center) / radius,
+            f1=surrogate.f1_score(fit.parent_prob, scm.parents, candidates(scm)),
+        )
+        return (buffer, fit), record
+
+    return start, step
 
 
 def make_run_suite(acts: tuple[Act, ...], n_obs: int, n_interventions: int, n_episodes: int,
@@ -145,14 +143,26 @@ def make_run_suite(acts: tuple[Act, ...], n_obs: int, n_interventions: int, n_ep
     (``lax.map`` over the method index), so ``lax.switch`` stays a real branch and each method pays only for
     itself; vmapped over the method index, the switch became a select that evaluated every method's branch
     in every lane (measured on heldout-L12, 64-variable bucket: the two policy modes 3.5 s of CPU per chunk
-    instead of 1.9 s, and ``causal_bo`` needed a program of its own).
+    instead of 1.9 s, and ``causal_bo`` needed a program of its own). The K x E episodes form one batch axis
+    and the scan over steps is outermost, its step vmapped over that axis: a scan vmapped from outside is
+    batched by a fixed-point iteration that traces its body several times (per vmap level), which made
+    tracing most of a warm job's program load (3.6 s for the policy modes).
     """
-    run_episode = make_run_episode(acts, n_obs, n_interventions, method_names)
-    over_episodes = jax.vmap(run_episode, (None, None, 0, None))
-    over_scms = jax.vmap(over_episodes, (None, 0, 0, None))
+    start, step = make_episode(acts, n_obs, n_interventions, method_names)
 
     def run(params, scms, base_key, scm_index):
-        keys = episode_keys(base_key, scm_index, n_episodes)
-        return jax.lax.map(lambda method: over_scms(params, scms, keys, method), jnp.arange(len(acts)))
+        keys = episode_keys(base_key, scm_index, n_episodes)  # (K, E, key)
+        n_scms = keys.shape[0]
+        keys = keys.reshape(n_scms * n_episodes, *keys.shape[2:])
+        episode_scms = jax.tree.map(lambda x: jnp.repeat(x, n_episodes, axis=0), scms)  # (K * E, ...)
+
+        def one_method(method):
+            carry, inputs = jax.vmap(start, (0, 0, None))(episode_scms, keys, method)
+            steps = jax.tree.map(lambda x: jnp.moveaxis(x, 1, 0), inputs)  # (T, K * E, ...)
+            batched = jax.vmap(lambda scm, c, x: step(params, method, scm, c, x))
+            _, records = jax.lax.scan(lambda c, x: batched(episode_scms, c, x), carry, steps)
+            return jax.tree.map(lambda r: jnp.moveaxis(r, 0, 1).reshape(n_scms, n_episodes, -1), records)
+
+        return jax.lax.map(one_method, jnp.arange(len(acts)))
 
     return jax.jit(run)
