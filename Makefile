@@ -10,13 +10,20 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup run test test-fast bench lint lock clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/.bytecode
 
 $(VENV)/.installed: envs/requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv
 	$(VENV)/bin/uv pip install -q --python $(PY) -r envs/requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	touch $@
+
+# Byte-compile the environment once. uv installs no .pyc files, and where PYTHONDONTWRITEBYTECODE is set (many
+# containers and CI images) Python never writes them, so every job recompiled jax, numpy, pandas, ... from
+# source at start: measured 2.4 s of a warm evaluation job's 3.4 s start-up (1.0 s once compiled).
+$(VENV)/.bytecode: $(VENV)/.installed
+	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null
 	touch $@
 
 run: setup
