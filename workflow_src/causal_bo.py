@@ -96,7 +96,9 @@ def posterior(view: StepView):
     u_n, d_n = (jnp.broadcast_to(x, own.shape) for x in (u, d))
     cross = jnp.where(own[:, None, :], kernel(grid_u, grid_d, u_n, d_n), 0.0)  # (N, G, S)
     alpha = linalg.cho_solve(chol, resid[:, None])[:, 0]  # (S,)
-    solved = linalg.solve_lower(chol, cross.reshape(n_vars * GRID, -1).T)  # (S, N * G)
+    # L^-1 once (S right-hand sides), then one product for every grid point, instead of a substitution
+    # loop over N * G right-hand sides
+    solved = linalg.solve_lower(chol, jnp.eye(chol.shape[0])) @ cross.reshape(n_vars * GRID, -1).T  # (S, N * G)
     mu = prior_grid + cross @ alpha
     prior_var = INTERCEPT_VAR + SLOPE_VAR * grid_d**2 + RBF_VAR
     var = jnp.maximum(prior_var - (solved**2).sum(0).reshape(n_vars, GRID), EPS)
