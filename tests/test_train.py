@@ -301,7 +301,11 @@ def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, s
     header["architecture"]["sample_channels"] = 99
     alien = tmp_path / "alien.ckpt"
     alien.write_bytes(json.dumps(header).encode() + b"\n" + paths.ckpt("final").read_bytes().split(b"\n", 1)[1])
-    for bad, message in ((truncated, "body_sha256"), (alien, "architecture")):
+    header["architecture"] = {**header["architecture"], "sample_channels": 7, "prior": "oracle"}
+    unknown_prior = tmp_path / "unknown_prior.ckpt"
+    unknown_prior.write_bytes(json.dumps(header).encode() + b"\n"
+                              + paths.ckpt("final").read_bytes().split(b"\n", 1)[1])
+    for bad, message in ((truncated, "body_sha256"), (alien, "architecture"), (unknown_prior, "unknown prior")):
         out_file = tmp_path / f"{bad.stem}.parquet"
         proc = run_cli("evaluate", "--checkpoint", bad, "--suite", suites_dir / "heldout-L01.json", "--out", out_file,
                        "--spec", json.dumps({"episodes": 1, "interventions": 1, "n_obs": 3, "seed": 0,

@@ -6,6 +6,10 @@ variable: the logit of choosing it (the target, non-intervenable and padded vari
 and the mean ``mu`` of a pre-squash value ``u ~ N(mu, fixed_std)``; the intervention value is
 ``center + radius * tanh(u)``. Nothing depends on the number of samples or variables, so a policy
 trained on small graphs runs on any graph.
+
+With ``prior="marginal_regression"`` the network is a residual on that heuristic: its logits and values
+are added to the heuristic's choice made soft (``Observation.marginal`` holds the heuristic's predictions),
+so training starts from the heuristic and learns where to depart from it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ EFFECT_VALUE_SCALE = 5.0  # initial pull of the value towards the better range e
 PRIOR_LOGIT_SCALE = 30.0  # initial logit per unit of the prior's predicted fall of Y (in Y's observed spread)
 PRIOR_VALUE_SCALE = 3.0  # initial pull of the value towards the prior's better range end: tanh(3) = 0.995
 PRIOR_VALUE_GAIN = 10.0  # how sharply the pull turns with the difference between the two ends' predictions
+PRIORS = ("none", "marginal_regression")
 POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head", "prior")
 LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
 
@@ -204,6 +209,8 @@ class PermutationInvariantPolicy(nn.Module):
 def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
     if policy_config["name"] != "simple_permutation_invariant":
         raise ValueError(f"unknown policy {policy_config['name']!r}")
+    if policy_config["prior"] not in PRIORS:
+        raise ValueError(f"unknown prior {policy_config['prior']!r} (one of {', '.join(PRIORS)})")
     return PermutationInvariantPolicy(
         hidden_dim=policy_config["hidden_dim"], n_heads=policy_config["n_heads"], n_layers=policy_config["n_layers"],
         bandit_features=policy_config["bandit_features"], effect_head=policy_config["effect_head"],
