@@ -96,13 +96,15 @@ def test_masked_variables_never_get_probability():
     assert not forbidden[np.asarray(draws)].any()
 
 
-def test_the_residual_prior_starts_as_marginal_regression():
-    """With the network's own logit and value heads at zero, the ``marginal_regression`` prior alone picks
-    the heuristic's variable, at (nearly) the heuristic's range end, in every episode of a suite."""
+@pytest.mark.parametrize("prior", ["marginal_regression", "interventional_regression"])
+def test_the_residual_prior_starts_as_marginal_regression(prior):
+    """With the network's own logit and value heads at zero, the prior alone picks ``marginal_regression``'s
+    variable, at (nearly) its range end, at the first step of every episode of a suite (before any variable
+    was set, both priors are that heuristic)."""
     from workflow_src.baselines import baseline_methods
 
     suite = generate_level_suite("u", 4, 1, 6, GeneratorSettings())
-    policy = pol.make_policy({**SMALL_POLICY, "bandit_features": True, "prior": "marginal_regression"})
+    policy = pol.make_policy({**SMALL_POLICY, "bandit_features": True, "prior": prior})
     params = pol.init_params(policy, jax.random.PRNGKey(0))
     top = params["params"]
     heads = [k for k, v in top.items() if k.startswith("Dense") and v["kernel"].shape[-1] == 1]
@@ -224,7 +226,8 @@ def test_bandit_statistics_match_a_direct_computation():
         buffer = buffer_mod.append(buffer, row, x.at[v].set(value), v)
     z, mean, std = pol.masked_standardize(buffer.values, buffer.sample_mask)
     marginal = pol.marginal_predictions(arrays, buffer, z, mean, std)
-    stats = np.asarray(pol.bandit_statistics(arrays, buffer, z, mean, std, marginal))
+    count, interventional = pol.interventional_predictions(arrays, buffer, z, mean, std)
+    stats = np.asarray(pol.bandit_statistics(arrays, buffer, z, mean, std, marginal, count, interventional))
     assert stats[v, 0] == pytest.approx(np.log1p(4) / 2)
     others = np.asarray(arrays.intervenable) & (np.arange(7) != v)
     assert np.all(stats[others, 0] == 0.0) and np.all(stats[~np.asarray(arrays.intervenable)] == 0.0)
@@ -244,6 +247,12 @@ def test_bandit_statistics_match_a_direct_computation():
         assert float(marginal[v, column]) == pytest.approx(expected, abs=1e-3)
         assert stats[v, column + 1] == pytest.approx(expected, abs=1e-3)
     assert np.all(np.asarray(marginal)[~np.asarray(arrays.intervenable)] == 0.0)
+    # the priors: marginal_regression's statistic everywhere, or the interventional one where a variable was set
+    fit = buffer_mod.fit_surrogate(arrays, buffer)
+    np.testing.assert_array_equal(pol.observe(arrays, buffer, fit, prior="marginal_regression").heuristic, marginal)
+    heuristic = np.asarray(pol.observe(arrays, buffer, fit, prior="interventional_regression").heuristic)
+    np.testing.assert_allclose(heuristic[v], stats[v, 3:5], atol=1e-6)
+    np.testing.assert_array_equal(heuristic[others], np.asarray(marginal)[others])
 
 
 def test_a_batch_plays_each_scm_as_if_alone(default_config):

@@ -8,8 +8,10 @@ and the mean ``mu`` of a pre-squash value ``u ~ N(mu, fixed_std)``; the interven
 trained on small graphs runs on any graph.
 
 With ``prior="marginal_regression"`` the network is a residual on that heuristic: its logits and values
-are added to the heuristic's choice made soft (``Observation.marginal`` holds the heuristic's predictions),
-so training starts from the heuristic and learns where to depart from it.
+are added to the heuristic's choice made soft (``Observation.heuristic`` holds the heuristic's predictions),
+so training starts from the heuristic and learns where to depart from it. ``interventional_regression`` is
+the same heuristic, except that a variable once set is judged by the regression on the samples where it was
+set, which a confounded marginal slope cannot mislead.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ EFFECT_VALUE_SCALE = 5.0  # initial pull of the value towards the better range e
 PRIOR_LOGIT_SCALE = 30.0  # initial logit per unit of the prior's predicted fall of Y (in Y's observed spread)
 PRIOR_VALUE_SCALE = 3.0  # initial pull of the value towards the prior's better range end: tanh(3) = 0.995
 PRIOR_VALUE_GAIN = 10.0  # how sharply the pull turns with the difference between the two ends' predictions
-PRIORS = ("none", "marginal_regression")
+PRIORS = ("none", "marginal_regression", "interventional_regression")
 POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head", "prior")
 LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
 
@@ -51,7 +53,7 @@ class Observation(NamedTuple):
     sample_mask: jnp.ndarray  # (S,) bool
     node_mask: jnp.ndarray  # (N,) bool
     action_mask: jnp.ndarray  # (N,) bool: may be intervened on
-    marginal: jnp.ndarray  # (N, 2): the marginal regression's prediction of Y at both range ends (standardized)
+    heuristic: jnp.ndarray  # (N, 2): the prior heuristic's prediction of Y at both range ends (standardized)
 
 
 def variable_channels(bandit_features: bool) -> int:
@@ -77,7 +79,25 @@ def marginal_predictions(scm: SCMArrays, buffer: Buffer, z, mean, std) -> jnp.nd
     return jnp.where(scm.intervenable[:, None], jnp.stack([lo, hi], -1), 0.0)
 
 
-def bandit_statistics(scm: SCMArrays, buffer: Buffer, z, mean, std, marginal) -> jnp.ndarray:
+def interventional_predictions(scm: SCMArrays, buffer: Buffer, z, mean, std):
+    """``(count, (N, 2))``: how often each variable was set, and the regression of Y on it over the samples
+    where it was set (observational ones down-weighted: they may be confounded), at both range ends."""
+    valid = buffer.sample_mask[:, None]
+    observational = ~buffer.intervened.any(1, keepdims=True)
+    weight = valid * jnp.where(buffer.intervened, 1.0, jnp.where(observational, OBS_WEIGHT, 0.0))
+    lo, hi = _endpoint_predictions(z, z[:, scm.target], weight, *range_ends(scm, mean, std))
+    return (buffer.intervened & valid).sum(0), jnp.stack([lo, hi], -1)
+
+
+def prior_predictions(prior: str, marginal, count, interventional) -> jnp.ndarray:
+    """(N, 2) what the residual policy's prior predicts at both ends: ``marginal_regression``'s statistic,
+    or (``interventional_regression``) the interventional regression for a variable once it has been set."""
+    if prior == "interventional_regression":
+        return jnp.where((count > 0)[:, None], interventional, marginal)
+    return marginal
+
+
+def bandit_statistics(scm: SCMArrays, buffer: Buffer, z, mean, std, marginal, count, interventional) -> jnp.ndarray:
     """(N, BANDIT_CHANNELS): what a bandit keeps per variable, on the target's standardized scale.
 
     How often the variable was set; the marginal regression of Y on it (all samples) and the regression on
@@ -85,19 +105,16 @@ def bandit_statistics(scm: SCMArrays, buffer: Buffer, z, mean, std, marginal) ->
     at both ends of its range; the lowest Y seen when it was set (0 when never).
     """
     y = z[:, scm.target]
-    valid = buffer.sample_mask[:, None]
-    observational = ~buffer.intervened.any(1, keepdims=True)
-    weight = valid * jnp.where(buffer.intervened, 1.0, jnp.where(observational, OBS_WEIGHT, 0.0))
-    causal_lo, causal_hi = _endpoint_predictions(z, y, weight, *range_ends(scm, mean, std))
-    set_here = buffer.intervened & valid
-    count = set_here.sum(0)
+    set_here = buffer.intervened & buffer.sample_mask[:, None]
     best_seen = jnp.where(count > 0, jnp.where(set_here, y[:, None], jnp.inf).min(0), 0.0)
-    stats = jnp.stack([jnp.log1p(count) / 2.0, marginal[:, 0], marginal[:, 1], causal_lo, causal_hi,
+    stats = jnp.stack([jnp.log1p(count) / 2.0, marginal[:, 0], marginal[:, 1], interventional[:, 0],
+                       interventional[:, 1],
                        jnp.clip(best_seen, -PREDICTION_CLIP, PREDICTION_CLIP)], -1)
     return jnp.where(scm.intervenable[:, None], stats, 0.0)
 
 
-def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate, bandit_features: bool = False) -> Observation:
+def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate, bandit_features: bool = False,
+            prior: str = "none") -> Observation:
     z, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
     radius = jnp.maximum((scm.hi - scm.lo) / 2, 1e-6)
     center = (scm.hi + scm.lo) / 2
@@ -135,11 +152,13 @@ def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate, bandit_feature
         axis=-1,
     )
     marginal = marginal_predictions(scm, buffer, z, mean, std)
+    count, interventional = interventional_predictions(scm, buffer, z, mean, std)
     if bandit_features:
         variable_features = jnp.concatenate(
-            [variable_features, bandit_statistics(scm, buffer, z, mean, std, marginal)], -1)
+            [variable_features, bandit_statistics(scm, buffer, z, mean, std, marginal, count, interventional)], -1)
+    heuristic = jnp.where(scm.intervenable[:, None], prior_predictions(prior, marginal, count, interventional), 0.0)
     return Observation(sample_features, variable_features, buffer.sample_mask, scm.node_mask, scm.intervenable,
-                       marginal)
+                       heuristic)
 
 
 class VariableBlock(nn.Module):
@@ -184,13 +203,13 @@ class PermutationInvariantPolicy(nn.Module):
         logits = nn.Dense(1)(h)[:, 0]
         mu = nn.Dense(1)(h)[:, 0]
         allowed = obs.action_mask & obs.node_mask
-        if self.prior == "marginal_regression":
-            # a residual policy: the network's logits and values are added to marginal_regression's choice,
+        if self.prior != "none":
+            # a residual policy: the network's logits and values are added to the heuristic's choice,
             # made soft — a variable's logit grows as its better end's predicted Y falls, its value leans to
             # that end — with learned scales, so training starts from the heuristic and improves on it
             logit_scale = self.param("prior_logit_scale", nn.initializers.constant(PRIOR_LOGIT_SCALE), ())
             value_scale = self.param("prior_value_scale", nn.initializers.constant(PRIOR_VALUE_SCALE), ())
-            lo, hi = obs.marginal[:, 0], obs.marginal[:, 1]
+            lo, hi = obs.heuristic[:, 0], obs.heuristic[:, 1]
             logits = logits - logit_scale * jnp.minimum(lo, hi)
             mu = mu + value_scale * jnp.tanh(PRIOR_VALUE_GAIN * (lo - hi))
         if self.effect_head:
@@ -220,7 +239,7 @@ def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
 
 def policy_observation(policy: PermutationInvariantPolicy, scm: SCMArrays, buffer: Buffer, fit: Surrogate):
     """The observation ``policy`` was built for."""
-    return observe(scm, buffer, fit, policy.bandit_features)
+    return observe(scm, buffer, fit, policy.bandit_features, policy.prior)
 
 
 def act_outputs(policy: PermutationInvariantPolicy, params, obs: Observation):
@@ -282,6 +301,6 @@ def init_params(policy: PermutationInvariantPolicy, key, n_vars: int = 3, n_samp
         sample_mask=jnp.ones(n_samples, bool),
         node_mask=jnp.ones(n_vars, bool),
         action_mask=jnp.ones(n_vars, bool),
-        marginal=jnp.zeros((n_vars, 2)),
+        heuristic=jnp.zeros((n_vars, 2)),
     )
     return policy.init(key, obs)
