@@ -96,6 +96,14 @@ def test_masked_variables_never_get_probability():
     assert not forbidden[np.asarray(draws)].any()
 
 
+def with_own_heads_zeroed(params: dict) -> dict:
+    """``params`` with the network's own logit and value heads (its two 1-output Dense layers) at zero."""
+    top = params["params"]
+    heads = [k for k, v in top.items() if k.startswith("Dense") and v["kernel"].shape[-1] == 1]
+    assert len(heads) == 2  # the logit head and the value head
+    return {"params": {**top, **{k: jax.tree.map(jnp.zeros_like, top[k]) for k in heads}}}
+
+
 @pytest.mark.parametrize("prior", ["marginal_regression", "interventional_regression"])
 def test_the_residual_prior_starts_as_marginal_regression(prior):
     """With the network's own logit and value heads at zero, the prior alone picks ``marginal_regression``'s
@@ -105,11 +113,7 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
 
     suite = generate_level_suite("u", 4, 1, 6, GeneratorSettings())
     policy = pol.make_policy({**SMALL_POLICY, "bandit_features": True, "prior": prior})
-    params = pol.init_params(policy, jax.random.PRNGKey(0))
-    top = params["params"]
-    heads = [k for k, v in top.items() if k.startswith("Dense") and v["kernel"].shape[-1] == 1]
-    assert len(heads) == 2  # the logit head and the value head
-    params = {"params": {**top, **{k: jax.tree.map(jnp.zeros_like, top[k]) for k in heads}}}
+    params = with_own_heads_zeroed(pol.init_params(policy, jax.random.PRNGKey(0)))
     protocol = {"seed": 3, "episodes": 4, "interventions": 1, "n_obs": 10}
     ours = run_methods(policy_methods(policy, 0.5, ["greedy"]), params, suite, protocol)[0]
     heuristic = run_methods(baseline_methods(["marginal_regression"]), None, suite, protocol)[0]
@@ -119,9 +123,7 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
     assert np.all(np.abs(ours["value"] - heuristic["value"])[..., 0] <= 0.01 * spans)
     # and without the prior the same zeroed network is indifferent: it does not know the heuristic
     plain = pol.make_policy({**SMALL_POLICY, "bandit_features": True})
-    plain_params = pol.init_params(plain, jax.random.PRNGKey(0))
-    zeroed = {"params": {**plain_params["params"], **{k: jax.tree.map(jnp.zeros_like, plain_params["params"][k])
-                                                      for k in heads}}}
+    zeroed = with_own_heads_zeroed(pol.init_params(plain, jax.random.PRNGKey(0)))
     blind = run_methods(policy_methods(plain, 0.5, ["greedy"]), zeroed, suite, protocol)[0]
     assert not np.array_equal(blind["variable"], heuristic["variable"])
 
@@ -233,7 +235,7 @@ def test_bandit_statistics_match_a_direct_computation():
     assert np.all(stats[others, 0] == 0.0) and np.all(stats[~np.asarray(arrays.intervenable)] == 0.0)
     # the interventional regression at the ends: weighted least squares, observational rows at OBS_WEIGHT
     zz, y = np.asarray(z)[:10, v], np.asarray(z)[:10, scm.target]
-    w = np.where(np.arange(10) < 6, pol.OBS_WEIGHT, 1.0)
+    w = np.where(np.arange(10) < 6, buffer_mod.OBS_WEIGHT, 1.0)
     slope, intercept = np.polyfit(zz, y, 1, w=np.sqrt(w))
     for column, end in ((3, arrays.lo[v]), (4, arrays.hi[v])):
         z_end = (float(end) - float(mean[v])) / float(std[v])
@@ -306,14 +308,17 @@ def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, s
     # a truncated checkpoint and one of another architecture give one clear line and no output file
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(paths.ckpt("final").read_bytes()[:-100])
-    header = json.loads(paths.ckpt("final").read_bytes().split(b"\n", 1)[0])
-    header["architecture"]["sample_channels"] = 99
-    alien = tmp_path / "alien.ckpt"
-    alien.write_bytes(json.dumps(header).encode() + b"\n" + paths.ckpt("final").read_bytes().split(b"\n", 1)[1])
-    header["architecture"] = {**header["architecture"], "sample_channels": 7, "prior": "oracle"}
-    unknown_prior = tmp_path / "unknown_prior.ckpt"
-    unknown_prior.write_bytes(json.dumps(header).encode() + b"\n"
-                              + paths.ckpt("final").read_bytes().split(b"\n", 1)[1])
+    header_line, body = paths.ckpt("final").read_bytes().split(b"\n", 1)
+    header = json.loads(header_line)
+
+    def with_architecture(name: str, **changes):
+        bad = tmp_path / f"{name}.ckpt"
+        bad.write_bytes(json.dumps({**header, "architecture": {**header["architecture"], **changes}}).encode()
+                        + b"\n" + body)
+        return bad
+
+    alien = with_architecture("alien", sample_channels=99)
+    unknown_prior = with_architecture("unknown_prior", prior="oracle")
     for bad, message in ((truncated, "body_sha256"), (alien, "architecture"), (unknown_prior, "unknown prior")):
         out_file = tmp_path / f"{bad.stem}.parquet"
         proc = run_cli("evaluate", "--checkpoint", bad, "--suite", suites_dir / "heldout-L01.json", "--out", out_file,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .buffer import interventional_weights
 from .causal_bo import act_causal_bo
 from .methods import Method
 from .rollout import StepView
@@ -22,7 +23,6 @@ from .sampler import per_variable_categorical, per_variable_normal
 from .surrogate import masked_standardize, weighted_simple_regression
 
 NEG_INF = -1e9
-OBS_WEIGHT = 0.1  # weight of an observational sample in the bandit's per-variable regression
 BANDIT_PRIOR_VAR = 1.0
 
 
@@ -61,9 +61,7 @@ def act_thompson_bandit(_, view: StepView, key):
     buf, scm = view.buffer, view.scm
     z, mean, std = masked_standardize(buf.values, buf.sample_mask)
     y = z[:, scm.target]
-    observational = ~buf.intervened.any(1)
-    # per variable i: samples where X_i was set (unconfounded) count fully, observational ones a little
-    w = buf.sample_mask[:, None] * jnp.where(buf.intervened, 1.0, jnp.where(observational[:, None], OBS_WEIGHT, 0.0))
+    w = interventional_weights(buf)
     # posterior of (a_i, b_i) with prior N(0, BANDIT_PRIOR_VAR I) and unit noise on the standardized scale
     noise_var = 1.0
     s0 = w.sum(0)

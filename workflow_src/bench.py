@@ -129,7 +129,8 @@ def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: i
             figures["train"] = bench_train(cfg, config_path, suites_dir, work, threads)
         if "evaluate" in only:
             figures["evaluate"] = bench_evaluate(cfg, config_path, suites_dir, work, threads)
-        figures["programs"] = production_programs(cfg, suites_dir)
+        if "programs" in only:
+            figures["programs"] = production_programs(cfg, suites_dir)
         if "study" in only:
             figures["study"] = bench_study(Path.cwd(), work, STUDY_CONFIG)
     figures["machine"] = {"cpus": os.cpu_count(), "threads": threads}

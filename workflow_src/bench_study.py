@@ -104,10 +104,8 @@ def planned_programs(suites: dict[str, int]) -> dict:
 def table(figures: dict) -> str:
     """A readable table of the study figures."""
     lines = []
-    for name in ("study",):
-        data = figures.get(name)
-        if not data:
-            continue
+    data = figures.get("study")
+    if data:
         cold = data["cold_cache"]
         lines.append(f"study {data['config']} on {data['cores']} cores: {data['wall_s']:.1f} s wall, "
                      f"{cold['programs']} compiled evaluation programs (buckets {cold['buckets']})")

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 from . import sampler, surrogate
 from .scm import SCMArrays
 
+OBS_WEIGHT = 0.1  # weight of an observational sample in a per-variable interventional regression
+
 
 class Buffer(NamedTuple):
     values: jnp.ndarray  # (S, N) samples collected so far (rows beyond ``count`` are zero)
@@ -45,6 +47,14 @@ def append(buffer: Buffer, row, x, variable) -> Buffer:
         intervened=buffer.intervened.at[row].set(jnp.arange(n_vars) == variable),
         sample_mask=buffer.sample_mask.at[row].set(True),
     )
+
+
+def interventional_weights(buffer: Buffer) -> jnp.ndarray:
+    """(S, N) per variable i: the filled rows where X_i was set (unconfounded) at full weight, observational
+    rows at ``OBS_WEIGHT`` (they may be confounded), rows that set another variable not at all."""
+    observational = ~buffer.intervened.any(1, keepdims=True)
+    weight = jnp.where(buffer.intervened, 1.0, jnp.where(observational, OBS_WEIGHT, 0.0))
+    return buffer.sample_mask[:, None] * weight
 
 
 def candidates(scm: SCMArrays) -> jnp.ndarray:

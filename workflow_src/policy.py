@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .buffer import Buffer
+from .buffer import Buffer, interventional_weights
 from .scm import SCMArrays
 from .surrogate import Surrogate, masked_standardize, weighted_simple_regression
 
@@ -30,7 +30,6 @@ NEG_INF = -1e9
 SAMPLE_CHANNELS = 7
 BASE_VARIABLE_CHANNELS = 9
 BANDIT_CHANNELS = 6  # per variable: interventions on it, two regressions' predictions at both ends, best outcome
-OBS_WEIGHT = 0.1  # weight of an observational sample in the per-variable interventional regression
 PREDICTION_CLIP = 10.0  # predictions in units of the target's observed spread
 SCALED_VALUE_CLIP = 3.0  # sample values in units of the variable's half-range around its center
 DATA_AMOUNT_SCALE = 4.0  # log1p(samples) / this: the amount of data, about 1 for a full buffer
@@ -82,11 +81,9 @@ def marginal_predictions(scm: SCMArrays, buffer: Buffer, z, mean, std) -> jnp.nd
 def interventional_predictions(scm: SCMArrays, buffer: Buffer, z, mean, std):
     """``(count, (N, 2))``: how often each variable was set, and the regression of Y on it over the samples
     where it was set (observational ones down-weighted: they may be confounded), at both range ends."""
-    valid = buffer.sample_mask[:, None]
-    observational = ~buffer.intervened.any(1, keepdims=True)
-    weight = valid * jnp.where(buffer.intervened, 1.0, jnp.where(observational, OBS_WEIGHT, 0.0))
+    weight = interventional_weights(buffer)
     lo, hi = _endpoint_predictions(z, z[:, scm.target], weight, *range_ends(scm, mean, std))
-    return (buffer.intervened & valid).sum(0), jnp.stack([lo, hi], -1)
+    return (buffer.intervened & buffer.sample_mask[:, None]).sum(0), jnp.stack([lo, hi], -1)
 
 
 def prior_predictions(prior: str, marginal, count, interventional) -> jnp.ndarray:

@@ -86,9 +86,8 @@ def answer_html(summary: pd.DataFrame) -> str:
     for method in method_order(rows["method"]):
         wins, losses = [], []
         for baseline in method_order(rows["baseline"]):
-            verdicts = {m: verdict(lookup[(method, baseline, m)].ci_low, lookup[(method, baseline, m)].ci_high,
-                                   lookup[(method, baseline, m)].better)
-                        for m in ANSWER_METRICS if (method, baseline, m) in lookup}
+            found = {m: lookup[(method, baseline, m)] for m in ANSWER_METRICS if (method, baseline, m) in lookup}
+            verdicts = {m: verdict(r.ci_low, r.ci_high, r.better) for m, r in found.items()}
             if verdicts and all(v == "policy better" for v in verdicts.values()):
                 wins.append(esc(baseline))
             behind = [METRICS[m].label for m, v in verdicts.items() if v == "baseline better"]
@@ -96,7 +95,7 @@ def answer_html(summary: pd.DataFrame) -> str:
                 losses.append(f"{esc(baseline)} ({esc('; '.join(behind))})")
             cells = [swatch(method, colors), swatch(baseline, colors)]
             for metric in ANSWER_METRICS:
-                r = lookup.get((method, baseline, metric))
+                r = found.get(metric)
                 cells.append("n/a" if r is None else
                              f"{esc(ci_text(r.mean, r.ci_low, r.ci_high))}<br>{esc(verdicts[metric])}")
             table.append(cells)
