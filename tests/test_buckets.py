@@ -20,7 +20,8 @@ from workflow_src.config import suite_slice, train_slice
 from workflow_src.evaluate import evaluate_methods, run_methods, write_evaluation
 from workflow_src.methods import policy_methods
 from workflow_src.policy import init_params, make_policy
-from workflow_src.rollout import bucket_size, chunk_size
+from workflow_src.rollout import chunk_size
+from workflow_src.scm import bucket_size
 from workflow_src.suite_io import load_suite
 from workflow_src.suites import build_suite
 from workflow_src.tables import EVAL_SCHEMA, read_table, to_table

@@ -278,6 +278,56 @@ def test_a_batch_plays_each_scm_as_if_alone(default_config):
     assert any(changed)
 
 
+def test_an_update_does_not_depend_on_the_padding(default_config):
+    """Training pads each level to its shape bucket: the same SCMs padded to 5, 8 or 13 variables play the
+    same episodes (padding-invariant draws) and give the same update, up to float rounding."""
+    from workflow_src.scm import stack_scms
+
+    suite = generate_level_suite("u", 2, 2, 3, GeneratorSettings())
+    spec = small_spec(default_config, policy={**SMALL_POLICY, "bandit_features": True, "prior": "interventional_regression"},
+                      training={"n_interventions": 4, "update_epochs": 1})
+    policy = pol.make_policy(spec["policy"])
+    optimizer, _ = grpo.make_optimizer(spec["training"], 10)
+    update = jax.jit(grpo.make_train_update(grpo.GRPOSettings.from_experiment(spec), policy, optimizer))
+    params = pol.init_params(policy, jax.random.PRNGKey(0))
+    state = grpo.TrainState(params, optimizer.init(params))
+    runs = [update(state, jax.tree.map(jnp.asarray, stack_scms(list(suite.scms), n)), jnp.array([1, 0], jnp.int32),
+                   jax.random.PRNGKey(7)) for n in (5, 8, 13)]
+    (state_5, stats_5, detail_5), *others = runs
+    for new_state, stats, detail in others:
+        np.testing.assert_array_equal(detail["variable"], detail_5["variable"])
+        np.testing.assert_allclose(detail["value"], detail_5["value"], atol=1e-5)
+        for field in ("reward", "norm_improvement", "f1", "loss", "grad_norm"):
+            np.testing.assert_allclose(getattr(stats, field), getattr(stats_5, field), rtol=1e-4, atol=1e-5,
+                                       err_msg=field)
+        # Adam's step is about the learning rate whatever the gradient's size, so a gradient at rounding level
+        # may move a parameter by a share of it
+        lr = spec["training"]["learning_rate"]
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=0.2 * lr), new_state.params, state_5.params)
+
+
+def test_pools_pad_each_level_to_its_bucket(tmp_path, default_config):
+    """Levels 1 (3 variables) and 6 (9-12) run in buckets 8 and 12 (16 capped at the largest SCM); a batch
+    mixing them runs in the larger one, where every member is the same SCM."""
+    from workflow_src.suite_io import write_suite
+    from workflow_src.train import Pools
+
+    files = []
+    for level in (1, 6):
+        files.append(tmp_path / f"train-L{level:02d}.json")
+        write_suite(generate_level_suite(f"train-L{level:02d}", level, 4, 20 + level, GeneratorSettings()), files[-1])
+    pools = Pools(files, [1, 6])
+    largest = max(s.n for s in pools.suites[6].scms)
+    assert pools.level_bucket == {1: 8, 6: min(16, largest)} and sorted(pools.stacked) == [8, min(16, largest)]
+    small, index = pools.batch([(1, 2), (1, 0)])
+    assert small.bias.shape == (4, 8) and list(index) == [2, 0]
+    mixed, index = pools.batch([(6, 1), (1, 2)])
+    assert mixed.bias.shape == (8, largest) and list(index) == [5, 2]
+    for (level, i), k in zip([(6, 1), (1, 2)], index):
+        n = pools.suites[level].scms[i].n
+        np.testing.assert_allclose(mixed.weights[k, :n, :n], pools.suites[level].scms[i].weights)
+
+
 def test_auxiliary_effect_loss_goes_down(tmp_path, suites_dir, default_config):
     import pandas as pd
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 CACHE_SUFFIX = "-cache"  # JAX's file naming, so entries written by plain JAX stay readable
 _events: list[str] = []
+XLA_DEFAULTS = {"xla_cpu_multi_thread_eigen": "false", "xla_backend_optimization_level": "2"}
 
 
 def configure_jax(threads: int | None) -> None:
@@ -27,10 +28,16 @@ def configure_jax(threads: int | None) -> None:
     bits of every matrix product, so checkpoints and tables would depend on ``--cores`` or a SLURM job's
     ``--cpus-per-task``. They are always off: a job's kernels run on one thread, and parallelism comes from
     running jobs side by side. ``threads`` is the job's reservation; it changes no number.
+
+    LLVM runs at optimization level 2 instead of XLA's default 3: measured on the training program, 10.1 s
+    of compilation become 6.3 s and an update runs as fast; the evaluation programs of the 64-variable bucket
+    compile in 3.8 instead of 6.6 s and run 2% slower. A flag already in ``XLA_FLAGS`` is kept.
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    for flag, value in XLA_DEFAULTS.items():
+        if flag not in flags:
+            flags = f"{flags} --{flag}={value}".strip()
+    os.environ["XLA_FLAGS"] = flags
     import jax
 
     cache_dir = Path(os.environ.get("ACBO_JAX_CACHE", ".jax_cache")).resolve()

@@ -16,8 +16,8 @@ from .compile_cache import CompileWatch
 from .errors import CheckpointError
 from .methods import Method
 from .provenance import git_commit, package_version
-from .rollout import bucket_size, chunk_size, make_run_suite
-from .scm import stack_scms
+from .rollout import chunk_size, make_run_suite
+from .scm import bucket_size, stack_scms
 from .suite_io import Suite
 from .tables import EVAL_SCHEMA, write_table_parts
 

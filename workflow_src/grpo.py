@@ -101,7 +101,7 @@ class EpisodeStats(NamedTuple):
 
 def execute(scm: SCMArrays, key, variable, value):
     """Run interventions ``do(X_variable[g] = value[g])`` with independent noise; returns samples (G, N)."""
-    eps = jax.random.normal(key, (variable.shape[0], scm.bias.shape[0]))
+    eps = sampler.per_variable_normal(key, (variable.shape[0],), scm.bias.shape[0])
     x_obs = sampler.from_noise(scm, eps)
     return jax.vmap(sampler.intervene, (None, 0, 0, 0))(scm, x_obs, variable, value)
 
@@ -203,7 +203,7 @@ def make_train_update(settings: GRPOSettings, policy, optimizer: optax.GradientT
     def play_trajectories(params, scm: SCMArrays, key):
         key_obs, key_noise, key_act = jax.random.split(key, 3)
         start = initial_buffer(scm, key_obs, s.n_obs, n_samples)
-        noise = jax.random.normal(key_noise, (s.n_interventions, scm.bias.shape[0]))  # common to the group
+        noise = sampler.per_variable_normal(key_noise, (s.n_interventions,), scm.bias.shape[0])  # common to the group
 
         def trajectory(act_key):
             def step(buffer, inputs):

@@ -29,8 +29,8 @@ from .buffer import fit_surrogate, initial_buffer
 from .errors import PluginError
 from .methods import Method
 from .provenance import file_hash
-from .rollout import StepView, bucket_size, chunk_size
-from .scm import stack_scms
+from .rollout import StepView, chunk_size
+from .scm import bucket_size, stack_scms
 from .suite_io import Suite
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")

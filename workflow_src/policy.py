@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from .buffer import Buffer, interventional_weights
+from .sampler import per_variable_categorical
 from .scm import SCMArrays
 from .surrogate import Surrogate, masked_standardize, weighted_simple_regression
 
@@ -266,9 +267,9 @@ def log_prob(logits, mu, scm: SCMArrays, variable, u, fixed_std: float):
 
 
 def sample_actions(key, logits, mu, fixed_std: float, n: int):
-    """``n`` independent (variable, u) draws."""
+    """``n`` independent (variable, u) draws; padding-invariant (``per_variable_categorical``)."""
     k_var, k_u = jax.random.split(key)
-    variable = jax.random.categorical(k_var, logits, shape=(n,))
+    variable = jax.vmap(per_variable_categorical, (0, None))(jax.random.split(k_var, n), logits)
     u = mu[variable] + fixed_std * jax.random.normal(k_u, (n,))
     return variable, u
 

@@ -10,7 +10,7 @@ size, so an SCM gets the same numbers in every shape bucket and in every chunk.
 
 **Shape buckets.** A compiled program depends on the padded node count and the number of SCMs it runs at
 once, never on a suite's size: SCMs are padded to ``bucket_size(n)`` variables (a power of two, at least
-``MIN_BUCKET``) and a suite runs in chunks of ``chunk_size(bucket)`` SCMs (the last chunk filled with copies
+``scm.MIN_BUCKET``) and a suite runs in chunks of ``chunk_size(bucket)`` SCMs (the last chunk filled with copies
 whose results are dropped). A handful of programs serves every suite, seed and config, and a job's peak
 memory depends on the chunk, not on the suite.
 """
@@ -52,17 +52,8 @@ class StepRecord(NamedTuple):
 
 Act = Callable[[object, StepView, jax.Array], tuple[jnp.ndarray, jnp.ndarray]]
 
-MIN_BUCKET = 8
 CHUNK_BUDGET = 512  # padded variables x SCMs per compiled chunk: bounds a job's working memory
 MAX_CHUNK = 32
-
-
-def bucket_size(n_vars: int) -> int:
-    """The padded node count for SCMs of up to ``n_vars`` variables: 8, 16, 32, 64, ..."""
-    bucket = MIN_BUCKET
-    while bucket < n_vars:
-        bucket *= 2
-    return bucket
 
 
 def chunk_size(bucket: int) -> int:

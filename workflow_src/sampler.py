@@ -25,8 +25,8 @@ def intervene(scm: SCMArrays, x_obs: jnp.ndarray, variable: jnp.ndarray, value: 
 
 
 def sample_observational(scm: SCMArrays, key: jax.Array, n: int) -> jnp.ndarray:
-    eps = jax.random.normal(key, (n, scm.bias.shape[-1]))
-    return from_noise(scm, eps)
+    """``n`` observational samples, padding-invariant (``per_variable_normal``)."""
+    return from_noise(scm, per_variable_normal(key, (n,), scm.bias.shape[-1]))
 
 
 def expected_target(scm: SCMArrays, variable, value) -> jnp.ndarray:
@@ -40,9 +40,10 @@ def norm_improvement(scm: SCMArrays, y) -> jnp.ndarray:
     return (scm.mu_y - y) / (scm.mu_y - scm.y_star)
 
 
-# --- padding-invariant draws (evaluation) ---------------------------------------------------------------
+# --- padding-invariant draws -------------------------------------------------------------------------------
 # Variable j's draws depend only on (key, j), never on how many variables the model is padded to, so an SCM
-# gets the same common random numbers in every shape bucket.
+# gets the same numbers in every shape bucket: in evaluation (common random numbers) and in training (a
+# level's episodes do not depend on which other levels share the config's pool).
 
 
 def per_variable_normal(key: jax.Array, shape: tuple[int, ...], n_vars: int) -> jnp.ndarray:

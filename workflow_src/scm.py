@@ -247,6 +247,18 @@ def pad_scm(scm: SCM, n_max: int) -> SCMArrays:
     )
 
 
+MIN_BUCKET = 8
+
+
+def bucket_size(n_vars: int) -> int:
+    """The padded node count for SCMs of up to ``n_vars`` variables: 8, 16, 32, 64, ... Training and
+    evaluation pad to these shape buckets, so a handful of compiled programs serves every suite."""
+    bucket = MIN_BUCKET
+    while bucket < n_vars:
+        bucket *= 2
+    return bucket
+
+
 def stack_scms(scms: list[SCM], n_max: int | None = None) -> SCMArrays:
     """Pad every SCM to ``n_max`` (default: the largest) and stack them on a leading axis."""
     n_max = n_max or max(s.n for s in scms)

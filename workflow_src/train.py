@@ -1,4 +1,4 @@
-"""The training driver: curriculum on the host, one compiled ``train_episode`` per run, checkpoints, log.
+"""The training driver: curriculum on the host, one compiled ``train_update`` per shape bucket, checkpoints, log.
 
 A run is fully determined by its config slice and seed: the episode keys are ``fold_in(seed, episode)``,
 the curriculum's choices are seeded by (seed, episode), and everything needed to continue (parameters,
@@ -29,7 +29,7 @@ from .errors import CheckpointError, SuiteError
 from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_update
 from .policy import architecture, init_params, make_policy
 from .provenance import code_hash, git_commit, package_version
-from .scm import stack_scms
+from .scm import bucket_size, stack_scms
 from .suite_io import load_suite
 from .tables import TRAIN_LOG_SCHEMA, read_table, write_table
 
@@ -57,8 +57,14 @@ class TrainPaths:
 
 
 class Pools:
-    """The training suites of the config's levels, padded to one size and stacked in one device array
-    (level after level), so an update sends only the positions of its SCMs."""
+    """The training suites of the config's levels on the device, in shape buckets.
+
+    A level's SCMs are padded to the shape bucket of its largest SCM (``bucket_size``, capped at the largest
+    SCM of all levels), not to the largest SCM of the config: early levels run on small arrays, and each
+    bucket compiles one program. Every bucket's stack holds all levels that fit in it, so a batch that mixes
+    levels (replay) runs in its largest member's bucket; an update sends only the positions of its SCMs.
+    Training draws are padding-invariant, so a level's episodes do not depend on its bucket.
+    """
 
     def __init__(self, suite_files: list[Path], levels: list[int]):
         self.suites = {lv: load_suite(path) for lv, path in zip(levels, suite_files, strict=True)}
@@ -67,13 +73,19 @@ class Pools:
                 raise SuiteError(path, [f"level: {suite.level}, but it is given as the suite of level {lv}"])
         self.n_max = max(s.n for suite in self.suites.values() for s in suite.scms)
         self.families = {lv: [s.family for s in suite.scms] for lv, suite in self.suites.items()}
-        self.offsets = dict(zip(levels, np.cumsum([0] + [len(self.suites[lv].scms) for lv in levels[:-1]])))
-        every_scm = [s for lv in levels for s in self.suites[lv].scms]
-        self.stacked = jax.tree.map(jnp.asarray, stack_scms(every_scm, self.n_max))
+        self.level_bucket = {lv: min(bucket_size(max(s.n for s in suite.scms)), self.n_max)
+                             for lv, suite in self.suites.items()}
+        self.stacked, self.offsets = {}, {}
+        for bucket in sorted(set(self.level_bucket.values())):
+            fits = [lv for lv in levels if self.level_bucket[lv] <= bucket]
+            self.offsets[bucket] = dict(zip(fits, np.cumsum([0] + [len(self.suites[lv].scms) for lv in fits[:-1]])))
+            every_scm = [s for lv in fits for s in self.suites[lv].scms]
+            self.stacked[bucket] = jax.tree.map(jnp.asarray, stack_scms(every_scm, bucket))
 
-    def indices(self, members: list[tuple[int, int]]) -> np.ndarray:
-        """Positions in ``stacked`` of (level, pool index) ``members``."""
-        return np.array([self.offsets[lv] + i for lv, i in members], np.int32)
+    def batch(self, members: list[tuple[int, int]]):
+        """The stack of the bucket that fits every (level, pool index) of ``members``, and their positions in it."""
+        bucket = max(self.level_bucket[lv] for lv, _ in members)
+        return self.stacked[bucket], np.array([self.offsets[bucket][lv] + i for lv, i in members], np.int32)
 
 
 class Interrupted(Exception):
@@ -220,8 +232,7 @@ def train(
                                                  cur_settings.replay)
         scm = pools.suites[level].scms[cur["scm"]]
         lr = float(schedule(episode * spec["training"]["update_epochs"]))  # updates done before this episode
-        state, stats, detail = train_update(state, pools.stacked, pools.indices(members),
-                                            jax.random.fold_in(episodes_key, episode))
+        state, stats, detail = train_update(state, *pools.batch(members), jax.random.fold_in(episodes_key, episode))
         per_scm = [{k: float(v) for k, v in zip(stats._fields, values)} for values in zip(*map(np.asarray, stats))]
         metrics = {k: float(np.mean([m[k] for m in per_scm])) for k in stats._fields}
         n_changes = len(cur["changes"])
