@@ -59,3 +59,14 @@ def test_every_stage_command_ends_its_log_with_job_stats(tmp_path):
     proc = run_cli("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json", check=True)
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("job stats: acbo suite generate ") and "peak memory" in last, proc.stdout
+
+
+def test_training_rates_leave_out_the_episodes_that_compiled_a_bucket():
+    import pandas as pd
+
+    from workflow_src.bench import _episode_durations
+
+    log = pd.DataFrame({"level": [1, 1, 2, 2, 6, 6, 1], "wall_time": [9.0, 9.5, 10.0, 10.5, 20.0, 21.0, 21.5]})
+    duration, compiled = _episode_durations(log, {1: 8, 2: 8, 6: 16})
+    assert list(compiled) == [True, False, False, False, True, False, False]
+    assert list(duration) == [9.0, 0.5, 0.5, 0.5, 9.5, 1.0, 0.5]

@@ -1,10 +1,10 @@
 """Benchmarks (``acbo bench``, ``make bench``): not tests; they write JSON figures under results/bench/.
 
 - ``suites``: time to generate every suite the production config needs;
-- ``train``: per experiment setting (quick_test, production), episodes (policy updates), SCM episodes and
-  intervention steps per second
-  after compilation, compile time with a cold and with a warm persistent cache, and peak memory — each run
-  in a fresh ``acbo train`` process;
+- ``train``: per experiment setting (quick_test, production), a whole training run (seed 0) in a fresh
+  ``acbo train`` process, with a cold and then a warm persistent cache: episodes (policy updates), SCM
+  episodes and intervention steps per second (the episodes that compiled a shape bucket's programs left out),
+  by bucket, the compile time, the run's time and its peak memory;
 - ``evaluate``: time of the baselines and of the policy evaluation on one production held-out suite;
 - ``programs``: the compiled evaluation programs the production study needs (shape buckets of its suites);
 - ``study``: a whole debug study from a cold compilation cache, read from its job logs (``bench_study``).
@@ -27,8 +27,6 @@ from .atomic import atomic_write_text
 from .bench_study import bench_study, planned_programs, table
 from .config import load_config, suite_slice
 from .suites import build_suite
-
-BENCH_EPISODES = 150  # per measured training run; rates are extrapolated to the config's episodes
 
 
 def _run(cmd: list[str], env: dict) -> dict:
@@ -56,38 +54,54 @@ def bench_suites(cfg: dict, config_path: str, suites_dir: Path) -> dict:
     return {"suites": len(names), "seconds": round(time.perf_counter() - start, 2)}
 
 
+def _episode_durations(log: pd.DataFrame, level_bucket: dict) -> tuple[pd.Series, pd.Series]:
+    """Each episode's duration, and whether it compiled: the first episode of each shape bucket does."""
+    duration = log["wall_time"].diff().fillna(log["wall_time"].iloc[0])
+    bucket = log["level"].map(level_bucket)
+    return duration, ~bucket.duplicated()
+
+
 def bench_train(cfg: dict, config_path: str, suites_dir: Path, work: Path, threads: int) -> dict:
+    from .train import Pools
+
     out = {}
     for name in ("quick_test", "production"):
         exp = cfg["experiments"][name]
-        episodes = min(BENCH_EPISODES, exp["episodes"])
+        levels = exp["levels"]
+        level_bucket = Pools([suites_dir / f"{paths.train_suite(lv)}.json" for lv in levels], levels).level_bucket
         cache = work / f"cache-{name}"
         runs = {}
         for temperature in ("cold", "warm"):
             ckpt = work / f"{name}-{temperature}"
             env = {**os.environ, "ACBO_JAX_CACHE": str(cache)}
             res = _run(_acbo("train", "--experiment", name, "--seed", 0, "--config", config_path, "--suites-dir",
-                             suites_dir, "--checkpoint-dir", ckpt, "--log-table", ckpt / "log.parquet", "--episodes",
-                             episodes, "--no-progress", "--threads", threads), env)
+                             suites_dir, "--checkpoint-dir", ckpt, "--log-table", ckpt / "log.parquet",
+                             "--no-progress", "--threads", threads), env)
             log = pd.read_parquet(ckpt / "log.parquet")
-            wall = log["wall_time"].to_numpy()
-            rate = (len(wall) - 1) / (wall[-1] - wall[0])
-            runs[temperature] = {**res, "first_episode_s": float(wall[0]), "episodes_per_s": float(rate)}
-        rate = runs["warm"]["episodes_per_s"]  # policy updates per second
+            duration, compiled = _episode_durations(log, level_bucket)
+            steady = duration[~compiled].groupby(log["level"].map(level_bucket)[~compiled])
+            runs[temperature] = {**res, "compile_s": float(duration[compiled].sum()),
+                                 "train_s": float(log["wall_time"].iloc[-1]),
+                                 "episodes_per_s": float((~compiled).sum() / duration[~compiled].sum()),
+                                 "by_bucket": {int(b): round(1 / d.mean(), 2) for b, d in steady}}
+        warm = runs["warm"]
+        rate = warm["episodes_per_s"]  # policy updates per second, compiling episodes left out
         scm_rate = rate * exp["training"]["scms_per_update"]
         steps = exp["training"]["n_interventions"]
         out[name] = {
-            "measured_episodes": episodes,
+            "episodes": exp["episodes"],
+            "buckets": sorted(set(level_bucket[lv] for lv in log["level"].unique())),
             "episodes_per_s": round(rate, 2),
+            "episodes_per_s_by_bucket": warm["by_bucket"],
             "scm_episodes_per_s": round(scm_rate, 2),
             "intervention_steps_per_s": round(scm_rate * steps, 1),
             "group_actions_per_s": round(scm_rate * steps * exp["training"]["group_size"], 1),
-            "compile_s_cold_cache": round(runs["cold"]["first_episode_s"], 2),
-            "compile_s_warm_cache": round(runs["warm"]["first_episode_s"], 2),
+            "compile_s_cold_cache": round(runs["cold"]["compile_s"], 2),
+            "compile_s_warm_cache": round(warm["compile_s"], 2),
+            "train_s_cold_cache": round(runs["cold"]["train_s"], 1),
+            "train_s_warm_cache": round(warm["train_s"], 1),
             "process_s_cold_cache": round(runs["cold"]["wall_s"], 2),
             "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs.values()), 1),
-            "estimated_train_s_per_seed_after_compile": round(exp["episodes"] / rate, 1),
-            "config_episodes": exp["episodes"],
         }
     return out
 

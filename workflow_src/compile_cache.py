@@ -12,6 +12,7 @@ last one wins. ``CompileWatch`` reports whether a compilation was served from th
 
 from __future__ import annotations
 
+import ctypes
 import os
 import tempfile
 from pathlib import Path
@@ -48,6 +49,19 @@ def configure_jax(threads: int | None) -> None:
     if not getattr(configure_jax, "_listening", False):
         jax.monitoring.register_event_listener(lambda event, **_: _events.append(event))
         configure_jax._listening = True
+
+
+def release_freed_memory() -> None:
+    """Return the heap that XLA's compiler freed to the operating system.
+
+    glibc keeps freed heap pages mapped, so a job's resident memory stays at its compile peak (measured: 830
+    MiB after compiling the training programs, 580 MiB after this), and memory the program then allocates
+    comes on top of that peak. No-op where the C library has no ``malloc_trim``.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _install_atomic_cache(cache_dir: Path) -> None:

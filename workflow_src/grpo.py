@@ -1,20 +1,24 @@
 """GRPO for the intervention policy, written as pure functions in the style of purejaxrl.
 
-``make_train_episode(settings, policy)`` returns one jittable ``train_episode(state, scm, key)`` that
-plays an episode on one (padded) SCM and updates the policy:
+``make_train_update(settings, policy, optimizer)`` returns one update as two jittable functions
+(``TrainUpdate``): ``play`` plays an episode on each SCM of a batch (padded to the batch's shape bucket), vmapped
+over the SCMs, and ``learn`` updates the policy on them:
 
 1. ``n_obs`` observational samples fill the buffer;
-2. ``lax.scan`` over ``T`` steps: the policy sees the buffer (and the surrogate's parent probabilities),
-   a group of ``G`` actions is sampled for the same state and each is executed on the SCM with fresh
-   noise; rewards ``w_t * target + w_p * parent + w_i * info_gain`` give group-relative advantages; one
-   uniformly chosen member of the group (not the best) is appended to the buffer;
+2. ``lax.scan`` over ``T`` steps: the policy sees the buffer (and the surrogate's parent probabilities) and
+   acts. ``credit="step"``: a group of ``G`` actions is sampled for the same state, each is executed with
+   fresh noise and scored by its immediate reward ``w_t * target + w_p * parent + w_i * info_gain``, and one
+   uniformly chosen member (not the best) is appended to the buffer. ``credit="trajectory"``: ``G`` whole
+   trajectories from the same start, scored by their returns-to-go;
 3. ``update_epochs`` clipped policy-gradient steps (Adam, gradient clipping, entropy bonus, optional KL)
-   on all ``T x G`` actions of the episode.
+   on all ``T x G`` actions of the batch, with group-relative advantages.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -22,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from . import sampler, surrogate
-from .buffer import append, candidates, fit_surrogate, initial_buffer
+from .buffer import Buffer, append, candidates, fit_surrogate, initial_buffer
 from .policy import (
     Observation,
     act_outputs,
@@ -144,8 +148,35 @@ def exact_effects(scm: SCMArrays) -> jnp.ndarray:
     return jnp.where(scm.intervenable[:, None], effect, 0.0)
 
 
-def make_train_update(settings: GRPOSettings, policy, optimizer: optax.GradientTransformation):
-    """``train_update(state, pool, members, key)``: play one episode on each SCM ``pool[members]``, then update.
+class Batch(NamedTuple):
+    """The episodes of one update: the SCMs played, their final buffers, transitions and executed actions."""
+
+    scms: SCMArrays
+    buffers: Buffer
+    transitions: Transition
+    executed: tuple
+
+
+@dataclass(frozen=True)
+class TrainUpdate:
+    """One policy update as two pure functions, each jittable: ``play(params, pool, members, key) -> Batch``
+    plays one episode on each SCM ``pool[members]``; ``learn(state, batch) -> (state, stats, detail)`` takes
+    the ``update_epochs`` gradient steps on it. Called as ``update(state, pool, members, key)``, it is both.
+
+    The training driver compiles them as two programs: the batch stays on the device between them (still one
+    round trip to the host per update), and the compiler's peak memory is that of the larger half, not of
+    the whole (measured on the production training program at 20 variables: 1071 -> 844 MiB).
+    """
+
+    play: Callable
+    learn: Callable
+
+    def __call__(self, state: TrainState, pool: SCMArrays, members, key):
+        return self.learn(state, self.play(state.params, pool, members, key))
+
+
+def make_train_update(settings: GRPOSettings, policy, optimizer: optax.GradientTransformation) -> TrainUpdate:
+    """Play one episode on each SCM ``pool[members]``, then update (``TrainUpdate``).
 
     ``credit="step"``: at each step a group of G actions is drawn for the same state and scored by its
     immediate reward; one member is executed. ``credit="trajectory"``: G whole trajectories from the same
@@ -281,10 +312,13 @@ def make_train_update(settings: GRPOSettings, policy, optimizer: optax.GradientT
             loss=loss, effect_loss=aux, grad_norm=grad_norm,
         )
 
-    def train_update(state: TrainState, pool: SCMArrays, members, key):
+    def play_batch(params, pool: SCMArrays, members, key) -> Batch:
         scms = jax.tree.map(lambda a: a[members], pool)
         keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(members.shape[0]))
-        buffers, tr, executed = jax.vmap(play, (None, 0, 0))(state.params, scms, keys)
+        return Batch(scms, *jax.vmap(play, (None, 0, 0))(params, scms, keys))
+
+    def learn(state: TrainState, batch: Batch):
+        scms, tr = batch.scms, batch.transitions
 
         def update(state, _):
             (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, scms, tr)
@@ -294,7 +328,7 @@ def make_train_update(settings: GRPOSettings, policy, optimizer: optax.GradientT
 
         state, (losses, aux, grad_norms) = jax.lax.scan(update, state, None, length=s.update_epochs)
         stats = jax.vmap(episode_stats, (0, 0, 0, 0, None, 0, None))(
-            scms, buffers, tr, executed, losses[0], aux[0], grad_norms[0])
+            scms, batch.buffers, tr, batch.executed, losses[0], aux[0], grad_norms[0])
         detail = {
             "variable": tr.variable[0], "value": jax.vmap(squash, (None, 0, 0))(
                 jax.tree.map(lambda a: a[0], scms), tr.variable[0], tr.u[0]),
@@ -302,7 +336,7 @@ def make_train_update(settings: GRPOSettings, policy, optimizer: optax.GradientT
         }
         return state, stats, detail
 
-    return train_update
+    return TrainUpdate(play_batch, learn)
 
 
 def make_optimizer(training: dict, total_episodes: int) -> tuple[optax.GradientTransformation, optax.Schedule]:

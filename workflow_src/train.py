@@ -1,4 +1,4 @@
-"""The training driver: curriculum on the host, one compiled ``train_update`` per shape bucket, checkpoints, log.
+"""The training driver: curriculum on the host, compiled updates per shape bucket, checkpoints, log.
 
 A run is fully determined by its config slice and seed: the episode keys are ``fold_in(seed, episode)``,
 the curriculum's choices are seeded by (seed, episode), and everything needed to continue (parameters,
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from . import checkpoint, curriculum
 from .atomic import atomic_path
+from .compile_cache import release_freed_memory
 from .config import digest
 from .errors import CheckpointError, SuiteError
 from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_update
@@ -199,8 +200,7 @@ def train(
     policy = make_policy(spec["policy"])
     optimizer, schedule = make_optimizer(spec["training"], spec["episodes"])
     init_key, episodes_key = jax.random.split(jax.random.PRNGKey(seed))
-    params = init_params(policy, init_key)
-    state = TrainState(params, optimizer.init(params))
+    state = jax.jit(lambda key: _fresh_state(policy, optimizer, key))(init_key)  # one program, not one per op
     ctx = {
         "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
         "config_hash": digest(spec), "code_hash": code_hash("train"), "n_max": pools.n_max,
@@ -213,7 +213,9 @@ def train(
         start, cur, best = header["episode"], header["curriculum"], header["best"]
     else:
         paths.clear()  # files of an earlier run with another config must not leak into this one
-    train_update = jax.jit(make_train_update(settings, policy, optimizer))
+    update = make_train_update(settings, policy, optimizer)
+    play, learn = jax.jit(update.play), jax.jit(update.learn)
+    compiled_buckets = set()
     batch_size = spec["training"]["scms_per_update"]
     wall_offset = rows[-1]["wall_time"] if rows else 0.0
     t0 = time.perf_counter()
@@ -232,7 +234,13 @@ def train(
                                                  cur_settings.replay)
         scm = pools.suites[level].scms[cur["scm"]]
         lr = float(schedule(episode * spec["training"]["update_epochs"]))  # updates done before this episode
-        state, stats, detail = train_update(state, *pools.batch(members), jax.random.fold_in(episodes_key, episode))
+        pool, indices = pools.batch(members)
+        batch = play(state.params, pool, indices, jax.random.fold_in(episodes_key, episode))
+        state, stats, detail = learn(state, batch)
+        if pool.bias.shape[-1] not in compiled_buckets:  # this update compiled the bucket's programs
+            jax.block_until_ready(state)
+            release_freed_memory()
+            compiled_buckets.add(pool.bias.shape[-1])
         per_scm = [{k: float(v) for k, v in zip(stats._fields, values)} for values in zip(*map(np.asarray, stats))]
         metrics = {k: float(np.mean([m[k] for m in per_scm])) for k in stats._fields}
         n_changes = len(cur["changes"])
@@ -282,6 +290,11 @@ def train(
     say(f"trained {spec['episodes']} episodes in {rows[-1]['wall_time']:.1f}s; final level "
         f"{curriculum.current_level(cur, cur_settings)}; wrote {paths.ckpt('final')} and {paths.log_table}")
     return state
+
+
+def _fresh_state(policy, optimizer, key) -> TrainState:
+    params = init_params(policy, key)
+    return TrainState(params, optimizer.init(params))
 
 
 def _print_steps(say, episode: int, scm, detail: dict) -> None:
