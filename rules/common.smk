@@ -19,6 +19,7 @@ from workflow_src.paths import (
     checkpoint_file,
     compare_html,
     eval_table,
+    is_train_suite,
     plugin_table,
     suite_file,
     summary_html,
@@ -42,6 +43,15 @@ wildcard_constraints:
 def spec_arg(obj):
     """A config slice as a shell-quoted canonical JSON argument (also what makes params change)."""
     return shlex.quote(canonical_json(obj))
+
+
+# Scheduling: training is the long chain of a study (train, then its evaluations), so its suites and its jobs
+# are started before the independent baseline and evaluation jobs that can fill the other cores meanwhile.
+TRAIN_PRIORITY = 1
+
+
+def suite_priority(wildcards):
+    return TRAIN_PRIORITY + 1 if is_train_suite(wildcards.suite) else 0
 
 
 def train_suites_of(name):

@@ -9,6 +9,7 @@ rule suite:
         suite_file("{suite}"),
     log:
         "logs/suites/{suite}.log",
+    priority: suite_priority
     conda:
         ENV
     threads: 1

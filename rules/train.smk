@@ -11,6 +11,7 @@ rule train:
         log_table=train_log("{config}", "{seed}"),
     log:
         "logs/{config}/train/seed_{seed}.log",
+    priority: TRAIN_PRIORITY
     conda:
         ENV
     threads: 1

@@ -35,6 +35,26 @@ def test_summary_plans_expected_jobs(workdir, default_config, name):
     assert planned_jobs(workdir, f"results/{name}/summary.html") == expected_jobs(default_config, name)
 
 
+def test_training_suites_and_training_jobs_are_scheduled_first(workdir):
+    """Training is the study's long chain: its suites (priority 2) and jobs (1) start before the baseline,
+    held-out suite and evaluation jobs (0) that fill the other cores meanwhile."""
+    import re
+
+    proc = snakemake(workdir, "results/quick_test/summary.html", "-n")
+    priority = {}
+    for block in re.split(r"\n(?=\s*\[)", proc.stdout + proc.stderr):
+        rule = re.search(r"^\s*rule (\w+):", block, re.M)
+        wildcards = re.search(r"^\s*wildcards: (.*)$", block, re.M)
+        if rule and wildcards:
+            level = re.search(r"^\s*priority: (\d+)", block, re.M)
+            priority[(rule[1], wildcards[1])] = int(level[1]) if level else 0
+    assert {k: v for k, v in priority.items() if v} == {
+        **{("suite", f"suite=train-L0{lv}"): 2 for lv in (1, 2, 3)},
+        ("train", "config=quick_test, seed=0"): 1, ("train", "config=quick_test, seed=1"): 1}
+    assert priority[("suite", "suite=heldout-L01")] == priority[("baselines", "suite=heldout-L01")] == 0
+    assert priority[("evaluate", "config=quick_test, seed=0, suite=heldout-L01")] == 0
+
+
 def test_bad_config_fails_at_parse_time(workdir, tmp_path):
     bad = tmp_path / "bad.yaml"
     text = (workdir / "config/config.yaml").read_text().replace("  debug:\n", "  debug:\n    learning_rate: 0.1\n")

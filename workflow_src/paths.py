@@ -24,6 +24,10 @@ def train_suite(level: int) -> str:
     return f"train-L{level:02d}"
 
 
+def is_train_suite(suite: str) -> bool:
+    return suite.startswith("train-L")
+
+
 def train_suite_files(levels, suites_dir: str = SUITES) -> list[str]:
     """The training suite files of ``levels``, in that order."""
     return [suite_file(train_suite(level), suites_dir) for level in levels]
