@@ -319,9 +319,9 @@ def test_pools_pad_each_level_to_its_bucket(tmp_path, default_config):
     pools = Pools(files, [1, 6])
     largest = max(s.n for s in pools.suites[6].scms)
     assert pools.level_bucket == {1: 8, 6: min(16, largest)} and sorted(pools.stacked) == [8, min(16, largest)]
-    small, index = pools.batch([(1, 2), (1, 0)])
+    small, index = pools.locate([(1, 2), (1, 0)])
     assert small.bias.shape == (4, 8) and list(index) == [2, 0]
-    mixed, index = pools.batch([(6, 1), (1, 2)])
+    mixed, index = pools.locate([(6, 1), (1, 2)])
     assert mixed.bias.shape == (8, largest) and list(index) == [5, 2]
     for (level, i), k in zip([(6, 1), (1, 2)], index):
         n = pools.suites[level].scms[i].n

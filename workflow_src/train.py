@@ -62,7 +62,7 @@ class Pools:
 
     A level's SCMs are padded to the shape bucket of its largest SCM (``bucket_size``, capped at the largest
     SCM of all levels), not to the largest SCM of the config: early levels run on small arrays, and each
-    bucket compiles one program. Every bucket's stack holds all levels that fit in it, so a batch that mixes
+    bucket the curriculum reaches compiles its own programs. Every bucket's stack holds all levels that fit in it, so a batch that mixes
     levels (replay) runs in its largest member's bucket; an update sends only the positions of its SCMs.
     Training draws are padding-invariant, so a level's episodes do not depend on its bucket.
     """
@@ -83,7 +83,7 @@ class Pools:
             every_scm = [s for lv in fits for s in self.suites[lv].scms]
             self.stacked[bucket] = jax.tree.map(jnp.asarray, stack_scms(every_scm, bucket))
 
-    def batch(self, members: list[tuple[int, int]]):
+    def locate(self, members: list[tuple[int, int]]):
         """The stack of the bucket that fits every (level, pool index) of ``members``, and their positions in it."""
         bucket = max(self.level_bucket[lv] for lv, _ in members)
         return self.stacked[bucket], np.array([self.offsets[bucket][lv] + i for lv, i in members], np.int32)
@@ -234,7 +234,7 @@ def train(
                                                  cur_settings.replay)
         scm = pools.suites[level].scms[cur["scm"]]
         lr = float(schedule(episode * spec["training"]["update_epochs"]))  # updates done before this episode
-        pool, indices = pools.batch(members)
+        pool, indices = pools.locate(members)
         batch = play(state.params, pool, indices, jax.random.fold_in(episodes_key, episode))
         state, stats, detail = learn(state, batch)
         if pool.bias.shape[-1] not in compiled_buckets:  # this update compiled the bucket's programs
