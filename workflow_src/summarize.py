@@ -232,6 +232,10 @@ EPISODE_ID = ["method", "seed", "suite", "scm_id", "episode"]
 
 
 def _distinct(values) -> list[str]:
+    """The distinct non-null values, as sorted strings (a column is reduced to its distinct values first:
+    iterating a million-row Arrow-backed column element by element took 1.5 s of a production summary)."""
+    if isinstance(values, pd.Series):
+        values = values.dropna().unique()
     return sorted({str(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))})
 
 
@@ -280,7 +284,7 @@ def provenance(inputs: SummaryInputs) -> dict:
             "interventions_per_episode": int(evals.groupby(EPISODE_ID, dropna=False)["step"].nunique().max()),
         },
         "package_versions": _distinct(
-            list(evals["package_version"]) + [h.get("package_version") for h in inputs.headers.values()]
+            [*_distinct(evals["package_version"]), *(h.get("package_version") for h in inputs.headers.values())]
         ),
         "git_commits": {
             "policy evaluation": _distinct(policy["git_commit"]),

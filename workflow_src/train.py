@@ -62,8 +62,9 @@ class Pools:
 
     A level's SCMs are padded to the shape bucket of its largest SCM (``bucket_size``, capped at the largest
     SCM of all levels), not to the largest SCM of the config: early levels run on small arrays, and each
-    bucket the curriculum reaches compiles its own programs. Every bucket's stack holds all levels that fit in it, so a batch that mixes
-    levels (replay) runs in its largest member's bucket; an update sends only the positions of its SCMs.
+    bucket the curriculum reaches compiles its own programs. Every bucket's stack holds all levels that fit
+    in it, so a batch that mixes levels (replay) runs in its largest member's bucket; an update sends only
+    the positions of its SCMs.
     Training draws are padding-invariant, so a level's episodes do not depend on its bucket.
     """
 
