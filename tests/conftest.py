@@ -25,10 +25,12 @@ def require(condition: bool, what: str) -> None:
     pytest.skip(f"{what} not available")
 
 
-def run_cli(*args, cwd=ROOT, check=False, env=None, timeout=600):
-    """Run the `acbo` CLI in a subprocess and return the CompletedProcess."""
+def run_cli(*args, cwd=ROOT, check=False, env=None, timeout=600, cpus=None):
+    """Run the `acbo` CLI in a subprocess (restricted to the CPU numbers ``cpus`` by ``taskset`` when given)
+    and return the CompletedProcess."""
+    pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
     proc = subprocess.run(
-        [sys.executable, "-m", "workflow_src", *map(str, args)],
+        [*pin, sys.executable, "-m", "workflow_src", *map(str, args)],
         cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout,
     )
     if check and proc.returncode != 0:

@@ -23,12 +23,17 @@ XLA_DEFAULTS = {"xla_cpu_multi_thread_eigen": "false", "xla_backend_optimization
 
 
 def configure_jax(threads: int | None) -> None:
-    """Make XLA's CPU numerics independent of the thread count and enable the shared compilation cache.
+    """Make XLA's CPU numerics independent of the machine's core count and enable the shared compilation cache.
 
-    Eigen's multi-threaded kernels split contractions by the number of threads, which changes the last
-    bits of every matrix product, so checkpoints and tables would depend on ``--cores`` or a SLURM job's
-    ``--cpus-per-task``. They are always off: a job's kernels run on one thread, and parallelism comes from
-    running jobs side by side. ``threads`` is the job's reservation; it changes no number.
+    XLA splits large matrix products (the gradient of a Dense layer over a whole batch, for one) across the
+    thread pool of its CPU client, whose size is the number of CPUs the process may use when the client is
+    created; the split changes the last bits of the product, so checkpoints and tables depended on the
+    machine, ``--cores`` or a SLURM job's ``--cpus-per-task`` (measured: training on one CPU and on two gave
+    other parameters after the first update). ``--xla_cpu_multi_thread_eigen=false`` is kept, but in jax 0.10
+    it no longer prevents that split. So the client is created while the process may use a single CPU
+    (``_one_thread_client``): its pool has one thread, and the job's threads may then run on every CPU it
+    was given. Parallelism comes from running jobs side by side; ``threads`` is the job's reservation and
+    changes no number.
 
     LLVM runs at optimization level 2 instead of XLA's default 3: measured on the training program, 10.1 s
     of compilation become 6.3 s and an update runs as fast; the evaluation programs of the 64-variable bucket
@@ -41,6 +46,8 @@ def configure_jax(threads: int | None) -> None:
     os.environ["XLA_FLAGS"] = flags
     import jax
 
+    _one_thread_client(jax)
+
     cache_dir = Path(os.environ.get("ACBO_JAX_CACHE", ".jax_cache")).resolve()
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -49,6 +56,23 @@ def configure_jax(threads: int | None) -> None:
     if not getattr(configure_jax, "_listening", False):
         jax.monitoring.register_event_listener(lambda event, **_: _events.append(event))
         configure_jax._listening = True
+
+
+def _one_thread_client(jax) -> None:
+    """Create JAX's CPU client (and its thread pool) while the process may run on one CPU only, then give
+    every thread of the process back the CPUs it had. No effect where the client already exists."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        jax.devices("cpu")
+    finally:
+        for task in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(task), allowed)
+            except OSError:  # a thread that has ended meanwhile
+                pass
 
 
 def release_freed_memory() -> None:
