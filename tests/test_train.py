@@ -257,16 +257,21 @@ def test_bandit_statistics_match_a_direct_computation():
     np.testing.assert_array_equal(heuristic[others], np.asarray(marginal)[others])
 
 
+def jitted_update_and_state(spec: dict):
+    """The jitted GRPO update of a config slice and a fresh training state (parameters from key 0)."""
+    policy = pol.make_policy(spec["policy"])
+    optimizer, _ = grpo.make_optimizer(spec["training"], 10)
+    update = jax.jit(grpo.make_train_update(grpo.GRPOSettings.from_experiment(spec), policy, optimizer))
+    params = pol.init_params(policy, jax.random.PRNGKey(0))
+    return update, grpo.TrainState(params, optimizer.init(params))
+
+
 def test_a_batch_plays_each_scm_as_if_alone(default_config):
     from workflow_src.scm import stack_scms
 
     suite = generate_level_suite("u", 1, 1, 3, GeneratorSettings())
     spec = small_spec(default_config, policy=SMALL_POLICY, training={"n_interventions": 4, "update_epochs": 1})
-    policy = pol.make_policy(spec["policy"])
-    optimizer, _ = grpo.make_optimizer(spec["training"], 10)
-    update = jax.jit(grpo.make_train_update(grpo.GRPOSettings.from_experiment(spec), policy, optimizer))
-    params = pol.init_params(policy, jax.random.PRNGKey(0))
-    state = grpo.TrainState(params, optimizer.init(params))
+    update, state = jitted_update_and_state(spec)
     pool = jax.tree.map(jnp.asarray, stack_scms(list(suite.scms), 5))
     key = jax.random.PRNGKey(7)
     _, alone, _ = update(state, pool, jnp.array([2], jnp.int32), key)
@@ -286,11 +291,7 @@ def test_an_update_does_not_depend_on_the_padding(default_config):
     suite = generate_level_suite("u", 2, 2, 3, GeneratorSettings())
     residual = {**SMALL_POLICY, "bandit_features": True, "prior": "interventional_regression"}
     spec = small_spec(default_config, policy=residual, training={"n_interventions": 4, "update_epochs": 1})
-    policy = pol.make_policy(spec["policy"])
-    optimizer, _ = grpo.make_optimizer(spec["training"], 10)
-    update = jax.jit(grpo.make_train_update(grpo.GRPOSettings.from_experiment(spec), policy, optimizer))
-    params = pol.init_params(policy, jax.random.PRNGKey(0))
-    state = grpo.TrainState(params, optimizer.init(params))
+    update, state = jitted_update_and_state(spec)
     runs = [update(state, jax.tree.map(jnp.asarray, stack_scms(list(suite.scms), n)), jnp.array([1, 0], jnp.int32),
                    jax.random.PRNGKey(7)) for n in (5, 8, 13)]
     (state_5, stats_5, detail_5), *others = runs
