@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from .buffer import Buffer, interventional_weights
+from .sample_pooling import pooled_embedding
 from .sampler import per_variable_categorical
 from .scm import SCMArrays
 from .surrogate import Surrogate, masked_standardize, weighted_simple_regression
@@ -159,29 +160,16 @@ def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate, bandit_feature
                        heuristic)
 
 
-@jax.custom_vjp
-def max_over_samples(e: jnp.ndarray) -> jnp.ndarray:
-    """``e.max(0)``, with a leaner gradient: all of it to the entries equal to the maximum.
+class SampleEmbedding(nn.Module):
+    """A dense layer with GELU on every (sample, variable), pooled over the samples: ``(mean, max)``."""
 
-    JAX's own rule shares the gradient among tied entries, at the price of counting them: several more
-    passes over the (S, N, H) embedding, the largest tensor of the network (measured: 27 of 48 ms of the
-    sample layer's gradient, 16 ms with this rule). Ties between real samples have probability zero, so the
-    gradients are the same.
-    """
-    return e.max(0)
+    features: int
 
-
-def _max_forward(e):
-    peak = e.max(0)
-    return peak, (e, peak)
-
-
-def _max_backward(saved, grad):
-    e, peak = saved
-    return (jnp.where(e == peak, grad, 0.0),)
-
-
-max_over_samples.defvjp(_max_forward, _max_backward)
+    @nn.compact
+    def __call__(self, sample_features, sample_mask):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (sample_features.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return pooled_embedding(sample_features, sample_mask, kernel, bias)
 
 
 class VariableBlock(nn.Module):
@@ -212,12 +200,7 @@ class PermutationInvariantPolicy(nn.Module):
     @nn.compact
     def __call__(self, obs: Observation):
         # one layer per (sample, variable): the costliest tensor, so the depth comes after pooling
-        e = nn.gelu(nn.Dense(self.hidden_dim)(obs.sample_features))  # (S, N, H)
-        w = obs.sample_mask[:, None, None]
-        count = jnp.maximum(w.sum(0), 1.0)
-        mean = (e * w).sum(0) / count
-        peak = max_over_samples(jnp.where(w, e, NEG_INF))
-        peak = jnp.where(obs.sample_mask.any(), peak, 0.0)
+        mean, peak = SampleEmbedding(self.hidden_dim)(obs.sample_features, obs.sample_mask)  # (N, H) each
         h = jnp.concatenate([mean, peak, obs.variable_features], -1)
         h = nn.Dense(self.hidden_dim)(nn.gelu(nn.Dense(2 * self.hidden_dim)(h)))
         for _ in range(self.n_layers):
