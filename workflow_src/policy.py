@@ -172,6 +172,15 @@ class SampleEmbedding(nn.Module):
         return pooled_embedding(sample_features, sample_mask, kernel, bias)
 
 
+def head_major_attention(query, key, value, mask=None):
+    """Flax's dot-product attention (no dropout), its value product computed head by head: ``(h, k, d)``
+    values, ``(h, q, d)`` outputs. The same numbers; XLA's CPU backend runs Flax's ``...hqk,...khd->...qhd``
+    layout as a slow strided loop (measured on a 64-variable evaluation: 1.7 of 5.4 s)."""
+    weights = nn.dot_product_attention_weights(query, key, mask=mask)  # (..., h, q, k)
+    per_head = jnp.einsum("...hqk,...hkd->...hqd", weights, jnp.swapaxes(value, -3, -2))
+    return jnp.swapaxes(per_head, -3, -2)
+
+
 class VariableBlock(nn.Module):
     """Pre-norm transformer block across variables."""
 
@@ -181,7 +190,8 @@ class VariableBlock(nn.Module):
     @nn.compact
     def __call__(self, h, mask):
         attn_mask = nn.make_attention_mask(mask, mask)
-        a = nn.MultiHeadDotProductAttention(num_heads=self.n_heads, qkv_features=self.hidden_dim)(
+        a = nn.MultiHeadDotProductAttention(num_heads=self.n_heads, qkv_features=self.hidden_dim,
+                                      attention_fn=head_major_attention)(
             nn.LayerNorm()(h), mask=attn_mask
         )
         h = h + a

@@ -1,10 +1,12 @@
-"""The policy's fused per-(sample, variable) layer against the plain composition it replaces."""
+"""The policy's layers written for XLA's CPU backend against the plain compositions they replace."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import pytest
 
+from workflow_src.policy import head_major_attention
 from workflow_src.sample_pooling import pooled_embedding
 
 
@@ -54,3 +56,14 @@ def test_gradients_match_the_plain_layer(batch):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
     assert not np.any(np.asarray(fused[0][3]))  # nothing flows to padded samples
     assert not np.any(np.asarray(fused[0][1, 4:]))
+
+
+def test_head_major_attention_matches_flax():
+    rng = np.random.default_rng(4)
+    query, key, value = (jnp.asarray(rng.normal(size=(3, 6, 2, 4)), jnp.float32) for _ in range(3))
+    node_mask = jnp.asarray(np.arange(6)[None, :] < np.array([6, 3, 1])[:, None])
+    mask = nn.make_attention_mask(node_mask, node_mask)
+    got = head_major_attention(query, key, value, mask=mask)
+    want = nn.dot_product_attention(query, key, value, mask=mask)
+    assert got.shape == want.shape == (3, 6, 2, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
