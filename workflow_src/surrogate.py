@@ -54,21 +54,24 @@ def binary_entropy(p: jnp.ndarray) -> jnp.ndarray:
 def fit(values: jnp.ndarray, sample_mask: jnp.ndarray, candidates: jnp.ndarray, target: jnp.ndarray) -> Surrogate:
     """Fit on ``values`` (S, N) rows where ``sample_mask``; ``candidates`` (N,) marks possible parents.
 
-    Conjugate normal-inverse-gamma regression: ``beta | s2 ~ N(0, s2 * PRIOR_VAR * I)``, so one Cholesky
-    factor of ``X'X + I / PRIOR_VAR`` gives the posterior mean and (times the noise estimate) covariance.
+    Conjugate normal-inverse-gamma regression: ``beta | s2 ~ N(0, s2 * PRIOR_VAR * I)``, so the Cholesky
+    factor of ``X'X + I / PRIOR_VAR`` gives the posterior mean and (times the noise estimate) variances.
     """
     z, _, _ = masked_standardize(values, sample_mask)
     y = z[:, target]
     x = z * candidates.astype(z.dtype)
     n_vars = values.shape[1]
     precision = x.T @ x + jnp.eye(n_vars) / PRIOR_VAR
-    factor = jax.scipy.linalg.cho_factor(precision, lower=True)
-    solved = jax.scipy.linalg.cho_solve(factor, jnp.concatenate([(x.T @ y)[:, None], jnp.eye(n_vars)], axis=1))
-    mean, inv_precision = solved[:, 0], solved[:, 1:]
+    # one triangular solve gives L^-1 (precision = L L'): the posterior mean is L^-T L^-1 X'y and the
+    # inverse's diagonal the column sums of (L^-1)^2 (solving for the whole inverse took two, measured 0.6 of
+    # 4.5 s of an evaluation job on the 64-variable bucket)
+    inv_factor = jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(precision), jnp.eye(n_vars), lower=True)
+    mean = inv_factor.T @ (inv_factor @ (x.T @ y))
+    inv_precision_diag = (inv_factor**2).sum(0)
     resid = (y - x @ mean) * sample_mask
     dof = jnp.maximum(sample_mask.sum() - candidates.sum(), 1.0)
     noise_var = jnp.clip((resid**2).sum() / dof, 1e-3, 1.0)
-    post_var = jnp.clip(noise_var * jnp.diag(inv_precision), EPS, PRIOR_VAR)
+    post_var = jnp.clip(noise_var * inv_precision_diag, EPS, PRIOR_VAR)
     # log N(m; 0, v + prior) - log N(m; 0, v), with the posterior as the data's evidence for beta
     log_bf = 0.5 * jnp.log(post_var / (post_var + PRIOR_VAR)) + 0.5 * mean**2 * (
         1.0 / post_var - 1.0 / (post_var + PRIOR_VAR)
