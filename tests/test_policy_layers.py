@@ -6,7 +6,7 @@ import numpy as np
 import flax.linen as nn
 import pytest
 
-from workflow_src.policy import head_major_attention
+from workflow_src.policy import LayerNorm, head_major_attention
 from workflow_src.sample_pooling import pooled_embedding
 
 
@@ -67,3 +67,19 @@ def test_head_major_attention_matches_flax():
     want = nn.dot_product_attention(query, key, value, mask=mask)
     assert got.shape == want.shape == (3, 6, 2, 4)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_layer_norm_matches_flax_with_the_same_parameters():
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.normal(size=(4, 5, 8)) * 3.0 + 1.0, jnp.float32)
+    params = nn.LayerNorm().init(jax.random.PRNGKey(0), x)
+    params = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+    assert jax.tree.structure(LayerNorm().init(jax.random.PRNGKey(0), x)) == jax.tree.structure(params)
+
+    def loss(module, params, x):
+        return (jnp.tanh(module.apply(params, x)) * jnp.arange(8.0)).sum()
+
+    np.testing.assert_allclose(LayerNorm().apply(params, x), nn.LayerNorm().apply(params, x), rtol=1e-5, atol=1e-5)
+    got = jax.grad(loss, (1, 2))(LayerNorm(), params, x)
+    want = jax.grad(loss, (1, 2))(nn.LayerNorm(), params, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), got, want)

@@ -172,6 +172,21 @@ class SampleEmbedding(nn.Module):
         return pooled_embedding(sample_features, sample_mask, kernel, bias)
 
 
+class LayerNorm(nn.Module):
+    """Flax's ``nn.LayerNorm`` (the same parameters, names and epsilon) written as the plain formula, whose
+    gradient XLA's CPU backend computes about 2.5 times faster than Flax's (measured at (400, 20, 32): 4.0
+    vs 1.5 ms forward and backward)."""
+
+    epsilon: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.initializers.ones_init(), x.shape[-1:])
+        bias = self.param("bias", nn.initializers.zeros_init(), x.shape[-1:])
+        centered = x - x.mean(-1, keepdims=True)
+        return centered * jax.lax.rsqrt((centered**2).mean(-1, keepdims=True) + self.epsilon) * scale + bias
+
+
 def head_major_attention(query, key, value, mask=None):
     """Flax's dot-product attention (no dropout), its value product computed head by head: ``(h, k, d)``
     values, ``(h, q, d)`` outputs. The same numbers; XLA's CPU backend runs Flax's ``...hqk,...khd->...qhd``
@@ -192,10 +207,10 @@ class VariableBlock(nn.Module):
         attn_mask = nn.make_attention_mask(mask, mask)
         a = nn.MultiHeadDotProductAttention(num_heads=self.n_heads, qkv_features=self.hidden_dim,
                                       attention_fn=head_major_attention)(
-            nn.LayerNorm()(h), mask=attn_mask
+            LayerNorm()(h), mask=attn_mask
         )
         h = h + a
-        m = nn.Dense(2 * self.hidden_dim)(nn.LayerNorm()(h))
+        m = nn.Dense(2 * self.hidden_dim)(LayerNorm()(h))
         return h + nn.Dense(self.hidden_dim)(nn.gelu(m))
 
 
@@ -215,7 +230,7 @@ class PermutationInvariantPolicy(nn.Module):
         h = nn.Dense(self.hidden_dim)(nn.gelu(nn.Dense(2 * self.hidden_dim)(h)))
         for _ in range(self.n_layers):
             h = VariableBlock(self.hidden_dim, self.n_heads)(h, obs.node_mask)
-        h = nn.LayerNorm()(h)
+        h = LayerNorm()(h)
         logits = nn.Dense(1)(h)[:, 0]
         mu = nn.Dense(1)(h)[:, 0]
         allowed = obs.action_mask & obs.node_mask
