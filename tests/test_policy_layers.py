@@ -1,9 +1,9 @@
 """The policy's layers written for XLA's CPU backend against the plain compositions they replace."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 import pytest
 
 from workflow_src.policy import LayerNorm, head_major_attention

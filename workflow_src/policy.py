@@ -205,10 +205,9 @@ class VariableBlock(nn.Module):
     @nn.compact
     def __call__(self, h, mask):
         attn_mask = nn.make_attention_mask(mask, mask)
-        a = nn.MultiHeadDotProductAttention(num_heads=self.n_heads, qkv_features=self.hidden_dim,
-                                      attention_fn=head_major_attention)(
-            LayerNorm()(h), mask=attn_mask
-        )
+        attention = nn.MultiHeadDotProductAttention(num_heads=self.n_heads, qkv_features=self.hidden_dim,
+                                                    attention_fn=head_major_attention)
+        a = attention(LayerNorm()(h), mask=attn_mask)
         h = h + a
         m = nn.Dense(2 * self.hidden_dim)(LayerNorm()(h))
         return h + nn.Dense(self.hidden_dim)(nn.gelu(m))
