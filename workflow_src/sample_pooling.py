@@ -61,8 +61,7 @@ def _forward(x, sample_mask, kernel, bias):
 
 def _backward(saved, grads):
     x, sample_mask, kernel, bias, peak, count = saved
-    grad_mean, grad_peak = grads
-    grad_peak = jnp.where(sample_mask.any(), grad_peak, 0.0)
+    grad_mean, grad_peak = grads  # without samples every weight w is 0: nothing flows back
 
     def sample_grad(sums, sample):
         features, w = sample
