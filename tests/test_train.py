@@ -264,8 +264,7 @@ def jitted_update_and_state(spec: dict, optimizer=None):
     policy = pol.make_policy(spec["policy"])
     optimizer = optimizer or grpo.make_optimizer(spec["training"], 10)[0]
     update = jax.jit(grpo.make_train_update(grpo.GRPOSettings.from_experiment(spec), policy, optimizer))
-    params = pol.init_params(policy, jax.random.PRNGKey(0))
-    return update, grpo.TrainState(params, optimizer.init(params))
+    return update, grpo.initial_state(policy, optimizer, jax.random.PRNGKey(0))
 
 
 def test_a_batch_plays_each_scm_as_if_alone(default_config):

@@ -31,6 +31,7 @@ from .policy import (
     Observation,
     act_outputs,
     categorical_entropy,
+    init_params,
     log_prob,
     policy_observation,
     sample_actions,
@@ -74,6 +75,12 @@ class GRPOSettings(NamedTuple):
 class TrainState(NamedTuple):
     params: dict
     opt_state: optax.OptState
+
+
+def initial_state(policy, optimizer: optax.GradientTransformation, key) -> TrainState:
+    """Fresh parameters from ``key`` and the optimizer's state for them."""
+    params = init_params(policy, key)
+    return TrainState(params, optimizer.init(params))
 
 
 class Transition(NamedTuple):

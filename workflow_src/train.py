@@ -27,8 +27,8 @@ from .atomic import atomic_path
 from .compile_cache import release_freed_memory
 from .config import digest
 from .errors import CheckpointError, SuiteError
-from .grpo import GRPOSettings, TrainState, make_optimizer, make_train_update
-from .policy import architecture, init_params, make_policy
+from .grpo import GRPOSettings, TrainState, initial_state, make_optimizer, make_train_update
+from .policy import architecture, make_policy
 from .provenance import code_hash, git_commit, package_version
 from .scm import bucket_size, stack_scms
 from .suite_io import load_suite
@@ -201,7 +201,7 @@ def train(
     policy = make_policy(spec["policy"])
     optimizer, schedule = make_optimizer(spec["training"], spec["episodes"])
     init_key, episodes_key = jax.random.split(jax.random.PRNGKey(seed))
-    state = jax.jit(lambda key: _fresh_state(policy, optimizer, key))(init_key)  # one program, not one per op
+    state = jax.jit(lambda key: initial_state(policy, optimizer, key))(init_key)  # one program, not one per op
     ctx = {
         "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
         "config_hash": digest(spec), "code_hash": code_hash("train"), "n_max": pools.n_max,
@@ -291,11 +291,6 @@ def train(
     say(f"trained {spec['episodes']} episodes in {rows[-1]['wall_time']:.1f}s; final level "
         f"{curriculum.current_level(cur, cur_settings)}; wrote {paths.ckpt('final')} and {paths.log_table}")
     return state
-
-
-def _fresh_state(policy, optimizer, key) -> TrainState:
-    params = init_params(policy, key)
-    return TrainState(params, optimizer.init(params))
 
 
 def _print_steps(say, episode: int, scm, detail: dict) -> None:
