@@ -1,6 +1,7 @@
 """`snakemake -n` plans exactly the jobs the config implies."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -38,8 +39,6 @@ def test_summary_plans_expected_jobs(workdir, default_config, name):
 def test_training_suites_and_training_jobs_are_scheduled_first(workdir):
     """Training is the study's long chain: its suites (priority 2) and jobs (1) start before the baseline,
     held-out suite and evaluation jobs (0) that fill the other cores meanwhile."""
-    import re
-
     proc = snakemake(workdir, "results/quick_test/summary.html", "-n")
     priority = {}
     for block in re.split(r"\n(?=\s*\[)", proc.stdout + proc.stderr):
