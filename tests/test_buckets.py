@@ -50,7 +50,7 @@ def all_methods(default_config):
 
 def test_buckets_are_powers_of_two_and_chunks_shrink_as_graphs_grow():
     assert [bucket_size(n) for n in (1, 3, 8, 9, 16, 17, 50, 64, 65, 1000)] == [8, 8, 8, 16, 16, 32, 64, 64, 128, 1024]
-    assert [chunk_size(b) for b in (8, 16, 32, 64, 128, 1024)] == [32, 32, 16, 8, 4, 1]
+    assert [chunk_size(b) for b in (8, 16, 32, 64, 128, 1024)] == [32, 16, 8, 4, 2, 1]
 
 
 def test_bucketed_chunked_run_matches_one_unpadded_batch(mixed_suite, all_methods):
