@@ -85,6 +85,7 @@ def test_table_written_in_pieces_equals_the_whole_table(tmp_path, mixed_suite, a
 
 
 def test_cold_and_cached_runs_are_byte_identical_and_say_where_the_program_came_from(tmp_path):
+    """The warm job loads both the exported program (no tracing) and its executable from the cache."""
     suite = tmp_path / "classic.json"
     run_cli("suite", "generate", "heldout-classic", "--out", suite, check=True)
     spec = json.dumps({**PROTOCOL, "baselines": ["random", "thompson_bandit"]})
@@ -94,8 +95,9 @@ def test_cold_and_cached_runs_are_byte_identical_and_say_where_the_program_came_
         proc = run_cli("baselines", "--suite", suite, "--out", tmp_path / f"{name}.parquet", "--spec", spec, env=env,
                        check=True)
         logs.append(proc.stdout)
-    assert "from compiled (cache miss, now stored)" in logs[0], logs[0]
-    assert "from persistent cache" in logs[1], logs[1]
+    assert "from compiled (cache miss, now stored)" in logs[0] and " s, traced)" in logs[0], logs[0]
+    assert "from persistent cache" in logs[1] and " s, stored export)" in logs[1], logs[1]
+    assert len(list((tmp_path / "cache" / "exported").glob("*.jaxexport"))) == 1
     assert logs[1].strip().splitlines()[-1].startswith("job stats: acbo baselines "), logs[1]
     program = [line.split(" program ")[1].split()[0] for line in logs[0].splitlines() if " program " in line]
     assert program and f"program {program[0]} from persistent cache" in logs[1]

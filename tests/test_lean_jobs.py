@@ -34,12 +34,14 @@ def test_study_figures_are_read_from_the_job_logs(tmp_path):
 
     logs = {
         "baselines/heldout-L01.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program aaa111 from "
-        "compiled (cache miss, now stored) (20.0 s)\nwrote x\njob stats: acbo baselines 25.50 s, start-up 2.50 s, "
-        "peak memory 800 MiB\n",
+        "compiled (cache miss, now stored) (20.0 s, traced)\nwrote x\njob stats: acbo baselines 25.50 s, "
+        "start-up 2.50 s, peak memory 800 MiB\n",
         "debug/eval/seed_0/heldout-L01.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program bbb222 "
-        "from persistent cache (1.0 s)\njob stats: acbo evaluate 6.00 s, start-up 3.00 s, peak memory 600 MiB\n",
+        "from persistent cache (1.0 s, traced)\njob stats: acbo evaluate 6.00 s, start-up 3.00 s, "
+        "peak memory 600 MiB\n",
         "debug/eval/seed_0/heldout-L02.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program bbb222 "
-        "from persistent cache (1.0 s)\njob stats: acbo evaluate 4.00 s, start-up 2.00 s, peak memory 650 MiB\n",
+        "from persistent cache (0.4 s, stored export)\njob stats: acbo evaluate 4.00 s, start-up 2.00 s, "
+        "peak memory 650 MiB\n",
         "debug/train/seed_0.log": "job stats: acbo train 40.00 s, start-up 3.00 s, peak memory 900 MiB\n",
         "suites/broken.log": "Traceback ...\n",  # a failed job has no stats line
     }
@@ -50,6 +52,7 @@ def test_study_figures_are_read_from_the_job_logs(tmp_path):
     assert figures["by_command"]["evaluate"] == {"jobs": 2, "job_s": 10.0, "startup_s": 2.5, "peak_mib": 650}
     assert figures["by_command"]["train"]["job_s"] == 40.0 and "suite generate" not in figures["by_command"]
     assert figures["programs"] == 2 and figures["buckets"] == [8] and figures["evaluation_jobs_from_cache"] == 2
+    assert figures["evaluation_jobs_untraced"] == 1
     assert figures["evaluation_job_s_max"] == 25.5
 
 

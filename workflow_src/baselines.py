@@ -80,12 +80,12 @@ def act_thompson_bandit(_, view: StepView, key):
     return _best_endpoint(view, draw[:, 0] + draw[:, 1] * z_lo, draw[:, 0] + draw[:, 1] * z_hi)
 
 
+# a baseline's program depends on nothing but this package's code: its name identifies it in the store
 BASELINES: dict[str, Method] = {
-    "random": Method("random", act_random),
-    "oracle": Method("oracle", act_oracle),
-    "marginal_regression": Method("marginal_regression", act_marginal_regression),
-    "thompson_bandit": Method("thompson_bandit", act_thompson_bandit),
-    "causal_bo": Method("causal_bo", act_causal_bo),
+    name: Method(name, act, program_id=name)
+    for name, act in (("random", act_random), ("oracle", act_oracle),
+                      ("marginal_regression", act_marginal_regression), ("thompson_bandit", act_thompson_bandit),
+                      ("causal_bo", act_causal_bo))
 }
 
 

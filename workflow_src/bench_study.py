@@ -21,8 +21,8 @@ from .jobstats import LINE_PREFIX
 
 STATS = re.compile(LINE_PREFIX + r" acbo (?P<command>[\w ]+?) (?P<wall>[\d.]+) s, start-up (?P<startup>[\d.]+) s, "
                    r"peak memory (?P<peak>\d+) MiB")
-PROGRAM = re.compile(r"^bucket: (?P<bucket>\d+) variables .*; program (?P<program>\w+) from (?P<source>[^(]+) \(",
-                     re.MULTILINE)
+PROGRAM = re.compile(r"^bucket: (?P<bucket>\d+) variables .*; program (?P<program>\w+) from (?P<source>.+?) "
+                     r"\([\d.]+ s, (?P<origin>[^)]+)\)$", re.MULTILINE)
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
 
 
@@ -34,8 +34,8 @@ def read_job_logs(logs: Path) -> list[dict]:
         stats = STATS.search(text)
         if not stats:
             continue
-        programs = [(int(m["bucket"]), m["program"], m["source"].strip() == "persistent cache")
-                    for m in PROGRAM.finditer(text)]
+        programs = [(int(m["bucket"]), m["program"], m["source"].strip() == "persistent cache",
+                     m["origin"] == "stored export") for m in PROGRAM.finditer(text)]
         jobs.append({
             "log": str(path.relative_to(logs)), "command": stats["command"], "wall_s": float(stats["wall"]),
             "startup_s": float(stats["startup"]), "peak_mib": int(stats["peak"]),
@@ -63,6 +63,7 @@ def summarize_jobs(jobs: list[dict]) -> dict:
         "programs": len({p[1] for p in loads}),
         "buckets": sorted({p[0] for p in loads}),
         "evaluation_jobs_from_cache": sum(all(p[2] for p in j["programs"]) for j in evaluation),
+        "evaluation_jobs_untraced": sum(all(p[3] for p in j["programs"]) for j in evaluation),
         "evaluation_job_s_mean": round(sum(j["wall_s"] for j in evaluation) / max(len(evaluation), 1), 2),
         "evaluation_job_s_max": round(max((j["wall_s"] for j in evaluation), default=0.0), 2),
     }
@@ -89,7 +90,8 @@ def bench_study(root: Path, work: Path, config_name: str, cores: int = 2) -> dic
     warm = summarize_jobs(read_job_logs(study / "logs"))
     return {"config": config_name, "cores": cores, "wall_s": round(wall, 1), "cold_cache": cold,
             "warm_cache_evaluation": {k: warm[k] for k in ("evaluation_job_s_mean", "evaluation_job_s_max",
-                                                          "evaluation_jobs_from_cache", "programs")}}
+                                                          "evaluation_jobs_from_cache", "evaluation_jobs_untraced",
+                                                          "programs")}}
 
 
 def planned_programs(suites: dict[str, int]) -> dict:
@@ -116,7 +118,8 @@ def table(figures: dict) -> str:
         warm = data["warm_cache_evaluation"]
         lines.append(f"  evaluation job s: cold cache mean {cold['evaluation_job_s_mean']:.1f} / max "
                      f"{cold['evaluation_job_s_max']:.1f}; warm cache mean {warm['evaluation_job_s_mean']:.1f} / max "
-                     f"{warm['evaluation_job_s_max']:.1f} ({warm['evaluation_jobs_from_cache']} jobs from the cache)")
+                     f"{warm['evaluation_job_s_max']:.1f} ({warm['evaluation_jobs_from_cache']} jobs from the cache, "
+                     f"{warm['evaluation_jobs_untraced']} from the program store)")
     if "programs" in figures:
         plan = figures["programs"]
         lines.append(f"production evaluation programs: {plan['programs']} (buckets {plan['buckets']})")

@@ -15,6 +15,7 @@ import pandas as pd
 from .compile_cache import CompileWatch
 from .errors import CheckpointError
 from .methods import Method
+from .program_store import lower_program
 from .provenance import git_commit, package_version
 from .rollout import chunk_size, make_run_suite
 from .scm import bucket_size, stack_scms
@@ -25,18 +26,19 @@ ROW_GROUP_SCMS = 256  # SCMs per table piece (row group) written at a time
 
 
 class RunInfo(NamedTuple):
-    """How a suite ran: its shape bucket, chunking, and where its compiled program came from."""
+    """How a suite ran: its shape bucket, chunking, and where its program came from."""
 
     bucket: int
     chunk: int
     chunks: int
     program: str  # fingerprint of the lowered program: equal fingerprints are one compiled program
-    source: str  # persistent cache / compiled
+    source: str  # of the executable: persistent cache / compiled
     compile_s: float
+    origin: str  # of the lowered program: traced / stored export (``program_store``)
 
     def line(self) -> str:
         return (f"bucket: {self.bucket} variables x {self.chunk} SCMs per chunk, {self.chunks} chunk(s); "
-                f"program {self.program} from {self.source} ({self.compile_s:.1f} s)")
+                f"program {self.program} from {self.source} ({self.compile_s:.1f} s, {self.origin})")
 
 
 def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, bucket: int | None = None,
@@ -44,8 +46,8 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
     """Per method, records of shape (n_scms, episodes, interventions) on one suite.
 
     The suite runs in chunks of ``chunk`` SCMs padded to ``bucket`` variables (defaults: ``bucket_size`` of
-    the largest SCM and its ``chunk_size``), every method through one compiled program; ``log`` receives
-    its ``RunInfo``.
+    the largest SCM and its ``chunk_size``), every method through one compiled program (from the program
+    store when it holds it, see ``program_store``); ``log`` receives its ``RunInfo``.
     """
     scms = list(suite.scms)
     bucket = bucket or bucket_size(max(s.n for s in scms))
@@ -63,12 +65,13 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
         if program is None:
             tic = time.perf_counter()
             with CompileWatch() as watch:
-                lowered = run.lower(params, arrays, base_key, index)
+                lowered, origin = lower_program(run, (params, arrays, base_key, index),
+                                                tuple(m.program_id for m in methods), protocol)
                 program = lowered.compile()
             if log:
                 fingerprint = hashlib.sha256(lowered.as_text().encode()).hexdigest()[:12]
                 log(RunInfo(bucket, chunk, -(-len(scms) // chunk), fingerprint, watch.source,
-                            time.perf_counter() - tic))
+                            time.perf_counter() - tic, origin))
         for name, value in program(params, arrays, base_key, index)._asdict().items():
             value = np.asarray(value)  # to the host first: slicing a device array would dispatch more programs
             if name not in merged:  # (methods, SCMs, episodes, interventions), filled chunk by chunk

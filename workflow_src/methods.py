@@ -7,6 +7,8 @@ policy). The non-learned baselines live in ``baselines``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import NamedTuple
 
 import jax
@@ -21,6 +23,9 @@ class Method(NamedTuple):
     name: str
     act: Act
     needs_policy: bool = False
+    # what ``act``'s traced program depends on beyond this package's source (``program_store``); None: the
+    # program is traced in every job and never stored (a plug-in, whose file may import code of its own)
+    program_id: str | None = None
 
 
 def make_policy_act(policy, fixed_std: float, greedy: bool) -> Act:
@@ -44,4 +49,8 @@ def policy_methods(policy, fixed_std: float, modes) -> list[Method]:
     unknown = [m for m in modes if m not in POLICY_MODES]
     if unknown:
         raise ValueError(f"unknown method {', '.join(map(repr, unknown))} (policy modes: {', '.join(POLICY_MODES)})")
-    return [Method(f"policy_{mode}", make_policy_act(policy, fixed_std, mode == "greedy"), True) for mode in modes]
+    # the network's every attribute (Flax module fields; parent and name are bookkeeping) and the value noise
+    fields = {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy) if f.name not in ("parent", "name")}
+    network = f"{type(policy).__name__} {json.dumps(fields, sort_keys=True, default=repr)} fixed_std={fixed_std!r}"
+    return [Method(f"policy_{mode}", make_policy_act(policy, fixed_std, mode == "greedy"), True,
+                   f"policy_{mode} {network}") for mode in modes]

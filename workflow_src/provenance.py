@@ -24,15 +24,16 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     ),
     "evaluate": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "checkpoint.py", "rollout.py", "methods.py", "evaluate.py", "tables.py",
+        "checkpoint.py", "rollout.py", "methods.py", "program_store.py", "evaluate.py", "tables.py",
     ),
     "baselines": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "rollout.py", "methods.py", "baselines.py", "causal_bo.py", "linalg.py", "evaluate.py", "tables.py",
+        "rollout.py", "methods.py", "baselines.py", "causal_bo.py", "linalg.py", "program_store.py", "evaluate.py",
+        "tables.py",
     ),
     "plugin": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "rollout.py", "methods.py", "plugins.py", "evaluate.py", "tables.py",
+        "rollout.py", "methods.py", "plugins.py", "program_store.py", "evaluate.py", "tables.py",
     ),
     "summary": (
         "metrics.py", "tables.py", "checkpoint.py", "summary_inputs.py", "bootstrap.py", "summarize.py",

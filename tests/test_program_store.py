@@ -1,0 +1,146 @@
+"""The program store: a warm job loads its exported program instead of tracing it, and never a stale one."""
+
+import dataclasses
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from workflow_src import program_store
+from workflow_src.baselines import act_random, baseline_methods
+from workflow_src.config import suite_slice, train_slice
+from workflow_src.evaluate import run_methods
+from workflow_src.methods import Method, policy_methods
+from workflow_src.policy import init_params, make_policy
+from workflow_src.program_store import ENTRY_SUFFIX, package_source_hash, program_key
+from workflow_src.scm import stack_scms
+from workflow_src.suite_io import load_suite
+from workflow_src.suites import build_suite
+
+PROTOCOL = {"seed": 5, "episodes": 2, "interventions": 4, "n_obs": 5}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory, default_config):
+    path = tmp_path_factory.mktemp("suites") / "heldout-L02.json"
+    build_suite(suite_slice(default_config, "heldout-L02"), path)
+    return dataclasses.replace(load_suite(path), scms=load_suite(path).scms[:3])
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    folder = tmp_path / "exported"
+    monkeypatch.setattr(program_store, "store_folder", lambda: folder)
+    return folder
+
+
+def counting_method(traces: list, program_id: str | None = "counting"):
+    """``random``, counting how often its program is traced."""
+
+    def act(params, view, key):
+        traces.append(1)
+        return act_random(params, view, key)
+
+    return Method("counting", act, program_id=program_id)
+
+
+def run(methods, suite, params=None, protocol=PROTOCOL):
+    infos = []
+    records = run_methods(methods, params, suite, protocol, log=infos.append)
+    return records, infos[0]
+
+
+def test_a_stored_program_runs_untraced_and_gives_the_same_bits(suite, store):
+    traces = []
+    methods = [counting_method(traces), *baseline_methods(["thompson_bandit"])]
+    first, info = run(methods, suite)
+    assert info.origin == "traced" and traces and len(list(store.glob(f"*{ENTRY_SUFFIX}"))) == 1
+    traced = len(traces)
+    second, info = run(methods, suite)
+    assert info.origin == "stored export" and len(traces) == traced  # act was not traced again
+    for a, b in zip(first, second):
+        for field in a:
+            np.testing.assert_array_equal(a[field], b[field], err_msg=field)
+    assert "stored export" in info.line() and not list(store.glob("*.tmp"))
+
+
+def test_the_policy_runs_from_the_store(suite, store, default_config):
+    config = {**train_slice(default_config, "debug")["policy"], "hidden_dim": 8, "n_heads": 2, "n_layers": 1}
+    policy = make_policy(config)
+    methods = policy_methods(policy, config["fixed_std"], ["greedy", "sampled"])
+    params = init_params(policy, __import__("jax").random.PRNGKey(1))
+    first, info = run(methods, suite, params)
+    assert info.origin == "traced"
+    second, info = run(methods, suite, params)
+    assert info.origin == "stored export"
+    np.testing.assert_array_equal(first[1]["value"], second[1]["value"])
+
+
+def test_a_damaged_entry_is_traced_again_and_replaced(suite, store):
+    traces = []
+    run([counting_method(traces)], suite)
+    (entry,) = store.glob(f"*{ENTRY_SUFFIX}")
+    entry.write_bytes(entry.read_bytes()[:100])  # a truncated copy
+    _, info = run([counting_method(traces)], suite)
+    assert info.origin == "traced"
+    _, info = run([counting_method(traces)], suite)
+    assert info.origin == "stored export"
+
+
+def test_a_method_without_program_id_is_traced_every_time_and_never_stored(suite, store):
+    traces = []
+    for _ in range(2):
+        _, info = run([counting_method(traces, program_id=None), *baseline_methods(["random"])], suite)
+        assert info.origin == "traced"
+    assert len(traces) >= 2 and not store.exists()
+
+
+def test_the_key_changes_with_whatever_the_program_depends_on(suite):
+    arrays = stack_scms(list(suite.scms), 8)
+    args = (None, arrays, jnp.zeros(2, jnp.uint32), np.arange(3, dtype=np.int32))
+    key = program_key(("random",), PROTOCOL, args)
+    # the values of the arguments are inputs, not part of the program
+    assert program_key(("random",), PROTOCOL, (None, arrays._replace(lo=arrays.lo - 1), *args[2:])) == key
+    changed = [
+        program_key(("oracle",), PROTOCOL, args),
+        program_key(("random", "oracle"), PROTOCOL, args),
+        program_key(("random",), {**PROTOCOL, "n_obs": 6}, args),
+        program_key(("random",), {**PROTOCOL, "interventions": 5}, args),
+        program_key(("random",), {**PROTOCOL, "episodes": 3}, args),
+        program_key(("random",), PROTOCOL, (None, stack_scms(list(suite.scms), 16), *args[2:])),  # another bucket
+        program_key(("random",), PROTOCOL, (None, arrays, *args[2:3], np.arange(3, dtype=np.int64))),  # dtype
+        program_key(("random",), PROTOCOL, ({"w": np.zeros(3)}, arrays, *args[2:])),  # parameters
+    ]
+    assert len({key, *changed}) == len(changed) + 1
+
+
+def test_the_key_changes_with_the_package_source(suite, tmp_path, monkeypatch):
+    copy = tmp_path / "pkg"
+    shutil.copytree(program_store.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert package_source_hash(copy) == package_source_hash()
+    hashes = {package_source_hash()}
+    module = copy / "sampler.py"
+    for edit in (lambda: module.write_text(module.read_text() + "\n# an edit\n"),
+                 lambda: (copy / "extra.py").write_text("X = 1\n")):
+        edit()
+        package_source_hash.cache_clear()
+        hashes.add(package_source_hash(copy))
+    assert len(hashes) == 3
+    edited = package_source_hash(copy)
+    args = (None, stack_scms(list(suite.scms), 8), jnp.zeros(2, jnp.uint32), np.arange(3, dtype=np.int32))
+    key = program_key(("random",), PROTOCOL, args)
+    monkeypatch.setattr(program_store, "package_source_hash", lambda: edited)
+    assert program_key(("random",), PROTOCOL, args) != key
+
+
+def test_policy_programs_are_identified_by_mode_and_every_network_attribute(default_config):
+    config = train_slice(default_config, "debug")["policy"]
+    ids = set()
+    for change in ({}, {"n_layers": config["n_layers"] + 1}, {"hidden_dim": 8}, {"prior": "none"},
+                   {"bandit_features": not config["bandit_features"]}):
+        policy = make_policy({**config, **change})
+        ids.update(m.program_id for m in policy_methods(policy, config["fixed_std"], ["greedy", "sampled"]))
+    policy = make_policy(config)
+    ids.add(policy_methods(policy, config["fixed_std"] + 0.1, ["greedy"])[0].program_id)
+    assert len(ids) == 11
