@@ -50,7 +50,7 @@ def all_methods(default_config):
 
 def test_buckets_are_powers_of_two_and_chunks_shrink_as_graphs_grow():
     assert [bucket_size(n) for n in (1, 3, 8, 9, 16, 17, 50, 64, 65, 1000)] == [8, 8, 8, 16, 16, 32, 64, 64, 128, 1024]
-    assert [chunk_size(b) for b in (8, 16, 32, 64, 128, 1024)] == [32, 16, 8, 4, 2, 1]
+    assert [chunk_size(b) for b in (8, 16, 32, 64, 128, 1024)] == [16, 8, 4, 2, 1, 1]
 
 
 def test_bucketed_chunked_run_matches_one_unpadded_batch(mixed_suite, all_methods):
@@ -60,7 +60,7 @@ def test_bucketed_chunked_run_matches_one_unpadded_batch(mixed_suite, all_method
     n_max = max(s.n for s in mixed_suite.scms)
     whole = run_methods(methods, params, mixed_suite, PROTOCOL, bucket=n_max, chunk=len(mixed_suite.scms))
     chunked = run_methods(methods, params, mixed_suite, PROTOCOL, bucket=16, chunk=3)  # 3 chunks, 2 fillers
-    default = run_methods(methods, params, mixed_suite, PROTOCOL)  # bucket 8, one chunk of 32 with 25 fillers
+    default = run_methods(methods, params, mixed_suite, PROTOCOL)  # bucket 8, one chunk of 16 with 9 fillers
     for other in (chunked, default):
         for method, a, b in zip(methods, whole, other):
             assert a["variable"].shape == b["variable"].shape == (7, PROTOCOL["episodes"], PROTOCOL["interventions"])
@@ -81,7 +81,7 @@ def test_table_written_in_pieces_equals_the_whole_table(tmp_path, mixed_suite, a
                      "test table", log=lines.append)
     expected = to_table(frame, EVAL_SCHEMA, "test table").to_pandas()
     pd.testing.assert_frame_equal(read_table(tmp_path / "t.parquet", EVAL_SCHEMA), expected)
-    assert lines[0].startswith("bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program ")
+    assert lines[0].startswith("bucket: 8 variables x 16 SCMs per chunk, 1 chunk(s); program ")
 
 
 def test_cold_and_cached_runs_are_byte_identical_and_say_where_the_program_came_from(tmp_path):
@@ -156,5 +156,5 @@ def test_a_large_suite_stays_within_the_declared_memory(tmp_path, default_config
     _, status, usage = os.wait4(proc.pid, 0)
     output = proc.stdout.read()
     assert os.waitstatus_to_exitcode(status) == 0, output
-    assert "157 chunk(s)" in output and "(2000000 rows)" in output, output
+    assert "313 chunk(s)" in output and "(2000000 rows)" in output, output
     assert usage.ru_maxrss / 1024 < mem_mb, (usage.ru_maxrss / 1024, mem_mb)

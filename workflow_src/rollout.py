@@ -54,15 +54,15 @@ Act = Callable[[object, StepView, jax.Array], tuple[jnp.ndarray, jnp.ndarray]]
 
 # Padded variables x SCMs per compiled chunk. It bounds a job's working memory, and smaller chunks run
 # faster once a step's tensors outgrow the CPU caches: the two policy modes on heldout-L14 (64-variable
-# bucket) took 4.3 s in chunks of 8 SCMs, 3.3 s in chunks of 4, 3.2 s in chunks of 2; heldout-L11 (bucket
-# 32) 1.66 s in chunks of 16, 1.40 s in chunks of 8.
-CHUNK_BUDGET = 256
-MAX_CHUNK = 32
+# bucket) took 4.3 s in chunks of 8 SCMs, 3.0 s in chunks of 4, 2.7-2.9 s in chunks of 2 and 1; heldout-L11
+# (bucket 32) 1.66 s in chunks of 16, 1.14-1.30 s in chunks of 8, 1.10 s in chunks of 4. At 8 and 16
+# variables chunks of 8 to 32 SCMs run alike.
+CHUNK_BUDGET = 128
 
 
 def chunk_size(bucket: int) -> int:
-    """SCMs per compiled chunk in a bucket: 32 up to 8 variables, then fewer as the graphs grow."""
-    return max(1, min(MAX_CHUNK, CHUNK_BUDGET // bucket))
+    """SCMs per compiled chunk in a bucket: 16 at 8 variables, then fewer as the graphs grow."""
+    return max(1, CHUNK_BUDGET // bucket)
 
 
 def method_stream(name: str) -> int:
