@@ -11,6 +11,7 @@ from conftest import ROOT, large_user_suite_doc, run_cli
 
 from workflow_src.baselines import BASELINES, allowed, baseline_methods
 from workflow_src.config import deep_merge, suite_slice, train_slice
+from workflow_src.errors import TableError
 from workflow_src.evaluate import evaluate_methods
 from workflow_src.methods import Method
 from workflow_src.metrics import episode_metrics
@@ -206,3 +207,23 @@ def test_every_documented_column_is_in_the_readme():
     section = readme[readme.index("## Evaluation tables"):]
     for field in EVAL_SCHEMA:
         assert f"`{field.name}`" in section, field.name
+
+
+def test_tables_built_from_buffers_equal_tables_built_by_pandas():
+    import pyarrow as pa
+
+    from workflow_src.tables import columns_to_table
+
+    schema = pa.schema([pa.field("name", pa.string()), pa.field("const", pa.string()), pa.field("none", pa.string()),
+                        pa.field("seed", pa.int32()), pa.field("level", pa.int16()), pa.field("flag", pa.bool_()),
+                        pa.field("x", pa.float64()), pa.field("unicode", pa.string())])
+    columns = {"name": np.array(["a", "bc", "", "def", "a"], dtype=object), "const": "suite-1", "none": None,
+               "seed": 7, "level": np.array([1, 2, 15, 3, 4]), "flag": np.array([True, False, True, True, False]),
+               "x": np.linspace(0, 1, 5, dtype=np.float32), "unicode": np.array(["é", "x", "ß", "→", ""], dtype=object)}
+    frame = pd.DataFrame(columns, index=range(5))
+    expected = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    got = columns_to_table(columns, 5, schema, "test")
+    got.validate(full=True)
+    assert got.equals(expected.replace_schema_metadata(None))
+    with pytest.raises(TableError, match="test: missing columns \\['x'\\]"):
+        columns_to_table({k: v for k, v in columns.items() if k != "x"}, 5, schema, "test")

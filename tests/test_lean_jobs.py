@@ -14,13 +14,26 @@ from workflow_src.config import load_config, baselines_slice
 from workflow_src.evaluate import write_evaluation
 from workflow_src.suite_io import load_suite
 baselines_slice(load_config("config/config.yaml"))
-print(sorted(m for m in ("networkx", "flax", "optax", "altair", "matplotlib", "scipy.optimize") if m in sys.modules))
+print(sorted(m for m in ("networkx", "flax", "optax", "altair", "matplotlib", "scipy.optimize", "pandas")
+             if m in sys.modules))
 """
 
 
 def test_baseline_jobs_import_no_graph_network_or_chart_library():
     proc = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_a_baseline_job_writes_its_table_without_pandas(tmp_path):
+    """pandas is 0.3 s of start-up: evaluation tables are built from Arrow buffers (``tables.columns_to_table``)."""
+    run = lambda *args: subprocess.run([sys.executable, "-X", "importtime", "-m", "workflow_src", *map(str, args)],  # noqa: E731
+                                       cwd=ROOT, capture_output=True, text=True, check=True)
+    run("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json")
+    spec = '{"seed": 1, "episodes": 2, "interventions": 3, "n_obs": 4, "baselines": ["random", "causal_bo"]}'
+    proc = run("baselines", "--suite", tmp_path / "s.json", "--out", tmp_path / "t.parquet", "--spec", spec)
+    assert "(36 rows)" in proc.stdout, proc.stdout  # 2 methods x 3 SCMs x 2 episodes x 3 steps
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    assert "pyarrow" in imported and not {"pandas", "flax", "networkx"} & imported
 
 
 def test_the_config_alone_does_not_import_networkx():

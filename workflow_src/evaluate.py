@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from .compile_cache import CompileWatch
 from .errors import CheckpointError
@@ -20,7 +20,7 @@ from .provenance import git_commit, package_version
 from .rollout import chunk_size, make_run_suite
 from .scm import bucket_size, stack_scms
 from .suite_io import Suite
-from .tables import EVAL_SCHEMA, write_table_parts
+from .tables import EVAL_SCHEMA, columns_to_table, write_table_parts
 
 ROW_GROUP_SCMS = 256  # SCMs per table piece (row group) written at a time
 
@@ -80,7 +80,7 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
     return [{name: value[i] for name, value in merged.items()} for i in range(len(methods))]
 
 
-def records_to_frame(records: dict, suite: Suite, method: str, identity: dict, start: int = 0) -> pd.DataFrame:
+def records_to_table(records: dict, suite: Suite, method: str, identity: dict, start: int = 0) -> pa.Table:
     """Flatten (K, E, T) records of the suite's SCMs ``start:start + K`` into rows ordered by SCM, episode, step."""
     k, e, t = records["variable"].shape
     idx_k, idx_e, idx_t = (a.ravel() for a in np.meshgrid(np.arange(k), np.arange(e), np.arange(t), indexing="ij"))
@@ -88,42 +88,41 @@ def records_to_frame(records: dict, suite: Suite, method: str, identity: dict, s
     names = np.array([scm.nodes[v] for scm, var in zip(scms, records["variable"]) for v in var.ravel()], dtype=object)
     exact = [scm.exact() for scm in scms]
     per_scm = lambda values: np.asarray(values, dtype=object if isinstance(values[0], str) else None)[idx_k]
-    frame = pd.DataFrame(
-        {
-            "config": identity.get("config"),
-            "seed": identity.get("seed"),
-            "suite": suite.name,
-            "scm_id": per_scm([s.id for s in scms]),
-            "family": per_scm([s.family for s in scms]),
-            "level": per_scm([s.level for s in scms]),
-            "method": method,
-            "episode": idx_e,
-            "step": idx_t,
-            "variable": names,
-            "value": records["value"].ravel().astype(np.float64),
-            "is_parent": records["is_parent"].ravel(),
-            "is_optimal_variable": records["is_optimal_variable"].ravel(),
-            "range_utilization": records["range_utilization"].ravel().astype(np.float64),
-            "target": records["target"].ravel().astype(np.float64),
-            "expected_target": records["expected_target"].ravel().astype(np.float64),
-            "oracle_target": per_scm([x.y_star for x in exact]),
-            "random_target": per_scm([x.random_value for x in exact]),
-            "mu_target": per_scm([x.mu_y for x in exact]),
-            "norm_improvement": records["norm_improvement"].ravel().astype(np.float64),
-            "f1": records["f1"].ravel().astype(np.float64),
-            "package_version": package_version(),
-            "git_commit": git_commit(),
-            "checkpoint_hash": identity.get("checkpoint_hash"),
-            "plugin_hash": identity.get("plugin_hash"),
-        }
-    )
-    return frame
+    columns = {
+        "config": identity.get("config"),
+        "seed": identity.get("seed"),
+        "suite": suite.name,
+        "scm_id": per_scm([s.id for s in scms]),
+        "family": per_scm([s.family for s in scms]),
+        "level": per_scm([s.level for s in scms]),
+        "method": method,
+        "episode": idx_e,
+        "step": idx_t,
+        "variable": names,
+        "value": records["value"].ravel().astype(np.float64),
+        "is_parent": records["is_parent"].ravel(),
+        "is_optimal_variable": records["is_optimal_variable"].ravel(),
+        "range_utilization": records["range_utilization"].ravel().astype(np.float64),
+        "target": records["target"].ravel().astype(np.float64),
+        "expected_target": records["expected_target"].ravel().astype(np.float64),
+        "oracle_target": per_scm([x.y_star for x in exact]),
+        "random_target": per_scm([x.random_value for x in exact]),
+        "mu_target": per_scm([x.mu_y for x in exact]),
+        "norm_improvement": records["norm_improvement"].ravel().astype(np.float64),
+        "f1": records["f1"].ravel().astype(np.float64),
+        "package_version": package_version(),
+        "git_commit": git_commit(),
+        "checkpoint_hash": identity.get("checkpoint_hash"),
+        "plugin_hash": identity.get("plugin_hash"),
+    }
+    return columns_to_table(columns, k * e * t, EVAL_SCHEMA, "evaluation records")
 
 
-def evaluate_methods(methods: list[Method], params, suite: Suite, protocol: dict, identity: dict) -> pd.DataFrame:
-    """Every method on the suite as one table; policy parameters are passed only when some method uses them."""
-    return pd.concat(list(_frames(methods, params, suite, protocol, identity, None, len(suite.scms))),
-                     ignore_index=True)
+def evaluate_methods(methods: list[Method], params, suite: Suite, protocol: dict, identity: dict):
+    """Every method on the suite as one ``pandas.DataFrame``; policy parameters are passed only when some
+    method uses them."""
+    pieces = _pieces(methods, params, suite, protocol, identity, None, len(suite.scms))
+    return pa.concat_tables([table for _, _, table in pieces]).to_pandas()
 
 
 def write_evaluation(methods: list[Method], params, suite: Suite, protocol: dict, identity: dict, out,
@@ -133,30 +132,31 @@ def write_evaluation(methods: list[Method], params, suite: Suite, protocol: dict
     ``check(records)``, when given, may refuse the run's records before anything is written."""
     summary = {}
 
-    def frames():
-        for frame in _frames(methods, params, suite, protocol, identity, lambda info: log(info.line()), ROW_GROUP_SCMS,
-                             check):
-            best = frame.groupby(["scm_id", "episode"], sort=False).norm_improvement.max()
-            total, count = summary.get(frame.method.iat[0], (0.0, 0))
-            summary[frame.method.iat[0]] = (total + best.sum(), count + len(best))
-            yield frame
+    def tables():
+        for method, records, table in _pieces(methods, params, suite, protocol, identity,
+                                              lambda info: log(info.line()), ROW_GROUP_SCMS, check):
+            best = records["norm_improvement"].astype(np.float64).max(-1)  # per (SCM, episode)
+            total, count = summary.get(method, (0.0, 0))
+            summary[method] = (total + best.sum(), count + best.size)
+            yield table
 
-    rows = write_table_parts(frames(), EVAL_SCHEMA, out, what)
+    rows = write_table_parts(tables(), out, what)
     log(f"wrote {out} ({rows} rows); best-so-far normalized improvement at the last step:")
     for method, (total, count) in summary.items():
         log(f"  {method:22s} {total / count:.3f}")
     sys.stdout.flush()
 
 
-def _frames(methods, params, suite, protocol, identity, log, per_frame: int, check=None):
+def _pieces(methods, params, suite, protocol, identity, log, per_piece: int, check=None):
+    """``(method name, records, table)`` for every ``per_piece`` SCMs of every method, in table order."""
     params = params if any(m.needs_policy for m in methods) else None
     records = run_methods(methods, params, suite, protocol, log=log)
     if check:
         check(records)
     for method, rec in zip(methods, records):
-        for start in range(0, len(suite.scms), per_frame):
-            piece = {name: value[start:start + per_frame] for name, value in rec.items()}
-            yield records_to_frame(piece, suite, method.name, identity, start)
+        for start in range(0, len(suite.scms), per_piece):
+            piece = {name: value[start:start + per_piece] for name, value in rec.items()}
+            yield method.name, piece, records_to_table(piece, suite, method.name, identity, start)
 
 
 def load_policy(path: str | Path):

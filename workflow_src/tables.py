@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_path
 from .errors import TableError
+
+if TYPE_CHECKING:  # pandas is imported by the stages that build or read frames, not by evaluation jobs
+    import pandas as pd
 
 # One row per (method, SCM, episode, step). Baseline and plug-in rows have null config, seed and checkpoint
 # hash; only plug-in rows have a plugin_hash.
@@ -74,12 +78,43 @@ TRAIN_LOG_SCHEMA = pa.schema(
 )
 
 
-def to_table(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
-    missing = [n for n in schema.names if n not in frame.columns]
-    extra = [c for c in frame.columns if c not in schema.names]
+def _check_columns(names, schema: pa.Schema, what: str) -> None:
+    missing = [n for n in schema.names if n not in names]
+    extra = [c for c in names if c not in schema.names]
     if missing or extra:
         raise TableError(f"{what}: missing columns {missing}, unexpected columns {extra}")
+
+
+def to_table(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
+    _check_columns(frame.columns, schema, what)
     return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+
+
+def columns_to_table(columns: dict, rows: int, schema: pa.Schema, what: str) -> pa.Table:
+    """A table of ``rows`` rows with exactly ``schema`` from NumPy columns; a scalar fills its column (None
+    with nulls).
+
+    Arrow arrays are built from their buffers: ``pyarrow.array`` imports pandas (to recognise its types), which
+    is 0.3 s of an evaluation job's start-up.
+    """
+    _check_columns(columns, schema, what)
+    return pa.Table.from_arrays([_arrow_column(columns[field.name], field.type, rows) for field in schema],
+                                schema=schema)
+
+
+def _arrow_column(value, kind: pa.DataType, rows: int) -> pa.Array:
+    if value is None:
+        return pa.nulls(rows, kind)
+    if kind == pa.string():
+        encoded = [str(v).encode() for v in np.broadcast_to(np.asarray(value, dtype=object), rows)]
+        offsets = np.zeros(rows + 1, np.int32)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    if kind == pa.bool_():
+        bits = np.packbits(np.broadcast_to(np.asarray(value, dtype=bool), rows), bitorder="little")
+        return pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(bits)])
+    data = np.ascontiguousarray(np.broadcast_to(np.asarray(value).astype(kind.to_pandas_dtype()), rows))
+    return pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(data)])
 
 
 def write_table(frame: pd.DataFrame, schema: pa.Schema, path: str | Path, what: str = "table") -> None:
@@ -89,19 +124,18 @@ def write_table(frame: pd.DataFrame, schema: pa.Schema, path: str | Path, what: 
         pq.write_table(table, tmp, compression="zstd", write_statistics=False)
 
 
-def write_table_parts(frames, schema: pa.Schema, path: str | Path, what: str = "table") -> int:
-    """Write the frames of an iterable one after another as row groups of one table (atomically), so a table
+def write_table_parts(tables, path: str | Path, what: str = "table") -> int:
+    """Write the tables of an iterable one after another as row groups of one table (atomically), so a table
     never has to be in memory whole; returns the number of rows."""
     rows = 0
     with atomic_path(path) as tmp:
         writer = None
         try:
-            for frame in frames:
-                table = to_table(frame, schema, what)
+            for table in tables:
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema, compression="zstd", write_statistics=False)
                 writer.write_table(table)
-                rows += len(frame)
+                rows += table.num_rows
             if writer is None:
                 raise TableError(f"{what}: nothing to write")
         finally:
