@@ -35,6 +35,7 @@ from .atomic import atomic_write_bytes
 from .rollout import StepRecord
 from .scm import SCMArrays
 
+PACKAGE_ROOT = Path(__file__).parent
 STORE_FOLDER = "exported"
 ENTRY_SUFFIX = ".jaxexport"
 VERSIONED = ("jax", "jaxlib", "flax")
@@ -44,9 +45,6 @@ TRACING_SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_three
 
 export.register_namedtuple_serialization(SCMArrays, serialized_name="workflow_src.scm.SCMArrays")
 export.register_namedtuple_serialization(StepRecord, serialized_name="workflow_src.rollout.StepRecord")
-
-
-PACKAGE_ROOT = Path(__file__).parent
 
 
 @cache
