@@ -26,8 +26,11 @@ def test_baseline_jobs_import_no_graph_network_or_chart_library():
 
 def test_a_baseline_job_writes_its_table_without_pandas(tmp_path):
     """pandas is 0.3 s of start-up: evaluation tables are built from Arrow buffers (``tables.columns_to_table``)."""
-    run = lambda *args: subprocess.run([sys.executable, "-X", "importtime", "-m", "workflow_src", *map(str, args)],  # noqa: E731
-                                       cwd=ROOT, capture_output=True, text=True, check=True)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-X", "importtime", "-m", "workflow_src", *map(str, args)], cwd=ROOT,
+                              capture_output=True, text=True, check=True)
+
     run("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json")
     spec = '{"seed": 1, "episodes": 2, "interventions": 3, "n_obs": 4, "baselines": ["random", "causal_bo"]}'
     proc = run("baselines", "--suite", tmp_path / "s.json", "--out", tmp_path / "t.parquet", "--spec", spec)

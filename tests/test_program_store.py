@@ -3,6 +3,7 @@
 import dataclasses
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -69,7 +70,7 @@ def test_the_policy_runs_from_the_store(suite, store, default_config):
     config = {**train_slice(default_config, "debug")["policy"], "hidden_dim": 8, "n_heads": 2, "n_layers": 1}
     policy = make_policy(config)
     methods = policy_methods(policy, config["fixed_std"], ["greedy", "sampled"])
-    params = init_params(policy, __import__("jax").random.PRNGKey(1))
+    params = init_params(policy, jax.random.PRNGKey(1))
     first, info = run(methods, suite, params)
     assert info.origin == "traced"
     second, info = run(methods, suite, params)
