@@ -78,6 +78,16 @@ def test_the_policy_runs_from_the_store(suite, store, default_config):
     np.testing.assert_array_equal(first[1]["value"], second[1]["value"])
 
 
+def test_a_method_renamed_gets_a_program_of_its_own(suite, store):
+    """A method's name seeds its random stream inside the program, so it is part of the key."""
+    traces = []
+    run([counting_method(traces)], suite)
+    renamed, info = run([counting_method(traces)._replace(name="renamed")], suite)
+    assert info.origin == "traced" and len(list(store.glob(f"*{ENTRY_SUFFIX}"))) == 2
+    original, _ = run([counting_method(traces)], suite)
+    assert not np.array_equal(renamed[0]["value"], original[0]["value"])  # another stream, other draws
+
+
 def test_a_damaged_entry_is_traced_again_and_replaced(suite, store):
     traces = []
     run([counting_method(traces)], suite)

@@ -65,8 +65,7 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
         if program is None:
             tic = time.perf_counter()
             with CompileWatch() as watch:
-                lowered, origin = lower_program(run, (params, arrays, base_key, index),
-                                                tuple(m.program_id for m in methods), protocol)
+                lowered, origin = lower_program(run, (params, arrays, base_key, index), methods, protocol)
                 program = lowered.compile()
             if log:
                 fingerprint = hashlib.sha256(lowered.as_text().encode()).hexdigest()[:12]

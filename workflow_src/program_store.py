@@ -8,9 +8,9 @@ the call (0.15 s) and then load the executable from the compilation cache as bef
 
 A stored program is found by a key that names everything its tracing depends on, so an edit never runs a
 stale program: the source of every module of this package, the versions of jax, jaxlib and flax, the
-backend, the JAX settings that change what is traced, the protocol's sizes, each method's ``program_id``
-(what its ``act`` closes over beyond this package's code: the policy's architecture and mode, a baseline's
-name) and the structure, shapes and dtypes of the arguments. A method without a ``program_id`` (a plug-in,
+backend, the JAX settings that change what is traced, the protocol's sizes, each method's name and
+``program_id`` (what its ``act`` closes over beyond this package's code: the policy's architecture and mode,
+a baseline's name) and the structure, shapes and dtypes of the arguments. A method without a ``program_id`` (a plug-in,
 whose file may import code of its own) is traced in every job and its program is never stored.
 
 A traced program runs through its export too, so a job that traced and a job that loaded run the same
@@ -78,14 +78,16 @@ def store_folder() -> Path | None:
     return Path(cache_dir) / STORE_FOLDER if cache_dir else None
 
 
-def lower_program(run, args, program_ids: tuple[str | None, ...], protocol: dict):
-    """``(lowered, origin)``: the jitted ``run`` lowered at ``args``, through its stored export when there is
-    one (origin ``"stored export"``), else traced (``"traced"``) and, when every method has a
+def lower_program(run, args, methods, protocol: dict):
+    """``(lowered, origin)``: the jitted ``run`` of ``methods`` lowered at ``args``, through its stored export
+    when there is one (origin ``"stored export"``), else traced (``"traced"``) and, when every method has a
     ``program_id``, exported and stored for the next job."""
-    if any(pid is None for pid in program_ids):
+    if any(m.program_id is None for m in methods):
         return run.lower(*args), "traced"
     folder = store_folder()
-    entry = folder / f"{program_key(program_ids, protocol, args)}{ENTRY_SUFFIX}" if folder else None
+    # a method's name is traced into the program too (its random stream), beside its program_id
+    ids = tuple(f"{m.name}: {m.program_id}" for m in methods)
+    entry = folder / f"{program_key(ids, protocol, args)}{ENTRY_SUFFIX}" if folder else None
     exported = _read(entry) if entry else None
     origin = "stored export"
     if exported is None:
