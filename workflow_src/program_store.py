@@ -10,8 +10,8 @@ A stored program is found by a key that names everything its tracing depends on,
 stale program: the source of every module of this package, the versions of jax, jaxlib and flax, the
 backend, the JAX settings that change what is traced, the protocol's sizes, each method's name and
 ``program_id`` (what its ``act`` closes over beyond this package's code: the policy's architecture and mode,
-a baseline's name) and the structure, shapes and dtypes of the arguments. A method without a ``program_id`` (a plug-in,
-whose file may import code of its own) is traced in every job and its program is never stored.
+a baseline's name) and the structure, shapes and dtypes of the arguments. A method without a ``program_id``
+(a plug-in, whose file may import code of its own) is traced in every job and its program is never stored.
 
 A traced program runs through its export too, so a job that traced and a job that loaded run the same
 program and write the same bits. Entries are written to a temporary file and renamed into place (safe for
