@@ -13,9 +13,10 @@ backend, the JAX settings that change what is traced, the protocol's sizes, each
 a baseline's name) and the structure, shapes and dtypes of the arguments. A method without a ``program_id``
 (a plug-in, whose file may import code of its own) is traced in every job and its program is never stored.
 
-A traced program runs through its export too, so a job that traced and a job that loaded run the same
-program and write the same bits. Entries are written to a temporary file and renamed into place (safe for
-concurrent jobs, local or on a shared filesystem); an unreadable entry is traced again and replaced.
+A job that traces a program for the store runs it through its export too, so a job that traced and a job
+that loaded run the same program and write the same bits. Entries are written to a temporary file and
+renamed into place (safe for concurrent jobs, local or on a shared filesystem); an unreadable entry is
+traced again and replaced.
 """
 
 from __future__ import annotations
