@@ -15,6 +15,7 @@ from workflow_src.evaluate import run_methods
 from workflow_src.methods import Method, policy_methods
 from workflow_src.policy import init_params, make_policy
 from workflow_src.program_store import ENTRY_SUFFIX, package_source_hash, program_key
+from workflow_src.provenance import PACKAGE_ROOT
 from workflow_src.scm import stack_scms
 from workflow_src.suite_io import load_suite
 from workflow_src.suites import build_suite
@@ -128,7 +129,7 @@ def test_the_key_changes_with_whatever_the_program_depends_on(suite):
 
 def test_the_key_changes_with_the_package_source(suite, tmp_path, monkeypatch):
     copy = tmp_path / "pkg"
-    shutil.copytree(program_store.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     assert package_source_hash(copy) == package_source_hash()
     hashes = {package_source_hash()}
     module = copy / "sampler.py"

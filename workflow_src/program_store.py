@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
@@ -33,10 +32,10 @@ import numpy as np
 from jax import export
 
 from .atomic import atomic_write_bytes
+from .provenance import package_source_hash
 from .rollout import StepRecord
 from .scm import SCMArrays
 
-PACKAGE_ROOT = Path(__file__).parent
 STORE_FOLDER = "exported"
 ENTRY_SUFFIX = ".jaxexport"
 VERSIONED = ("jax", "jaxlib", "flax")
@@ -46,15 +45,6 @@ TRACING_SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_three
 
 export.register_namedtuple_serialization(SCMArrays, serialized_name="workflow_src.scm.SCMArrays")
 export.register_namedtuple_serialization(StepRecord, serialized_name="workflow_src.rollout.StepRecord")
-
-
-@cache
-def package_source_hash(root: Path = PACKAGE_ROOT) -> str:
-    """sha256 over the source of every module of the package in ``root`` (this one by default)."""
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def program_key(program_ids: tuple[str, ...], protocol: dict, args) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from functools import cache
-from importlib.resources import files
 from pathlib import Path
 
 from . import __version__
@@ -42,17 +41,30 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 
-@cache
-def code_hash(stage: str) -> str:
-    """sha256 over the stage's source files (missing files hash as empty, so the set can grow)."""
-    root = files("workflow_src")
+PACKAGE_ROOT = Path(__file__).parent
+
+
+def _source_digest(root: Path, names) -> str:
+    """sha256 over the named files under ``root``, each with its name (a missing file hashes as empty)."""
     h = hashlib.sha256()
-    for name in STAGE_SOURCES[stage]:
-        path = root.joinpath(name)
+    for name in names:
+        path = root / name
         h.update(name.encode() + b"\0")
         if path.is_file():
             h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+@cache
+def code_hash(stage: str) -> str:
+    """sha256 over the stage's source files (missing files hash as empty, so the set can grow)."""
+    return _source_digest(PACKAGE_ROOT, STAGE_SOURCES[stage])[:16]
+
+
+@cache
+def package_source_hash(root: Path = PACKAGE_ROOT) -> str:
+    """sha256 over the source of every module of the package in ``root`` (this one by default)."""
+    return _source_digest(root, sorted(path.relative_to(root).as_posix() for path in root.rglob("*.py")))
 
 
 @cache
