@@ -106,10 +106,15 @@ def _arrow_column(value, kind: pa.DataType, rows: int) -> pa.Array:
     if value is None:
         return pa.nulls(rows, kind)
     if kind == pa.string():
-        encoded = [str(v).encode() for v in np.broadcast_to(np.asarray(value, dtype=object), rows)]
-        offsets = np.zeros(rows + 1, np.int32)
-        np.cumsum([len(e) for e in encoded], out=offsets[1:])
-        return pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+        if np.ndim(value) == 0:  # one string on every row: encoded once
+            one = str(value).encode()
+            offsets, data = np.arange(rows + 1, dtype=np.int32) * len(one), one * rows
+        else:
+            encoded = [str(v).encode() for v in value]
+            offsets = np.zeros(rows + 1, np.int32)
+            np.cumsum([len(e) for e in encoded], out=offsets[1:])
+            data = b"".join(encoded)
+        return pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     if kind == pa.bool_():
         bits = np.packbits(np.broadcast_to(np.asarray(value, dtype=bool), rows), bitorder="little")
         return pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(bits)])
