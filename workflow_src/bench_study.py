@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from .jobstats import LINE_PREFIX
 
@@ -26,6 +27,15 @@ PROGRAM = re.compile(r"^bucket: (?P<bucket>\d+) variables .*; program (?P<progra
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
 
 
+class ProgramLoad(NamedTuple):
+    """How an evaluation job got its program, from its log line."""
+
+    bucket: int
+    program: str  # fingerprint
+    from_cache: bool  # the executable came from the persistent compilation cache
+    untraced: bool  # the program came from the program store
+
+
 def read_job_logs(logs: Path) -> list[dict]:
     """One record per job log that ends with a job-stats line: command, wall, start-up, peak, program."""
     jobs = []
@@ -34,8 +44,8 @@ def read_job_logs(logs: Path) -> list[dict]:
         stats = STATS.search(text)
         if not stats:
             continue
-        programs = [(int(m["bucket"]), m["program"], m["source"].strip() == "persistent cache",
-                     m["origin"] == "stored export") for m in PROGRAM.finditer(text)]
+        programs = [ProgramLoad(int(m["bucket"]), m["program"], m["source"].strip() == "persistent cache",
+                                m["origin"] == "stored export") for m in PROGRAM.finditer(text)]
         jobs.append({
             "log": str(path.relative_to(logs)), "command": stats["command"], "wall_s": float(stats["wall"]),
             "startup_s": float(stats["startup"]), "peak_mib": int(stats["peak"]),
@@ -60,10 +70,10 @@ def summarize_jobs(jobs: list[dict]) -> dict:
     loads = [p for j in evaluation for p in j["programs"]]
     return {
         "by_command": by_command,
-        "programs": len({p[1] for p in loads}),
-        "buckets": sorted({p[0] for p in loads}),
-        "evaluation_jobs_from_cache": sum(all(p[2] for p in j["programs"]) for j in evaluation),
-        "evaluation_jobs_untraced": sum(all(p[3] for p in j["programs"]) for j in evaluation),
+        "programs": len({p.program for p in loads}),
+        "buckets": sorted({p.bucket for p in loads}),
+        "evaluation_jobs_from_cache": sum(all(p.from_cache for p in j["programs"]) for j in evaluation),
+        "evaluation_jobs_untraced": sum(all(p.untraced for p in j["programs"]) for j in evaluation),
         "evaluation_job_s_mean": round(sum(j["wall_s"] for j in evaluation) / max(len(evaluation), 1), 2),
         "evaluation_job_s_max": round(max((j["wall_s"] for j in evaluation), default=0.0), 2),
     }
