@@ -84,7 +84,9 @@ def records_to_table(records: dict, suite: Suite, method: str, identity: dict, s
     k, e, t = records["variable"].shape
     idx_k, idx_e, idx_t = (a.ravel() for a in np.meshgrid(np.arange(k), np.arange(e), np.arange(t), indexing="ij"))
     scms = suite.scms[start:start + k]
-    names = np.array([scm.nodes[v] for scm, var in zip(scms, records["variable"]) for v in var.ravel()], dtype=object)
+    # each SCM's node names indexed by its chosen variables: a loop over SCMs, not rows
+    names = np.concatenate([np.asarray(scm.nodes, dtype=object)[var.ravel()]
+                            for scm, var in zip(scms, records["variable"])])
     exact = [scm.exact() for scm in scms]
     per_scm = lambda values: np.asarray(values, dtype=object if isinstance(values[0], str) else None)[idx_k]
     columns = {
