@@ -44,7 +44,7 @@ def mixed_suite(tmp_path_factory, default_config):
 def all_methods(default_config):
     config = {**train_slice(default_config, "debug")["policy"], "hidden_dim": 16, "n_heads": 2, "n_layers": 1}
     policy = make_policy(config)
-    methods = baseline_methods(BASELINES) + policy_methods(policy, config["fixed_std"], ["greedy", "sampled"])
+    methods = baseline_methods(BASELINES) + policy_methods(config, ["greedy", "sampled"])
     return methods, init_params(policy, jax.random.PRNGKey(7))
 
 

@@ -1,5 +1,6 @@
 """Evaluation: baselines behave as their definitions say, tables are exact, paired, and well-formed."""
 
+import hashlib
 import json
 
 import jax
@@ -180,8 +181,19 @@ def test_evaluation_commands_run_from_any_folder_with_the_packaged_protocol(tmp_
 
 def test_bad_arguments_and_checkpoint_headers_give_one_line_and_no_output(tmp_path, suites_dir, checkpoint_l12):
     head, body = checkpoint_l12.read_bytes().split(b"\n", 1)
-    alien = tmp_path / "alien.ckpt"
-    alien.write_bytes(json.dumps({**json.loads(head), "architecture": "x"}).encode() + b"\n" + body)
+    header = json.loads(head)
+
+    def checkpoint_with(name, body=body, **changes):
+        path = tmp_path / f"{name}.ckpt"
+        changed = {**header, "body_sha256": hashlib.sha256(body).hexdigest(), **changes}
+        path.write_bytes(json.dumps(changed).encode() + b"\n" + body)
+        return path
+
+    alien = checkpoint_with("alien", architecture="x")
+    # a network of another width than its parameters: found out when the program is traced
+    wider = checkpoint_with("wider", architecture={**header["architecture"],
+                                                   "hidden_dim": 2 * header["architecture"]["hidden_dim"]})
+    unreadable = checkpoint_with("unreadable", body=b"\xc1")  # a byte msgpack never uses
     folder = tmp_path / "folder"
     folder.mkdir()
     suite = ["--suite", suites_dir / "heldout-L01.json"]
@@ -192,6 +204,10 @@ def test_bad_arguments_and_checkpoint_headers_give_one_line_and_no_output(tmp_pa
         ("evaluate", [*suite, "--checkpoint", checkpoint_l12, "--methods", " , ", "--out", out], "names no method"),
         ("baselines", [*suite, "--out", folder], f"--out {folder}: is an existing folder, not a file"),
         ("evaluate", [*suite, "--checkpoint", alien, "--out", out], "architecture: expected a JSON object, got 'x'"),
+        ("evaluate", [*suite, "--checkpoint", wider, "--out", out],
+         f"{wider}: architecture: parameter shapes differ from the configured policy"),
+        ("evaluate", [*suite, "--checkpoint", unreadable, "--out", out],
+         f"{unreadable}: the saved state cannot be read"),
         ("evaluate", [*suite, "--checkpoint", checkpoint_l12, "--out", out, "--train-config-hash", "beef"],
          f"config_hash {json.loads(head)['config_hash']} differs from beef"),
     ]

@@ -39,6 +39,42 @@ def test_a_baseline_job_writes_its_table_without_pandas(tmp_path):
     assert "pyarrow" in imported and not {"pandas", "flax", "networkx"} & imported
 
 
+def test_an_evaluation_job_whose_program_is_stored_imports_no_flax(tmp_path):
+    """Flax is 0.25 s of an evaluation job's start-up (its import and the tracing of the network's
+    initialization): a job that loads its program from the store reads the checkpoint without it."""
+    import os
+
+    import jax
+
+    from workflow_src import checkpoint
+    from workflow_src.policy import init_params, make_policy
+    from workflow_src.policy_spec import architecture
+
+    config = {"name": "simple_permutation_invariant", "hidden_dim": 8, "n_heads": 2, "n_layers": 1,
+              "fixed_std": 0.5, "bandit_features": True, "effect_head": False, "prior": "interventional_regression"}
+    params = init_params(make_policy(config), jax.random.PRNGKey(0))
+    ckpt = tmp_path / "final.ckpt"
+    checkpoint.save(ckpt, {"architecture": architecture(config), "config_hash": "c", "episode": 1}, {"params": params})
+    env = {**os.environ, "ACBO_JAX_CACHE": str(tmp_path / "cache")}  # an empty store: the first job traces
+
+    def evaluate(out):
+        return subprocess.run([sys.executable, "-X", "importtime", "-m", "workflow_src", "evaluate", "--checkpoint",
+                               ckpt, "--suite", tmp_path / "s.json", "--out", out, "--spec", spec],
+                              cwd=ROOT, capture_output=True, text=True, check=True, env=env)
+
+    subprocess.run([sys.executable, "-m", "workflow_src", "suite", "generate", "heldout-classic", "--out",
+                    tmp_path / "s.json"], cwd=ROOT, check=True, capture_output=True)
+    spec = '{"seed": 1, "episodes": 2, "interventions": 3, "n_obs": 4, "policy_modes": ["greedy", "sampled"]}'
+    for out, origin, flax in ((tmp_path / "cold.parquet", "traced", True), (tmp_path / "warm.parquet", "stored export",
+                                                                           False)):
+        proc = evaluate(out)
+        assert f"s, {origin})" in proc.stdout, proc.stdout
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                    if line.startswith("import time")}
+        assert ("flax" in imported) == flax and "pandas" not in imported
+    assert (tmp_path / "cold.parquet").read_bytes() == (tmp_path / "warm.parquet").read_bytes()
+
+
 def test_the_config_alone_does_not_import_networkx():
     code = "import sys, workflow_src.cli, workflow_src.config, workflow_src.suite_io; print('networkx' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

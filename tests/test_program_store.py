@@ -14,6 +14,7 @@ from workflow_src.config import suite_slice, train_slice
 from workflow_src.evaluate import run_methods
 from workflow_src.methods import Method, policy_methods
 from workflow_src.policy import init_params, make_policy
+from workflow_src.policy_spec import POLICY_KEYS
 from workflow_src.program_store import ENTRY_SUFFIX, package_source_hash, program_key
 from workflow_src.provenance import PACKAGE_ROOT
 from workflow_src.scm import stack_scms
@@ -69,9 +70,8 @@ def test_a_stored_program_runs_untraced_and_gives_the_same_bits(suite, store):
 
 def test_the_policy_runs_from_the_store(suite, store, default_config):
     config = {**train_slice(default_config, "debug")["policy"], "hidden_dim": 8, "n_heads": 2, "n_layers": 1}
-    policy = make_policy(config)
-    methods = policy_methods(policy, config["fixed_std"], ["greedy", "sampled"])
-    params = init_params(policy, jax.random.PRNGKey(1))
+    methods = policy_methods(config, ["greedy", "sampled"])
+    params = init_params(make_policy(config), jax.random.PRNGKey(1))
     first, info = run(methods, suite, params)
     assert info.origin == "traced"
     second, info = run(methods, suite, params)
@@ -146,13 +146,11 @@ def test_the_key_changes_with_the_package_source(suite, tmp_path, monkeypatch):
     assert program_key(("random",), PROTOCOL, args) != key
 
 
-def test_policy_programs_are_identified_by_mode_and_every_network_attribute(default_config):
+def test_policy_programs_are_identified_by_mode_and_every_network_setting(default_config):
     config = train_slice(default_config, "debug")["policy"]
-    ids = set()
-    for change in ({}, {"n_layers": config["n_layers"] + 1}, {"hidden_dim": 8}, {"prior": "none"},
-                   {"bandit_features": not config["bandit_features"]}):
-        policy = make_policy({**config, **change})
-        ids.update(m.program_id for m in policy_methods(policy, config["fixed_std"], ["greedy", "sampled"]))
-    policy = make_policy(config)
-    ids.add(policy_methods(policy, config["fixed_std"] + 0.1, ["greedy"])[0].program_id)
-    assert len(ids) == 11
+    changes = ({}, {"n_layers": config["n_layers"] + 1}, {"hidden_dim": 8}, {"n_heads": 1}, {"prior": "none"},
+               {"bandit_features": not config["bandit_features"]}, {"effect_head": not config["effect_head"]},
+               {"fixed_std": config["fixed_std"] + 0.1})
+    assert {key for change in changes for key in change} == set(POLICY_KEYS) - {"name"}
+    ids = {m.program_id for change in changes for m in policy_methods({**config, **change}, ["greedy", "sampled"])}
+    assert len(ids) == 2 * len(changes)

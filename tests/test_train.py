@@ -116,16 +116,17 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
     policy = pol.make_policy({**SMALL_POLICY, "bandit_features": True, "prior": prior})
     params = with_own_heads_zeroed(pol.init_params(policy, jax.random.PRNGKey(0)))
     protocol = {"seed": 3, "episodes": 4, "interventions": 1, "n_obs": 10}
-    ours = run_methods(policy_methods(policy, 0.5, ["greedy"]), params, suite, protocol)[0]
+    ours = run_methods(policy_methods({**SMALL_POLICY, "bandit_features": True, "prior": prior}, ["greedy"]), params,
+                       suite, protocol)[0]
     heuristic = run_methods(baseline_methods(["marginal_regression"]), None, suite, protocol)[0]
     np.testing.assert_array_equal(ours["variable"], heuristic["variable"])
     spans = np.array([[float(np.ptp([scm.lo[v], scm.hi[v]])) for v in row[:, 0]]
                       for scm, row in zip(suite.scms, np.asarray(heuristic["variable"]))])
     assert np.all(np.abs(ours["value"] - heuristic["value"])[..., 0] <= 0.01 * spans)
     # and without the prior the same zeroed network is indifferent: it does not know the heuristic
-    plain = pol.make_policy({**SMALL_POLICY, "bandit_features": True})
-    zeroed = with_own_heads_zeroed(pol.init_params(plain, jax.random.PRNGKey(0)))
-    blind = run_methods(policy_methods(plain, 0.5, ["greedy"]), zeroed, suite, protocol)[0]
+    plain = {**SMALL_POLICY, "bandit_features": True}
+    zeroed = with_own_heads_zeroed(pol.init_params(pol.make_policy(plain), jax.random.PRNGKey(0)))
+    blind = run_methods(policy_methods(plain, ["greedy"]), zeroed, suite, protocol)[0]
     assert not np.array_equal(blind["variable"], heuristic["variable"])
 
 
@@ -148,14 +149,14 @@ def small_spec(default_config, **overrides):
     return deep_merge(spec, overrides)
 
 
-def greedy_norm_improvement(ckpt_or_params, suite, policy=None) -> float:
+def greedy_norm_improvement(ckpt_or_params, suite, policy_config=None) -> float:
     from workflow_src.suite_io import load_suite
 
-    if policy is None:
-        _, policy, _, params = load_policy(ckpt_or_params)
+    if policy_config is None:
+        _, policy_config, params = load_policy(ckpt_or_params)
     else:
         params = ckpt_or_params
-    method = policy_methods(policy, 0.5, ["greedy"])[0]
+    method = policy_methods(policy_config, ["greedy"])[0]
     protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10}
     records = run_methods([method], params, load_suite(suite), protocol)[0]
     return float(records["norm_improvement"].mean())
@@ -169,7 +170,7 @@ def test_training_learns_on_level_one(tmp_path, suites_dir, default_config):
                       training={"n_interventions": 10}, policy={"prior": "none"})
     policy = pol.make_policy(spec["policy"])
     before = greedy_norm_improvement(pol.init_params(policy, jax.random.PRNGKey(0)), suites_dir / "heldout-L01.json",
-                                     policy)
+                                     spec["policy"])
     paths = TrainPaths(tmp_path / "ckpt", tmp_path / "log.parquet")
     train("learn", spec, 0, train_suite_files(spec["levels"], suites_dir), paths, progress=False)
     after = greedy_norm_improvement(paths.ckpt("final"), suites_dir / "heldout-L01.json")
@@ -380,6 +381,25 @@ def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, s
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
         assert not out_file.exists()
+
+
+def test_a_saved_train_state_reads_back_without_flax_as_flax_reads_it(tmp_path, default_config):
+    """``checkpoint.read_saved`` (no Flax) decodes a whole train state, optimizer and step included, to the
+    same arrays, dtypes and structure as Flax's own reader."""
+    from flax import serialization
+
+    spec = small_spec(default_config, policy=SMALL_POLICY)
+    policy = pol.make_policy(spec["policy"])
+    state = grpo.initial_state(policy, grpo.make_optimizer(spec["training"], 10)[0], jax.random.PRNGKey(0))
+    path = tmp_path / "state.ckpt"
+    checkpoint.save(path, {"architecture": {}, "config_hash": "c", "episode": 0}, state)
+    ours = checkpoint.read_saved(path)[1]
+    theirs = serialization.msgpack_restore(path.read_bytes().split(b"\n", 1)[1])
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+        np.testing.assert_array_equal(a, b)
+    assert jax.tree.structure(checkpoint.read_saved(path, "params")[1]) == jax.tree.structure(state.params)
 
 
 def test_cli_train_writes_every_checkpoint(tmp_path, suites_dir):

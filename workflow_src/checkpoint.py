@@ -11,11 +11,15 @@ import hashlib
 import json
 from pathlib import Path
 
+import msgpack
+import numpy as np
+
 from .atomic import atomic_write_bytes
 from .errors import CheckpointError
 
 CHECKPOINT_FORMAT = "acbo-ckpt/1"
 REQUIRED_FIELDS = ("format", "architecture", "config_hash", "episode", "body_sha256")
+NDARRAY, NUMPY_SCALAR = 1, 3  # Flax's msgpack extension codes
 
 
 def encode(header: dict, state) -> bytes:
@@ -58,6 +62,29 @@ def _split(path) -> tuple[dict, bytes]:
     return header, body
 
 
+def read_saved(path: str | Path, field: str | None = None):
+    """The saved state (or its entry ``field``, e.g. ``"params"``) as nested dicts of numpy arrays, read
+    without Flax: an evaluation job that finds its program in the store needs nothing else (``policy_spec``)."""
+    header, body = _split(path)
+    try:
+        saved = msgpack.unpackb(body, ext_hook=_decode_extension, raw=False, strict_map_key=False)
+        if field is not None:
+            saved = saved[field]
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+        raise CheckpointError(f"{path}: the saved state cannot be read: {exc}") from None
+    return header, saved
+
+
+def _decode_extension(code: int, data: bytes):
+    """Flax's msgpack encoding of arrays: extension ``NDARRAY`` (or ``NUMPY_SCALAR``) holding
+    ``(shape, dtype name, C-ordered bytes)``."""
+    if code not in (NDARRAY, NUMPY_SCALAR):
+        raise ValueError(f"unknown msgpack extension type {code}")
+    shape, dtype, buffer = msgpack.unpackb(data, raw=True)
+    array = np.frombuffer(buffer, dtype=np.dtype(dtype.decode())).reshape(shape)
+    return array[()] if code == NUMPY_SCALAR else array
+
+
 def load(path: str | Path, target, field: str | None = None) -> tuple[dict, object]:
     """Read a checkpoint into the structure of ``target`` (e.g. a freshly initialized state).
 
@@ -65,19 +92,17 @@ def load(path: str | Path, target, field: str | None = None) -> tuple[dict, obje
     """
     from flax import serialization
 
-    header, body = _split(path)
+    header, saved = read_saved(path, field)
     try:
-        saved = serialization.msgpack_restore(body)
-        if field is not None:
-            saved = saved[field]
         restored = serialization.from_state_dict(target, saved)
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: parameters do not match the architecture: {exc}") from None
-    _check_shapes(path, target, restored)
+    check_shapes(path, target, restored)
     return header, restored
 
 
-def _check_shapes(path, target, restored) -> None:
+def check_shapes(path, target, restored) -> None:
+    """Refuse ``restored`` unless it has ``target``'s structure and shapes."""
     import jax
 
     want = jax.tree.map(lambda x: getattr(x, "shape", None), target)

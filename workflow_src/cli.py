@@ -155,14 +155,14 @@ def run_evaluate_cli(args) -> int:
     from .suite_io import load_suite
 
     suite = load_suite(args.suite)
-    header, policy, policy_config, params = load_policy(args.checkpoint)
+    header, policy_config, params = load_policy(args.checkpoint)
     expected = getattr(args, "train_config_hash", None)
     if expected and header.get("config_hash") != expected:
         raise CheckpointError(f"{args.checkpoint}: config_hash {header.get('config_hash')} differs from {expected}, "
                               "the hash of the config's training settings: trained under another config (retrain it)")
     try:
         modes = _methods_arg(args.methods, protocol["policy_modes"])
-        methods = policy_methods(policy, policy_config["fixed_std"], modes)
+        methods = policy_methods(policy_config, modes, source=str(args.checkpoint))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     identity = {

@@ -15,6 +15,7 @@ import pyarrow as pa
 from .compile_cache import CompileWatch
 from .errors import CheckpointError
 from .methods import Method
+from .policy_spec import policy_config_of
 from .program_store import lower_program
 from .provenance import git_commit, package_version
 from .rollout import chunk_size, make_run_suite
@@ -161,25 +162,15 @@ def _pieces(methods, params, suite, protocol, identity, log, per_piece: int, che
 
 
 def load_policy(path: str | Path):
-    """The policy network and parameters of a checkpoint; refuses an architecture this code cannot run."""
-    from . import checkpoint  # flax: imported by policy jobs only, not by baselines
-    from .policy import POLICY_KEYS, architecture, init_params, make_policy
+    """``(header, policy_config, params)`` of a checkpoint, read without Flax; refuses an architecture this code
+    cannot build. The parameters' shapes are checked when the policy's program is traced (``methods``): a
+    program found in the store was traced for parameters of the same structure, shapes and dtypes."""
+    from . import checkpoint
 
     header = checkpoint.read_header(path)
-    arch = header["architecture"]
-    if not isinstance(arch, dict):
-        raise CheckpointError(f"{path}: architecture: expected a JSON object, got {arch!r:.80}")
-    policy_config = {k: arch.get(k) for k in POLICY_KEYS}
-    if arch != architecture(policy_config) or None in policy_config.values():
-        raise CheckpointError(
-            f"{path}: architecture: {arch} does not match this version's policy inputs "
-            f"({architecture(policy_config)})"
-        )
     try:
-        policy = make_policy(policy_config)
+        policy_config = policy_config_of(header["architecture"])
     except ValueError as exc:
-        raise CheckpointError(f"{path}: architecture: {exc}") from None
-    # only the parameters' shapes are needed to check and restore them: traced, not run (1 s less per job)
-    template = jax.eval_shape(lambda: init_params(policy, jax.random.PRNGKey(0)))
-    _, params = checkpoint.load(path, template, field="params")
-    return header, policy, policy_config, params
+        raise CheckpointError(f"{path}: {exc}") from None
+    _, params = checkpoint.read_saved(path, field="params")
+    return header, policy_config, params

@@ -7,12 +7,12 @@ policy). The non-learned baselines live in ``baselines``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import NamedTuple
 
 import jax
 
+from .policy_spec import architecture
 from .rollout import Act, StepView
 from .sampler import per_variable_categorical
 
@@ -28,10 +28,16 @@ class Method(NamedTuple):
     program_id: str | None = None
 
 
-def make_policy_act(policy, fixed_std: float, greedy: bool) -> Act:
-    from .policy import act_outputs, greedy_action, policy_observation, squash  # flax: policy jobs only
+def make_policy_act(policy_config: dict, greedy: bool, source: str) -> Act:
+    """The policy's ``act``. The network is built, and the parameters checked against it, when the program is
+    traced: a job that loads its program from the store never imports Flax."""
+    fixed_std = policy_config["fixed_std"]
 
     def act(params, view: StepView, key):
+        from .policy import act_outputs, check_params, greedy_action, make_policy, policy_observation, squash
+
+        policy = make_policy(policy_config)
+        check_params(policy, params, source)
         logits, mu = act_outputs(policy, params, policy_observation(policy, view.scm, view.buffer, view.fit))
         if greedy:
             variable, u = greedy_action(logits, mu)
@@ -45,12 +51,13 @@ def make_policy_act(policy, fixed_std: float, greedy: bool) -> Act:
     return act
 
 
-def policy_methods(policy, fixed_std: float, modes) -> list[Method]:
+def policy_methods(policy_config: dict, modes, source: str = "policy parameters") -> list[Method]:
+    """The policy of ``policy_config`` (``policy_spec.POLICY_KEYS``) in each of ``modes``; ``source`` names its
+    parameters (a checkpoint file) in the error that refuses them."""
     unknown = [m for m in modes if m not in POLICY_MODES]
     if unknown:
         raise ValueError(f"unknown method {', '.join(map(repr, unknown))} (policy modes: {', '.join(POLICY_MODES)})")
-    # the network's every attribute (Flax module fields; parent and name are bookkeeping) and the value noise
-    fields = {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy) if f.name not in ("parent", "name")}
-    network = f"{type(policy).__name__} {json.dumps(fields, sort_keys=True, default=repr)} fixed_std={fixed_std!r}"
-    return [Method(f"policy_{mode}", make_policy_act(policy, fixed_std, mode == "greedy"), True,
+    # the network's every setting (with the value noise) and the inputs it reads
+    network = json.dumps(architecture(policy_config), sort_keys=True)
+    return [Method(f"policy_{mode}", make_policy_act(policy_config, mode == "greedy", source), True,
                    f"policy_{mode} {network}") for mode in modes]

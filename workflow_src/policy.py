@@ -22,16 +22,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from . import checkpoint
 from .buffer import Buffer, interventional_weights
+from .policy_spec import SAMPLE_CHANNELS, check_policy_config, variable_channels
 from .sample_pooling import pooled_embedding
 from .sampler import per_variable_categorical
 from .scm import SCMArrays
 from .surrogate import Surrogate, masked_standardize, weighted_simple_regression
 
 NEG_INF = -1e9
-SAMPLE_CHANNELS = 7
-BASE_VARIABLE_CHANNELS = 9
-BANDIT_CHANNELS = 6  # per variable: interventions on it, two regressions' predictions at both ends, best outcome
 PREDICTION_CLIP = 10.0  # predictions in units of the target's observed spread
 SCALED_VALUE_CLIP = 3.0  # sample values in units of the variable's half-range around its center
 DATA_AMOUNT_SCALE = 4.0  # log1p(samples) / this: the amount of data, about 1 for a full buffer
@@ -41,8 +40,6 @@ EFFECT_VALUE_SCALE = 5.0  # initial pull of the value towards the better range e
 PRIOR_LOGIT_SCALE = 30.0  # initial logit per unit of the prior's predicted fall of Y (in Y's observed spread)
 PRIOR_VALUE_SCALE = 3.0  # initial pull of the value towards the prior's better range end: tanh(3) = 0.995
 PRIOR_VALUE_GAIN = 10.0  # how sharply the pull turns with the difference between the two ends' predictions
-PRIORS = ("none", "marginal_regression", "interventional_regression")
-POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head", "prior")
 LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
 
 
@@ -55,10 +52,6 @@ class Observation(NamedTuple):
     node_mask: jnp.ndarray  # (N,) bool
     action_mask: jnp.ndarray  # (N,) bool: may be intervened on
     heuristic: jnp.ndarray  # (N, 2): the prior heuristic's prediction of Y at both range ends (standardized)
-
-
-def variable_channels(bandit_features: bool) -> int:
-    return BASE_VARIABLE_CHANNELS + (BANDIT_CHANNELS if bandit_features else 0)
 
 
 def _endpoint_predictions(z, y, w, z_lo, z_hi):
@@ -256,10 +249,7 @@ class PermutationInvariantPolicy(nn.Module):
 
 
 def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
-    if policy_config["name"] != "simple_permutation_invariant":
-        raise ValueError(f"unknown policy {policy_config['name']!r}")
-    if policy_config["prior"] not in PRIORS:
-        raise ValueError(f"unknown prior {policy_config['prior']!r} (one of {', '.join(PRIORS)})")
+    check_policy_config(policy_config)
     return PermutationInvariantPolicy(
         hidden_dim=policy_config["hidden_dim"], n_heads=policy_config["n_heads"], n_layers=policy_config["n_layers"],
         bandit_features=policy_config["bandit_features"], effect_head=policy_config["effect_head"],
@@ -317,10 +307,9 @@ def categorical_entropy(logits):
     return -(p * jnp.where(p > 0, jax.nn.log_softmax(logits), 0.0)).sum()
 
 
-def architecture(policy_config: dict) -> dict:
-    """What a checkpoint records to rebuild the network (and to refuse a mismatching one)."""
-    return {**policy_config, "sample_channels": SAMPLE_CHANNELS,
-            "variable_channels": variable_channels(policy_config["bandit_features"])}
+def check_params(policy: PermutationInvariantPolicy, params, source: str) -> None:
+    """Refuse parameters (arrays or traced values) without ``policy``'s structure and shapes, naming ``source``."""
+    checkpoint.check_shapes(source, jax.eval_shape(lambda: init_params(policy, jax.random.PRNGKey(0))), params)
 
 
 def init_params(policy: PermutationInvariantPolicy, key, n_vars: int = 3, n_samples: int = 2) -> dict:

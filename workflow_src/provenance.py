@@ -19,20 +19,20 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "suite": ("scm.py", "generators.py", "suite_io.py", "suites.py", "schemas/suite.schema.json"),
     "train": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "grpo.py", "curriculum.py", "train.py", "checkpoint.py", "tables.py",
+        "policy_spec.py", "grpo.py", "curriculum.py", "train.py", "checkpoint.py", "tables.py",
     ),
     "evaluate": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "checkpoint.py", "rollout.py", "methods.py", "program_store.py", "evaluate.py", "tables.py",
+        "policy_spec.py", "checkpoint.py", "rollout.py", "methods.py", "program_store.py", "evaluate.py", "tables.py",
     ),
     "baselines": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "rollout.py", "methods.py", "baselines.py", "causal_bo.py", "linalg.py", "program_store.py", "evaluate.py",
-        "tables.py",
+        "policy_spec.py", "rollout.py", "methods.py", "baselines.py", "causal_bo.py", "linalg.py", "program_store.py",
+        "evaluate.py", "tables.py",
     ),
     "plugin": (
         "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "rollout.py", "methods.py", "plugins.py", "program_store.py", "evaluate.py", "tables.py",
+        "policy_spec.py", "rollout.py", "methods.py", "plugins.py", "program_store.py", "evaluate.py", "tables.py",
     ),
     "summary": (
         "metrics.py", "tables.py", "checkpoint.py", "summary_inputs.py", "bootstrap.py", "summarize.py",

@@ -28,7 +28,8 @@ from .compile_cache import release_freed_memory
 from .config import digest
 from .errors import CheckpointError, SuiteError
 from .grpo import GRPOSettings, TrainState, initial_state, make_optimizer, make_train_update
-from .policy import architecture, make_policy
+from .policy import make_policy
+from .policy_spec import architecture
 from .provenance import code_hash, git_commit, package_version
 from .scm import bucket_size, stack_scms
 from .suite_io import load_suite
