@@ -1,8 +1,4 @@
 """Reproducible benchmark workflow for amortized causal Bayesian optimization (ACBO)."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("acbo-workflow")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+source"
+# the one place of the version (pyproject.toml reads it): no package metadata lookup at every job's start-up
+__version__ = "0.1.0"

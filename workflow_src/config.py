@@ -19,7 +19,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .config_schema import config_schema
+from .config_schema import config_schema, load_yaml
 from .errors import ConfigError
 from .generators import N_LEVELS
 from .paths import DEFAULT_CONFIG
@@ -146,7 +146,7 @@ def load_config_or_packaged(path: str | Path | None, command: str) -> dict:
 def load_config(path: str | Path = DEFAULT_CONFIG) -> dict:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     except yaml.YAMLError as exc:
