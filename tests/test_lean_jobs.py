@@ -24,18 +24,20 @@ def test_baseline_jobs_import_no_graph_network_or_chart_library():
     assert proc.stdout.strip() == "[]", proc.stdout
 
 
+def acbo(*args, env=None) -> tuple[str, set[str]]:
+    """Run an ``acbo`` command under ``-X importtime``: its output and the modules it imported."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "workflow_src", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, check=True, env=env)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    return proc.stdout, imported
+
+
 def test_a_baseline_job_writes_its_table_without_pandas(tmp_path):
     """pandas is 0.3 s of start-up: evaluation tables are built from Arrow buffers (``tables.columns_to_table``)."""
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-X", "importtime", "-m", "workflow_src", *map(str, args)], cwd=ROOT,
-                              capture_output=True, text=True, check=True)
-
-    run("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json")
+    acbo("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json")
     spec = '{"seed": 1, "episodes": 2, "interventions": 3, "n_obs": 4, "baselines": ["random", "causal_bo"]}'
-    proc = run("baselines", "--suite", tmp_path / "s.json", "--out", tmp_path / "t.parquet", "--spec", spec)
-    assert "(36 rows)" in proc.stdout, proc.stdout  # 2 methods x 3 SCMs x 2 episodes x 3 steps
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+    out, imported = acbo("baselines", "--suite", tmp_path / "s.json", "--out", tmp_path / "t.parquet", "--spec", spec)
+    assert "(36 rows)" in out, out  # 2 methods x 3 SCMs x 2 episodes x 3 steps
     assert "pyarrow" in imported and not {"pandas", "flax", "networkx"} & imported
 
 
@@ -55,22 +57,13 @@ def test_an_evaluation_job_whose_program_is_stored_imports_no_flax(tmp_path):
     params = init_params(make_policy(config), jax.random.PRNGKey(0))
     ckpt = tmp_path / "final.ckpt"
     checkpoint.save(ckpt, {"architecture": architecture(config), "config_hash": "c", "episode": 1}, {"params": params})
+    acbo("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json")
     env = {**os.environ, "ACBO_JAX_CACHE": str(tmp_path / "cache")}  # an empty store: the first job traces
-
-    def evaluate(out):
-        return subprocess.run([sys.executable, "-X", "importtime", "-m", "workflow_src", "evaluate", "--checkpoint",
-                               ckpt, "--suite", tmp_path / "s.json", "--out", out, "--spec", spec],
-                              cwd=ROOT, capture_output=True, text=True, check=True, env=env)
-
-    subprocess.run([sys.executable, "-m", "workflow_src", "suite", "generate", "heldout-classic", "--out",
-                    tmp_path / "s.json"], cwd=ROOT, check=True, capture_output=True)
     spec = '{"seed": 1, "episodes": 2, "interventions": 3, "n_obs": 4, "policy_modes": ["greedy", "sampled"]}'
-    for out, origin, flax in ((tmp_path / "cold.parquet", "traced", True), (tmp_path / "warm.parquet", "stored export",
-                                                                           False)):
-        proc = evaluate(out)
-        assert f"s, {origin})" in proc.stdout, proc.stdout
-        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
-                    if line.startswith("import time")}
+    for name, origin, flax in (("cold", "traced", True), ("warm", "stored export", False)):
+        out, imported = acbo("evaluate", "--checkpoint", ckpt, "--suite", tmp_path / "s.json",
+                             "--out", tmp_path / f"{name}.parquet", "--spec", spec, env=env)
+        assert f"s, {origin})" in out, out
         assert ("flax" in imported) == flax and "pandas" not in imported
     assert (tmp_path / "cold.parquet").read_bytes() == (tmp_path / "warm.parquet").read_bytes()
 

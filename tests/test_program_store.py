@@ -28,7 +28,8 @@ PROTOCOL = {"seed": 5, "episodes": 2, "interventions": 4, "n_obs": 5}
 def suite(tmp_path_factory, default_config):
     path = tmp_path_factory.mktemp("suites") / "heldout-L02.json"
     build_suite(suite_slice(default_config, "heldout-L02"), path)
-    return dataclasses.replace(load_suite(path), scms=load_suite(path).scms[:3])
+    suite = load_suite(path)
+    return dataclasses.replace(suite, scms=suite.scms[:3])
 
 
 @pytest.fixture
