@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pyarrow as pa
 
+from . import checkpoint
 from .compile_cache import CompileWatch
 from .errors import CheckpointError
 from .methods import Method
@@ -165,8 +166,6 @@ def load_policy(path: str | Path):
     """``(header, policy_config, params)`` of a checkpoint, read without Flax; refuses an architecture this code
     cannot build. The parameters' shapes are checked when the policy's program is traced (``methods``): a
     program found in the store was traced for parameters of the same structure, shapes and dtypes."""
-    from . import checkpoint
-
     header = checkpoint.read_header(path)
     try:
         policy_config = policy_config_of(header["architecture"])
