@@ -113,11 +113,10 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
     from workflow_src.baselines import baseline_methods
 
     suite = generate_level_suite("u", 4, 1, 6, GeneratorSettings())
-    policy = pol.make_policy({**SMALL_POLICY, "bandit_features": True, "prior": prior})
-    params = with_own_heads_zeroed(pol.init_params(policy, jax.random.PRNGKey(0)))
+    config = {**SMALL_POLICY, "bandit_features": True, "prior": prior}
+    params = with_own_heads_zeroed(pol.init_params(pol.make_policy(config), jax.random.PRNGKey(0)))
     protocol = {"seed": 3, "episodes": 4, "interventions": 1, "n_obs": 10}
-    ours = run_methods(policy_methods({**SMALL_POLICY, "bandit_features": True, "prior": prior}, ["greedy"]), params,
-                       suite, protocol)[0]
+    ours = run_methods(policy_methods(config, ["greedy"]), params, suite, protocol)[0]
     heuristic = run_methods(baseline_methods(["marginal_regression"]), None, suite, protocol)[0]
     np.testing.assert_array_equal(ours["variable"], heuristic["variable"])
     spans = np.array([[float(np.ptp([scm.lo[v], scm.hi[v]])) for v in row[:, 0]]
@@ -384,8 +383,8 @@ def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, s
 
 
 def test_a_saved_train_state_reads_back_without_flax_as_flax_reads_it(tmp_path, default_config):
-    """``checkpoint.read_saved`` (no Flax) decodes a whole train state, optimizer and step included, to the
-    same arrays, dtypes and structure as Flax's own reader."""
+    """``checkpoint.read_saved`` (no Flax) decodes a whole train state, the optimizer's state and step count
+    included, to the same arrays, dtypes and structure as Flax's own reader."""
     from flax import serialization
 
     spec = small_spec(default_config, policy=SMALL_POLICY)
