@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 from conftest import ROOT, run_cli
 
-from workflow_src import evaluate
-from workflow_src.baselines import BASELINES, baseline_methods
 from workflow_src.compile_cache import AtomicFileCache, configure_jax
 from workflow_src.config import suite_slice, train_slice
-from workflow_src.evaluate import evaluate_methods, run_methods, write_evaluation
-from workflow_src.methods import policy_methods
-from workflow_src.policy import init_params, make_policy
-from workflow_src.rollout import chunk_size
-from workflow_src.scm import bucket_size
-from workflow_src.suite_io import load_suite
-from workflow_src.suites import build_suite
+from workflow_src.core.scm import bucket_size
+from workflow_src.evaluate import run as evaluate
+from workflow_src.evaluate.baselines import BASELINES, baseline_methods
+from workflow_src.evaluate.methods import policy_methods
+from workflow_src.evaluate.rollout import chunk_size
+from workflow_src.evaluate.run import evaluate_methods, run_methods, write_evaluation
+from workflow_src.policy.network import init_params, make_policy
+from workflow_src.suites.build import build_suite
+from workflow_src.suites.suite_io import load_suite
 from workflow_src.tables import EVAL_SCHEMA, read_table, to_table
 
 PROTOCOL = {"seed": 3, "episodes": 2, "interventions": 5, "n_obs": 6}

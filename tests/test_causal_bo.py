@@ -5,14 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_src import causal_bo
-from workflow_src.baselines import baseline_methods
-from workflow_src.buffer import Buffer, fit_surrogate
-from workflow_src.evaluate import evaluate_methods
-from workflow_src.metrics import step_curves
-from workflow_src.rollout import StepView
-from workflow_src.scm import stack_scms
-from workflow_src.suite_io import parse_suite
+from workflow_src.core.buffer import Buffer, fit_surrogate
+from workflow_src.core.scm import stack_scms
+from workflow_src.evaluate import causal_bo
+from workflow_src.evaluate.baselines import baseline_methods
+from workflow_src.evaluate.rollout import StepView
+from workflow_src.evaluate.run import evaluate_methods
+from workflow_src.report.metrics import step_curves
+from workflow_src.suites.suite_io import parse_suite
 
 PROTOCOL = {"seed": 0, "episodes": 6, "interventions": 6, "n_obs": 10}
 

@@ -1,12 +1,13 @@
 """The CLI's one spec parser and the package's one-way imports (no module reaches back into the CLI)."""
 
-import ast
 import os
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT, run_cli
+
+from workflow_src.provenance import STAGE_ENTRIES, code_hash, imported_modules
 
 PACKAGE = ROOT / "workflow_src"
 
@@ -31,22 +32,30 @@ def test_a_bad_spec_gives_one_line_and_no_output(tmp_path, command, spec, messag
     assert not any(tmp_path.iterdir())
 
 
-def _relative_imports(path) -> set[str]:
-    """Modules of the package that ``path`` imports (at module level or inside functions)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found |= {node.module} if node.module else {alias.name for alias in node.names}
-    return found
+def _graph() -> dict[str, set[str]]:
+    """Every module of the package (dotted, relative to it) and the package's modules it imports."""
+    modules = [p.relative_to(PACKAGE).with_suffix("").as_posix().replace("/", ".") for p in PACKAGE.rglob("*.py")]
+    return {m: imported_modules(PACKAGE, m) for m in modules if not m.endswith("__init__")}
+
+
+def test_imported_modules_reads_every_form_of_relative_import(tmp_path):
+    for name in ("a.py", "b.py", "sub/__init__.py", "sub/c.py", "sub/d.py", "sub/e.py", "other/__init__.py",
+                 "other/f.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).touch()
+    (tmp_path / "sub/c.py").write_text(
+        "import os\nfrom . import d, e as renamed  # two\nfrom .. import a\nfrom ..b import thing\n"
+        "def later():\n    from ..other import (\n        f,\n    )\n    from .d import x\n"
+    )
+    assert imported_modules(tmp_path, "sub.c") == {"sub.d", "sub.e", "a", "b", "other.f"}
 
 
 def test_no_module_imports_from_the_cli():
-    importers = sorted(p.stem for p in PACKAGE.glob("*.py") if "cli" in _relative_imports(p))
-    assert importers == ["__main__"]
+    assert sorted(m for m, imports in _graph().items() if "cli" in imports) == ["__main__"]
 
 
 def test_the_package_has_no_import_cycle():
-    graph = {p.stem: _relative_imports(p) & {q.stem for q in PACKAGE.glob("*.py")} for p in PACKAGE.glob("*.py")}
+    graph = _graph()
     done, path = set(), []
 
     def visit(module):
@@ -63,34 +72,47 @@ def test_the_package_has_no_import_cycle():
         visit(module)
 
 
-# The modules each stage's command runs, and those of its imports that cannot change what it writes.
-STAGE_ENTRIES = {
-    "suite": ["suites"], "train": ["train"], "evaluate": ["evaluate", "methods"],
-    "baselines": ["evaluate", "baselines"], "plugin": ["evaluate", "plugins"],
-    "summary": ["summary_inputs", "summarize", "report"],
-}
-INERT = {"atomic", "errors", "provenance", "compile_cache", "paths", "config", "config_schema"}
-INERT_FOR = {"train": {"generators"}, "baselines": {"checkpoint"}, "plugin": {"checkpoint"}}  # via config / policies
+# Data flows one way: a module imports from its own stage or an earlier one, never from a later one or the CLI.
+STAGE_ORDER = ["shared", "core", "suites", "policy", "train", "evaluate", "report", "command line"]
+SHARED = {"paths", "errors", "config", "config_schema", "atomic", "tables", "provenance", "compile_cache", "jobstats"}
 
 
-def test_every_module_a_stage_imports_is_in_its_code_hash():
-    from workflow_src.provenance import STAGE_SOURCES
+def _stage(module: str) -> str:
+    if "." in module:
+        return module.split(".")[0]
+    return "shared" if module in SHARED else "command line"
 
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
-    for stage, entries in STAGE_ENTRIES.items():
-        seen, todo = set(), list(entries)
-        while todo:
-            module = todo.pop()
-            if module not in seen:
-                seen.add(module)
-                todo += sorted(_relative_imports(PACKAGE / f"{module}.py") & modules)
-        hashed = {name.removesuffix(".py") for name in STAGE_SOURCES[stage]}
-        assert seen - hashed - INERT - INERT_FOR.get(stage, set()) == set(), stage
+
+def test_no_module_imports_from_a_later_stage():
+    later = [f"{m} ({_stage(m)}) imports {i} ({_stage(i)})" for m, imports in _graph().items() for i in imports
+             if STAGE_ORDER.index(_stage(i)) > STAGE_ORDER.index(_stage(m))]
+    assert later == []
+    assert {_stage(m) for m in _graph()} == set(STAGE_ORDER)
+
+
+@pytest.mark.parametrize(
+    "module, stages",
+    [("compile_cache.py", {"train", "evaluate", "baselines", "plugin"}),
+     ("core/scm.py", {"suite", "train", "evaluate", "baselines", "plugin"}),
+     ("evaluate/causal_bo.py", {"baselines"}), ("report/figures.py", {"summary"}),
+     ("train/grpo.py", {"train"}), ("policy/checkpoint.py", {"train", "evaluate", "baselines", "plugin", "summary"}),
+     ("bench.py", set())],
+)
+def test_a_stage_code_hash_changes_exactly_when_its_code_does(tmp_path, module, stages):
+    import shutil
+
+    root = tmp_path / "workflow_src"
+    shutil.copytree(PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {stage: code_hash.__wrapped__(stage, root) for stage in STAGE_ENTRIES}
+    with open(root / module, "a") as f:
+        f.write("\n# edited\n")
+    after = {stage: code_hash.__wrapped__(stage, root) for stage in STAGE_ENTRIES}
+    assert {stage for stage in STAGE_ENTRIES if before[stage] != after[stage]} == stages
 
 
 def test_importing_the_library_changes_no_environment():
     code = (
-        "import os, workflow_src.evaluate, workflow_src.summarize, workflow_src.train; "
+        "import os, workflow_src.evaluate.run, workflow_src.report.summarize, workflow_src.train.loop; "
         "print([v for v in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS') if v in os.environ])"
     )
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}

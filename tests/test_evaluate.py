@@ -10,17 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, large_user_suite_doc, run_cli
 
-from workflow_src.baselines import BASELINES, allowed, baseline_methods
 from workflow_src.config import deep_merge, suite_slice, train_slice
 from workflow_src.errors import TableError
-from workflow_src.evaluate import evaluate_methods
-from workflow_src.methods import Method
-from workflow_src.metrics import episode_metrics
+from workflow_src.evaluate.baselines import BASELINES, allowed, baseline_methods
+from workflow_src.evaluate.methods import Method
+from workflow_src.evaluate.run import evaluate_methods
 from workflow_src.paths import train_suite_files
-from workflow_src.suite_io import load_suite
-from workflow_src.suites import build_suite
+from workflow_src.report.metrics import episode_metrics
+from workflow_src.suites.build import build_suite
+from workflow_src.suites.suite_io import load_suite
 from workflow_src.tables import EVAL_SCHEMA
-from workflow_src.train import TrainPaths, train
+from workflow_src.train.loop import TrainPaths, train
 
 PROTOCOL = {"seed": 0, "episodes": 4, "interventions": 8, "n_obs": 10}
 

@@ -9,10 +9,10 @@ PROBE = """
 import sys
 from workflow_src import cli
 cli.configure_jax(1)
-from workflow_src.baselines import baseline_methods
+from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.config import load_config, baselines_slice
-from workflow_src.evaluate import write_evaluation
-from workflow_src.suite_io import load_suite
+from workflow_src.evaluate.run import write_evaluation
+from workflow_src.suites.suite_io import load_suite
 baselines_slice(load_config("config/config.yaml"))
 print(sorted(m for m in ("networkx", "flax", "optax", "altair", "matplotlib", "scipy.optimize", "pandas")
              if m in sys.modules))
@@ -48,9 +48,9 @@ def test_an_evaluation_job_whose_program_is_stored_imports_no_flax(tmp_path):
 
     import jax
 
-    from workflow_src import checkpoint
-    from workflow_src.policy import init_params, make_policy
-    from workflow_src.policy_spec import architecture
+    from workflow_src.policy import checkpoint
+    from workflow_src.policy.network import init_params, make_policy
+    from workflow_src.policy.spec import architecture
 
     config = {"name": "simple_permutation_invariant", "hidden_dim": 8, "n_heads": 2, "n_layers": 1,
               "fixed_std": 0.5, "bandit_features": True, "effect_head": False, "prior": "interventional_regression"}
@@ -69,7 +69,8 @@ def test_an_evaluation_job_whose_program_is_stored_imports_no_flax(tmp_path):
 
 
 def test_the_config_alone_does_not_import_networkx():
-    code = "import sys, workflow_src.cli, workflow_src.config, workflow_src.suite_io; print('networkx' in sys.modules)"
+    code = ("import sys, workflow_src.cli, workflow_src.config, workflow_src.suites.suite_io; "
+            "print('networkx' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
 

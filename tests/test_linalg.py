@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from workflow_src import linalg
+from workflow_src.core import linalg
 
 
 def spd(rng, batch, n):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_src.metrics import episode_metrics, step_curves
+from workflow_src.report.metrics import episode_metrics, step_curves
 
 
 def episode(method: str, expected, *, mu=0.0, oracle=-10.0, random=-2.0, scm="s0", target=None) -> pd.DataFrame:

@@ -9,11 +9,11 @@ import pytest
 import yaml
 from conftest import ROOT, copy_workflow, planned_jobs, run_cli, snakemake
 
-from workflow_src.baselines import BASELINES
 from workflow_src.errors import PluginError
-from workflow_src.evaluate import write_evaluation
-from workflow_src.plugins import check_act, check_records, load_plugin
-from workflow_src.suite_io import parse_suite
+from workflow_src.evaluate.baselines import BASELINES
+from workflow_src.evaluate.plugins import check_act, check_records, load_plugin
+from workflow_src.evaluate.run import write_evaluation
+from workflow_src.suites.suite_io import parse_suite
 
 EXAMPLE = ROOT / "examples/plugins/surrogate_greedy.py"
 PROTOCOL = {"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 5}

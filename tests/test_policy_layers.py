@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from workflow_src.policy import LayerNorm, head_major_attention
-from workflow_src.sample_pooling import pooled_embedding
+from workflow_src.policy.network import LayerNorm, head_major_attention
+from workflow_src.policy.sample_pooling import pooled_embedding
 
 
 def plain_pooling(x, sample_mask, kernel, bias):

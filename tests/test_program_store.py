@@ -8,18 +8,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from workflow_src import program_store
-from workflow_src.baselines import act_random, baseline_methods
 from workflow_src.config import suite_slice, train_slice
-from workflow_src.evaluate import run_methods
-from workflow_src.methods import Method, policy_methods
-from workflow_src.policy import init_params, make_policy
-from workflow_src.policy_spec import POLICY_KEYS
-from workflow_src.program_store import ENTRY_SUFFIX, package_source_hash, program_key
+from workflow_src.core.scm import stack_scms
+from workflow_src.evaluate import program_store
+from workflow_src.evaluate.baselines import act_random, baseline_methods
+from workflow_src.evaluate.methods import Method, policy_methods
+from workflow_src.evaluate.program_store import ENTRY_SUFFIX, package_source_hash, program_key
+from workflow_src.evaluate.run import run_methods
+from workflow_src.policy.network import init_params, make_policy
+from workflow_src.policy.spec import POLICY_KEYS
 from workflow_src.provenance import PACKAGE_ROOT
-from workflow_src.scm import stack_scms
-from workflow_src.suite_io import load_suite
-from workflow_src.suites import build_suite
+from workflow_src.suites.build import build_suite
+from workflow_src.suites.suite_io import load_suite
 
 PROTOCOL = {"seed": 5, "episodes": 2, "interventions": 4, "n_obs": 5}
 
@@ -133,7 +133,7 @@ def test_the_key_changes_with_the_package_source(suite, tmp_path, monkeypatch):
     shutil.copytree(PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     assert package_source_hash(copy) == package_source_hash()
     hashes = {package_source_hash()}
-    module = copy / "sampler.py"
+    module = copy / "core" / "sampler.py"
     for edit in (lambda: module.write_text(module.read_text() + "\n# an edit\n"),
                  lambda: (copy / "extra.py").write_text("X = 1\n")):
         edit()

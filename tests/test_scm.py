@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from workflow_src import sampler
-from workflow_src.generators import GeneratorSettings, classic_suite, generate_level_suite
-from workflow_src.scm import pad_scm, stack_scms
+from workflow_src.core import sampler
+from workflow_src.core.scm import pad_scm, stack_scms
+from workflow_src.suites.generators import GeneratorSettings, classic_suite, generate_level_suite
 
 
 @pytest.fixture(scope="module")

@@ -75,8 +75,8 @@ def test_added_seed_runs_only_that_seed(study):
 
 @pytest.mark.parametrize(
     "module, expected",
-    [("figures.py", {"summary": 2}), ("baselines.py", {"baselines": 2, "summary": 2}),
-     ("grpo.py", {"train": 2, "evaluate": 3, "summary": 2})],
+    [("report/figures.py", {"summary": 2}), ("evaluate/baselines.py", {"baselines": 2, "summary": 2}),
+     ("train/grpo.py", {"train": 2, "evaluate": 3, "summary": 2})],
 )
 def test_code_edit_reruns_its_stage_and_downstream(study, module, expected):
     with open(study / "workflow_src" / module, "a") as f:

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workflow_src.config import suite_slice
-from workflow_src.generators import LEVELS, GeneratorSettings, generate_level_suite, generate_scm
-from workflow_src.scm import ancestors, cycle_nodes, reachability, topological_order, total_effects
-from workflow_src.suite_io import SuiteError, load_suite, parse_suite, suite_to_json
+from workflow_src.core.scm import ancestors, cycle_nodes, reachability, topological_order, total_effects
+from workflow_src.suites.generators import LEVELS, GeneratorSettings, generate_level_suite, generate_scm
+from workflow_src.suites.suite_io import SuiteError, load_suite, parse_suite, suite_to_json
 
 
 def test_same_config_gives_byte_identical_files(tmp_path, default_config):

@@ -19,14 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, run_cli, snakemake
 
-from workflow_src.bootstrap import Units, bootstrap, unit_table, units_of
 from workflow_src.cli import run_compare_cli, run_summarize_cli
 from workflow_src.errors import UserError
-from workflow_src.metrics import METRIC_COLUMNS, episode_metrics
 from workflow_src.paths import summary_inputs
 from workflow_src.provenance import file_hash
-from workflow_src.summarize import ALL_SUITES, SUMMARY_SCHEMA, paired_differences, read_summary, summarize
-from workflow_src.summary_inputs import load_inputs
+from workflow_src.report.bootstrap import Units, bootstrap, unit_table, units_of
+from workflow_src.report.inputs import load_inputs
+from workflow_src.report.metrics import METRIC_COLUMNS, episode_metrics
+from workflow_src.report.summarize import ALL_SUITES, SUMMARY_SCHEMA, paired_differences, read_summary, summarize
 from workflow_src.tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, write_table
 
 BASELINES = ("random", "oracle", "marginal_regression", "thompson_bandit")
@@ -553,7 +553,7 @@ def test_colours_are_fixed_per_method_and_random_is_on_every_panel(study):
 def test_the_page_answers_first_whether_the_policy_beats_each_baseline(study):
     page = Path(study["args"].out_html).read_text()
     assert page.index("Does the trained policy beat the baselines?") < page.index("Headline numbers")
-    from workflow_src.report import ANSWER_METRICS, answer_html
+    from workflow_src.report.pages import ANSWER_METRICS, answer_html
 
     def row(baseline, metric, low, high):
         return {"kind": "paired_difference", "suite": ALL_SUITES, "seed": None, "method": "policy_greedy",

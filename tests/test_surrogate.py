@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from workflow_src import surrogate
+from workflow_src.core import surrogate
 
 
 def direct_fit(values, candidates, target):

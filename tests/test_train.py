@@ -10,16 +10,17 @@ import optax
 import pytest
 from conftest import ROOT, run_cli
 
-from workflow_src import buffer as buffer_mod
-from workflow_src import checkpoint, grpo
-from workflow_src import policy as pol
 from workflow_src.config import deep_merge, train_slice
-from workflow_src.evaluate import load_policy, run_methods
-from workflow_src.generators import GeneratorSettings, generate_level_suite
-from workflow_src.methods import policy_methods
+from workflow_src.core import buffer as buffer_mod
+from workflow_src.core.scm import pad_scm
+from workflow_src.evaluate.methods import policy_methods
+from workflow_src.evaluate.run import load_policy, run_methods
 from workflow_src.paths import train_suite_files
-from workflow_src.scm import pad_scm
-from workflow_src.train import TrainPaths, train
+from workflow_src.policy import checkpoint
+from workflow_src.policy import network as pol
+from workflow_src.suites.generators import GeneratorSettings, generate_level_suite
+from workflow_src.train import grpo
+from workflow_src.train.loop import TrainPaths, train
 
 
 def test_group_advantages_are_standardized():
@@ -110,7 +111,7 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
     """With the network's own logit and value heads at zero, the prior alone picks ``marginal_regression``'s
     variable, at (nearly) its range end, at the first step of every episode of a suite (before any variable
     was set, both priors are that heuristic)."""
-    from workflow_src.baselines import baseline_methods
+    from workflow_src.evaluate.baselines import baseline_methods
 
     suite = generate_level_suite("u", 4, 1, 6, GeneratorSettings())
     config = {**SMALL_POLICY, "bandit_features": True, "prior": prior}
@@ -135,7 +136,7 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
 @pytest.fixture(scope="module")
 def suites_dir(tmp_path_factory, default_config):
     from workflow_src.config import suite_slice
-    from workflow_src.suites import build_suite
+    from workflow_src.suites.build import build_suite
 
     d = tmp_path_factory.mktemp("suites")
     for name in ("train-L01", "train-L02", "heldout-L01"):
@@ -149,7 +150,7 @@ def small_spec(default_config, **overrides):
 
 
 def greedy_norm_improvement(ckpt_or_params, suite, policy_config=None) -> float:
-    from workflow_src.suite_io import load_suite
+    from workflow_src.suites.suite_io import load_suite
 
     if policy_config is None:
         _, policy_config, params = load_policy(ckpt_or_params)
@@ -268,7 +269,7 @@ def jitted_update_and_state(spec: dict, optimizer=None):
 
 
 def test_a_batch_plays_each_scm_as_if_alone(default_config):
-    from workflow_src.scm import stack_scms
+    from workflow_src.core.scm import stack_scms
 
     suite = generate_level_suite("u", 1, 1, 3, GeneratorSettings())
     spec = small_spec(default_config, policy=SMALL_POLICY, training={"n_interventions": 4, "update_epochs": 1})
@@ -287,7 +288,7 @@ def test_a_batch_plays_each_scm_as_if_alone(default_config):
 def test_an_update_does_not_depend_on_the_padding(default_config):
     """Training pads each level to its shape bucket: the same SCMs padded to 5, 8 or 13 variables play the
     same episodes (padding-invariant draws) and give the same update, up to float rounding."""
-    from workflow_src.scm import stack_scms
+    from workflow_src.core.scm import stack_scms
 
     suite = generate_level_suite("u", 2, 2, 3, GeneratorSettings())
     residual = {**SMALL_POLICY, "bandit_features": True, "prior": "interventional_regression"}
@@ -311,8 +312,8 @@ def test_an_update_does_not_depend_on_the_padding(default_config):
 def test_pools_pad_each_level_to_its_bucket(tmp_path, default_config):
     """Levels 1 (3 variables) and 6 (9-12) run in buckets 8 and 12 (16 capped at the largest SCM); a batch
     mixing them runs in the larger one, where every member is the same SCM."""
-    from workflow_src.suite_io import write_suite
-    from workflow_src.train import Pools
+    from workflow_src.suites.suite_io import write_suite
+    from workflow_src.train.loop import Pools
 
     files = []
     for level in (1, 6):

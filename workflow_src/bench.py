@@ -26,7 +26,7 @@ from . import paths
 from .atomic import atomic_write_text
 from .bench_study import bench_study, planned_programs, table
 from .config import load_config, suite_slice
-from .suites import build_suite
+from .suites.build import build_suite
 
 
 def _run(cmd: list[str], env: dict) -> dict:
@@ -67,7 +67,7 @@ TRAIN_SETTINGS = ("quick_test", "production", "ablation_seed_system")
 
 
 def bench_train(cfg: dict, config_path: str, suites_dir: Path, work: Path, threads: int) -> dict:
-    from .train import Pools
+    from .train.loop import Pools
 
     out = {}
     for name in TRAIN_SETTINGS:
@@ -131,7 +131,7 @@ STUDY_CONFIG = "debug"
 
 
 def production_programs(cfg: dict, suites_dir: Path) -> dict:
-    from .suite_io import load_suite
+    from .suites.suite_io import load_suite
 
     names = cfg["experiments"]["production"]["eval_suites"]
     return planned_programs({n: max(s.n for s in load_suite(suites_dir / f"{n}.json").scms) for n in names})

@@ -107,7 +107,7 @@ def bench_study(root: Path, work: Path, config_name: str, cores: int = 2) -> dic
 def planned_programs(suites: dict[str, int]) -> dict:
     """Compiled evaluation programs a study needs, from its suites' largest SCMs: one per bucket for the
     policy and one for the baselines."""
-    from .scm import bucket_size
+    from .core.scm import bucket_size
 
     buckets = {name: bucket_size(n) for name, n in suites.items()}
     return {"buckets": buckets, "programs": 2 * len(set(buckets.values()))}

@@ -58,7 +58,7 @@ def stage_spec(args, build, template) -> dict:
 
 def run_suite_generate_cli(args) -> int:
     from .config import suite_slice
-    from .suites import build_suite
+    from .suites.build import build_suite
 
     spec = stage_spec(args, lambda cfg: suite_slice(cfg, args.name), lambda cfg: {"name": None})
     out = args.out or paths.suite_file(spec["name"])
@@ -70,7 +70,7 @@ def run_suite_generate_cli(args) -> int:
 
 def run_suite_validate_cli(args) -> int:
     from .errors import SuiteError
-    from .suite_io import load_suite
+    from .suites.suite_io import load_suite
 
     status = 0
     for path in args.files:
@@ -86,8 +86,8 @@ def run_suite_validate_cli(args) -> int:
 
 
 def run_suite_oracle_cli(args) -> int:
-    from .suite_io import load_suite
-    from .suites import oracle_json, oracle_table
+    from .suites.build import oracle_json, oracle_table
+    from .suites.suite_io import load_suite
 
     suite = load_suite(args.file)
     if args.json:
@@ -99,8 +99,8 @@ def run_suite_oracle_cli(args) -> int:
 
 
 def run_suite_show_cli(args) -> int:
-    from .suite_io import load_suite
-    from .suites import show_suite
+    from .suites.build import show_suite
+    from .suites.suite_io import load_suite
 
     print(show_suite(load_suite(args.file)))
     return 0
@@ -114,7 +114,7 @@ def run_train_cli(args) -> int:
 
     spec = stage_spec(args, lambda cfg: train_slice(cfg, args.experiment), lambda cfg: train_slice(cfg, "default"))
     configure_jax(args.threads)
-    from .train import Interrupted, TrainPaths, train
+    from .train.loop import Interrupted, TrainPaths, train
 
     if args.episodes:
         spec = {**spec, "episodes": args.episodes}
@@ -149,10 +149,10 @@ def run_evaluate_cli(args) -> int:
 
     protocol = stage_spec(args, evaluation_slice, evaluation_slice)
     configure_jax(args.threads)
-    from .evaluate import load_policy, write_evaluation
-    from .methods import policy_methods
+    from .evaluate.methods import policy_methods
+    from .evaluate.run import load_policy, write_evaluation
     from .provenance import file_hash
-    from .suite_io import load_suite
+    from .suites.suite_io import load_suite
 
     suite = load_suite(args.suite)
     header, policy_config, params = load_policy(args.checkpoint)
@@ -180,9 +180,9 @@ def run_baselines_cli(args) -> int:
 
     protocol = stage_spec(args, baselines_slice, baselines_slice)
     configure_jax(args.threads)
-    from .baselines import baseline_methods
-    from .evaluate import write_evaluation
-    from .suite_io import load_suite
+    from .evaluate.baselines import baseline_methods
+    from .evaluate.run import write_evaluation
+    from .suites.suite_io import load_suite
 
     suite = load_suite(args.suite)
     try:
@@ -203,10 +203,10 @@ def run_plugin_cli(args) -> int:
     protocol_keys = lambda cfg: {k: v for k, v in baselines_slice(cfg).items() if k != "baselines"}  # noqa: E731
     spec = stage_spec(args, from_config, protocol_keys)
     configure_jax(args.threads)
-    from .baselines import BASELINES
-    from .evaluate import write_evaluation
-    from .plugins import check_act, check_records, load_plugin
-    from .suite_io import load_suite
+    from .evaluate.baselines import BASELINES
+    from .evaluate.plugins import check_act, check_records, load_plugin
+    from .evaluate.run import write_evaluation
+    from .suites.suite_io import load_suite
 
     suite = load_suite(args.suite)
     plugin = load_plugin(args.file, args.name or spec.get("name"), spec.get("settings"), reserved=BASELINES)
@@ -218,9 +218,9 @@ def run_plugin_cli(args) -> int:
 
 def run_summarize_cli(args) -> int:
     from .config import summary_slice
-    from .report import write_summary_page
-    from .summarize import provenance, summarize, write_summary
-    from .summary_inputs import load_inputs
+    from .report.inputs import load_inputs
+    from .report.pages import write_summary_page
+    from .report.summarize import provenance, summarize, write_summary
 
     # train_config_hash may be left out of a --spec written by hand: then no checkpoint hash is compared
     spec = stage_spec(args, lambda cfg: summary_slice(cfg, args.experiment),
@@ -246,8 +246,8 @@ def run_summarize_cli(args) -> int:
 
 
 def run_compare_cli(args) -> int:
-    from .report import write_compare_page
-    from .summarize import load_summaries
+    from .report.pages import write_compare_page
+    from .report.summarize import load_summaries
 
     frames, metas = load_summaries(args.summaries)
     write_compare_page(frames, metas, args.out)

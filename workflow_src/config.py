@@ -19,9 +19,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .config_schema import config_schema, load_yaml
+from .config_schema import config_schema, load_yaml, n_levels
 from .errors import ConfigError
-from .generators import N_LEVELS
 from .paths import DEFAULT_CONFIG
 
 GENERATED_SUITE = re.compile(r"^(train|heldout)-L(\d{2})$")
@@ -80,7 +79,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def known_suite(name: str, cfg: dict) -> bool:
     match = GENERATED_SUITE.match(name)
-    return bool(match and 1 <= int(match.group(2)) <= N_LEVELS) or name == CLASSIC_SUITE or (
+    return bool(match and 1 <= int(match.group(2)) <= n_levels()) or name == CLASSIC_SUITE or (
         name in cfg["suites"]["user"]
     )
 
@@ -121,8 +120,8 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: evaluation.plugins: {name!r} is the name of a built-in baseline")
         plugins[name] = {"file": entry, "settings": {}} if isinstance(entry, str) else {"settings": {}, **entry}
     base = doc["suites"]["seed_base"]
-    if abs(base["train"] - base["heldout"]) < N_LEVELS + 1:
-        raise ConfigError(f"{source}: suites.seed_base: train and heldout bases must differ by more than {N_LEVELS}")
+    if abs(base["train"] - base["heldout"]) < n_levels() + 1:
+        raise ConfigError(f"{source}: suites.seed_base: train and heldout bases must differ by more than {n_levels()}")
     return doc
 
 
@@ -191,7 +190,7 @@ def suite_slice(cfg: dict, suite: str) -> dict:
     """Settings that determine one suite file."""
     if not known_suite(suite, cfg):
         raise ConfigError(
-            f"unknown suite {suite!r} (expected train-LNN or heldout-LNN with NN in 01..{N_LEVELS}, "
+            f"unknown suite {suite!r} (expected train-LNN or heldout-LNN with NN in 01..{n_levels()}, "
             f"{CLASSIC_SUITE}, or a name under suites.user)"
         )
     if suite in cfg["suites"]["user"]:

@@ -27,3 +27,8 @@ def section_defaults(section: str) -> dict:
     """``{key: default}`` of the keys of a top-level section that have a default."""
     props = config_schema()["properties"][section]["properties"]
     return {key: sub["default"] for key, sub in props.items() if "default" in sub}
+
+
+def n_levels() -> int:
+    """The number of curriculum levels: the schema's bound on a level."""
+    return config_schema()["$defs"]["level"]["maximum"]

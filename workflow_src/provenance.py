@@ -8,37 +8,28 @@ baselines (and what reads them), and so on.
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from functools import cache
 from pathlib import Path
 
 from . import __version__
 
-# The modules (and schema files) each stage's output depends on, beside the config.
-STAGE_SOURCES: dict[str, tuple[str, ...]] = {
-    "suite": ("scm.py", "generators.py", "suite_io.py", "suites.py", "schemas/suite.schema.json"),
-    "train": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "policy_spec.py", "grpo.py", "curriculum.py", "train.py", "checkpoint.py", "tables.py",
-    ),
-    "evaluate": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "policy_spec.py", "checkpoint.py", "rollout.py", "methods.py", "program_store.py", "evaluate.py", "tables.py",
-    ),
-    "baselines": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "policy_spec.py", "rollout.py", "methods.py", "baselines.py", "causal_bo.py", "linalg.py", "program_store.py",
-        "evaluate.py", "tables.py",
-    ),
-    "plugin": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
-        "policy_spec.py", "rollout.py", "methods.py", "plugins.py", "program_store.py", "evaluate.py", "tables.py",
-    ),
-    "summary": (
-        "metrics.py", "tables.py", "checkpoint.py", "summary_inputs.py", "bootstrap.py", "summarize.py",
-        "chart_style.py", "figures.py", "page.py", "report.py",
-    ),
+# The modules each stage's command runs. A stage's code hash covers these and every module of the package they
+# import, directly or not (read from the source: module-level and function-level imports alike), so the hashes
+# follow the code as it changes; a module that reads a data file of the package brings that file in.
+STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
+    "suite": ("suites.build",),
+    "train": ("train.loop",),
+    "evaluate": ("evaluate.run", "evaluate.methods"),
+    "baselines": ("evaluate.run", "evaluate.baselines"),
+    "plugin": ("evaluate.run", "evaluate.plugins"),
+    "summary": ("report.inputs", "report.summarize", "report.pages"),
 }
+DATA_FILES = {"suites.suite_io": ("schemas/suite.schema.json",)}
+
+# ``from .x import y``, ``from ..core import a, b`` and their parenthesized forms
+_RELATIVE_IMPORT = re.compile(r"^[ \t]*from[ \t]+(\.+)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]*)", re.M)
 
 
 PACKAGE_ROOT = Path(__file__).parent
@@ -55,10 +46,56 @@ def _source_digest(root: Path, names) -> str:
     return h.hexdigest()
 
 
+def module_file(root: Path, module: str) -> Path | None:
+    """The source file of dotted ``module`` (relative to the package), a folder's ``__init__.py``, or None."""
+    path = root.joinpath(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(root: Path, module: str) -> set[str]:
+    """The package's modules that ``module`` imports (relative imports, anywhere in the file), dotted."""
+    path = module_file(root, module)
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
+    found = set()
+    for dots, name, names in _RELATIVE_IMPORT.findall(path.read_text()):
+        base = package[: len(package) - (len(dots) - 1)] + ([name] if name else [])
+        for imported in names.strip("()").split(","):
+            imported = imported.split(" as ")[0].strip()
+            if not imported:
+                continue
+            candidate = ".".join([*base, imported])
+            if module_file(root, candidate) and not module_file(root, candidate).samefile(path):
+                found.add(candidate)
+            elif base and module_file(root, ".".join(base)):
+                found.add(".".join(base))
+    return found
+
+
+def stage_modules(stage: str, root: Path = PACKAGE_ROOT) -> list[str]:
+    """The entry modules of ``stage`` and everything they import within the package, sorted."""
+    seen, todo = set(), list(STAGE_ENTRIES[stage])
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += sorted(imported_modules(root, module) - seen)
+    return sorted(seen)
+
+
+def stage_sources(stage: str, root: Path = PACKAGE_ROOT) -> list[str]:
+    """The files (relative to the package) behind ``stage``'s code hash: its modules and the data they read."""
+    modules = stage_modules(stage, root)
+    files = [module_file(root, m).relative_to(root).as_posix() for m in modules]
+    return files + [f for m in modules for f in DATA_FILES.get(m, ())]
+
+
 @cache
-def code_hash(stage: str) -> str:
-    """sha256 over the stage's source files (missing files hash as empty, so the set can grow)."""
-    return _source_digest(PACKAGE_ROOT, STAGE_SOURCES[stage])[:16]
+def code_hash(stage: str, root: Path = PACKAGE_ROOT) -> str:
+    """sha256 over the stage's source files (its modules and what they import), 16 hex digits."""
+    return _source_digest(root, stage_sources(stage, root))[:16]
 
 
 @cache

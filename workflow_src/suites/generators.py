@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config_schema import section_defaults
-from .scm import SCM, has_oracle_gap, reachability
+from ..config_schema import n_levels, section_defaults
+from ..core.scm import SCM, has_oracle_gap, reachability
 from .suite_io import Suite
 
 if TYPE_CHECKING:  # networkx is imported only where a random graph is drawn: it costs ~0.5 s per job
     import networkx as nx
 
-N_LEVELS = 15
+N_LEVELS = n_levels()
 
 
 @dataclass(frozen=True)

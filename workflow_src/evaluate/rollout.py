@@ -24,9 +24,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import sampler, surrogate
-from .buffer import Buffer, append, candidates, empty_buffer, fit_surrogate
-from .scm import SCMArrays
+from ..core import sampler, surrogate
+from ..core.buffer import Buffer, append, candidates, empty_buffer, fit_surrogate
+from ..core.scm import SCMArrays
 
 
 class StepView(NamedTuple):

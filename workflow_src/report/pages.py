@@ -9,7 +9,7 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 from .chart_style import METHOD_NOTES, ci_text, method_colors, method_order
 from .figures import (
     behaviour_chart,

@@ -14,9 +14,9 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 
-from .atomic import atomic_write_text
-from .errors import SuiteError
-from .scm import MIN_ORACLE_GAP, SCM, ancestors, cycle_nodes, has_oracle_gap, topological_order
+from ..atomic import atomic_write_text
+from ..core.scm import MIN_ORACLE_GAP, SCM, ancestors, cycle_nodes, has_oracle_gap, topological_order
+from ..errors import SuiteError
 
 # The compiled path runs in float32 and squares sampled values (standardization, regression): every number of an
 # SCM and every exact quantity derived from it must stay below this magnitude (sqrt(float32 max) is 1.8e19).

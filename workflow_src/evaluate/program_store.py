@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export
 
-from .atomic import atomic_write_bytes
-from .provenance import package_source_hash
+from ..atomic import atomic_write_bytes
+from ..core.scm import SCMArrays
+from ..provenance import package_source_hash
 from .rollout import StepRecord
-from .scm import SCMArrays
 
 STORE_FOLDER = "exported"
 ENTRY_SUFFIX = ".jaxexport"
@@ -43,8 +43,8 @@ VERSIONED = ("jax", "jaxlib", "flax")
 TRACING_SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_threefry_partitionable",
                     "jax_numpy_rank_promotion", "jax_numpy_dtype_promotion", "jax_default_prng_impl")
 
-export.register_namedtuple_serialization(SCMArrays, serialized_name="workflow_src.scm.SCMArrays")
-export.register_namedtuple_serialization(StepRecord, serialized_name="workflow_src.rollout.StepRecord")
+export.register_namedtuple_serialization(SCMArrays, serialized_name="workflow_src.core.scm.SCMArrays")
+export.register_namedtuple_serialization(StepRecord, serialized_name="workflow_src.evaluate.rollout.StepRecord")
 
 
 def program_key(program_ids: tuple[str, ...], protocol: dict, args) -> str:

@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from . import sampler, surrogate
-from .buffer import Buffer, append, candidates, fit_surrogate, initial_buffer
-from .policy import (
+from ..core import sampler, surrogate
+from ..core.buffer import Buffer, append, candidates, fit_surrogate, initial_buffer
+from ..core.scm import SCMArrays
+from ..policy.network import (
     Observation,
     act_outputs,
     categorical_entropy,
@@ -37,7 +38,6 @@ from .policy import (
     sample_actions,
     squash,
 )
-from .scm import SCMArrays
 
 EFFECT_TARGET_FLOOR = 1.0
 FINAL_LR_FRACTION = 0.05  # the cosine schedule decays to this share of the peak learning rate

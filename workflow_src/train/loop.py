@@ -22,18 +22,19 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import checkpoint, curriculum
-from .atomic import atomic_path
-from .compile_cache import release_freed_memory
-from .config import digest
-from .errors import CheckpointError, SuiteError
+from ..atomic import atomic_path
+from ..compile_cache import release_freed_memory
+from ..config import digest
+from ..core.scm import bucket_size, stack_scms
+from ..errors import CheckpointError, SuiteError
+from ..policy import checkpoint
+from ..policy.network import make_policy
+from ..policy.spec import architecture
+from ..provenance import code_hash, git_commit, package_version
+from ..suites.suite_io import load_suite
+from ..tables import TRAIN_LOG_SCHEMA, read_table, write_table
+from . import curriculum
 from .grpo import GRPOSettings, TrainState, initial_state, make_optimizer, make_train_update
-from .policy import make_policy
-from .policy_spec import architecture
-from .provenance import code_hash, git_commit, package_version
-from .scm import bucket_size, stack_scms
-from .suite_io import load_suite
-from .tables import TRAIN_LOG_SCHEMA, read_table, write_table
 
 SMOOTHING = 0.9  # EMA of the episode reward that selects best.ckpt
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 from .generators import GeneratorSettings, classic_suite, generate_level_suite
 from .suite_io import Suite, SuiteError, load_suite, write_suite
 

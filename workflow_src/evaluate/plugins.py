@@ -25,13 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .buffer import fit_surrogate, initial_buffer
-from .errors import PluginError
+from ..core.buffer import fit_surrogate, initial_buffer
+from ..core.scm import bucket_size, stack_scms
+from ..errors import PluginError
+from ..provenance import file_hash
+from ..suites.suite_io import Suite
 from .methods import Method
-from .provenance import file_hash
 from .rollout import StepView, chunk_size
-from .scm import bucket_size, stack_scms
-from .suite_io import Suite
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 RANGE_TOLERANCE = 1e-5  # share of a range's width by which a value may overshoot (float32 rounding)

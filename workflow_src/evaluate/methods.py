@@ -12,9 +12,9 @@ from typing import NamedTuple
 
 import jax
 
-from .policy_spec import architecture
+from ..core.sampler import per_variable_categorical
+from ..policy.spec import architecture
 from .rollout import Act, StepView
-from .sampler import per_variable_categorical
 
 POLICY_MODES = ("greedy", "sampled")
 
@@ -34,7 +34,7 @@ def make_policy_act(policy_config: dict, greedy: bool, source: str) -> Act:
     fixed_std = policy_config["fixed_std"]
 
     def act(params, view: StepView, key):
-        from .policy import act_outputs, check_params, greedy_action, make_policy, policy_observation, squash
+        from ..policy.network import act_outputs, check_params, greedy_action, make_policy, policy_observation, squash
 
         policy = make_policy(policy_config)
         check_params(policy, params, source)

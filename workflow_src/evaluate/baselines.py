@@ -15,12 +15,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .buffer import interventional_weights
+from ..core.buffer import interventional_weights
+from ..core.sampler import per_variable_categorical, per_variable_normal
+from ..core.surrogate import masked_standardize, weighted_simple_regression
 from .causal_bo import act_causal_bo
 from .methods import Method
 from .rollout import StepView
-from .sampler import per_variable_categorical, per_variable_normal
-from .surrogate import masked_standardize, weighted_simple_regression
 
 NEG_INF = -1e9
 BANDIT_PRIOR_VAR = 1.0

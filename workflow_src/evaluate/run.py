@@ -12,17 +12,17 @@ import jax
 import numpy as np
 import pyarrow as pa
 
-from . import checkpoint
-from .compile_cache import CompileWatch
-from .errors import CheckpointError
+from ..compile_cache import CompileWatch
+from ..core.scm import bucket_size, stack_scms
+from ..errors import CheckpointError
+from ..policy import checkpoint
+from ..policy.spec import policy_config_of
+from ..provenance import git_commit, package_version
+from ..suites.suite_io import Suite
+from ..tables import EVAL_SCHEMA, columns_to_table, write_table_parts
 from .methods import Method
-from .policy_spec import policy_config_of
 from .program_store import lower_program
-from .provenance import git_commit, package_version
 from .rollout import chunk_size, make_run_suite
-from .scm import bucket_size, stack_scms
-from .suite_io import Suite
-from .tables import EVAL_SCHEMA, columns_to_table, write_table_parts
 
 ROW_GROUP_SCMS = 256  # SCMs per table piece (row group) written at a time
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
-from .atomic import atomic_write_bytes
-from .errors import CheckpointError
+from ..atomic import atomic_write_bytes
+from ..errors import CheckpointError
 
 CHECKPOINT_FORMAT = "acbo-ckpt/1"
 REQUIRED_FIELDS = ("format", "architecture", "config_hash", "episode", "body_sha256")

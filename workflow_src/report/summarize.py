@@ -20,11 +20,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
+from ..errors import UserError
 from .bootstrap import CI_LEVEL, SEED_KEY, Units, bootstrap, unit_table, units_of
-from .errors import UserError
+from .inputs import POLICY_PREFIX, SummaryInputs
 from .metrics import EPISODE_KEYS, METRIC_COLUMNS, better, episode_metrics, step_curves
-from .summary_inputs import POLICY_PREFIX, SummaryInputs
 
 ALL_SUITES = "all suites"  # the scope pooling every evaluated suite (not a valid suite name)
 PROVENANCE_KEY = b"acbo.provenance"

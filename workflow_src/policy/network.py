@@ -22,13 +22,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ..core.buffer import Buffer, interventional_weights
+from ..core.sampler import per_variable_categorical
+from ..core.scm import SCMArrays
+from ..core.surrogate import Surrogate, masked_standardize, weighted_simple_regression
 from . import checkpoint
-from .buffer import Buffer, interventional_weights
-from .policy_spec import SAMPLE_CHANNELS, check_policy_config, variable_channels
 from .sample_pooling import pooled_embedding
-from .sampler import per_variable_categorical
-from .scm import SCMArrays
-from .surrogate import Surrogate, masked_standardize, weighted_simple_regression
+from .spec import SAMPLE_CHANNELS, check_policy_config, variable_channels
 
 NEG_INF = -1e9
 PREDICTION_CLIP = 10.0  # predictions in units of the target's observed spread

@@ -24,9 +24,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.scipy.stats import norm
 
-from . import linalg
+from ..core import linalg
+from ..core.surrogate import masked_standardize
 from .rollout import StepView
-from .surrogate import masked_standardize
 
 GRID = 21  # candidate values per variable, evenly spaced over its range (ends included)
 INTERCEPT_VAR = 0.1  # prior variance of the prior line's error at the observational mean of X_i

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from .checkpoint import CHECKPOINT_FORMAT
-from .errors import CheckpointError, TableError, UserError
-from .provenance import file_hash
-from .tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
+from ..errors import CheckpointError, TableError, UserError
+from ..policy.checkpoint import CHECKPOINT_FORMAT
+from ..provenance import file_hash
+from ..tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
 
 POLICY_PREFIX = "policy_"  # methods of the trained policy; every other method is a baseline
 CHECKPOINT_HEADER_LIMIT = 1 << 20  # bytes read at most for a checkpoint's JSON header line
