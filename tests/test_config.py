@@ -19,26 +19,41 @@ def raw(root):
     return yaml.safe_load((root / "config/config.yaml").read_text())
 
 
-def test_named_configs_resolve_with_defaults(default_config):
-    debug = default_config["experiments"]["debug"]
-    assert (debug["episodes"], debug["levels"], debug["checkpoint_every"], debug["verbose"]) == (10, [1, 2], 5, True)
-    quick = default_config["experiments"]["quick_test"]
-    assert (quick["episodes"], quick["levels"], quick["checkpoint_every"]) == (50, [1, 2, 3], 10)
-    assert quick["seeds"] == [0, 1]
-    prod = default_config["experiments"]["production"]
-    assert prod["episodes"] * prod["training"]["scms_per_update"] == 1000  # SCM episodes
-    assert prod["levels"] == list(range(1, 11)) and prod["seeds"] == [0, 1, 2]
-    assert prod["eval_suites"][:7] == [
-        "heldout-L01", "heldout-L02", "heldout-L03", "heldout-L05", "heldout-L07", "heldout-L10", "heldout-classic",
-    ]
-    for exp in default_config["experiments"].values():
-        assert exp["policy"]["name"] == "simple_permutation_invariant" and exp["policy"]["fixed_std"] == 0.5
-        assert exp["training"]["learning_rate"] == 5e-4 and exp["training"]["group_size"] == 10
-        weights = {k: exp["reward"][k] for k in ("target", "parent", "info_gain")}
-        assert weights == {"target": 0.9, "parent": 0.1, "info_gain": 0.0}
-        # the seed system's per-step groups over 30 interventions; whole trajectories of 10 by default
-        steps = {"step": 30, "trajectory": 10}[exp["training"]["credit"]]
-        assert (exp["training"]["n_obs"], exp["training"]["n_interventions"]) == (10, steps)
+def _leaves(tree: dict, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def _at(tree: dict, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def test_each_experiment_is_its_overrides_on_the_defaults_on_the_schema(raw, default_config):
+    """Every key an experiment sets wins; every other key is the file's ``defaults``, else the schema's."""
+    from workflow_src.config import experiment_defaults
+
+    schema_defaults = experiment_defaults()
+    assert set(default_config["experiments"]) == set(raw["experiments"])
+    for name, overrides in raw["experiments"].items():
+        resolved = default_config["experiments"][name]
+        for path, value in _leaves(resolved):
+            for source in (overrides, raw.get("defaults", {}), schema_defaults):
+                try:
+                    expected = _at(source, path)
+                except (KeyError, TypeError):
+                    continue
+                assert value == expected, (name, path)
+                break
+            else:
+                raise AssertionError(f"{name}: {'.'.join(path)} comes from nowhere")
+        for source in (overrides, raw.get("defaults", {}), schema_defaults):  # and no key is lost
+            for path, _ in _leaves(source):
+                _at(resolved, path)
 
 
 def test_minimal_config_gets_every_default():

@@ -20,7 +20,7 @@ from workflow_src.policy import checkpoint
 from workflow_src.policy import network as pol
 from workflow_src.suites.generators import GeneratorSettings, generate_level_suite
 from workflow_src.train import grpo
-from workflow_src.train.loop import TrainPaths, train
+from workflow_src.train.loop import Interrupted, TrainPaths, train
 
 
 def test_group_advantages_are_standardized():
@@ -189,7 +189,7 @@ def test_resume_and_determinism_give_identical_checkpoints(tmp_path, suites_dir,
         train("resume", spec, 3, train_suite_files(spec["levels"], suites_dir), paths, progress=False)
         runs[name] = paths
     interrupted = TrainPaths(tmp_path / "c", tmp_path / "c" / "log.parquet")
-    with pytest.raises(Exception, match="stopped after episode 6"):
+    with pytest.raises(Interrupted, match="stopped after episode 6"):
         train("resume", spec, 3, train_suite_files(spec["levels"], suites_dir), interrupted, progress=False,
               stop_after=6)
     assert checkpoint.read_header(interrupted.ckpt("latest"))["episode"] == 6
@@ -447,7 +447,7 @@ def test_damaged_resume_state_falls_back_to_an_intact_checkpoint_or_starts_fresh
     whole = TrainPaths(tmp_path / "whole", tmp_path / "whole" / "log.parquet")
     train("damaged", spec, 2, train_suite_files(spec["levels"], suites_dir), whole, progress=False)
     stopped = TrainPaths(tmp_path / "stopped", tmp_path / "stopped" / "log.parquet")
-    with pytest.raises(Exception, match="stopped after episode 10"):
+    with pytest.raises(Interrupted, match="stopped after episode 10"):
         train("damaged", spec, 2, train_suite_files(spec["levels"], suites_dir), stopped, progress=False, stop_after=10)
 
     def damage(name, *changes):
