@@ -1,10 +1,17 @@
 # ACBO benchmark workflow: SCM suites -> GRPO training -> evaluation -> summary.
 # All logic lives in the `workflow_src` package; every rule is a thin call to its `acbo` CLI.
 
+from snakemake.utils import min_version
+
 from workflow_src.config import ConfigError, check_plugin_files, check_user_suite_files, resolve_config
+
+min_version("9.0")
 
 
 configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
 
 
 try:

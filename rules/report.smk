@@ -9,12 +9,14 @@ rule summary:
         table=summary_table("{config}"),
         html=report(
             summary_html("{config}"),
+            caption="../report/summary.rst",
             category="Summary",
             labels={"config": "{config}", "figure": "summary page"},
         ),
         charts=report(
             directory(charts_dir("{config}")),
             patterns=["{name}.png"],
+            caption="../report/chart.rst",
             category="Charts",
             labels={"config": "{config}", "figure": "{name}"},
         ),
@@ -40,7 +42,12 @@ rule compare:
     input:
         [summary_table(name) for name in CFG["experiments"]],
     output:
-        report(compare_html(), category="Summary", labels={"figure": "config comparison"}),
+        report(
+            compare_html(),
+            caption="../report/compare.rst",
+            category="Summary",
+            labels={"figure": "config comparison"},
+        ),
     log:
         "logs/compare.log",
     conda:

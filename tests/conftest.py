@@ -55,7 +55,7 @@ def default_config():
     return load_config(ROOT / "config/config.yaml")
 
 
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs", "report")
 
 
 def copy_workflow(dest: Path) -> Path:

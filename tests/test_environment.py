@@ -1,24 +1,34 @@
-"""The pinned lock and the conda spec list the same packages; the README opens with the two commands."""
+"""The jobs' conda environment is the runtime part of the pinned lock; the README opens with the two commands."""
 
 import re
 import subprocess
+import sys
 
 
 def _pins(text: str) -> set[str]:
     return {m.group(1) for m in re.finditer(r"^\s*(?:- )?([A-Za-z0-9_.\-\[\]]+==[^\s#]+)", text, re.MULTILINE)}
 
 
-def test_conda_spec_matches_lock(root):
+def test_the_jobs_environment_is_the_runtime_part_of_the_lock(root):
     lock = _pins((root / "envs/requirements.lock").read_text())
     conda = _pins((root / "envs/acbo.yaml").read_text())
-    assert lock and lock == conda
-    names = {p.split("==")[0].lower() for p in lock}
-    for required in ("snakemake", "jax", "flax", "optax", "networkx", "pandas", "pyarrow", "altair",
-                     "vl-convert-python", "pytest", "hypothesis"):
-        assert required in names, required
-    snakemake = next(p for p in lock if p.lower().startswith("snakemake=="))
-    altair = next(p for p in lock if p.lower().startswith("altair=="))
-    assert snakemake.split("==")[1].startswith("9.") and altair.split("==")[1].startswith("6.")
+    assert conda and conda <= lock
+    names = {p.split("==")[0].lower() for p in conda}
+    for runtime in ("jax", "jaxlib", "flax", "optax", "networkx", "numpy", "pandas", "pyarrow", "altair",
+                    "vl-convert-python", "msgpack", "pyyaml", "jsonschema"):
+        assert runtime in names, runtime
+    for tool in ("snakemake", "pytest", "hypothesis", "ruff", "snakefmt", "black"):  # development only
+        assert tool not in names, tool
+    lock_names = {p.split("==")[0].lower(): p for p in lock}
+    assert lock_names["snakemake"].split("==")[1].startswith("9.")
+    assert lock_names["altair"].split("==")[1].startswith("6.")
+
+
+def test_the_jobs_environment_is_up_to_date(root, tmp_path):
+    """envs/acbo.yaml is what scripts/write_conda_env.py makes of the lock and the package's dependencies now."""
+    out = tmp_path / "acbo.yaml"
+    subprocess.run([sys.executable, str(root / "scripts/write_conda_env.py"), "--out", str(out)], check=True)
+    assert out.read_text() == (root / "envs/acbo.yaml").read_text()
 
 
 def test_the_readme_opening_commands_are_make_targets(root):

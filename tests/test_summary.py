@@ -466,9 +466,12 @@ def test_compare_page(study, tmp_path):
 
 @pytest.mark.slow
 def test_snakemake_report_contains_the_charts(debug_study):
-    """`snakemake --report` embeds every PNG chart (labelled by name) and the summary page."""
+    """`snakemake --report` embeds every PNG chart (labelled by name) and the summary page, with captions."""
     snakemake(debug_study, "--report", "report.html", "results/debug/summary.html")
     report = (debug_study / "report.html").read_text(errors="replace")
+    for caption in ("Amortized causal Bayesian optimization benchmark", "The summary page of config",
+                    "the same as on its summary page"):  # report/workflow.rst, summary.rst, chart.rst
+        assert caption in report, caption
     results = debug_study / "results" / "debug"
     pngs = sorted((results / "charts").glob("*.png"))
     assert [p.stem for p in pngs] == sorted(CHART_NAMES)
