@@ -17,8 +17,9 @@ from workflow_src.compile_cache import AtomicFileCache, configure_jax
 from workflow_src.config import suite_slice, train_slice
 from workflow_src.core.scm import bucket_size
 from workflow_src.evaluate import run as evaluate
-from workflow_src.evaluate.baselines import BASELINES, baseline_methods
+from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.evaluate.methods import policy_methods
+from workflow_src.evaluate.registry import BASELINES
 from workflow_src.evaluate.rollout import chunk_size
 from workflow_src.evaluate.run import evaluate_methods, run_methods, write_evaluation
 from workflow_src.policy.network import init_params, make_policy

@@ -108,3 +108,23 @@ def test_slices_are_independent(default_config):
     assert evaluation_slice(cfg) != before[2]
     cfg["experiments"]["debug"]["verbose"] = False
     assert train_slice(cfg, "debug") == before[0]
+
+
+def test_the_schema_names_exactly_the_registered_methods():
+    """The config's method names are the registry's: a method is registered once, the schema follows it."""
+    from workflow_src.config_schema import config_schema
+    from workflow_src.evaluate.registry import BASELINES, METHODS, POLICY_MODES, POLICY_PREFIX, policy_method
+
+    evaluation = config_schema()["properties"]["evaluation"]["properties"]
+    assert sorted(evaluation["baselines"]["items"]["enum"]) == sorted(BASELINES)
+    assert sorted(evaluation["policy_modes"]["items"]["enum"]) == sorted(POLICY_MODES)
+    assert evaluation["plugins"]["propertyNames"]["not"]["pattern"] == f"^{POLICY_PREFIX}"
+    assert set(METHODS) == set(BASELINES) | {policy_method(mode) for mode in POLICY_MODES}
+
+
+def test_every_registered_baseline_has_its_act():
+    from workflow_src.evaluate.baselines import baseline_methods
+    from workflow_src.evaluate.registry import BASELINES
+
+    assert [m.name for m in baseline_methods(BASELINES)] == list(BASELINES)
+    assert all(callable(m.act) for m in baseline_methods(BASELINES))

@@ -12,8 +12,9 @@ from conftest import ROOT, large_user_suite_doc, run_cli
 
 from workflow_src.config import deep_merge, suite_slice, train_slice
 from workflow_src.errors import TableError
-from workflow_src.evaluate.baselines import BASELINES, allowed, baseline_methods
+from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.evaluate.methods import Method
+from workflow_src.evaluate.registry import BASELINES
 from workflow_src.evaluate.run import evaluate_methods
 from workflow_src.paths import train_suite_files
 from workflow_src.report.metrics import episode_metrics
@@ -85,7 +86,7 @@ def test_expected_target_is_exact_for_every_row(baseline_table):
 
 def _data_driven_act(_, view, key):
     """An action that depends only on the data: the first allowed variable at its first observed value."""
-    variable = jax.numpy.argmax(allowed(view))
+    variable = jax.numpy.argmax(view.scm.intervenable)
     return variable, view.buffer.values[0, variable]
 
 

@@ -10,8 +10,8 @@ import yaml
 from conftest import ROOT, copy_workflow, planned_jobs, run_cli, snakemake
 
 from workflow_src.errors import PluginError
-from workflow_src.evaluate.baselines import BASELINES
 from workflow_src.evaluate.plugins import check_act, check_records, load_plugin
+from workflow_src.evaluate.registry import BASELINES
 from workflow_src.evaluate.run import write_evaluation
 from workflow_src.suites.suite_io import parse_suite
 

@@ -470,7 +470,7 @@ def test_snakemake_report_contains_the_charts(debug_study):
     snakemake(debug_study, "--report", "report.html", "results/debug/summary.html")
     report = (debug_study / "report.html").read_text(errors="replace")
     for caption in ("Amortized causal Bayesian optimization benchmark", "The summary page of config",
-                    "the same as on its summary page"):  # report/workflow.rst, summary.rst, chart.rst
+                    "Intervals are 95% percentile bootstrap intervals"):  # report/workflow.rst, summary.rst, chart.rst
         assert caption in report, caption
     results = debug_study / "results" / "debug"
     pngs = sorted((results / "charts").glob("*.png"))

@@ -203,8 +203,8 @@ def run_plugin_cli(args) -> int:
     protocol_keys = lambda cfg: {k: v for k, v in baselines_slice(cfg).items() if k != "baselines"}  # noqa: E731
     spec = stage_spec(args, from_config, protocol_keys)
     configure_jax(args.threads)
-    from .evaluate.baselines import BASELINES
     from .evaluate.plugins import check_act, check_records, load_plugin
+    from .evaluate.registry import BASELINES
     from .evaluate.run import write_evaluation
     from .suites.suite_io import load_suite
 

@@ -75,12 +75,17 @@ def imported_modules(root: Path, module: str) -> set[str]:
 
 
 def stage_modules(stage: str, root: Path = PACKAGE_ROOT) -> list[str]:
-    """The entry modules of ``stage`` and everything they import within the package, sorted."""
+    """The entry modules of ``stage`` and everything they import within the package, sorted. A folder imported
+    as a package brings in every module in it (it may load them by name, as ``evaluate.baselines`` does)."""
     seen, todo = set(), list(STAGE_ENTRIES[stage])
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
+            path = module_file(root, module)
+            if path.name == "__init__.py":
+                todo += [".".join(p.relative_to(root).with_suffix("").parts) for p in sorted(path.parent.glob("*.py"))
+                         if p.name != "__init__.py"]
             todo += sorted(imported_modules(root, module) - seen)
     return sorted(seen)
 

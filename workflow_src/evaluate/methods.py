@@ -2,7 +2,7 @@
 
 Every method plugs into the same compiled protocol (``rollout``). The trained policy gives two methods:
 ``policy_greedy`` (the most likely variable at its mean value) and ``policy_sampled`` (a draw from the
-policy). The non-learned baselines live in ``baselines``.
+policy). The non-learned baselines live in ``baselines``, one file each; ``registry`` names every built-in.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import jax
 
 from ..core.sampler import per_variable_categorical
 from ..policy.spec import architecture
+from .registry import POLICY_MODES, policy_method
 from .rollout import Act, StepView
-
-POLICY_MODES = ("greedy", "sampled")
 
 
 class Method(NamedTuple):
@@ -59,5 +58,5 @@ def policy_methods(policy_config: dict, modes, source: str = "policy parameters"
         raise ValueError(f"unknown method {', '.join(map(repr, unknown))} (policy modes: {', '.join(POLICY_MODES)})")
     # the network's every setting (with the value noise) and the inputs it reads
     network = json.dumps(architecture(policy_config), sort_keys=True)
-    return [Method(f"policy_{mode}", make_policy_act(policy_config, mode == "greedy", source), True,
-                   f"policy_{mode} {network}") for mode in modes]
+    return [Method(policy_method(mode), make_policy_act(policy_config, mode == "greedy", source), True,
+                   f"{policy_method(mode)} {network}") for mode in modes]

@@ -31,6 +31,7 @@ from ..errors import PluginError
 from ..provenance import file_hash
 from ..suites.suite_io import Suite
 from .methods import Method
+from .registry import POLICY_PREFIX, is_policy
 from .rollout import StepView, chunk_size
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -54,14 +55,10 @@ class Plugin:
             n_vars = view.scm.lo.shape[0]
             inside = (variable >= 0) & (variable < n_vars)
             variable = jnp.clip(variable, 0, n_vars - 1)
-            ok = inside & _allowed(view)[variable] & _in_range(view, variable, value)
+            ok = inside & view.scm.intervenable[variable] & _in_range(view, variable, value)
             return variable, jnp.where(ok, value, jnp.nan)
 
         return Method(self.name, act)
-
-
-def _allowed(view: StepView):
-    return view.scm.intervenable & view.scm.node_mask
 
 
 def _in_range(view: StepView, variable, value):
@@ -76,8 +73,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_name(name: str, where: str, reserved=()) -> None:
-    if not NAME_PATTERN.match(name) or name.startswith("policy_"):
-        raise PluginError(f"{where}: method name {name!r} must be letters, digits and _ (not policy_...)")
+    if not NAME_PATTERN.match(name) or is_policy(name):
+        raise PluginError(f"{where}: method name {name!r} must be letters, digits and _ (not {POLICY_PREFIX}...)")
     if name in reserved:
         raise PluginError(f"{where}: method name {name!r} is a built-in baseline")
 
@@ -157,7 +154,7 @@ def check_act(plugin: Plugin, suite: Suite, protocol: dict) -> None:
         raise PluginError(f"{plugin.path}: act must return {expected}, got {_describe((variable, value))}")
     chosen, values = (np.asarray(x) for x in jax.jit(act)(views, keys))
     lo, hi = np.asarray(views.scm.lo), np.asarray(views.scm.hi)
-    allowed = np.asarray(_allowed(views))
+    allowed = np.asarray(views.scm.intervenable)
     for k, (v, x) in enumerate(zip(chosen.tolist(), values.tolist())):
         scm = suite.scms[k]
         if not (0 <= v < scm.n and allowed[k, v]):

@@ -7,33 +7,16 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from ..evaluate.registry import METHODS
 from .summarize import ALL_SUITES
 
-# Fixed colours: the learned policy in blues/purples, heuristics warm, the oracle green, random grey.
-METHOD_COLORS = {
-    "policy_greedy": "#1f5fbf",
-    "policy_sampled": "#8e44ad",
-    "oracle": "#2a9d3a",
-    "marginal_regression": "#e67e22",
-    "thompson_bandit": "#c0392b",
-    "causal_bo": "#d4a017",
-    "random": "#8a8a8a",
-}
+# Every built-in method's fixed colour and note come from its registration; plug-ins get spare colours.
+METHOD_COLORS = {name: r.color for name, r in METHODS.items()}
+METHOD_NOTES = {name: r.note for name, r in METHODS.items()}
 EXTRA_COLORS = ["#17becf", "#8c564b", "#e377c2", "#bcbd22", "#7f3c8d", "#11a579", "#3969ac", "#f2b701"]
 SEED_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 RANDOM = "random"
 RANDOM_DASH = [6, 4]
-
-METHOD_NOTES = {
-    "policy_greedy": "the trained policy, taking its most likely action (mode) at each step",
-    "policy_sampled": "the trained policy, sampling its action at each step",
-    "oracle": "knows the SCM and always takes the best intervention (the upper bound)",
-    "marginal_regression": "regresses the target on each variable and extrapolates to the range ends",
-    "thompson_bandit": "a Thompson-sampling linear bandit over the intervenable variables",
-    "causal_bo": "GP-based causal Bayesian optimization (CBO family): per variable a GP around a causal prior "
-    "from the observational data, expected improvement over each range",
-    "random": "a random variable at a uniformly random value (the reference every method must beat)",
-}
 WIDTH = 250
 PNG_SCALE = 2.0
 EMBED_OPTIONS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from ..evaluate.registry import POLICY_PREFIX
 from .chart_style import (
     LINE_LEGEND,
     METHOD_COLORS,
@@ -332,7 +333,7 @@ def compare_suite_chart(frame: pd.DataFrame, metric: str = "norm_improvement_bes
     """Per suite, the policy modes of every config side by side (baselines are shared, shown once)."""
     rows, order = with_scope_labels(pooled_metrics(frame, [metric]))
     rows = rows[rows["suite"] != ALL_SUITES]
-    policy = rows["method"].str.startswith("policy_")
+    policy = rows["method"].str.startswith(POLICY_PREFIX)
     shared = rows[~policy].drop_duplicates(["method", "suite", "level"]).assign(entry=lambda d: d["method"])
     ours = rows[policy].assign(entry=lambda d: d["config"] + ": " + d["method"])
     rows = pd.concat([ours, shared], ignore_index=True).drop(columns=["config"]).rename(columns={"entry": "row"})

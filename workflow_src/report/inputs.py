@@ -12,11 +12,11 @@ import pandas as pd
 import pyarrow as pa
 
 from ..errors import CheckpointError, TableError, UserError
+from ..evaluate.registry import POLICY_PREFIX
 from ..policy.checkpoint import CHECKPOINT_FORMAT
 from ..provenance import file_hash
 from ..tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
 
-POLICY_PREFIX = "policy_"  # methods of the trained policy; every other method is a baseline
 CHECKPOINT_HEADER_LIMIT = 1 << 20  # bytes read at most for a checkpoint's JSON header line
 
 

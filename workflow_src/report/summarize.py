@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_path
 from ..errors import UserError
+from ..evaluate.registry import POLICY_PREFIX
 from .bootstrap import CI_LEVEL, SEED_KEY, Units, bootstrap, unit_table, units_of
-from .inputs import POLICY_PREFIX, SummaryInputs
+from .inputs import SummaryInputs
 from .metrics import EPISODE_KEYS, METRIC_COLUMNS, better, episode_metrics, step_curves
 
 ALL_SUITES = "all suites"  # the scope pooling every evaluated suite (not a valid suite name)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.scipy.stats import norm
 
-from ..core import linalg
-from ..core.surrogate import masked_standardize
-from .rollout import StepView
+from ...core import linalg
+from ...core.surrogate import masked_standardize
+from ..rollout import StepView
 
 GRID = 21  # candidate values per variable, evenly spaced over its range (ends included)
 INTERCEPT_VAR = 0.1  # prior variance of the prior line's error at the observational mean of X_i
@@ -112,10 +112,10 @@ def expected_improvement(mu: jnp.ndarray, sd: jnp.ndarray, incumbent: jnp.ndarra
     return gain * norm.cdf(t) + sd * norm.pdf(t)
 
 
-def act_causal_bo(_, view: StepView, key):
+def act(_, view: StepView, key):
     scm = view.scm
     mu, sd, grid = posterior(view)
-    allowed = (scm.intervenable & scm.node_mask)[:, None]
+    allowed = scm.intervenable[:, None]  # padded variables are never intervenable
     incumbent = jnp.min(jnp.where(allowed, mu, jnp.inf))
     score = jnp.where(allowed, expected_improvement(mu, sd, incumbent), -jnp.inf)
     best = jnp.argmax(score.ravel())
