@@ -20,6 +20,7 @@ from workflow_src.paths import (
     compare_html,
     eval_table,
     is_train_suite,
+    job_log,
     plugin_table,
     suite_file,
     summary_html,

@@ -13,7 +13,7 @@ rule evaluate:
     output:
         eval_table("{config}", "{seed}", "{suite}"),
     log:
-        "logs/{config}/eval/seed_{seed}/{suite}.log",
+        job_log("{config}", "eval", "seed_{seed}", "{suite}"),
     group:
         "evaluate"
     conda:
@@ -39,7 +39,7 @@ rule baselines:
     output:
         baseline_table("{suite}"),
     log:
-        "logs/baselines/{suite}.log",
+        job_log("baselines", "{suite}"),
     group:
         "evaluate"
     conda:
@@ -62,7 +62,7 @@ rule plugin:
     output:
         plugin_table("{method}", "{suite}"),
     log:
-        "logs/plugins/{method}/{suite}.log",
+        job_log("plugins", "{method}", "{suite}"),
     group:
         "evaluate"
     conda:

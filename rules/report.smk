@@ -21,7 +21,7 @@ rule summary:
             labels={"config": "{config}", "figure": "{name}"},
         ),
     log:
-        "logs/{config}/summary.log",
+        job_log("{config}", "summary"),
     conda:
         ENV
     threads: 1
@@ -49,7 +49,7 @@ rule compare:
             labels={"figure": "config comparison"},
         ),
     log:
-        "logs/compare.log",
+        job_log("compare"),
     conda:
         ENV
     threads: 1

@@ -8,7 +8,7 @@ rule suite:
     output:
         suite_file("{suite}"),
     log:
-        "logs/suites/{suite}.log",
+        job_log("suites", "{suite}"),
     priority: suite_priority
     conda:
         ENV

@@ -10,7 +10,7 @@ rule train:
         best=checkpoint_file("{config}", "{seed}", "best"),
         log_table=train_log("{config}", "{seed}"),
     log:
-        "logs/{config}/train/seed_{seed}.log",
+        job_log("{config}", "train", "seed_{seed}"),
     priority: TRAIN_PRIORITY
     conda:
         ENV

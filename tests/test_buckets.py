@@ -99,7 +99,7 @@ def test_cold_and_cached_runs_are_byte_identical_and_say_where_the_program_came_
     assert "from compiled (cache miss, now stored)" in logs[0] and " s, traced)" in logs[0], logs[0]
     assert "from persistent cache" in logs[1] and " s, stored export)" in logs[1], logs[1]
     assert len(list((tmp_path / "cache" / "exported").glob("*.jaxexport"))) == 1
-    assert logs[1].strip().splitlines()[-1].startswith("job stats: acbo baselines "), logs[1]
+    assert logs[1].strip().splitlines()[-1].startswith('job stats: {"command": "baselines"'), logs[1]
     program = [line.split(" program ")[1].split()[0] for line in logs[0].splitlines() if " program " in line]
     assert program and f"program {program[0]} from persistent cache" in logs[1]
     assert (tmp_path / "cold.parquet").read_bytes() == (tmp_path / "warm.parquet").read_bytes()

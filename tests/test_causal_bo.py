@@ -7,8 +7,7 @@ import pytest
 
 from workflow_src.core.buffer import Buffer, fit_surrogate
 from workflow_src.core.scm import stack_scms
-from workflow_src.evaluate.baselines import causal_bo
-from workflow_src.evaluate.baselines import baseline_methods
+from workflow_src.evaluate.baselines import baseline_methods, causal_bo
 from workflow_src.evaluate.rollout import StepView
 from workflow_src.evaluate.run import evaluate_methods
 from workflow_src.report.metrics import step_curves

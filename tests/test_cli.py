@@ -95,7 +95,8 @@ def test_no_module_imports_from_a_later_stage():
     "module, stages",
     [("compile_cache.py", {"train", "evaluate", "baselines", "plugin"}),
      ("core/scm.py", {"suite", "train", "evaluate", "baselines", "plugin"}),
-     ("evaluate/baselines/causal_bo.py", {"baselines"}), ("evaluate/registry.py", {"evaluate", "baselines", "plugin", "summary"}), ("report/figures.py", {"summary"}),
+     ("evaluate/baselines/causal_bo.py", {"baselines"}), ("report/figures.py", {"summary"}),
+     ("evaluate/registry.py", {"evaluate", "baselines", "plugin", "summary"}),
      ("train/grpo.py", {"train"}), ("policy/checkpoint.py", {"train", "evaluate", "baselines", "plugin", "summary"}),
      ("bench.py", set())],
 )

@@ -1,5 +1,6 @@
 """Lean jobs: a job imports only what its stage uses (start-up time is paid by every job of a study)."""
 
+import json
 import subprocess
 import sys
 
@@ -78,17 +79,17 @@ def test_the_config_alone_does_not_import_networkx():
 def test_study_figures_are_read_from_the_job_logs(tmp_path):
     from workflow_src.bench_study import read_job_logs, summarize_jobs
 
+    def stats(command, wall, startup, peak):
+        return "job stats: " + json.dumps({"command": command, "wall_s": wall, "startup_s": startup, "peak_mib": peak})
+
     logs = {
         "baselines/heldout-L01.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program aaa111 from "
-        "compiled (cache miss, now stored) (20.0 s, traced)\nwrote x\njob stats: acbo baselines 25.50 s, "
-        "start-up 2.50 s, peak memory 800 MiB\n",
+        f"compiled (cache miss, now stored) (20.0 s, traced)\nwrote x\n{stats('baselines', 25.5, 2.5, 800)}\n",
         "debug/eval/seed_0/heldout-L01.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program bbb222 "
-        "from persistent cache (1.0 s, traced)\njob stats: acbo evaluate 6.00 s, start-up 3.00 s, "
-        "peak memory 600 MiB\n",
+        f"from persistent cache (1.0 s, traced)\n{stats('evaluate', 6.0, 3.0, 600)}\n",
         "debug/eval/seed_0/heldout-L02.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program bbb222 "
-        "from persistent cache (0.4 s, stored export)\njob stats: acbo evaluate 4.00 s, start-up 2.00 s, "
-        "peak memory 650 MiB\n",
-        "debug/train/seed_0.log": "job stats: acbo train 40.00 s, start-up 3.00 s, peak memory 900 MiB\n",
+        f"from persistent cache (0.4 s, stored export)\n{stats('evaluate', 4.0, 2.0, 650)}\n",
+        "debug/train/seed_0.log": f"{stats('train', 40.0, 3.0, 900)}\n",
         "suites/broken.log": "Traceback ...\n",  # a failed job has no stats line
     }
     for name, text in logs.items():
@@ -105,9 +106,12 @@ def test_study_figures_are_read_from_the_job_logs(tmp_path):
 def test_every_stage_command_ends_its_log_with_job_stats(tmp_path):
     from conftest import run_cli
 
+    from workflow_src.jobstats import read_summary_line
+
     proc = run_cli("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json", check=True)
     last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith("job stats: acbo suite generate ") and "peak memory" in last, proc.stdout
+    stats = read_summary_line(last)
+    assert stats["command"] == "suite generate" and stats["peak_mib"] > 0 and stats["wall_s"] >= stats["startup_s"]
 
 
 def test_training_rates_leave_out_the_episodes_that_compiled_a_bucket():

@@ -441,7 +441,7 @@ def test_checkpoint_header_fields_are_optional(tmp_path):
     with pytest.raises(UserError, match="final.ckpt: format: expected 'acbo-ckpt/1', got 'x'"):
         load_inputs(spec, layout(spec, tmp_path))
     (tmp_path / "checkpoints" / "synth" / "seed_0" / "final.ckpt").write_bytes(b"\x93\x00 not json")
-    with pytest.raises(UserError, match="final.ckpt: the first line is not a JSON checkpoint header"):
+    with pytest.raises(UserError, match=r"final.ckpt: not an ACBO checkpoint \(no JSON header line\)"):
         load_inputs(spec, layout(spec, tmp_path))
 
 

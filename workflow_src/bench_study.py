@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .jobstats import LINE_PREFIX
+from .jobstats import read_summary_line
+from .paths import LOGS
 
-STATS = re.compile(LINE_PREFIX + r" acbo (?P<command>[\w ]+?) (?P<wall>[\d.]+) s, start-up (?P<startup>[\d.]+) s, "
-                   r"peak memory (?P<peak>\d+) MiB")
 PROGRAM = re.compile(r"^bucket: (?P<bucket>\d+) variables .*; program (?P<program>\w+) from (?P<source>.+?) "
                      r"\([\d.]+ s, (?P<origin>[^)]+)\)$", re.MULTILINE)
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs")
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs", "report")
 
 
 class ProgramLoad(NamedTuple):
@@ -41,14 +40,13 @@ def read_job_logs(logs: Path) -> list[dict]:
     jobs = []
     for path in sorted(logs.rglob("*.log")):
         text = path.read_text(errors="replace")
-        stats = STATS.search(text)
+        stats = read_summary_line(text)
         if not stats:
             continue
         programs = [ProgramLoad(int(m["bucket"]), m["program"], m["source"].strip() == "persistent cache",
                                 m["origin"] == "stored export") for m in PROGRAM.finditer(text)]
         jobs.append({
-            "log": str(path.relative_to(logs)), "command": stats["command"], "wall_s": float(stats["wall"]),
-            "startup_s": float(stats["startup"]), "peak_mib": int(stats["peak"]),
+            "log": str(path.relative_to(logs)), **stats,
             **({"programs": programs} if programs else {}),
         })
     return jobs
@@ -93,11 +91,11 @@ def bench_study(root: Path, work: Path, config_name: str, cores: int = 2) -> dic
     start = time.perf_counter()
     subprocess.run([*snakemake, target], cwd=study, env=env, check=True, capture_output=True)
     wall = time.perf_counter() - start
-    cold = summarize_jobs(read_job_logs(study / "logs"))
-    shutil.rmtree(study / "logs")
+    cold = summarize_jobs(read_job_logs(study / LOGS))
+    shutil.rmtree(study / LOGS)
     subprocess.run([*snakemake, "--forcerun", "evaluate", "baselines", "--", target], cwd=study, env=env, check=True,
                    capture_output=True)
-    warm = summarize_jobs(read_job_logs(study / "logs"))
+    warm = summarize_jobs(read_job_logs(study / LOGS))
     return {"config": config_name, "cores": cores, "wall_s": round(wall, 1), "cold_cache": cold,
             "warm_cache_evaluation": {k: warm[k] for k in ("evaluation_job_s_mean", "evaluation_job_s_max",
                                                           "evaluation_jobs_from_cache", "evaluation_jobs_untraced",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import jobstats, paths  # jobstats first: it stamps the job start
 from .compile_cache import configure_jax
-from .errors import CheckpointError, ConfigError, UserError
+from .errors import ConfigError, UserError
 from .paths import DEFAULT_CONFIG
 
 # Single-threaded BLAS, set by ``main`` before numpy loads: multi-threaded reductions change the last bits
@@ -151,15 +151,13 @@ def run_evaluate_cli(args) -> int:
     configure_jax(args.threads)
     from .evaluate.methods import policy_methods
     from .evaluate.run import load_policy, write_evaluation
+    from .policy.checkpoint import check_config_hash
     from .provenance import file_hash
     from .suites.suite_io import load_suite
 
     suite = load_suite(args.suite)
     header, policy_config, params = load_policy(args.checkpoint)
-    expected = getattr(args, "train_config_hash", None)
-    if expected and header.get("config_hash") != expected:
-        raise CheckpointError(f"{args.checkpoint}: config_hash {header.get('config_hash')} differs from {expected}, "
-                              "the hash of the config's training settings: trained under another config (retrain it)")
+    check_config_hash(args.checkpoint, header, getattr(args, "train_config_hash", None))
     try:
         modes = _methods_arg(args.methods, protocol["policy_modes"])
         methods = policy_methods(policy_config, modes, source=str(args.checkpoint))

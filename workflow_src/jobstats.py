@@ -1,4 +1,5 @@
-"""What a job cost, printed as the last line of its log: wall time, start-up time and peak memory.
+"""What a job cost, printed as the last line of its log (``job stats: {JSON}``): wall time, start-up time and
+peak memory.
 
 ``STARTED`` is stamped when the CLI is imported (the interpreter's own start, ~50 ms, is not counted);
 a stage calls ``ready()`` when its imports and input parsing are done and the real work begins. ``make bench``
@@ -7,6 +8,7 @@ reads these lines from a study's logs (job-seconds per rule, start-up, peak memo
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 
@@ -26,5 +28,12 @@ def summary_line(command: str) -> str:
     now = time.perf_counter()
     startup = (_ready[0] if _ready else now) - STARTED
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-    return (f"{LINE_PREFIX} acbo {command} {now - STARTED:.2f} s, start-up {startup:.2f} s, "
-            f"peak memory {peak_mib:.0f} MiB")
+    stats = {"command": command, "wall_s": round(now - STARTED, 2), "startup_s": round(startup, 2),
+             "peak_mib": round(peak_mib)}
+    return f"{LINE_PREFIX} {json.dumps(stats)}"
+
+
+def read_summary_line(log: str) -> dict | None:
+    """The stats of a job's log (its last ``job stats:`` line), or None when it has none (a failed job)."""
+    lines = [line for line in log.splitlines() if line.startswith(LINE_PREFIX)]
+    return json.loads(lines[-1].removeprefix(LINE_PREFIX)) if lines else None

@@ -15,6 +15,11 @@ SUITES = f"{RESULTS}/suites"
 LOGS = "logs"
 
 
+def job_log(*parts: str, logs: str = LOGS) -> str:
+    """A job's log file: ``logs/a/b.log`` for ``job_log("a", "b")``."""
+    return f"{logs}/{'/'.join(parts)}.log"
+
+
 def suite_file(suite: str, suites_dir: str = SUITES) -> str:
     return f"{suites_dir}/{suite}.json"
 

@@ -73,7 +73,7 @@ TRAIN_LOG_SCHEMA = pa.schema(
         pa.field("effect_loss", pa.float64(), nullable=False),  # auxiliary effect head (0 when off)
         pa.field("grad_norm", pa.float64(), nullable=False),
         pa.field("learning_rate", pa.float64(), nullable=False),
-        pa.field("wall_time", pa.float64(), nullable=False),  # seconds since the run (or resume) started
+        pa.field("wall_time", pa.float64(), nullable=False),  # seconds of training up to this episode, resumes included
     ]
 )
 

@@ -19,6 +19,7 @@ from ..errors import CheckpointError
 
 CHECKPOINT_FORMAT = "acbo-ckpt/1"
 REQUIRED_FIELDS = ("format", "architecture", "config_hash", "episode", "body_sha256")
+HEADER_LIMIT = 1 << 20  # bytes read at most for the JSON header line alone
 NDARRAY, NUMPY_SCALAR = 1, 3  # Flax's msgpack extension codes
 
 
@@ -34,8 +35,42 @@ def save(path: str | Path, header: dict, state) -> None:
     atomic_write_bytes(path, encode(header, state))
 
 
-def read_header(path: str | Path) -> dict:
-    header, _ = _split(path)
+def read_header(path: str | Path, verify_body: bool = True, required=REQUIRED_FIELDS) -> dict:
+    """The checkpoint's JSON header, checked for the ``required`` fields and the format; with ``verify_body``
+    the parameters' hash too (the whole file is read), else only the first line is read (the summary reads
+    every seed's header and nothing else, and records what it finds)."""
+    if verify_body:
+        header, _ = _split(path)
+        return header
+    try:
+        with open(path, "rb") as fh:
+            line = fh.readline(HEADER_LIMIT)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {exc.strerror}") from None
+    return _parse_header(path, line, required)
+
+
+def check_config_hash(path, header: dict, expected: str | None, config: str | None = None) -> None:
+    """Refuse a checkpoint whose ``config_hash`` is not ``expected``, the hash of its config's training settings
+    (None: nothing to compare)."""
+    if expected is not None and header.get("config_hash") != expected:
+        of = f"config {config!r}'s" if config else "the config's"
+        raise CheckpointError(f"{path}: config_hash {header.get('config_hash')} differs from {expected}, the hash of "
+                              f"{of} training settings: trained under another config (retrain it)")
+
+
+def _parse_header(path, line: bytes, required=REQUIRED_FIELDS) -> dict:
+    try:
+        header = json.loads(line)
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not an ACBO checkpoint (no JSON header line)")
+    missing = [f for f in (*required, "format") if f not in header]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint header lacks {', '.join(missing)}")
+    if header["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: format: expected {CHECKPOINT_FORMAT!r}, got {header['format']!r}")
     return header
 
 
@@ -46,17 +81,7 @@ def _split(path) -> tuple[dict, bytes]:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint: {exc.strerror}") from None
     head, sep, body = data.partition(b"\n")
-    try:
-        header = json.loads(head) if sep else None
-    except ValueError:
-        header = None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: not an ACBO checkpoint (no JSON header line)")
-    missing = [f for f in REQUIRED_FIELDS if f not in header]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint header lacks {', '.join(missing)}")
-    if header["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: format: expected {CHECKPOINT_FORMAT!r}, got {header['format']!r}")
+    header = _parse_header(path, head if sep else b"")
     if hashlib.sha256(body).hexdigest() != header["body_sha256"]:
         raise CheckpointError(f"{path}: body_sha256: the parameters are corrupt or truncated")
     return header, body

@@ -4,20 +4,17 @@ the training logs and the JSON headers of the final checkpoints, each checked to
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
-from ..errors import CheckpointError, TableError, UserError
+from ..errors import TableError, UserError
 from ..evaluate.registry import POLICY_PREFIX
-from ..policy.checkpoint import CHECKPOINT_FORMAT
+from ..policy.checkpoint import check_config_hash, read_header
 from ..provenance import file_hash
 from ..tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
-
-CHECKPOINT_HEADER_LIMIT = 1 << 20  # bytes read at most for a checkpoint's JSON header line
 
 
 @dataclass(frozen=True)
@@ -65,23 +62,6 @@ def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, m
         raise UserError(f"{path}: unexpected method {min(bad.unique())!r} in a {methods} table")
 
 
-def read_checkpoint_header(path: Path) -> dict:
-    """The JSON header (first line) of a checkpoint file; the msgpack body is not read."""
-    if not path.is_file():
-        raise UserError(f"missing checkpoint {path}")
-    with open(path, "rb") as fh:
-        line = fh.readline(CHECKPOINT_HEADER_LIMIT)
-    try:
-        header = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError(f"{path}: the first line is not a JSON checkpoint header") from None
-    if not isinstance(header, dict):
-        raise UserError(f"{path}: the checkpoint header is not a JSON object")
-    if header.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: format: expected {CHECKPOINT_FORMAT!r}, got {header.get('format')!r}")
-    return header
-
-
 def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
     """Read and check the files of ``paths.summary_inputs`` (same keys and order): each table must hold the
     config, seed and suite of its position."""
@@ -116,13 +96,11 @@ def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
         if not ((log["config"] == name) & (log["seed"] == seed)).all():
             raise UserError(f"{path}: the training log holds another config or seed than {name}/seed_{seed}")
         logs.append(log)
-    headers = {seed: read_checkpoint_header(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
-    expected = spec.get("train_config_hash")  # absent: a spec written by hand, nothing to compare
+    headers = {}
     for path, seed in zip(paths["checkpoints"], seeds, strict=True):
-        if expected is not None and headers[seed].get("config_hash") != expected:
-            found = headers[seed].get("config_hash")
-            raise CheckpointError(f"{path}: config_hash {found} differs from {expected}, the hash of config {name!r}'s "
-                                  "training settings: trained under another config (retrain it)")
+        headers[seed] = read_header(path, verify_body=False, required=())
+        # absent from a spec written by hand: nothing to compare
+        check_config_hash(path, headers[seed], spec.get("train_config_hash"), name)
     hashes = {seed: file_hash(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
     evals = pd.concat(frames, ignore_index=True)
     train = pd.concat(logs, ignore_index=True)

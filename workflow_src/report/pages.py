@@ -246,7 +246,7 @@ def _evaluated_matches(t: dict) -> str:
 SEED_FIELDS = [
     ("training episodes (log)", lambda t: esc(_fmt(t["training_episodes"]))),
     ("final curriculum level", lambda t: esc(_fmt(t["final_level"]))),
-    ("training run time, s (since the last start)", lambda t: esc(_fmt(t["training_wall_time_s"]))),
+    ("training run time, s (resumes included)", lambda t: esc(_fmt(t["training_wall_time_s"]))),
     ("checkpoint episode", lambda t: esc(_fmt(t["checkpoint_episode"]))),
     ("final training metrics (checkpoint)", lambda t: esc(_metrics_text(t.get("checkpoint_metrics")))),
     ("config hash", lambda t: _code(_fmt(t["config_hash"]))),

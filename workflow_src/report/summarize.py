@@ -258,7 +258,6 @@ def provenance(inputs: SummaryInputs) -> dict:
                 "config_hash": header.get("config_hash"),
                 "checkpoint_package_version": header.get("package_version"),
                 "checkpoint_git_commit": header.get("git_commit"),
-                "checkpoint_wall_time_s": header.get("wall_time"),
                 "checkpoint_metrics": header.get("metrics"),
                 "checkpoint_file_hash": inputs.checkpoint_hashes.get(seed),
                 "evaluated_checkpoint_hashes": _distinct(ev["checkpoint_hash"]),
