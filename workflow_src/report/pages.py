@@ -262,7 +262,14 @@ SEED_FIELDS = [
 ]
 
 
-def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
+HEADLINE_INTRO = (
+    '<p class="note">Every evaluation suite pooled. Each cell: mean [95% bootstrap CI] over SCMs and seeds. '
+    "Normalized improvement is 0 for doing nothing and 1 for the oracle's best intervention (higher is "
+    "better); the average target is the raw value of Y (lower is better). Definitions are below.</p>"
+)
+
+
+def headline_section(summary: pd.DataFrame, meta: dict) -> Section:
     methods = summary["method"][summary["kind"] == "metric"].unique()
     seeds = sorted(summary["seed"][(summary["kind"] == "metric")].dropna().unique())
     per_seed = "".join(
@@ -270,86 +277,54 @@ def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
         + headline_table(summary, seed=s, columns=HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR)
         for s in seeds
     )
-    headline_intro = (
-        '<p class="note">Every evaluation suite pooled. Each cell: mean [95% bootstrap CI] over SCMs and seeds. '
-        "Normalized improvement is 0 for doing nothing and 1 for the oracle's best intervention (higher is "
-        "better); the average target is the raw value of Y (lower is better). Definitions are below.</p>"
+    body = (
+        "<h3>Outcomes</h3>" + headline_table(summary)
+        + "<h3>How the methods intervene</h3>" + headline_table(summary, columns=HEADLINE_BEHAVIOUR)
+        + per_seed
+        + "<h3>Policy against each baseline (paired)</h3>" + paired_table(summary)
+        + "<h3>Methods</h3>" + glossary(methods, meta.get("plugins"))
+        + "<h3>Metrics</h3>" + metric_glossary()
     )
+    return Section("headline", "Headline numbers", HEADLINE_INTRO, body=body)
+
+
+def comparison_section(summary: pd.DataFrame) -> Section:
+    charts = (
+        ("comparison_norm_improvement", chart_spec(comparison_chart(
+            summary, "norm_improvement_best", "Normalized improvement reached by the last intervention", False))),
+        ("comparison_target_mean", chart_spec(comparison_chart(
+            summary, "target_mean", "Average target value over the episode (lower is better)", True))),
+        ("paired_differences", chart_spec(paired_chart(summary))),
+    )
+    return Section("comparison", "Per-level comparison of every method",
+                   '<p class="note">One panel per evaluation suite (held-out SCMs of one curriculum level), the last '
+                   "panel pools all suites.</p>", charts=charts)
+
+
+def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
     return [
         Section("answer", "Does the trained policy beat the baselines?", "", body=answer_html(summary)),
+        headline_section(summary, meta),
+        comparison_section(summary),
         Section(
-            "headline",
-            "Headline numbers",
-            headline_intro,
-            body="<h3>Outcomes</h3>"
-            + headline_table(summary)
-            + "<h3>How the methods intervene</h3>"
-            + headline_table(summary, columns=HEADLINE_BEHAVIOUR)
-            + per_seed
-            + "<h3>Policy against each baseline (paired)</h3>"
-            + paired_table(summary)
-            + "<h3>Methods</h3>"
-            + glossary(methods, meta.get("plugins"))
-            + "<h3>Metrics</h3>"
-            + metric_glossary(),
-        ),
-        Section(
-            "comparison",
-            "Per-level comparison of every method",
-            '<p class="note">One panel per evaluation suite (held-out SCMs of one curriculum level), the last '
-            "panel pools all suites.</p>",
-            charts=(
-                (
-                    "comparison_norm_improvement",
-                    chart_spec(
-                        comparison_chart(
-                            summary,
-                            "norm_improvement_best",
-                            "Normalized improvement reached by the last intervention",
-                            False,
-                        )
-                    ),
-                ),
-                (
-                    "comparison_target_mean",
-                    chart_spec(
-                        comparison_chart(
-                            summary,
-                            "target_mean",
-                            "Average target value over the episode (lower is better)",
-                            True,
-                        )
-                    ),
-                ),
-                ("paired_differences", chart_spec(paired_chart(summary))),
-            ),
-        ),
-        Section(
-            "curves",
-            "Step-by-step curves",
+            "curves", "Step-by-step curves",
             '<p class="note">How fast each method finds good interventions within an evaluation episode.</p>',
             charts=(("step_curves", chart_spec(step_chart(summary))),),
         ),
         Section(
-            "training",
-            "Training curves and curriculum",
+            "training", "Training curves and curriculum",
             '<p class="note">From the training logs: reward, normalized improvement and surrogate F1 per training '
             "episode, and the curriculum level the trainer was on.</p>",
             charts=(("training_curves", chart_spec(training_chart(summary))),),
         ),
         Section(
-            "behaviour",
-            "Intervention behaviour",
+            "behaviour", "Intervention behaviour",
             '<p class="note">Which variables and values each method chooses: a good method intervenes on parents '
             "of the target, mostly on the oracle's variable, and at the ends of the range (high utilization).</p>",
             charts=(("behaviour", chart_spec(behaviour_chart(summary))),),
         ),
-        Section(
-            "provenance",
-            "Provenance",
-            '<p class="note">What produced these numbers.</p>',
-            body=provenance_html(meta),
-        ),
+        Section("provenance", "Provenance", '<p class="note">What produced these numbers.</p>',
+                body=provenance_html(meta)),
     ]
 
 
