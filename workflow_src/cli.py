@@ -95,7 +95,8 @@ def run_suite_oracle_cli(args) -> int:
     else:
         for row in oracle_table(suite):
             se = f" (se {row['max_se']:.2g}, {row['method']})" if "max_se" in row else ""
-            print(f"{row['id']}: do({row['variable']}={row['value']:g}) y*={row['y_star']:.4f} mu_y={row['mu_y']:.4f}{se}")
+            print(f"{row['id']}: do({row['variable']}={row['value']:g}) y*={row['y_star']:.4f} "
+                  f"mu_y={row['mu_y']:.4f}{se}")
     return 0
 
 

@@ -20,7 +20,7 @@ from .policy_spec import policy_config_of
 from .program_store import lower_program
 from .provenance import git_commit, package_version
 from .rollout import chunk_size, make_run_suite
-from .scm import bucket_size, stack_scms
+from .scm import bucket_size, stack_scms, term_bucket
 from .suite_io import Suite
 from .tables import EVAL_SCHEMA, columns_to_table, write_table_parts
 
@@ -57,11 +57,12 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
     run = make_run_suite(tuple(m.act for m in methods), protocol["n_obs"], protocol["interventions"],
                          protocol["episodes"], tuple(m.name for m in methods))
     base_key = jax.random.PRNGKey(protocol["seed"])
+    n_terms = term_bucket(scms)  # the whole suite's: every chunk runs in one program
     program, merged = None, {}
     for start in range(0, len(scms), chunk):
         real = scms[start:start + chunk]
         fill = chunk - len(real)  # the last chunk is filled with copies of its first SCM, dropped below
-        arrays = stack_scms(real + real[:1] * fill, bucket)
+        arrays = stack_scms(real + real[:1] * fill, bucket, n_terms)
         index = np.arange(start, start + chunk, dtype=np.int32)
         index[len(real):] = start
         if program is None:

@@ -4,19 +4,25 @@ There is no closed form for a nonlinear SCM's interventional means, so they are 
 stored with it (``Oracle``; every later stage reads the stored numbers):
 
 1. **One shared noise sample** (common random numbers): ``REPLICATES`` independently scrambled Sobol nets of
-   ``POINTS`` points in as many dimensions as the SCM has variables (``scipy.stats.qmc.Sobol``, fixed seeds,
-   so deterministic), mapped to standard normals, each with its antithetic copy ``-eps``. Every variable and
-   value is simulated with these same draws, so curves are smooth in ``v`` and differences between actions
-   are estimated far more precisely than the levels. The antithetic copies make every affine function of the
+   ``POINTS`` points (``MORE_POINTS`` when the standard errors come out too large) in as many dimensions as
+   the SCM has variables (``scipy.stats.qmc.Sobol``, fixed seeds, so deterministic), mapped to standard
+   normals, each with its antithetic copy ``-eps``. Every variable and value is simulated with these same
+   draws, so curves are smooth in ``v`` and differences between actions are estimated far more precisely
+   than the levels. The antithetic copies make every affine function of the
    noise exact (a linear SCM's curves equal its closed form up to rounding).
 2. **Grid**: ``COARSE_POINTS`` evenly spaced values over ``[lo_i, hi_i]`` per intervenable ancestor of the
    target, then ``REFINE_POINTS`` more on each side of the best coarse point at 1/8 of the spacing. A variable
    that is not an ancestor of the target has the flat curve ``mu_y`` (two points, the range ends).
-3. **The optimum**: ``y*`` is re-estimated at the best grid point with an independent, larger sample
-   (``CHECK_POINTS`` per replicate, other seeds): the minimum of a noisy curve is biased low. The stored curve
-   takes that value at the oracle action, so the oracle scores exactly ``y*``.
-4. **Standard errors** from the spread of the replicate means (randomized quasi-Monte Carlo):
-   ``se[i]`` is the largest over variable ``i``'s curve; ``mu_y_se`` and ``y_star_se`` likewise.
+3. **The optimum**: the gap ``mu_y - y*`` at the best grid point is re-estimated with an independent, larger
+   sample (``CHECK_POINTS`` per replicate, other seeds) as the mean of ``Y(observational) - Y(do)`` on the same
+   draws: the minimum of a noisy curve is biased low. ``y* = mu_y - gap``; the stored curve takes that value
+   at the oracle action, so the oracle scores exactly ``y*``.
+4. **Standard errors** from the spread of the replicate means (randomized quasi-Monte Carlo). What scoring
+   uses is the change an action makes, ``E[Y | do] - mu_y`` (normalized improvement, regret), so ``se[i]`` is
+   the largest standard error of that change on variable ``i``'s curve (CRN: noise the action leaves alone
+   cancels), and ``y_star_se`` that of the re-estimated gap; ``mu_y_se`` is the level's own standard error
+   (common to every action and method). ``oracle_problem`` refuses an SCM whose ``se`` or ``y_star_se``
+   exceeds ``MAX_SE_SHARE`` of the gap.
 5. **The random policy's expected outcome**: the mean over intervenable variables of each curve's average over
    its range (trapezoid rule on the stored grid: the exact average of the interpolated curve that scoring
    uses). For a linear SCM this is the value at the range midpoint, as for suite/1 files.
@@ -53,8 +59,9 @@ METHOD = "rqmc-sobol"
 CLOSED_FORM = "closed-form"
 SOBOL_SEED = 20240
 REPLICATES = 8
-POINTS = 64  # Sobol points per replicate; with antithetic copies 2 * 64 * 8 = 1024 draws per curve point
-CHECK_POINTS = 512  # per replicate for the independent estimate at the optimum: 8192 draws
+POINTS = 128  # Sobol points per replicate; with antithetic copies 2 * 128 * 8 = 2048 draws per curve point
+MORE_POINTS = 1024  # an SCM whose standard errors are too large at POINTS is estimated again with these (16384)
+CHECK_POINTS = 1024  # per replicate for the independent estimate at the optimum: 16384 draws
 MAX_SE_SHARE = 0.01  # every standard error must be at most this share of the gap mu_y - y*
 SIGNIFICANT = 9  # digits kept of every stored number (more than float32 holds)
 
@@ -114,6 +121,11 @@ class _Simulator:
 
     def target_means(self, variable: int, values: np.ndarray) -> np.ndarray:
         """(G, R) replicate means of Y under do(X_variable = v) for each of the G values."""
+        return self.effects(variable, values)[0]
+
+    def effects(self, variable: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(G, R) replicate means of Y under do(X_variable = v), and of Y(do) - Y(observational) on the same
+        draws (the change that normalized improvement measures, free of the noise the action leaves alone)."""
         target = self.scm.target
         if variable == target:
             raise ValueError("the target cannot be intervened on")
@@ -122,8 +134,10 @@ class _Simulator:
         for j in self.order:
             if relevant[j]:
                 cols[j] = self._node(j, lambda p: cols[p] if p in cols else self.x_obs[:, p])
-        y = np.broadcast_to(cols.get(target, self.x_obs[:, target]), (len(values), self.x_obs.shape[0]))
-        return y.reshape(len(values), *self.shape).mean(-1)
+        y_obs = self.x_obs[:, target]
+        y = np.broadcast_to(cols.get(target, y_obs), (len(values), y_obs.shape[0]))
+        shape = (len(values), *self.shape)
+        return y.reshape(shape).mean(-1), (y - y_obs).reshape(shape).mean(-1)
 
     def mu_y(self) -> np.ndarray:
         return self.x_obs[:, self.scm.target].reshape(self.shape).mean(-1)
@@ -157,27 +171,28 @@ def estimate_oracle(scm: SCM, replicates: int = REPLICATES, points: int = POINTS
     for i in map(int, np.flatnonzero(scm.intervenable)):
         lo, hi = float(scm.lo[i]), float(scm.hi[i])
         if not ancestors[i]:
-            grid[i], curve[i], se[i] = np.array([lo, hi]), np.array([mu_y, mu_y]), float(mu_y_se)
+            grid[i], curve[i], se[i] = np.array([lo, hi]), np.array([mu_y, mu_y]), 0.0
             continue
         coarse = np.linspace(lo, hi, COARSE_POINTS)
-        means, errors = _mean_se(sim.target_means(i, coarse))
-        k = int(np.argmin(means))
+        means, changes = sim.effects(i, coarse)
+        k = int(np.argmin(means.mean(-1)))
         step = (hi - lo) / (COARSE_POINTS - 1)
         offsets = np.arange(1, REFINE_POINTS + 1) * step / 8
         fine = np.concatenate([coarse[k] - offsets[::-1], coarse[k] + offsets])
         fine = fine[(fine > lo) & (fine < hi)]
-        fine_means, fine_errors = _mean_se(sim.target_means(i, fine))
+        fine_means, fine_changes = sim.effects(i, fine)
         values = np.concatenate([coarse, fine])
         order = np.argsort(values, kind="stable")
         grid[i] = values[order]
-        curve[i] = np.concatenate([means, fine_means])[order]
-        se[i] = float(max(errors.max(), fine_errors.max(initial=0.0)))
+        curve[i] = np.concatenate([means, fine_means]).mean(-1)[order]
+        se[i] = float(_mean_se(np.concatenate([changes, fine_changes]))[1].max())
     best = {i: int(np.argmin(c)) for i, c in curve.items()}
     variable = min(curve, key=lambda i: (curve[i][best[i]], i))
     value = float(grid[variable][best[variable]])
+    # the gap at the chosen action, re-estimated on independent draws (the minimum of the noisy curve is biased)
     check = _Simulator(scm, normals(scm.n, seed + 1, replicates, check_points))
-    y_star, y_star_se = _mean_se(check.target_means(variable, np.array([value]))[0])
-    y_star = float(_round(y_star))
+    gap, y_star_se = _mean_se(-check.effects(variable, np.array([value]))[1][0])
+    y_star = float(_round(mu_y - gap))
     curve = {i: _round(c) for i, c in curve.items()}
     curve[variable][best[variable]] = y_star
     random_value = np.mean([np.trapezoid(curve[i], grid[i]) / (grid[i][-1] - grid[i][0]) for i in curve])
@@ -191,8 +206,19 @@ def estimate_oracle(scm: SCM, replicates: int = REPLICATES, points: int = POINTS
 
 
 def compute_oracle(scm: SCM) -> Oracle:
-    """The oracle every stage uses: the closed form for a linear SCM, else ``estimate_oracle``."""
-    return closed_form_oracle(scm) if scm.is_linear else estimate_oracle(scm)
+    """The oracle every stage uses: the closed form for a linear SCM, else ``estimate_oracle`` with ``POINTS``,
+    or with ``MORE_POINTS`` when the standard errors are above ``MAX_SE_SHARE`` of the gap (``oracle_problem``
+    then refuses the SCM if they still are)."""
+    if scm.is_linear:
+        return closed_form_oracle(scm)
+    estimate = estimate_oracle(scm)
+    if _too_noisy(estimate):
+        estimate = estimate_oracle(scm, points=MORE_POINTS)
+    return estimate
+
+
+def _too_noisy(oracle: Oracle) -> bool:
+    return not oracle.effect_se <= MAX_SE_SHARE * max(oracle.mu_y - oracle.y_star, MIN_ORACLE_GAP)
 
 
 def with_oracle(scm: SCM, oracle: Oracle | None = None) -> SCM:
@@ -201,14 +227,15 @@ def with_oracle(scm: SCM, oracle: Oracle | None = None) -> SCM:
 
 
 def oracle_problem(oracle: Oracle) -> str | None:
-    """Why an oracle would be refused (its normalized improvement would mean nothing), or None."""
+    """Why an oracle would be refused (its normalized improvement would mean nothing), or None: a standard
+    error above ``MAX_SE_SHARE`` of the gap (or of ``MIN_ORACLE_GAP``), or a gap of at most ``MIN_ORACLE_GAP``."""
     gap = oracle.mu_y - oracle.y_star
+    if _too_noisy(oracle):
+        return (f"oracle standard error {oracle.effect_se:.3g} is above {MAX_SE_SHARE:.0%} of the gap "
+                f"mu_y - y* = {gap:.3g}: the Monte-Carlo estimate is too noisy for this SCM")
     if not gap > MIN_ORACLE_GAP:
         return (f"oracle gap mu_y - y* = {gap:.3g} is not above {MIN_ORACLE_GAP:g}: normalized improvement "
                 "would be rounding noise")
-    if not oracle.max_se <= MAX_SE_SHARE * gap:
-        return (f"oracle standard error {oracle.max_se:.3g} is above {MAX_SE_SHARE:.0%} of the gap "
-                f"mu_y - y* = {gap:.3g}: the Monte-Carlo estimate is too noisy for this SCM")
     return None
 
 

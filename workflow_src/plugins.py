@@ -30,7 +30,7 @@ from .errors import PluginError
 from .methods import Method
 from .provenance import file_hash
 from .rollout import StepView, chunk_size
-from .scm import bucket_size, stack_scms
+from .scm import bucket_size, stack_scms, term_bucket
 from .suite_io import Suite
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -121,7 +121,7 @@ def probe_views(suite: Suite, protocol: dict) -> StepView:
     """The first step's views of (up to a chunk of) the suite's SCMs, stacked: what ``check_act`` runs on."""
     scms = list(suite.scms)
     bucket = bucket_size(max(s.n for s in scms))
-    arrays = stack_scms(scms[:chunk_size(bucket)], bucket)
+    arrays = stack_scms(scms[:chunk_size(bucket)], bucket, term_bucket(scms))
     n_rows = protocol["n_obs"] + protocol["interventions"]
 
     def view(scm, key):

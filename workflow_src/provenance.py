@@ -16,22 +16,27 @@ from . import __version__
 
 # The modules (and schema files) each stage's output depends on, beside the config.
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
-    "suite": ("scm.py", "generators.py", "suite_io.py", "suites.py", "schemas/suite.schema.json"),
+    "suite": ("scm.py", "mechanisms.py", "oracle.py", "generators.py", "suite_io.py", "suites.py",
+              "schemas/suite.schema.json"),
     "train": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
+        "scm.py", "mechanisms.py", "oracle.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py",
+        "sample_pooling.py", "policy.py",
         "policy_spec.py", "grpo.py", "curriculum.py", "train.py", "checkpoint.py", "tables.py",
     ),
     "evaluate": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
+        "scm.py", "mechanisms.py", "oracle.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py",
+        "sample_pooling.py", "policy.py",
         "policy_spec.py", "checkpoint.py", "rollout.py", "methods.py", "program_store.py", "evaluate.py", "tables.py",
     ),
     "baselines": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
+        "scm.py", "mechanisms.py", "oracle.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py",
+        "sample_pooling.py", "policy.py",
         "policy_spec.py", "rollout.py", "methods.py", "baselines.py", "causal_bo.py", "linalg.py", "program_store.py",
         "evaluate.py", "tables.py",
     ),
     "plugin": (
-        "scm.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py", "sample_pooling.py", "policy.py",
+        "scm.py", "mechanisms.py", "oracle.py", "suite_io.py", "sampler.py", "surrogate.py", "buffer.py",
+        "sample_pooling.py", "policy.py",
         "policy_spec.py", "rollout.py", "methods.py", "plugins.py", "program_store.py", "evaluate.py", "tables.py",
     ),
     "summary": (

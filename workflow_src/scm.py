@@ -58,7 +58,7 @@ class Oracle:
     """The exact quantities of a nonlinear SCM, estimated once (``oracle.py``) and stored with its suite.
 
     ``grid[i]``/``curve[i]``: ``E[Y | do(X_i = v)]`` at increasing values ``v`` spanning ``[lo_i, hi_i]``,
-    for every intervenable variable ``i``; ``se[i]`` the largest standard error on that curve.
+    for every intervenable variable ``i``; ``se[i]`` the largest standard error of ``curve - mu_y`` on it.
     """
 
     grid: dict  # variable index -> (G_i,) values
@@ -85,8 +85,9 @@ class Oracle:
         return out
 
     @property
-    def max_se(self) -> float:
-        return max([self.y_star_se, self.mu_y_se, *self.se.values()])
+    def effect_se(self) -> float:
+        """The largest standard error of a change ``E[Y | do] - mu_y`` (curves and the gap at the optimum)."""
+        return max([self.y_star_se, *self.se.values()])
 
 
 @dataclass(frozen=True)

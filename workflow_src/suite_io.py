@@ -368,7 +368,7 @@ def _edges_v2(scm: SCM) -> list[dict]:
     edges = []
     for i, j in zip(*np.nonzero(scm.adjacency)):
         edge = {"parent": names[i], "child": names[j]}
-        mine = np.flatnonzero((terms.parent == i) & (terms.child == j))
+        mine = [] if terms is None else np.flatnonzero((terms.parent == i) & (terms.child == j))
         if scm.weights[i, j] != 0.0 or not len(mine):
             edge["coef"] = float(scm.weights[i, j])
         if len(mine):

@@ -52,7 +52,7 @@ def oracle_table(suite: Suite) -> list[dict]:
         if not scm.is_linear:
             o = scm.oracle
             row.update(method=o.method, samples=o.samples, y_star_se=o.y_star_se, mu_y_se=o.mu_y_se,
-                       max_se=o.max_se)
+                       max_se=o.effect_se)
         rows.append(row)
     return rows
 
