@@ -95,7 +95,7 @@ MALFORMED = {
     "lo >= hi": (lambda d: d["scms"][0]["ranges"].update(temp=[2, 1]), "ranges.temp", "lower bound"),
     "NaN coefficient": (lambda d: d["scms"][0]["edges"][0].update(coef=float("nan")), "", "non-finite"),
     "negative noise": (lambda d: d["scms"][0].update(noise_std={"temp": -1.0}), "noise_std.temp", "positive"),
-    "wrong format tag": (lambda d: d.update(format="acbo-suite/2"), "format", "acbo-suite/1"),
+    "wrong format tag": (lambda d: d.update(format="acbo-suite/3"), "format", "acbo-suite/1"),
     "duplicate ids": (lambda d: d["scms"].append(dict(d["scms"][0])), "id", "duplicate id"),
     "range on target": (lambda d: d["scms"][0]["ranges"].update({"yield": [0, 1]}), "ranges.yield", "target"),
     "no intervenable ancestor": (lambda d: d["scms"][0].update(ranges={"temp": [0, 1]}) or

@@ -75,7 +75,7 @@ def run_suite_validate_cli(args) -> int:
     status = 0
     for path in args.files:
         try:
-            suite = load_suite(path)
+            suite = load_suite(path, oracle="verify")  # a suite/2 file's stored oracles are checked too
         except SuiteError as err:
             status = 1
             for problem in err.problems:
@@ -94,7 +94,9 @@ def run_suite_oracle_cli(args) -> int:
         print(oracle_json(suite))
     else:
         for row in oracle_table(suite):
-            print(f"{row['id']}: do({row['variable']}={row['value']:g}) y*={row['y_star']:.4f} mu_y={row['mu_y']:.4f}")
+            se = f" (se {row['max_se']:.2g}, {row['method']})" if "max_se" in row else ""
+            print(f"{row['id']}: do({row['variable']}={row['value']:g}) y*={row['y_star']:.4f} "
+                  f"mu_y={row['mu_y']:.4f}{se}")
     return 0
 
 

@@ -25,6 +25,8 @@ from .paths import DEFAULT_CONFIG
 
 GENERATED_SUITE = re.compile(r"^(train|heldout)-L(\d{2})$")
 CLASSIC_SUITE = "heldout-classic"
+LITERATURE_SUITE = "heldout-cbo"  # fixed nonlinear SCMs of the causal BO literature (acbo-suite/2)
+FIXED_SUITES = (CLASSIC_SUITE, LITERATURE_SUITE)
 
 
 def experiment_defaults() -> dict:
@@ -79,7 +81,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def known_suite(name: str, cfg: dict) -> bool:
     match = GENERATED_SUITE.match(name)
-    return bool(match and 1 <= int(match.group(2)) <= n_levels()) or name == CLASSIC_SUITE or (
+    return bool(match and 1 <= int(match.group(2)) <= n_levels()) or name in FIXED_SUITES or (
         name in cfg["suites"]["user"]
     )
 
@@ -110,9 +112,9 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
     for name, exp in doc["experiments"].items():
         _check_experiment(f"{source}: experiments.{name}", exp)
     for name in doc["suites"]["user"]:
-        if GENERATED_SUITE.match(name) or name == CLASSIC_SUITE:
+        if GENERATED_SUITE.match(name) or name in FIXED_SUITES:
             raise ConfigError(f"{source}: suites.user.{name}: a user suite may not take the name of a generated suite "
-                              f"(train-LNN, heldout-LNN, {CLASSIC_SUITE})")
+                              f"(train-LNN, heldout-LNN, {', '.join(FIXED_SUITES)})")
     plugins = doc["evaluation"]["plugins"]
     builtin = config_schema()["properties"]["evaluation"]["properties"]["baselines"]["items"]["enum"]
     for name, entry in plugins.items():
@@ -191,12 +193,14 @@ def suite_slice(cfg: dict, suite: str) -> dict:
     if not known_suite(suite, cfg):
         raise ConfigError(
             f"unknown suite {suite!r} (expected train-LNN or heldout-LNN with NN in 01..{n_levels()}, "
-            f"{CLASSIC_SUITE}, or a name under suites.user)"
+            f"{', '.join(FIXED_SUITES)}, or a name under suites.user)"
         )
     if suite in cfg["suites"]["user"]:
         return {"name": suite, "user_file": cfg["suites"]["user"][suite]}
     if suite == CLASSIC_SUITE:
         return {"name": suite, "classic": True}
+    if suite == LITERATURE_SUITE:
+        return {"name": suite, "literature": True}
     match = GENERATED_SUITE.match(suite)
     kind, level = match.group(1), int(match.group(2))
     settings = {k: v for k, v in cfg["suites"].items() if k not in ("pool_size", "seed_base", "user")}

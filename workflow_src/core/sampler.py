@@ -1,9 +1,18 @@
-"""Compiled samplers for padded linear-Gaussian SCMs (``SCMArrays``).
+"""Compiled samplers for padded SCMs (``SCMArrays``).
 
-An observational sample is ``x = T^T (b + s * eps)``. A perfect intervention ``do(X_i = v)`` with the
-same noise ``eps`` gives ``x' = x + T[i, :] (v - x_i)`` (the change at ``i`` propagates along the total
-effects), so interventional samples cost O(N) on top of the observational one. Padded variables have
-zero bias and noise and stay at 0. All functions are pure and jittable; vmap them over SCMs or groups.
+Linear SCMs: an observational sample is ``x = T^T (b + s * eps)``. A perfect intervention ``do(X_i = v)``
+with the same noise ``eps`` gives ``x' = x + T[i, :] (v - x_i)`` (the change at ``i`` propagates along the
+total effects), so interventional samples cost O(N) on top of the observational one.
+
+Nonlinear SCMs (a stack with nonlinear terms: ``term_fn`` has a nonzero last dimension, a static shape, so
+the linear path's programs are unchanged): the structural equations ``x = b + s * eps + W^T x + NL(x)`` are
+swept ``depth`` times (the longest path's edges, per SCM: exact for a DAG, whatever the padding). An
+intervention with the same noise sweeps the change from the observational sample: ``x' = x + W^T (x' - x)
++ NL(x') - NL(x)`` with ``x'_i = v``, so every variable that ``X_i`` does not cause keeps its observational
+value exactly. ``E[Y | do]`` interpolates the SCM's stored oracle curve.
+
+Padded variables have zero bias and noise and stay at 0. All functions are pure and jittable; vmap them over
+SCMs or groups (nonlinear functions take one SCM at a time).
 """
 
 from __future__ import annotations
@@ -11,17 +20,50 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .scm import SCMArrays
+from .scm import EXP, GAUSS, SIN, SQUARE, TANH, SCMArrays
+
+
+def is_nonlinear(scm: SCMArrays) -> bool:
+    """Static: whether the (stack of) SCM(s) runs the nonlinear path (it has padded term arrays)."""
+    return scm.term_fn.shape[-1] > 0
+
+
+def mechanisms(scm: SCMArrays, x: jnp.ndarray) -> jnp.ndarray:
+    """``NL(x)``: the nonlinear terms summed into their children, for samples ``x`` of shape (..., N)."""
+    u = scm.term_scale * x[..., scm.term_parent] + scm.term_shift
+    fn = scm.term_fn
+    exp_arg = jnp.where(fn == GAUSS, -0.5 * u * u, jnp.where(fn == EXP, u, 0.0))
+    value = jnp.where(fn == TANH, jnp.tanh(u), jnp.where(fn == SIN, jnp.sin(u),
+                                                         jnp.where(fn == SQUARE, u * u, jnp.exp(exp_arg))))
+    value = jnp.where(scm.term_mask, scm.term_weight * value, 0.0)
+    into_child = (scm.term_child[:, None] == jnp.arange(x.shape[-1])).astype(x.dtype)  # (K, N)
+    return value @ into_child
+
+
+def _sweep(scm: SCMArrays, update, x0):
+    return jax.lax.fori_loop(0, scm.depth, lambda _, x: update(x), x0)
 
 
 def from_noise(scm: SCMArrays, eps: jnp.ndarray) -> jnp.ndarray:
     """Observational sample(s) for standard-normal noise ``eps`` of shape (..., N)."""
-    return (scm.bias + scm.noise_std * eps) @ scm.total_effects
+    if not is_nonlinear(scm):
+        return (scm.bias + scm.noise_std * eps) @ scm.total_effects
+    base = scm.bias + scm.noise_std * eps
+    return _sweep(scm, lambda x: base + x @ scm.weights + mechanisms(scm, x), base)
 
 
 def intervene(scm: SCMArrays, x_obs: jnp.ndarray, variable: jnp.ndarray, value: jnp.ndarray) -> jnp.ndarray:
     """The sample ``x_obs`` (same noise) under ``do(X_variable = value)``."""
-    return x_obs + scm.total_effects[variable] * (value - x_obs[variable])
+    if not is_nonlinear(scm):
+        return x_obs + scm.total_effects[variable] * (value - x_obs[variable])
+    fixed = jnp.arange(x_obs.shape[-1]) == variable
+    nl_obs = mechanisms(scm, x_obs)
+
+    def update(x):
+        swept = x_obs + (x - x_obs) @ scm.weights + (mechanisms(scm, x) - nl_obs)
+        return jnp.where(fixed, value, swept)
+
+    return _sweep(scm, update, jnp.where(fixed, value, x_obs))
 
 
 def sample_observational(scm: SCMArrays, key: jax.Array, n: int) -> jnp.ndarray:
@@ -30,7 +72,12 @@ def sample_observational(scm: SCMArrays, key: jax.Array, n: int) -> jnp.ndarray:
 
 
 def expected_target(scm: SCMArrays, variable, value) -> jnp.ndarray:
-    """Exact ``E[Y | do(X_variable = value)]``."""
+    """Exact ``E[Y | do(X_variable = value)]`` (nonlinear SCMs: the stored oracle curve, interpolated linearly),
+    broadcast over ``variable`` and ``value`` arrays."""
+    if is_nonlinear(scm):
+        variable, value = jnp.broadcast_arrays(jnp.asarray(variable), jnp.asarray(value, jnp.float32))
+        flat = jax.vmap(lambda i, v: jnp.interp(v, scm.curve_x[i], scm.curve_y[i]))(variable.ravel(), value.ravel())
+        return flat.reshape(variable.shape)
     t_col = scm.total_effects[:, scm.target]
     return scm.mu_y + t_col[variable] * (value - scm.mu[variable])
 

@@ -1,10 +1,14 @@
-"""Linear-Gaussian structural causal models and their exact quantities.
+"""Structural causal models with additive Gaussian noise, and their exact quantities.
 
-Model: ``x_j = b_j + sum_i W[i, j] x_i + s_j * eps_j`` with ``eps ~ N(0, 1)``.
-With ``T = (I - W)^-1`` (``T[i, j]`` is the total effect of ``x_i`` on ``x_j``) the observational
-means are ``mu = T^T b`` and a perfect intervention gives
-``E[Y | do(X_i = v)] = mu_Y + T[i, Y] (v - mu_i)``: affine in ``v``, so every variable's best value
-lies at an end of its range.
+Model: ``x_j = b_j + sum_{i in pa(j)} f_ij(x_i) + s_j * eps_j`` with ``eps ~ N(0, 1)``, where each edge's
+function is ``f_ij(x) = W[i, j] x + sum_k w_k F_k(a_k x + c_k)`` (``Terms``; ``F`` from ``FUNCTIONS``).
+
+Linear SCMs (no terms, or only ``linear`` ones, which fold into ``W`` and ``b``): with ``T = (I - W)^-1``
+(``T[i, j]`` is the total effect of ``x_i`` on ``x_j``) the observational means are ``mu = T^T b`` and a
+perfect intervention gives ``E[Y | do(X_i = v)] = mu_Y + T[i, Y] (v - mu_i)``: affine in ``v``, so every
+variable's best value lies at an end of its range. Nonlinear SCMs have no closed form: their exact quantities
+come from the Monte-Carlo ``Oracle`` stored with the suite (``oracle.py`` estimates it), and
+``E[Y | do(X_i = v)]`` interpolates its curve linearly between the grid points.
 """
 
 from __future__ import annotations
@@ -17,6 +21,73 @@ import numpy as np
 # Normalized improvement divides by the oracle gap mu_y - y*: SCMs whose best intervention improves E[Y] by no
 # more than this are redrawn by the generators and refused in user suites (the ratio would be rounding noise).
 MIN_ORACLE_GAP = 0.1
+
+# The mechanism family of acbo-suite/2: a term {"fn": F, "weight": w, "scale": a, "shift": c} is w * F(a x + c).
+FUNCTIONS = ("linear", "tanh", "sin", "cos", "exp", "square", "gauss")
+LINEAR_FN = 0
+
+# Points of a stored oracle curve at most (``oracle.py``: a uniform grid refined around the curve's minimum);
+# compiled code pads every curve to this many points.
+COARSE_POINTS = 65
+REFINE_POINTS = 7  # on each side of the best coarse point, at 1/8 of the coarse spacing
+MAX_CURVE_POINTS = COARSE_POINTS + 2 * REFINE_POINTS
+MIN_TERM_BUCKET = 16
+
+
+class Terms(NamedTuple):
+    """Nonlinear mechanism terms of an SCM, one entry per term: ``weight * FUNCTIONS[fn](scale * x_parent +
+    shift)`` is added to ``x_child``. Order: as in the file (edge by edge)."""
+
+    parent: np.ndarray  # (K,) int
+    child: np.ndarray  # (K,) int
+    fn: np.ndarray  # (K,) int, index into FUNCTIONS
+    weight: np.ndarray  # (K,)
+    scale: np.ndarray  # (K,)
+    shift: np.ndarray  # (K,)
+
+    @property
+    def size(self) -> int:
+        return len(self.parent)
+
+    def subset(self, keep: np.ndarray) -> Terms:
+        return Terms(*(a[keep] for a in self))
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """The exact quantities of a nonlinear SCM, estimated once (``oracle.py``) and stored with its suite.
+
+    ``grid[i]``/``curve[i]``: ``E[Y | do(X_i = v)]`` at increasing values ``v`` spanning ``[lo_i, hi_i]``,
+    for every intervenable variable ``i``; ``se[i]`` the largest standard error of ``curve - mu_y`` on it.
+    """
+
+    grid: dict  # variable index -> (G_i,) values
+    curve: dict  # variable index -> (G_i,) E[Y | do]
+    se: dict  # variable index -> float
+    mu_y: float
+    mu_y_se: float
+    y_star: float
+    y_star_se: float
+    variable: int
+    value: float
+    random_value: float
+    method: str
+    samples: int
+    replicates: int
+    seed: int
+
+    def expected_target(self, variable, value) -> np.ndarray:
+        variable, value = np.broadcast_arrays(np.asarray(variable), np.asarray(value, float))
+        out = np.empty(variable.shape)
+        for i in np.unique(variable):
+            at = variable == i
+            out[at] = np.interp(value[at], self.grid[int(i)], self.curve[int(i)])
+        return out
+
+    @property
+    def effect_se(self) -> float:
+        """The largest standard error of a change ``E[Y | do] - mu_y`` (curves and the gap at the optimum)."""
+        return max([self.y_star_se, *self.se.values()])
 
 
 @dataclass(frozen=True)
@@ -33,6 +104,8 @@ class SCM:
     hi: np.ndarray  # (n,), nan where not intervenable
     family: str = "custom"
     level: int = 0
+    terms: Terms | None = None  # acbo-suite/2 mechanism terms (None: an acbo-suite/1 SCM)
+    oracle: Oracle | None = None  # stored exact quantities of a nonlinear SCM
     _exact: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -44,29 +117,92 @@ class SCM:
         return ~np.isnan(self.lo)
 
     @property
+    def nonlinear_terms(self) -> Terms | None:
+        """The terms that do not fold into ``W`` and ``b`` (every ``fn`` but ``linear``), or None."""
+        if self.terms is None:
+            return None
+        keep = self.terms.fn != LINEAR_FN
+        return self.terms.subset(keep) if keep.any() else None
+
+    @property
+    def is_linear(self) -> bool:
+        return self.nonlinear_terms is None
+
+    @property
+    def linear_weights(self) -> np.ndarray:
+        """``W`` with the ``linear`` terms folded in (``w * a`` per term); ``weights`` itself for suite/1 SCMs."""
+        if self.terms is None:
+            return self.weights
+        if "W" not in self._exact:
+            lin = self.terms.subset(self.terms.fn == LINEAR_FN)
+            weights = self.weights.copy()
+            np.add.at(weights, (lin.parent, lin.child), lin.weight * lin.scale)
+            self._exact["W"] = weights
+        return self._exact["W"]
+
+    @property
+    def linear_bias(self) -> np.ndarray:
+        """``b`` with the ``linear`` terms' constants (``w * c``) folded in."""
+        if self.terms is None:
+            return self.bias
+        lin = self.terms.subset(self.terms.fn == LINEAR_FN)
+        bias = self.bias.copy()
+        np.add.at(bias, lin.child, lin.weight * lin.shift)
+        return bias
+
+    @property
+    def adjacency(self) -> np.ndarray:
+        """(n, n) bool: ``i -> j`` has a nonzero coefficient or a term."""
+        adjacency = self.weights != 0.0
+        if self.terms is not None:
+            adjacency = adjacency.copy()
+            adjacency[self.terms.parent, self.terms.child] = True
+        return adjacency
+
+    @property
     def parents_of_target(self) -> np.ndarray:
-        return self.weights[:, self.target] != 0.0
+        if self.terms is None:
+            return self.weights[:, self.target] != 0.0
+        return self.adjacency[:, self.target]
 
     @property
     def total_effects(self) -> np.ndarray:
+        """Total effects of the linear part (all of the SCM when ``is_linear``)."""
         if "T" not in self._exact:
-            self._exact["T"] = total_effects(self.weights)
+            self._exact["T"] = total_effects(self.linear_weights)
         return self._exact["T"]
 
     @property
     def mu(self) -> np.ndarray:
-        return self.total_effects.T @ self.bias
+        """Observational means of a linear SCM."""
+        return self.total_effects.T @ self.linear_bias
 
     def expected_target(self, variable: np.ndarray | int, value: np.ndarray | float) -> np.ndarray:
-        """``E[Y | do(X_variable = value)]``, vectorized over variable/value arrays."""
+        """``E[Y | do(X_variable = value)]``, vectorized over variable/value arrays: the closed form of a linear
+        SCM, the stored oracle curve (interpolated linearly) of a nonlinear one."""
+        if not self.is_linear:
+            if self.oracle is None:
+                raise ValueError(f"SCM {self.id!r} is nonlinear and has no oracle (see oracle.with_oracle)")
+            return self.oracle.expected_target(variable, value)
         mu = self.mu
         t_col = self.total_effects[:, self.target]
         return mu[self.target] + t_col[variable] * (np.asarray(value) - mu[variable])
 
     def exact(self) -> ExactQuantities:
         if "exact" not in self._exact:
-            self._exact["exact"] = exact_quantities(self)
+            self._exact["exact"] = exact_quantities(self) if self.is_linear else oracle_quantities(self)
         return self._exact["exact"]
+
+    @property
+    def depth(self) -> int:
+        """Edges on the longest directed path: sweeps of the structural equations that solve the SCM."""
+        adjacency = self.adjacency
+        order = topological_order(adjacency)
+        level = np.zeros(self.n, int)
+        for node in order:
+            for child in np.flatnonzero(adjacency[node]):
+                level[child] = max(level[child], level[node] + 1)
+        return int(level.max(initial=0))
 
 
 class ExactQuantities(NamedTuple):
@@ -120,6 +256,19 @@ def exact_quantities(scm: SCM) -> ExactQuantities:
         random_value=float(mid.mean()),
         best_per_variable=best_per_variable,
     )
+
+
+def oracle_quantities(scm: SCM) -> ExactQuantities:
+    """The exact quantities of a nonlinear SCM, read from its stored oracle."""
+    oracle = scm.oracle
+    if oracle is None:
+        raise ValueError(f"SCM {scm.id!r} is nonlinear and has no oracle (see oracle.with_oracle)")
+    best_per_variable = np.full(scm.n, np.inf)
+    for i, curve in oracle.curve.items():
+        best_per_variable[i] = np.min(curve)
+    return ExactQuantities(mu_y=oracle.mu_y, y_star=oracle.y_star, oracle_variable=oracle.variable,
+                           oracle_value=oracle.value, random_value=oracle.random_value,
+                           best_per_variable=best_per_variable)
 
 
 def _peel(adjacency: np.ndarray) -> list[int]:
@@ -185,15 +334,27 @@ def ancestors(weights: np.ndarray, node: int) -> np.ndarray:
     return mask
 
 
+# Compiled codes of the nonlinear functions (``sampler``): cos(u) runs as sin(u + pi/2), linear terms fold into W.
+TANH, SIN, EXP, SQUARE, GAUSS = range(5)
+_COMPILED_FN = {"tanh": TANH, "sin": SIN, "cos": SIN, "exp": EXP, "square": SQUARE, "gauss": GAUSS}
+_COMPILED_SHIFT = {"cos": np.pi / 2}
+
+
 class SCMArrays(NamedTuple):
     """An SCM (or a stack of SCMs) padded to ``n_max`` variables, ready for compiled code.
 
     Padded variables have zero weights, bias and noise, are not intervenable and have
     ``node_mask == False``; they stay exactly 0 in every sample.
+
+    Nonlinear SCMs (suite/2) add their nonlinear terms, padded to ``K`` entries (``term_bucket``), and their
+    oracle curves, padded to ``MAX_CURVE_POINTS`` per variable; ``weights`` and ``bias`` then hold the
+    linear part (``linear`` terms folded in). A stack without nonlinear terms has ``K = 0`` and no curve
+    points: compiled code picks the closed-form linear path from these static shapes (``sampler``), so
+    suite/1 programs compute exactly what they did before terms existed.
     """
 
     weights: np.ndarray  # (..., N, N)
-    total_effects: np.ndarray  # (..., N, N)
+    total_effects: np.ndarray  # (..., N, N), of the linear part
     bias: np.ndarray  # (..., N)
     noise_std: np.ndarray  # (..., N)
     lo: np.ndarray  # (..., N), 0 where not intervenable
@@ -201,16 +362,58 @@ class SCMArrays(NamedTuple):
     intervenable: np.ndarray  # (..., N) bool
     node_mask: np.ndarray  # (..., N) bool
     target: np.ndarray  # (...,) int32
-    parents: np.ndarray  # (..., N) bool, true parents of the target
-    mu: np.ndarray  # (..., N)
+    parents: np.ndarray  # (..., N) bool, true parents of the target (an edge into it)
+    mu: np.ndarray  # (..., N), observational means of the linear part
     mu_y: np.ndarray  # (...,)
     y_star: np.ndarray  # (...,)
     random_value: np.ndarray  # (...,)
     oracle_variable: np.ndarray  # (...,) int32
     oracle_value: np.ndarray  # (...,)
+    term_parent: np.ndarray  # (..., K) int32
+    term_child: np.ndarray  # (..., K) int32
+    term_fn: np.ndarray  # (..., K) int32, compiled code (TANH, SIN, EXP, SQUARE, GAUSS)
+    term_weight: np.ndarray  # (..., K)
+    term_scale: np.ndarray  # (..., K)
+    term_shift: np.ndarray  # (..., K)
+    term_mask: np.ndarray  # (..., K) bool
+    depth: np.ndarray  # (...,) int32, edges on the longest path: sweeps that solve the nonlinear equations
+    curve_x: np.ndarray  # (..., N, P) grid of E[Y | do(X_i = v)] per variable (repeats its last point as padding)
+    curve_y: np.ndarray  # (..., N, P)
 
 
-def pad_scm(scm: SCM, n_max: int) -> SCMArrays:
+def term_bucket(scms) -> int:
+    """Padded nonlinear-term count for a stack of SCMs: 0 when none has nonlinear terms (the linear path),
+    else the next power of two of the largest count, at least ``MIN_TERM_BUCKET``."""
+    most = max((t.size for s in scms if (t := s.nonlinear_terms) is not None), default=0)
+    if most == 0:
+        return 0
+    bucket = MIN_TERM_BUCKET
+    while bucket < most:
+        bucket *= 2
+    return bucket
+
+
+def _curves(scm: SCM, n_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n_max, MAX_CURVE_POINTS) grid and E[Y | do] per variable: the stored oracle's, or for a linear SCM its
+    closed form at the range ends (exact under linear interpolation); other variables hold mu_y."""
+    ex = scm.exact()
+    xs = np.zeros((n_max, MAX_CURVE_POINTS))
+    ys = np.full((n_max, MAX_CURVE_POINTS), ex.mu_y)
+    for i in np.flatnonzero(scm.intervenable):
+        if scm.is_linear:
+            grid = np.array([scm.lo[i], scm.hi[i]])
+            curve = scm.expected_target(i, grid)
+        else:
+            grid, curve = scm.oracle.grid[int(i)], scm.oracle.curve[int(i)]
+        if len(grid) > MAX_CURVE_POINTS:
+            raise ValueError(f"SCM {scm.id!r}: oracle curve of {scm.nodes[i]!r} has {len(grid)} points, "
+                             f"more than {MAX_CURVE_POINTS}")
+        xs[i] = np.concatenate([grid, np.full(MAX_CURVE_POINTS - len(grid), grid[-1])])
+        ys[i] = np.concatenate([curve, np.full(MAX_CURVE_POINTS - len(curve), curve[-1])])
+    return xs.astype(np.float32), ys.astype(np.float32)
+
+
+def pad_scm(scm: SCM, n_max: int, n_terms: int = 0) -> SCMArrays:
     if scm.n > n_max:
         raise ValueError(f"SCM {scm.id!r} has {scm.n} variables, more than the padded size {n_max}")
     n, pad = scm.n, n_max - scm.n
@@ -227,10 +430,27 @@ def pad_scm(scm: SCM, n_max: int) -> SCMArrays:
     ex = scm.exact()
     t_full = np.eye(n_max, dtype=np.float32)
     t_full[:n, :n] = scm.total_effects
+    terms = scm.nonlinear_terms
+    count = 0 if terms is None else terms.size
+    if count > n_terms or (count and not n_terms):
+        raise ValueError(f"SCM {scm.id!r} has {count} nonlinear terms, more than the padded count {n_terms}")
+
+    def term_vec(values, dtype):
+        out = np.zeros(n_terms, dtype)
+        out[:count] = values
+        return out
+
+    if count:
+        names = [FUNCTIONS[f] for f in terms.fn]
+        code = [_COMPILED_FN[name] for name in names]
+        shift = terms.shift + np.array([_COMPILED_SHIFT.get(name, 0.0) for name in names])
+    else:
+        code = shift = []
+    curve_x, curve_y = _curves(scm, n_max) if n_terms else (np.zeros((n_max, 0), np.float32),) * 2
     return SCMArrays(
-        weights=mat(scm.weights),
+        weights=mat(scm.linear_weights),
         total_effects=t_full,
-        bias=vec(scm.bias),
+        bias=vec(scm.linear_bias),
         noise_std=vec(scm.noise_std),
         lo=vec(np.where(allowed, scm.lo, 0.0)),
         hi=vec(np.where(allowed, scm.hi, 0.0)),
@@ -244,6 +464,16 @@ def pad_scm(scm: SCM, n_max: int) -> SCMArrays:
         random_value=np.float32(ex.random_value),
         oracle_variable=np.int32(ex.oracle_variable),
         oracle_value=np.float32(ex.oracle_value),
+        term_parent=term_vec(terms.parent if count else [], np.int32),
+        term_child=term_vec(terms.child if count else [], np.int32),
+        term_fn=term_vec(code, np.int32),
+        term_weight=term_vec(terms.weight if count else [], np.float32),
+        term_scale=term_vec(terms.scale if count else [], np.float32),
+        term_shift=term_vec(shift, np.float32),
+        term_mask=term_vec(np.ones(count, bool), bool),
+        depth=np.int32(scm.depth if n_terms else 0),
+        curve_x=curve_x,
+        curve_y=curve_y,
     )
 
 
@@ -259,8 +489,11 @@ def bucket_size(n_vars: int) -> int:
     return bucket
 
 
-def stack_scms(scms: list[SCM], n_max: int | None = None) -> SCMArrays:
-    """Pad every SCM to ``n_max`` (default: the largest) and stack them on a leading axis."""
+def stack_scms(scms: list[SCM], n_max: int | None = None, n_terms: int | None = None) -> SCMArrays:
+    """Pad every SCM to ``n_max`` variables (default: the largest) and ``n_terms`` nonlinear terms (default:
+    ``term_bucket`` of these SCMs; pass the whole suite's so that every chunk runs in one program) and stack
+    them on a leading axis."""
     n_max = n_max or max(s.n for s in scms)
-    padded = [pad_scm(s, n_max) for s in scms]
+    n_terms = term_bucket(scms) if n_terms is None else n_terms
+    padded = [pad_scm(s, n_max, n_terms) for s in scms]
     return SCMArrays(*(np.stack(parts) for parts in zip(*padded)))

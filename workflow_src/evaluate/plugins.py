@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.buffer import fit_surrogate, initial_buffer
-from ..core.scm import bucket_size, stack_scms
+from ..core.scm import bucket_size, stack_scms, term_bucket
 from ..errors import PluginError
 from ..provenance import file_hash
 from ..suites.suite_io import Suite
@@ -118,7 +118,7 @@ def probe_views(suite: Suite, protocol: dict) -> StepView:
     """The first step's views of (up to a chunk of) the suite's SCMs, stacked: what ``check_act`` runs on."""
     scms = list(suite.scms)
     bucket = bucket_size(max(s.n for s in scms))
-    arrays = stack_scms(scms[:chunk_size(bucket)], bucket)
+    arrays = stack_scms(scms[:chunk_size(bucket)], bucket, term_bucket(scms))
     n_rows = protocol["n_obs"] + protocol["interventions"]
 
     def view(scm, key):

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..compile_cache import CompileWatch
-from ..core.scm import bucket_size, stack_scms
+from ..core.scm import bucket_size, stack_scms, term_bucket
 from ..errors import CheckpointError
 from ..policy import checkpoint
 from ..policy.spec import policy_config_of
@@ -57,11 +57,12 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
     run = make_run_suite(tuple(m.act for m in methods), protocol["n_obs"], protocol["interventions"],
                          protocol["episodes"], tuple(m.name for m in methods))
     base_key = jax.random.PRNGKey(protocol["seed"])
+    n_terms = term_bucket(scms)  # the whole suite's: every chunk runs in one program
     program, merged = None, {}
     for start in range(0, len(scms), chunk):
         real = scms[start:start + chunk]
         fill = chunk - len(real)  # the last chunk is filled with copies of its first SCM, dropped below
-        arrays = stack_scms(real + real[:1] * fill, bucket)
+        arrays = stack_scms(real + real[:1] * fill, bucket, n_terms)
         index = np.arange(start, start + chunk, dtype=np.int32)
         index[len(real):] = start
         if program is None:

@@ -7,22 +7,28 @@ import shutil
 from pathlib import Path
 
 from ..atomic import atomic_path
-from .generators import GeneratorSettings, classic_suite, generate_level_suite
-from .suite_io import Suite, SuiteError, load_suite, write_suite
+from .generators import GeneratorSettings, classic_suite, generate_level_suite, literature_suite
+from .suite_io import SUITE_FORMAT_V2, Suite, SuiteError, load_suite, write_suite
 
 
 def build_suite(spec: dict, out: str | Path) -> None:
     """Write the suite described by a ``config.suite_slice`` to ``out`` (atomically)."""
     if "user_file" in spec:
-        suite = load_suite(spec["user_file"])  # validated, never regenerated
+        # validated, never regenerated; a suite/2 file's oracles are computed afresh (a stored one must agree)
+        suite = load_suite(spec["user_file"], oracle="verify")
         if suite.name != spec["name"]:
             raise SuiteError(spec["user_file"], [f"name: {suite.name!r} differs from its config key "
                                                  f"suites.user.{spec['name']}"])
+        if suite.format == SUITE_FORMAT_V2:  # written back with every SCM's oracle, read by every later stage
+            write_suite(suite, out)
+            return
         with atomic_path(out) as tmp:
             shutil.copyfile(spec["user_file"], tmp)
         return
     if spec.get("classic"):
         suite = classic_suite(spec["name"])
+    elif spec.get("literature"):
+        suite = literature_suite(spec["name"])
     else:
         settings = GeneratorSettings.from_config(spec["generator"])
         suite = generate_level_suite(spec["name"], spec["level"], spec["size"], spec["seed"], settings)
@@ -30,19 +36,24 @@ def build_suite(spec: dict, out: str | Path) -> None:
 
 
 def oracle_table(suite: Suite) -> list[dict]:
+    """Per SCM: the oracle action, y*, mu_Y and the random value; for a nonlinear SCM also how they were
+    estimated and their standard errors."""
     rows = []
     for scm in suite.scms:
         ex = scm.exact()
-        rows.append(
-            {
-                "id": scm.id,
-                "variable": scm.nodes[ex.oracle_variable],
-                "value": ex.oracle_value,
-                "y_star": ex.y_star,
-                "mu_y": ex.mu_y,
-                "random": ex.random_value,
-            }
-        )
+        row = {
+            "id": scm.id,
+            "variable": scm.nodes[ex.oracle_variable],
+            "value": ex.oracle_value,
+            "y_star": ex.y_star,
+            "mu_y": ex.mu_y,
+            "random": ex.random_value,
+        }
+        if not scm.is_linear:
+            o = scm.oracle
+            row.update(method=o.method, samples=o.samples, y_star_se=o.y_star_se, mu_y_se=o.mu_y_se,
+                       max_se=o.effect_se)
+        rows.append(row)
     return rows
 
 
@@ -57,7 +68,7 @@ def show_suite(suite: Suite) -> str:
         parents = [scm.nodes[i] for i in range(scm.n) if scm.parents_of_target[i]]
         rows.append(
             (
-                scm.id, scm.family, str(scm.n), str(int((scm.weights != 0).sum())), scm.nodes[scm.target],
+                scm.id, scm.family, str(scm.n), str(int(scm.adjacency.sum())), scm.nodes[scm.target],
                 ",".join(parents) if len(parents) <= 4 else f"{len(parents)} nodes",
                 f"do({scm.nodes[ex.oracle_variable]}={ex.oracle_value:g})",
                 f"{ex.y_star:.3f}", f"{ex.mu_y:.3f}", f"{ex.random_value:.3f}",

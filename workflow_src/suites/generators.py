@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config_schema import n_levels, section_defaults
-from ..core.scm import SCM, has_oracle_gap, reachability
-from .suite_io import Suite
+from ..core.scm import FUNCTIONS, SCM, Terms, has_oracle_gap, reachability
+from .suite_io import SUITE_FORMAT_V2, Suite
 
 if TYPE_CHECKING:  # networkx is imported only where a random graph is drawn: it costs ~0.5 s per job
     import networkx as nx
@@ -256,3 +256,24 @@ def classic_suite(name: str = "heldout-classic") -> Suite:
     )
     collider = _fixed_scm(f"{name}-collider3", "collider", 4, [(0, 3, 2.0), (1, 3, -1.5), (2, 3, 0.7)], 3, 5.0)
     return Suite(name=name, scms=(chain, butterfly, collider), level=None, seed=None)
+
+
+def cbo_toy_scm(scm_id: str = "cbo-toy") -> SCM:
+    """The toy graph of the CBO paper (Aglietti et al., 2020): X -> Z -> Y, X = eps, Z = exp(-X) + eps,
+    Y = cos(Z) - exp(-Z / 20) + eps, all noise N(0, 1), X in [-5, 5], Z in [-5, 20]. E[Y | do(Z = z)] =
+    cos z - exp(-z / 20): its minimum, about -2.172, lies inside the range near z = -3.20."""
+    fn = {name: k for k, name in enumerate(FUNCTIONS)}
+    terms = Terms(parent=np.array([0, 1, 1]), child=np.array([1, 2, 2]),
+                  fn=np.array([fn["exp"], fn["cos"], fn["exp"]]), weight=np.array([1.0, 1.0, -1.0]),
+                  scale=np.array([-1.0, 1.0, -0.05]), shift=np.zeros(3))
+    return SCM(id=scm_id, nodes=("X", "Z", "Y"), target=2, weights=np.zeros((3, 3)), bias=np.zeros(3),
+               noise_std=np.ones(3), lo=np.array([-5.0, -5.0, np.nan]), hi=np.array([5.0, 20.0, np.nan]),
+               family="cbo_toy", level=0, terms=terms)
+
+
+def literature_suite(name: str = "heldout-cbo") -> Suite:
+    """Fixed nonlinear SCMs stated exactly in the causal BO literature (acbo-suite/2, oracles attached)."""
+    from .oracle import with_oracle
+
+    return Suite(name=name, scms=(with_oracle(cbo_toy_scm(f"{name}-toy")),), level=None, seed=None,
+                 format=SUITE_FORMAT_V2)

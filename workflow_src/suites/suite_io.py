@@ -1,4 +1,10 @@
-"""Suite files (``acbo-suite/1``): reading, validation and deterministic writing."""
+"""Suite files (``acbo-suite/1`` linear, ``acbo-suite/2`` nonlinear): reading, validation and deterministic writing.
+
+``acbo-suite/2`` keeps everything of ``/1`` and lets each edge carry mechanism ``terms`` (``mechanisms.py``)
+beside its optional linear ``coef`` (default 0 when terms are given), and each SCM an ``oracle`` (``oracle.py``):
+written at generation, computed on reading when a file lacks it, and verified against a fresh computation when
+asked (``oracle="verify"``: user files copied into the workflow, ``acbo suite validate``).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,8 @@ import jsonschema
 import numpy as np
 
 from ..atomic import atomic_write_text
-from ..core.scm import MIN_ORACLE_GAP, SCM, ancestors, cycle_nodes, has_oracle_gap, topological_order
+from ..core.mechanisms import value_bounds
+from ..core.scm import FUNCTIONS, MIN_ORACLE_GAP, SCM, Terms, ancestors, cycle_nodes, has_oracle_gap, topological_order
 from ..errors import SuiteError
 
 # The compiled path runs in float32 and squares sampled values (standardization, regression): every number of an
@@ -24,6 +31,8 @@ MAX_MAGNITUDE = 1e15
 NOISE_REACH = 10.0  # noise draws counted (in standard deviations) when bounding the values a variable can take
 
 SUITE_FORMAT = "acbo-suite/1"
+SUITE_FORMAT_V2 = "acbo-suite/2"
+FORMATS = (SUITE_FORMAT, SUITE_FORMAT_V2)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class Suite:
     scms: tuple[SCM, ...]
     level: int | None = None
     seed: int | None = None
+    format: str = SUITE_FORMAT
 
 
 @cache
@@ -108,8 +118,12 @@ def _scm_problems(raw: dict) -> list[str]:
         if (edge["parent"], edge["child"]) in seen_edges:
             bad(f"edges[{k}]", f"duplicate edge {edge['parent']!r} -> {edge['child']!r}")
         seen_edges.add((edge["parent"], edge["child"]))
-        if (msg := _number_problem(edge["coef"])) is not None:
+        if "coef" in edge and (msg := _number_problem(edge["coef"])) is not None:
             bad(f"edges[{k}].coef", msg)
+        for m, term in enumerate(edge.get("terms", ())):
+            for key in ("weight", "scale", "shift"):
+                if key in term and (msg := _number_problem(term[key])) is not None:
+                    bad(f"edges[{k}].terms[{m}].{key}", msg)
     for key in ("bias", "noise_std"):
         for name, value in raw.get(key, {}).items():
             if name not in index:
@@ -138,11 +152,70 @@ def _scm_problems(raw: dict) -> list[str]:
     anc = ancestors(adjacency, index[raw["target"]])
     if not any(anc[index[name]] for name in raw["ranges"]):
         bad("ranges", f"target {raw['target']!r} has no intervenable ancestor")
+    if "oracle" in raw and not problems:
+        problems += [f"scm {raw['id']!r}: oracle.{msg}" for msg in _oracle_problems(raw, raw["oracle"])]
     return problems
+
+
+def _oracle_problems(raw: dict, oracle: dict) -> list[str]:
+    """Structural checks of a stored oracle (its numbers are checked against the SCM by ``oracle="verify"``)."""
+    from ..core.scm import MAX_CURVE_POINTS
+
+    problems = []
+    ranges = raw["ranges"]
+    if oracle["variable"] not in ranges:
+        problems.append(f"variable: {oracle['variable']!r} is not an intervenable variable")
+    if set(oracle["curves"]) != set(ranges):
+        problems.append(f"curves: for {sorted(oracle['curves'])}, expected one per intervenable variable "
+                        f"{sorted(ranges)}")
+    for key in ("mu_y", "mu_y_se", "y_star", "y_star_se", "value", "random"):
+        if (msg := _number_problem(oracle[key])) is not None:
+            problems.append(f"{key}: {msg}")
+    for name, curve in oracle["curves"].items():
+        grid, mean = curve["grid"], curve["mean"]
+        if len(grid) != len(mean) or len(grid) > MAX_CURVE_POINTS:
+            problems.append(f"curves.{name}: grid and mean must have the same length, at most {MAX_CURVE_POINTS}")
+        elif any(_number_problem(x) for x in grid + mean + [curve["se"]]):
+            problems.append(f"curves.{name}: every number must be finite and within +-{MAX_MAGNITUDE:g}")
+        elif name in ranges and (grid[0] != ranges[name][0] or grid[-1] != ranges[name][1]
+                                 or any(b <= a for a, b in zip(grid, grid[1:]))):
+            problems.append(f"curves.{name}.grid: must increase from the range's low to its high end")
+    return problems
+
+
+def _mechanism_problem(scm: SCM, term_names: list[str]) -> str | None:
+    """Why the compiled float32 path cannot run a nonlinear SCM's mechanisms, or None: an ``exp`` term whose
+    input can exceed ``log(MAX_MAGNITUDE)``, or a variable whose reachable values exceed ``MAX_MAGNITUDE``."""
+    limit = math.log(MAX_MAGNITUDE)
+    found = []
+
+    def on_term(k, u_lo, u_hi):
+        name = FUNCTIONS[scm.terms.fn[k]]
+        if not found and name == "exp" and not u_hi <= limit:
+            found.append(f"{term_names[k]} (exp, into {scm.nodes[scm.terms.child[k]]!r}): its input reaches "
+                         f"{u_hi:.3g} on reachable values, and exp of more than {limit:.3g} is beyond "
+                         f"+-{MAX_MAGNITUDE:g}: the compiled float32 path would overflow")
+        elif not found and name in ("square", "gauss") and not max(abs(u_lo), abs(u_hi)) ** 2 <= MAX_MAGNITUDE:
+            found.append(f"{term_names[k]} ({name}, into {scm.nodes[scm.terms.child[k]]!r}): its input reaches "
+                         f"{max(abs(u_lo), abs(u_hi)):.3g}, whose square is beyond +-{MAX_MAGNITUDE:g}")
+
+    lo, hi = value_bounds(scm, on_term)
+    if found:
+        return found[0]
+    for j in topological_order(scm.adjacency):
+        worst = max(abs(lo[j]), abs(hi[j]))
+        if not worst <= MAX_MAGNITUDE:  # also catches nan
+            return (f"node {scm.nodes[j]!r}: reachable values reach {worst:.3g}, beyond +-{MAX_MAGNITUDE:g}: "
+                    "the compiled float32 path would overflow")
+    return None
 
 
 def _exact_problem(scm: SCM) -> str | None:
     """Why the compiled path cannot run ``scm`` or its normalized improvement would mean nothing, or None."""
+    if not scm.is_linear:
+        from .oracle import oracle_problem
+
+        return oracle_problem(scm.oracle)
     allowed = scm.intervenable
     with np.errstate(all="ignore"):
         effects = scm.total_effects
@@ -168,31 +241,73 @@ def _exact_problem(scm: SCM) -> str | None:
     return None
 
 
-def _build_scm(raw: dict) -> SCM:
+def _build_terms(raw: dict, index: dict) -> tuple[Terms | None, list[str]]:
+    """The SCM's terms (edge by edge, in file order) and each one's name in messages (``edges[k].terms[m]``)."""
+    rows, names = [], []
+    for k, edge in enumerate(raw["edges"]):
+        for m, term in enumerate(edge.get("terms", ())):
+            rows.append((index[edge["parent"]], index[edge["child"]], FUNCTIONS.index(term["fn"]), term["weight"],
+                         term.get("scale", 1.0), term.get("shift", 0.0)))
+            names.append(f"edges[{k}].terms[{m}]")
+    if not rows:
+        return None, names
+    cols = list(zip(*rows))
+    return Terms(*(np.asarray(c, int) for c in cols[:3]), *(np.asarray(c, float) for c in cols[3:])), names
+
+
+def _build_scm(raw: dict, version: int = 1) -> SCM:
     nodes = tuple(raw["nodes"])
     index = {name: i for i, name in enumerate(nodes)}
     n = len(nodes)
     weights = np.zeros((n, n))
     for edge in raw["edges"]:
-        weights[index[edge["parent"]], index[edge["child"]]] = edge["coef"]
+        weights[index[edge["parent"]], index[edge["child"]]] = edge.get("coef", 0.0)
     bias = np.array([raw.get("bias", {}).get(v, 0.0) for v in nodes], float)
     noise = np.array([raw.get("noise_std", {}).get(v, 1.0) for v in nodes], float)
     lo = np.full(n, np.nan)
     hi = np.full(n, np.nan)
     for name, (a, b) in raw["ranges"].items():
         lo[index[name]], hi[index[name]] = a, b
+    if version == 1:
+        return SCM(
+            id=raw["id"], nodes=nodes, target=index[raw["target"]], weights=weights, bias=bias,
+            noise_std=noise, lo=lo, hi=hi, family=raw.get("family", "custom"), level=raw.get("level", 0),
+        )
+    terms, _ = _build_terms(raw, index)
+    if terms is None:  # a suite/2 SCM without terms: linear, but written back in the suite/2 form
+        terms = Terms(*(np.zeros(0, int),) * 3, *(np.zeros(0),) * 3)
     return SCM(
         id=raw["id"], nodes=nodes, target=index[raw["target"]], weights=weights, bias=bias,
-        noise_std=noise, lo=lo, hi=hi, family=raw.get("family", "custom"), level=raw.get("level", 0),
+        noise_std=noise, lo=lo, hi=hi, family=raw.get("family", "custom"), level=raw.get("level", 0), terms=terms,
     )
 
 
-def parse_suite(doc, path: str = "<suite>") -> Suite:
-    """Validate a decoded suite document and build its SCMs; raise ``SuiteError`` listing all problems."""
+def _attach_oracle(scm: SCM, raw: dict, how: str) -> tuple[SCM, str | None]:
+    """The SCM with its oracle: the stored one, computed when missing; with ``how="verify"`` always computed and
+    a stored one compared with it."""
+    from .oracle import compute_oracle, oracle_from_dict, oracle_mismatch, with_oracle
+
+    stored = oracle_from_dict(raw["oracle"], scm) if "oracle" in raw else None
+    if stored is not None and how != "verify":
+        return with_oracle(scm, stored), None
+    fresh = compute_oracle(scm)
+    if stored is not None and (msg := oracle_mismatch(stored, fresh, scm.nodes)) is not None:
+        return scm, (f"oracle: the stored oracle disagrees with a fresh computation ({msg}); was a mechanism "
+                     "edited? Delete the SCM's \"oracle\" key to have it recomputed")
+    return with_oracle(scm, fresh), None
+
+
+def parse_suite(doc, path: str = "<suite>", oracle: str = "stored") -> Suite:
+    """Validate a decoded suite document and build its SCMs; raise ``SuiteError`` listing all problems.
+
+    ``oracle`` (suite/2 only): ``"stored"`` reads each SCM's stored oracle and computes a missing one;
+    ``"verify"`` computes every oracle afresh and refuses a stored one that disagrees with it."""
     if not isinstance(doc, dict):
         raise SuiteError(path, ["(top level): must be a JSON object"])
-    if doc.get("format") != SUITE_FORMAT:
-        raise SuiteError(path, [f"format: expected {SUITE_FORMAT!r}, got {doc.get('format')!r}"])
+    if doc.get("format") not in FORMATS:
+        expected = " or ".join(map(repr, FORMATS))
+        raise SuiteError(path, [f"format: expected {expected}, got {doc.get('format')!r}"])
+    version = FORMATS.index(doc["format"]) + 1
     problems = _schema_problems(doc)
     if problems:
         raise SuiteError(path, problems)
@@ -208,16 +323,25 @@ def parse_suite(doc, path: str = "<suite>") -> Suite:
     scms = []
     for raw in doc["scms"]:
         raw = {"level": level or 0, **raw}
-        scm = _build_scm(raw)
+        scm = _build_scm(raw, version)
+        if version == 2:
+            _, term_names = _build_terms(raw, {name: i for i, name in enumerate(scm.nodes)})
+            if not scm.is_linear and (msg := _mechanism_problem(scm, term_names)) is not None:
+                problems.append(f"scm {scm.id!r}: {msg}")
+                continue
+            scm, msg = _attach_oracle(scm, raw, oracle)
+            if msg is not None:
+                problems.append(f"scm {scm.id!r}: {msg}")
+                continue
         if (msg := _exact_problem(scm)) is not None:
             problems.append(f"scm {scm.id!r}: {msg}")
         scms.append(scm)
     if problems:
         raise SuiteError(path, problems)
-    return Suite(name=doc["name"], scms=tuple(scms), level=level, seed=doc.get("seed"))
+    return Suite(name=doc["name"], scms=tuple(scms), level=level, seed=doc.get("seed"), format=doc["format"])
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suite(path: str | Path, oracle: str = "stored") -> Suite:
     path = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -233,19 +357,38 @@ def load_suite(path: str | Path) -> Suite:
     except ValueError as exc:
         raise SuiteError(path, [f"not valid JSON: {exc}"]) from None
     try:
-        return parse_suite(doc, path)
+        return parse_suite(doc, path, oracle)
     except RecursionError:
         raise too_deep from None
 
 
-def scm_to_dict(scm: SCM) -> dict:
+def _edges_v2(scm: SCM) -> list[dict]:
+    """Edges in (parent, child) index order: ``coef`` when nonzero (or the edge has no terms), then its terms."""
+    names, terms = scm.nodes, scm.terms
+    edges = []
+    for i, j in zip(*np.nonzero(scm.adjacency)):
+        edge = {"parent": names[i], "child": names[j]}
+        mine = [] if terms is None else np.flatnonzero((terms.parent == i) & (terms.child == j))
+        if scm.weights[i, j] != 0.0 or not len(mine):
+            edge["coef"] = float(scm.weights[i, j])
+        if len(mine):
+            edge["terms"] = [{"fn": FUNCTIONS[terms.fn[k]], "weight": float(terms.weight[k]),
+                              "scale": float(terms.scale[k]), "shift": float(terms.shift[k])} for k in mine]
+        edges.append(edge)
+    return edges
+
+
+def scm_to_dict(scm: SCM, version: int = 1) -> dict:
     names = scm.nodes
-    edges = [
-        {"parent": names[i], "child": names[j], "coef": float(scm.weights[i, j])}
-        for i, j in zip(*np.nonzero(scm.weights))
-    ]
+    if version == 2:
+        edges = _edges_v2(scm)
+    else:
+        edges = [
+            {"parent": names[i], "child": names[j], "coef": float(scm.weights[i, j])}
+            for i, j in zip(*np.nonzero(scm.weights))
+        ]
     allowed = scm.intervenable
-    return {
+    out = {
         "id": scm.id,
         "family": scm.family,
         "level": scm.level,
@@ -256,17 +399,25 @@ def scm_to_dict(scm: SCM) -> dict:
         "noise_std": {v: float(s) for v, s in zip(names, scm.noise_std)},
         "ranges": {v: [float(scm.lo[i]), float(scm.hi[i])] for i, v in enumerate(names) if allowed[i]},
     }
+    if version == 2:
+        from .oracle import compute_oracle, oracle_to_dict
+
+        out["oracle"] = oracle_to_dict(scm.oracle or compute_oracle(scm), names)
+    return out
 
 
 def suite_to_json(suite: Suite) -> str:
-    doc = {"format": SUITE_FORMAT, "name": suite.name}
+    """The suite's file: suite/1 when every SCM is linear and the suite is not marked suite/2, else suite/2
+    (every SCM with its oracle)."""
+    version = 2 if suite.format == SUITE_FORMAT_V2 or any(s.terms is not None for s in suite.scms) else 1
+    doc = {"format": FORMATS[version - 1], "name": suite.name}
     if suite.level is not None:
         doc["level"] = suite.level
     if suite.seed is not None:
         doc["seed"] = suite.seed
     # one SCM per line: diffable, and small enough to read
     head = json.dumps(doc)[:-1]
-    scms = ",\n  ".join(json.dumps(scm_to_dict(s)) for s in suite.scms)
+    scms = ",\n  ".join(json.dumps(scm_to_dict(s, version)) for s in suite.scms)
     return f'{head}, "scms": [\n  {scms}\n]}}\n'
 
 
