@@ -56,7 +56,8 @@ def suite_priority(wildcards):
 
 
 def train_suites_of(name):
-    return train_suite_files(CFG["experiments"][name]["levels"])
+    exp = CFG["experiments"][name]
+    return train_suite_files(exp["levels"], curriculum=exp["train_suites"])
 
 
 def user_suite_source(suite):

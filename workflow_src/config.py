@@ -21,12 +21,18 @@ import yaml
 
 from .config_schema import config_schema, load_yaml, n_levels
 from .errors import ConfigError
-from .paths import DEFAULT_CONFIG
+from .paths import DEFAULT_CONFIG, train_suite
 
-GENERATED_SUITE = re.compile(r"^(train|heldout)-L(\d{2})$")
+# train-LNN / heldout-LNN: the linear families; train-NLNN / heldout-NLNN: the nonlinear ones (suites/nonlinear.py)
+GENERATED_SUITE = re.compile(r"^(train|heldout)-(N?L)(\d{2})$")
 CLASSIC_SUITE = "heldout-classic"
 LITERATURE_SUITE = "heldout-cbo"  # fixed nonlinear SCMs of the causal BO literature (acbo-suite/2)
-FIXED_SUITES = (CLASSIC_SUITE, LITERATURE_SUITE)
+BNLEARN_SUITE = "heldout-bnlearn"  # the four Gaussian Bayesian networks pgmpy ships (suites/bnlearn.py)
+BNLEARN_HEAD_SUITE = "heldout-bnlearn-head"  # the same with a nonlinear head on the target
+FIXED_SUITES = (CLASSIC_SUITE, LITERATURE_SUITE, BNLEARN_SUITE, BNLEARN_HEAD_SUITE)
+# the suites.seed_base key of each generated kind: suite seed = base + level
+SEED_BASES = {("train", "L"): "train", ("heldout", "L"): "heldout", ("train", "NL"): "nonlinear_train",
+              ("heldout", "NL"): "nonlinear_heldout"}
 
 
 def experiment_defaults() -> dict:
@@ -81,7 +87,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def known_suite(name: str, cfg: dict) -> bool:
     match = GENERATED_SUITE.match(name)
-    return bool(match and 1 <= int(match.group(2)) <= n_levels()) or name in FIXED_SUITES or (
+    return bool(match and 1 <= int(match.group(3)) <= n_levels()) or name in FIXED_SUITES or (
         name in cfg["suites"]["user"]
     )
 
@@ -114,7 +120,7 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
     for name in doc["suites"]["user"]:
         if GENERATED_SUITE.match(name) or name in FIXED_SUITES:
             raise ConfigError(f"{source}: suites.user.{name}: a user suite may not take the name of a generated suite "
-                              f"(train-LNN, heldout-LNN, {', '.join(FIXED_SUITES)})")
+                              f"(train-LNN, heldout-LNN, train-NLNN, heldout-NLNN, {', '.join(FIXED_SUITES)})")
     plugins = doc["evaluation"]["plugins"]
     builtin = config_schema()["properties"]["evaluation"]["properties"]["baselines"]["items"]["enum"]
     for name, entry in plugins.items():
@@ -122,8 +128,12 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: evaluation.plugins: {name!r} is the name of a built-in baseline")
         plugins[name] = {"file": entry, "settings": {}} if isinstance(entry, str) else {"settings": {}, **entry}
     base = doc["suites"]["seed_base"]
-    if abs(base["train"] - base["heldout"]) < n_levels() + 1:
-        raise ConfigError(f"{source}: suites.seed_base: train and heldout bases must differ by more than {n_levels()}")
+    keys = sorted(base)
+    for k, a in enumerate(keys):
+        for b in keys[k + 1:]:
+            if abs(base[a] - base[b]) < n_levels() + 1:
+                raise ConfigError(f"{source}: suites.seed_base: the {a} and {b} bases must differ by more than "
+                                  f"{n_levels()} (suite seed = base + level: every suite's seed is its own)")
     return doc
 
 
@@ -192,7 +202,8 @@ def suite_slice(cfg: dict, suite: str) -> dict:
     """Settings that determine one suite file."""
     if not known_suite(suite, cfg):
         raise ConfigError(
-            f"unknown suite {suite!r} (expected train-LNN or heldout-LNN with NN in 01..{n_levels()}, "
+            f"unknown suite {suite!r} (expected train-LNN, heldout-LNN, train-NLNN or heldout-NLNN with NN in "
+            f"01..{n_levels()}, "
             f"{', '.join(FIXED_SUITES)}, or a name under suites.user)"
         )
     if suite in cfg["suites"]["user"]:
@@ -201,22 +212,35 @@ def suite_slice(cfg: dict, suite: str) -> dict:
         return {"name": suite, "classic": True}
     if suite == LITERATURE_SUITE:
         return {"name": suite, "literature": True}
+    if suite in (BNLEARN_SUITE, BNLEARN_HEAD_SUITE):
+        return {"name": suite, "bnlearn": True, "head": suite == BNLEARN_HEAD_SUITE}
     match = GENERATED_SUITE.match(suite)
-    kind, level = match.group(1), int(match.group(2))
-    settings = {k: v for k, v in cfg["suites"].items() if k not in ("pool_size", "seed_base", "user")}
-    return {
+    kind, family, level = match.group(1), match.group(2), int(match.group(3))
+    settings = {k: v for k, v in cfg["suites"].items() if k not in ("pool_size", "seed_base", "user", "nonlinear")}
+    spec = {
         "name": suite,
         "level": level,
         "size": cfg["suites"]["pool_size"][kind],
-        "seed": cfg["suites"]["seed_base"][kind] + level,
+        "seed": cfg["suites"]["seed_base"][SEED_BASES[kind, family]] + level,
         "generator": settings,
     }
+    if family == "NL":
+        spec["nonlinear"] = cfg["suites"]["nonlinear"]
+    return spec
+
+
+def train_suite_names(exp: dict) -> list[str]:
+    """The training suites of an experiment's levels (``train_suites``: linear or nonlinear), in level order."""
+    return [train_suite(level, exp["train_suites"]) for level in exp["levels"]]
 
 
 def train_slice(cfg: dict, name: str) -> dict:
     """Settings that determine a training run (seeds are a wildcard; logging and evaluation are not here)."""
     exp = experiment(cfg, name)
-    return {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
+    out = {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
+    if out["train_suites"] == "linear":  # the meaning of every slice from before the key: their hashes stand
+        del out["train_suites"]
+    return out
 
 
 def evaluation_slice(cfg: dict) -> dict:
