@@ -23,7 +23,9 @@ An edge's amplitude ``A`` is drawn from ``suites.coef_range``.
   gentle linear trend ``c`` plus a Gaussian dip inside ``X``'s range; ``U -> X`` and ``U -> Y`` have coefficients
   whose product has the opposite sign of ``c`` and is large, so the observational regression of ``Y`` on ``X``
   slopes the wrong way: a method that trusts it goes to the wrong end of ``X``'s range. Kept only when that
-  holds (measured on ``CHECK_SAMPLES`` draws, the interventional slope read off the oracle curve).
+  holds clearly: the observational least-squares slope (``CHECK_SAMPLES`` draws) has the opposite sign of
+  ``(E[Y | do(X = hi)] - E[Y | do(X = lo)]) / (hi - lo)`` (oracle curve) and at least its size, and the two
+  ends differ by more than ``MIN_ORACLE_GAP``.
 
 **Keep rule** (otherwise the SCM is redrawn from the suite's generator): the oracle is acceptable
 (``oracle.oracle_problem``), at least one variable's best value is interior (``oracle.interior_variables``,
@@ -230,9 +232,10 @@ def observational_slope(scm: SCM, variable: int) -> float:
 
 
 def interventional_slope(scm: SCM, variable: int, oracle) -> float:
-    """The least-squares slope of ``E[Y | do(variable = v)]`` over ``v`` uniform on the range (oracle curve)."""
-    grid = np.linspace(scm.lo[variable], scm.hi[variable], 65)
-    return float(np.polyfit(grid, oracle.expected_target(np.full(65, variable), grid), 1)[0])
+    """``(E[Y | do(variable = hi)] - E[Y | do(variable = lo)]) / (hi - lo)`` (oracle curve): which end is better."""
+    lo, hi = scm.lo[variable], scm.hi[variable]
+    ends = oracle.expected_target(np.array([variable, variable]), np.array([lo, hi]))
+    return float((ends[1] - ends[0]) / (hi - lo))
 
 
 def confounded_variable(scm: SCM) -> int | None:
@@ -259,8 +262,14 @@ def keep_problem(scm: SCM, oracle, ns: NonlinearSettings, screening: bool = Fals
     if gap < ns.min_gap_noise * spread:
         return f"gap {gap:.3g} is below {ns.min_gap_noise:g} x the outcome's std {spread:.3g}"
     x = confounded_variable(scm)
-    if x is not None and np.sign(observational_slope(scm, x)) == np.sign(interventional_slope(scm, x, oracle)):
-        return "the observational slope of the confounded variable points the right way"
+    if x is not None:
+        causal = interventional_slope(scm, x, oracle)
+        if not abs(causal) * (scm.hi[x] - scm.lo[x]) > MIN_ORACLE_GAP:
+            return "the ends of the confounded variable's range are too close to tell apart"
+        observed = observational_slope(scm, x)
+        if not (np.sign(observed) == -np.sign(causal) and abs(observed) >= abs(causal)):
+            return (f"the observational slope {observed:.3g} of the confounded variable does not point the wrong "
+                    f"way clearly (interventional {causal:.3g})")
     return None
 
 
