@@ -166,3 +166,13 @@ def test_nonlinear_debug_study_runs_end_to_end(tmp_path):
     assert (work / "results/nldebug/summary.html").stat().st_size > 0
     assert {p.name for p in (work / "results/suites").iterdir()} == {
         "train-NL01.json", "train-NL02.json", "heldout-NL01.json"}
+
+
+def test_bnlearn_suites_without_pgmpy_say_what_to_install(tmp_path, default_config, monkeypatch):
+    from workflow_src.errors import SuiteError
+    from workflow_src.suites import bnlearn
+
+    monkeypatch.setattr(bnlearn, "pgmpy_data_dir", lambda: None)
+    with pytest.raises(SuiteError, match=r"pgmpy>=1.0.*not installed.*\[bnlearn\]"):
+        build_suite(suite_slice(default_config, "heldout-bnlearn"), tmp_path / "b.json")
+    assert not (tmp_path / "b.json").exists()

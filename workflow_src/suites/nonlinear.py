@@ -46,7 +46,7 @@ import numpy as np
 
 from ..config_schema import config_schema
 from ..core.mechanisms import term_value
-from ..core.scm import FUNCTIONS, MIN_ORACLE_GAP, SCM, Terms, topological_order
+from ..core.scm import FUNCTIONS, MIN_ORACLE_GAP, SCM, Terms, topological_order, total_effects
 from .generators import LEVELS, STRUCTURES, GeneratorSettings, _family_nodes, _pick_target
 from .oracle import compute_oracle, estimate_oracle, interior_variables, oracle_problem, with_oracle
 from .suite_io import SUITE_FORMAT_V2, Suite
@@ -153,7 +153,7 @@ def draw_candidate(scm_id: str, level: int, graph: str, mechanism: str, rng, gs:
     def linear():
         return amplitude() * rng.choice((-1.0, 1.0))
 
-    confounded = None
+    confounded, depth = None, 0.0
     if latent:
         parents = [a for a, b in edges if b == target]
         confounded = int(rng.choice(parents))
@@ -177,12 +177,15 @@ def draw_candidate(scm_id: str, level: int, graph: str, mechanism: str, rng, gs:
         u = n_graph
         bias[u], noise[u] = 0.0, 1.0
         into_x = rng.uniform(1.0, 2.0) * rng.choice((-1.0, 1.0))
-        # U's path makes Y rise with X where the trend makes it fall (and the reverse), 2-4 times as steeply:
-        # cov(X, Y) / var(X) gains into_x * into_y / var(X), var(X) about into_x^2 + noise^2
+        weights[u, confounded] = into_x
+        # U's path makes Y rise with X where the trend makes it fall (and the reverse), more steeply than the trend
+        # and the dip's slopes where X's observations lie: cov(X, Y) / var(X) gains into_x * into_y / var(X),
+        # with var(X) exact (X and its causes are linear-Gaussian in this family)
         trend = weights[confounded, target]
-        steep = rng.uniform(2.0, 4.0) * abs(trend) * (into_x**2 + noise[confounded] ** 2) / abs(into_x)
-        into_y = -np.sign(trend) * np.sign(into_x) * steep
-        weights[u, confounded], weights[u, target] = into_x, into_y
+        effects = total_effects(np.round(weights, gs.decimals))
+        var_x = float(effects[:, confounded] ** 2 @ np.round(noise, gs.decimals) ** 2)
+        steep = rng.uniform(1.5, 3.0) * (abs(trend) + depth / (4.0 * radius[confounded])) * var_x / abs(into_x)
+        weights[u, target] = -np.sign(trend) * np.sign(into_x) * steep
     allowed = np.arange(n_all) != target
     if latent:
         allowed[n_graph] = False
