@@ -21,7 +21,7 @@ import yaml
 
 from .config_schema import config_schema, load_yaml, n_levels
 from .errors import ConfigError
-from .paths import DEFAULT_CONFIG, train_suite
+from .paths import DEFAULT_CONFIG
 
 # train-LNN / heldout-LNN: the linear families; train-NLNN / heldout-NLNN: the nonlinear ones (suites/nonlinear.py)
 GENERATED_SUITE = re.compile(r"^(train|heldout)-(N?L)(\d{2})$")
@@ -227,11 +227,6 @@ def suite_slice(cfg: dict, suite: str) -> dict:
     if family == "NL":
         spec["nonlinear"] = cfg["suites"]["nonlinear"]
     return spec
-
-
-def train_suite_names(exp: dict) -> list[str]:
-    """The training suites of an experiment's levels (``train_suites``: linear or nonlinear), in level order."""
-    return [train_suite(level, exp["train_suites"]) for level in exp["levels"]]
 
 
 def train_slice(cfg: dict, name: str) -> dict:
