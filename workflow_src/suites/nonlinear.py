@@ -19,7 +19,8 @@ An edge's amplitude ``A`` is drawn from ``suites.coef_range``.
   gauss((x - m) / l)`` and a hill ``A U(0.5, 1) gauss((x - m') / l)``, ``m, m' ~ U(-0.7 r, 0.7 r)``,
   ``l = lengthscale * 2r * U(0.5, 1)``. Through a linear body ``E[Y | do]`` of such heads has a closed form.
 - ``confounded``: the linear body on one node fewer, plus a latent common cause ``U`` (a root, never
-  intervenable, ``U ~ N(0, 1)``) of one parent ``X`` of the target and of the target itself. ``X -> Y`` is a
+  intervenable, ``U ~ N(0, 1)``) of one parent ``X`` of the target and of the target itself (``X``'s own causes
+  scaled down to at most its noise's variance, ``U -> X`` about as strong as the rest of ``X``). ``X -> Y`` is a
   gentle linear trend ``c`` plus a Gaussian dip inside ``X``'s range; ``U -> X`` and ``U -> Y`` have coefficients
   whose product has the opposite sign of ``c`` and is large, so the observational regression of ``Y`` on ``X``
   slopes the wrong way: a method that trusts it goes to the wrong end of ``X``'s range. Kept only when that
@@ -176,15 +177,25 @@ def draw_candidate(scm_id: str, level: int, graph: str, mechanism: str, rng, gs:
     if latent:
         u = n_graph
         bias[u], noise[u] = 0.0, 1.0
-        into_x = rng.uniform(1.0, 2.0) * rng.choice((-1.0, 1.0))
-        weights[u, confounded] = into_x
+        x, noise_x = confounded, np.round(noise[confounded], gs.decimals)
+
+        def variance_of_x():  # X and its causes are linear-Gaussian in this family: var(X) is exact
+            effects = total_effects(np.round(weights, gs.decimals))
+            return float(effects[:, x] ** 2 @ np.round(noise, gs.decimals) ** 2)
+
+        # X's own causes are scaled down to at most its noise's variance (long linear chains would otherwise
+        # swamp the confounding), then U causes X about as strongly as the rest of X's variance (which makes U's
+        # coefficient into Y, for a given confounding slope, the smallest)
+        rest = variance_of_x()
+        if rest > 2.0 * noise_x**2:
+            weights[:, x] *= np.sqrt(noise_x**2 / (rest - noise_x**2))
+            rest = variance_of_x()
+        into_x = np.round(np.sqrt(rest) * rng.uniform(0.8, 1.25) * rng.choice((-1.0, 1.0)), gs.decimals)
+        weights[u, x] = into_x
         # U's path makes Y rise with X where the trend makes it fall (and the reverse), more steeply than the trend
-        # and the dip's slopes where X's observations lie: cov(X, Y) / var(X) gains into_x * into_y / var(X),
-        # with var(X) exact (X and its causes are linear-Gaussian in this family)
-        trend = weights[confounded, target]
-        effects = total_effects(np.round(weights, gs.decimals))
-        var_x = float(effects[:, confounded] ** 2 @ np.round(noise, gs.decimals) ** 2)
-        steep = rng.uniform(1.5, 3.0) * (abs(trend) + depth / (4.0 * radius[confounded])) * var_x / abs(into_x)
+        # and the dip's slopes where X's observations lie: cov(X, Y) / var(X) gains into_x * into_y / var(X)
+        trend = weights[x, target]
+        steep = rng.uniform(1.5, 3.0) * (abs(trend) + depth / (4.0 * radius[x])) * variance_of_x() / abs(into_x)
         weights[u, target] = -np.sign(trend) * np.sign(into_x) * steep
     allowed = np.arange(n_all) != target
     if latent:
