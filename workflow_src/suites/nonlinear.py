@@ -13,14 +13,16 @@ An edge's amplitude ``A`` is drawn from ``suites.coef_range``.
   a draw from (an approximation of) a GP with an RBF kernel of lengthscale ``l`` and variance ``A^2``.
 - ``periodic``: every edge is ``w1 tanh(a1 x / l + c1) + w2 cos(a2 x / l + c2) + w3 sin(a3 x / l + c3)``,
   ``|a| ~ U(0.5, 1.5)``, ``c ~ U(-pi, pi)`` (``U(-1, 1)`` for tanh), ``w ~ A sqrt(2 / 3) N(0, 1)``.
-- ``head_cos``: a linear body (coefficients as the linear families) with a nonlinear head on the target:
-  each edge into the target is a random cosine sum as in ``rff``.
+- ``head_cos``: a linear body with a nonlinear head on the target: each edge into the target is a random cosine
+  sum as in ``rff``. The body's coefficients are drawn as the linear families' (``coef_range``, random sign),
+  then scaled down, node by node in causal order, where a node's causes explain more than its noise's variance
+  (``_tame``; so the head's inputs stay on the scale of their ranges, as in standardized random SCMs).
 - ``head_gauss``: the linear body with Gaussian bumps on the target: per parent a dip ``-A U(1, 2)
   gauss((x - m) / l)`` and a hill ``A U(0.5, 1) gauss((x - m') / l)``, ``m, m' ~ U(-0.7 r, 0.7 r)``,
   ``l = lengthscale * 2r * U(0.5, 1)``. Through a linear body ``E[Y | do]`` of such heads has a closed form.
 - ``confounded``: the linear body on one node fewer, plus a latent common cause ``U`` (a root, never
-  intervenable, ``U ~ N(0, 1)``) of one parent ``X`` of the target and of the target itself (``X``'s own causes
-  scaled down to at most its noise's variance, ``U -> X`` about as strong as the rest of ``X``). ``X -> Y`` is a
+  intervenable, ``U ~ N(0, 1)``) of one parent ``X`` of the target and of the target itself (``U -> X`` about as
+  strong as the rest of ``X``). ``X -> Y`` is a
   gentle linear trend ``c`` plus a Gaussian dip inside ``X``'s range; ``U -> X`` and ``U -> Y`` have coefficients
   whose product has the opposite sign of ``c`` and is large, so the observational regression of ``Y`` on ``X``
   slopes the wrong way: a method that trusts it goes to the wrong end of ``X``'s range. Kept only when that
@@ -126,6 +128,21 @@ def _bumps(terms: _Terms, i, j, amplitude, radius, length, rng):
         _bump(terms, i, j, weight, rng.uniform(-0.7, 0.7) * radius, length * rng.uniform(0.5, 1.0))
 
 
+def _tame(weights: np.ndarray, noise: np.ndarray, target: int) -> None:
+    """Scale, in causal order, each non-target node's incoming linear coefficients (in place) so that its causes
+    explain at most its noise's variance (exact: the body is linear-Gaussian). Products of coefficients along
+    long paths would otherwise give the target's parents spreads far beyond their ranges (a head then averages
+    out, and the oracle needs 8 times the draws)."""
+    for j in topological_order(weights != 0):
+        if j == target or not weights[:, j].any():
+            continue
+        effects = total_effects(weights)
+        cov = effects.T @ (noise[:, None] ** 2 * effects)
+        explained = float(weights[:, j] @ cov @ weights[:, j])
+        if explained > noise[j] ** 2:
+            weights[:, j] *= noise[j] / np.sqrt(explained)
+
+
 def draw_candidate(scm_id: str, level: int, graph: str, mechanism: str, rng, gs: GeneratorSettings,
                    ns: NonlinearSettings) -> SCM | None:
     """One candidate SCM (without its oracle), or None when the drawn graph has no usable target."""
@@ -174,23 +191,20 @@ def draw_candidate(scm_id: str, level: int, graph: str, mechanism: str, rng, gs:
             trend = rng.choice((-1.0, 1.0)) * 0.25 * depth / (2.0 * radius[a])
             weights[a, b] = trend
             _bump(terms, a, b, -depth, rng.uniform(-0.5, 0.5) * radius[a], length[a] * rng.uniform(0.5, 1.0))
+    if mechanism in ("head_cos", "head_gauss", "confounded"):
+        _tame(weights, noise, target)
     if latent:
         u = n_graph
         bias[u], noise[u] = 0.0, 1.0
-        x, noise_x = confounded, np.round(noise[confounded], gs.decimals)
+        x = confounded
 
         def variance_of_x():  # X and its causes are linear-Gaussian in this family: var(X) is exact
-            effects = total_effects(np.round(weights, gs.decimals))
-            return float(effects[:, x] ** 2 @ np.round(noise, gs.decimals) ** 2)
+            effects = total_effects(weights)
+            return float(effects[:, x] ** 2 @ noise**2)
 
-        # X's own causes are scaled down to at most its noise's variance (long linear chains would otherwise
-        # swamp the confounding), then U causes X about as strongly as the rest of X's variance (which makes U's
-        # coefficient into Y, for a given confounding slope, the smallest)
-        rest = variance_of_x()
-        if rest > 2.0 * noise_x**2:
-            weights[:, x] *= np.sqrt(noise_x**2 / (rest - noise_x**2))
-            rest = variance_of_x()
-        into_x = np.round(np.sqrt(rest) * rng.uniform(0.8, 1.25) * rng.choice((-1.0, 1.0)), gs.decimals)
+        # U causes X about as strongly as the rest of X's variance (which makes U's coefficient into Y, for a
+        # given confounding slope, the smallest)
+        into_x = np.sqrt(variance_of_x()) * rng.uniform(0.8, 1.25) * rng.choice((-1.0, 1.0))
         weights[u, x] = into_x
         # U's path makes Y rise with X where the trend makes it fall (and the reverse), more steeply than the trend
         # and the dip's slopes where X's observations lie: cov(X, Y) / var(X) gains into_x * into_y / var(X)
