@@ -131,6 +131,9 @@ def test_cbo_toy_graph_oracle():
     np.testing.assert_allclose(o.curve[1][others], (np.cos(z) - np.exp(-z / 20))[others], atol=1e-6)
     assert oracle.oracle_problem(o) is None
     assert oracle.interior_variables(scm).tolist() == [True, True, False]
+    quick = oracle.screen(cbo_toy_scm())
+    assert quick.interior and quick.problem is None and quick.gap == pytest.approx(1.45, abs=0.05)
+    assert quick.outcome_sd == pytest.approx(1.0, abs=0.1)  # do(Z) leaves Y's unit noise
 
 
 def test_oracle_agrees_with_a_much_larger_plain_monte_carlo_run():
