@@ -132,6 +132,9 @@ def test_cbo_toy_graph_oracle():
     np.testing.assert_allclose(o.curve[1][others], (np.cos(z) - np.exp(-z / 20))[others], atol=1e-6)
     assert oracle.oracle_problem(o) is None
     assert oracle.interior_variables(scm).tolist() == [True, True, False]
+    quick = oracle.screen(cbo_toy_scm())
+    assert quick.interior and quick.problem is None and quick.gap == pytest.approx(1.45, abs=0.05)
+    assert quick.outcome_sd == pytest.approx(1.0, abs=0.1)  # do(Z) leaves Y's unit noise
 
 
 def test_oracle_agrees_with_a_much_larger_plain_monte_carlo_run():
@@ -350,7 +353,8 @@ def test_user_v2_file_is_copied_with_its_oracle(tmp_path):
 
 
 def test_v1_suite_written_as_v2_runs_the_same_program_numbers():
-    from workflow_src.evaluate.baselines import baseline_methods
+    from workflow_src.evaluate.run.baselines import baseline_methods
+
     from workflow_src.evaluate.run import run_methods
 
     protocol = {"seed": 3, "episodes": 2, "interventions": 4, "n_obs": 5}

@@ -31,15 +31,18 @@ The model is always run with its noise: the deterministic model with noise set t
 mechanism is nonlinear. Everything is numpy in float64, vectorized over grid values and samples; only the
 nodes that the intervened variable causes and that cause the target are recomputed.
 
-For generators: ``with_oracle(scm)`` returns the SCM with its oracle attached, ``oracle_problem`` says why an
-SCM's oracle would be refused (gap too small, standard error too large), and ``interior_variables`` which
-variables' best values lie inside their ranges.
+For generators: ``screen(scm)`` is a cheap first look (gap, gap against one noisy outcome, whether the best
+intervention is interior); ``with_oracle(scm)`` returns the SCM with its stored oracle attached (what
+``suite_to_json`` writes), ``oracle_problem`` says why an oracle would be refused (gap too small, standard error
+too large: the same rule as validation), and ``interior_variables`` which variables' best values lie inside
+their ranges.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -126,6 +129,13 @@ class _Simulator:
     def effects(self, variable: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(G, R) replicate means of Y under do(X_variable = v), and of Y(do) - Y(observational) on the same
         draws (the change that normalized improvement measures, free of the noise the action leaves alone)."""
+        y = self.draws(variable, values)
+        y_obs = self.x_obs[:, self.scm.target]
+        shape = (len(values), *self.shape)
+        return y.reshape(shape).mean(-1), (y - y_obs).reshape(shape).mean(-1)
+
+    def draws(self, variable: int, values: np.ndarray) -> np.ndarray:
+        """(G, S) samples of Y under do(X_variable = v) for each of the G values."""
         target = self.scm.target
         if variable == target:
             raise ValueError("the target cannot be intervened on")
@@ -135,9 +145,7 @@ class _Simulator:
             if relevant[j]:
                 cols[j] = self._node(j, lambda p: cols[p] if p in cols else self.x_obs[:, p])
         y_obs = self.x_obs[:, target]
-        y = np.broadcast_to(cols.get(target, y_obs), (len(values), y_obs.shape[0]))
-        shape = (len(values), *self.shape)
-        return y.reshape(shape).mean(-1), (y - y_obs).reshape(shape).mean(-1)
+        return np.broadcast_to(cols.get(target, y_obs), (len(values), y_obs.shape[0]))
 
     def mu_y(self) -> np.ndarray:
         return self.x_obs[:, self.scm.target].reshape(self.shape).mean(-1)
@@ -212,7 +220,8 @@ def compute_oracle(scm: SCM) -> Oracle:
     if scm.is_linear:
         return closed_form_oracle(scm)
     estimate = estimate_oracle(scm)
-    if _too_noisy(estimate):
+    gap = estimate.mu_y - estimate.y_star
+    if _too_noisy(estimate) and gap + 3 * estimate.effect_se > MIN_ORACLE_GAP:  # not refused for its gap anyway
         estimate = estimate_oracle(scm, points=MORE_POINTS)
     return estimate
 
@@ -250,6 +259,28 @@ def interior_variables(scm: SCM, oracle: Oracle | None = None, margin: float = 0
         v = oracle.grid[i][int(np.argmin(curve))]
         inside[i] = lo + margin * (hi - lo) <= v <= hi - margin * (hi - lo)
     return inside
+
+
+class Screen(NamedTuple):
+    """A quick look at an SCM for generators (``screen``)."""
+
+    gap: float  # mu_y - y*
+    interior: bool  # the oracle action's value lies inside its range (``interior_variables``)
+    interior_variables: np.ndarray  # (n,) bool
+    outcome_sd: float  # standard deviation of one sampled Y under the oracle action
+    problem: str | None  # ``oracle_problem`` of this (cheaper) estimate
+
+
+def screen(scm: SCM, points: int = 32, margin: float = 0.05) -> Screen:
+    """A cheap estimate (``points`` Sobol points per replicate: 512 draws by default) of what a generator keeps
+    an SCM for: a large gap (``gap / outcome_sd`` is the gap against one noisy outcome) and an interior best
+    intervention. Compute the stored oracle (``with_oracle``) only for the SCMs kept."""
+    estimate = estimate_oracle(scm, points=points, check_points=points)
+    sim = _Simulator(scm, normals(scm.n, SOBOL_SEED + 1, REPLICATES, points))
+    outcome_sd = float(sim.draws(estimate.variable, np.array([estimate.value])).std())
+    inside = interior_variables(scm, estimate, margin)
+    return Screen(gap=estimate.mu_y - estimate.y_star, interior=bool(inside[estimate.variable]),
+                  interior_variables=inside, outcome_sd=outcome_sd, problem=oracle_problem(estimate))
 
 
 # --- the stored form: the "oracle" key of an SCM in an acbo-suite/2 file ---------------------------------
