@@ -372,6 +372,30 @@ def test_summarize_twice_is_byte_identical(study, tmp_path):
         assert (Path(first.charts_dir) / name).read_bytes() == (Path(second.charts_dir) / name).read_bytes()
 
 
+def test_summarize_replaces_a_charts_folder_only_when_it_holds_nothing_but_its_charts(study, tmp_path):
+    from workflow_src.report import SUMMARY_CHARTS
+
+    assert SUMMARY_CHARTS == CHART_NAMES  # what the command's check accepts is what it writes
+    first = study["args"]
+    charts = tmp_path / "charts"
+    charts.mkdir()
+    (charts / "behaviour.png").write_bytes(b"an earlier run's chart")
+    args = Namespace(**{**vars(first), "charts_dir": str(charts), "out_table": str(tmp_path / "s.parquet"),
+                        "out_html": str(tmp_path / "s.html")})
+    assert run_summarize_cli(args) == 0
+    assert snapshot_of(charts) == snapshot_of(Path(first.charts_dir))
+    (charts / "mine.txt").write_text("a user's file")
+    (tmp_path / "s.html").unlink()
+    before = snapshot_of(tmp_path)
+    with pytest.raises(UserError, match=r"holds files this command did not write \(mine\.txt\)"):
+        run_summarize_cli(args)
+    assert snapshot_of(tmp_path) == before
+
+
+def snapshot_of(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_summary_html_is_self_contained(study):
     page = Path(study["args"].out_html).read_text()
     assert page.count("window.vegaEmbed=") == 1  # the Vega bundle is inlined once
@@ -503,7 +527,7 @@ def test_spec_comes_from_the_config_file_without_spec(tmp_path):
                 **{
                     **vars(args),
                     "spec": '{"config": "other", "seeds": [0], '
-                    '"eval_suites": [], "bootstrap_resamples": 1, "bootstrap_seed": 0}',
+                    '"eval_suites": ["heldout-L01"], "bootstrap_resamples": 100, "bootstrap_seed": 0}',
                 }
             )
         )

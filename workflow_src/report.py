@@ -262,6 +262,11 @@ SEED_FIELDS = [
 ]
 
 
+# the charts of a summary page, also saved as {name}.png in its charts folder (which may hold nothing else)
+SUMMARY_CHARTS = ("comparison_norm_improvement", "comparison_target_mean", "paired_differences", "step_curves",
+                  "training_curves", "behaviour")
+
+
 def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
     methods = summary["method"][summary["kind"] == "metric"].unique()
     seeds = sorted(summary["seed"][(summary["kind"] == "metric")].dropna().unique())
