@@ -272,3 +272,22 @@ def test_non_finite_parameters_and_actions_are_refused(tmp_path, suites_dir, che
     with pytest.raises(ValueError, match=f"method m chose a non-finite value on SCM {suite.scms[1].id} "
                                          r"\(episode 0, step 2\)"):
         check_finite_actions([Method("m", None)], [{"value": values}], suite)
+
+
+def test_a_table_s_temporary_file_is_made_only_when_its_first_piece_is_ready(tmp_path):
+    """A job killed while it computes (an evaluation computes every piece before the first) leaves no file."""
+    import pyarrow as pa
+
+    from workflow_src.tables import write_table_parts
+
+    def pieces():
+        assert list(tmp_path.iterdir()) == [], "a file was made before the first piece was ready"
+        yield pa.table({"x": [1, 2]})
+        yield pa.table({"x": [3]})
+
+    assert write_table_parts(pieces(), tmp_path / "t.parquet") == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+    assert pq.read_table(tmp_path / "t.parquet").column("x").to_pylist() == [1, 2, 3]
+    with pytest.raises(TableError, match="nothing to write"):
+        write_table_parts(iter([]), tmp_path / "empty.parquet")
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]

@@ -48,8 +48,9 @@ def vega_bundle() -> str:
 
 
 def script_json(obj) -> str:
-    """JSON safe to place inside a <script> element."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).replace("</", "<\\/")
+    """JSON safe to place inside a <script> element: no ``<`` at all (escaped as ``\\u003c``, the same JSON), so
+    no text in it (a suite or config named ``<!--<script>``) can end the element or change how it is parsed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).replace("<", "\\u003c")
 
 
 CSS = """
