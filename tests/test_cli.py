@@ -279,3 +279,30 @@ def test_a_train_spec_lacking_a_nested_key_is_refused(tmp_path, default_config):
     proc = run_cli("train", "--experiment", "debug", "--seed", "0", "--spec", json.dumps(spec), cwd=tmp_path)
     assert_refused(proc, "train", "--spec: policy: 'hidden_dim' is a required property")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_warning_and_the_job_runs(tmp_path):
+    """Run from a read-only folder (the default cache .jax_cache is made there): one warning line, no cache."""
+    from workflow_src.config import suite_slice
+    from workflow_src.suites import build_suite
+
+    folder = Path(tempfile.mkdtemp())
+    try:
+        readonly, out = folder / "readonly", folder / "out"
+        readonly.mkdir()
+        out.mkdir()
+        build_suite(suite_slice(packaged_config(), "heldout-classic"), out / "s.json")
+        for path, mode in ((folder, 0o755), (out, 0o777), (readonly, 0o555)):
+            os.chmod(path, mode)
+        spec = json.dumps({**PROTOCOL, "baselines": ["random"]})
+        env = {k: v for k, v in os.environ.items() if k != "ACBO_JAX_CACHE"}
+        proc = subprocess.run([*unprivileged(), sys.executable, "-m", "workflow_src", "baselines", "--suite",
+                               out / "s.json", "--out", out / "t.parquet", "--spec", spec], cwd=readonly, env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.startswith(f"acbo: warning: the compilation cache {readonly}/.jax_cache cannot be "
+                                      f"written: the folder {readonly} is not writable: running without it")
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert (out / "t.parquet").is_file() and not any(readonly.iterdir())
+    finally:
+        shutil.rmtree(folder)
