@@ -7,6 +7,7 @@ from workflow_src.config import (
     canonical_json,
     digest,
     evaluation_slice,
+    experiment,
     plugin_slice,
     summary_slice,
     suite_slice,
@@ -28,7 +29,7 @@ from workflow_src.paths import (
     train_log,
     train_suite_files,
 )
-from workflow_src.provenance import code_hash, file_hash
+from workflow_src.provenance import code_hash, plugin_source_hash
 
 ENV = "../envs/acbo.yaml"
 
@@ -55,7 +56,7 @@ def suite_priority(wildcards):
 
 
 def train_suites_of(name):
-    return train_suite_files(CFG["experiments"][name]["levels"])
+    return train_suite_files(experiment(CFG, name)["levels"])
 
 
 def user_suite_source(suite):
@@ -69,7 +70,7 @@ def trained_config_hash(name):
 
 
 def summary_inputs_of(name):
-    exp = CFG["experiments"][name]
+    exp = experiment(CFG, name)
     return summary_inputs(name, exp["seeds"], exp["eval_suites"], plugins=plugin_names())
 
 
@@ -78,12 +79,13 @@ def plugin_names():
 
 
 def plugin_file(method):
-    return CFG["evaluation"]["plugins"][method]["file"]
+    return plugin_slice(CFG, method)["file"]
 
 
 def plugin_hash(method):
-    """The plug-in file's hash: a rule param, so an edit reruns its jobs (the Snakefile checked it exists)."""
-    return file_hash(plugin_file(method))
+    """The hash of the plug-in file and the helper modules it imports from its folder: a rule param, so an edit of
+    either reruns its jobs (the Snakefile checked the file exists)."""
+    return plugin_source_hash(plugin_file(method))
 
 
 def plugin_tables_arg(name):

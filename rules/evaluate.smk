@@ -27,10 +27,10 @@ rule evaluate:
         trained=lambda wc: trained_config_hash(wc.config),
         code=code_hash("evaluate"),
     shell:
-        "acbo evaluate --checkpoint {input.checkpoint} --suite {input.suite} --out {output}"
-        " --experiment {wildcards.config} --seed {wildcards.seed} --spec {params.spec} --threads {threads}"
+        "acbo evaluate --checkpoint {input.checkpoint:q} --suite {input.suite:q} --out {output:q}"
+        " --experiment {wildcards.config:q} --seed {wildcards.seed:q} --spec {params.spec} --threads {threads}"
         " --train-config-hash {params.trained}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"
 
 
 rule baselines:
@@ -52,7 +52,8 @@ rule baselines:
         spec=spec_arg(baselines_slice(CFG)),
         code=code_hash("baselines"),
     shell:
-        "acbo baselines --suite {input.suite} --out {output} --spec {params.spec} --threads {threads}" " > {log} 2>&1"
+        "acbo baselines --suite {input.suite:q} --out {output:q} --spec {params.spec} --threads {threads}"
+        " > {log:q} 2>&1"
 
 
 rule plugin:
@@ -76,5 +77,5 @@ rule plugin:
         plugin=lambda wc: plugin_hash(wc.method),
         code=code_hash("plugin"),
     shell:
-        "acbo plugin --file {input.plugin} --name {wildcards.method} --suite {input.suite} --out {output}"
-        " --spec {params.spec} --threads {threads} > {log} 2>&1"
+        "acbo plugin --file {input.plugin:q} --name {wildcards.method:q} --suite {input.suite:q} --out {output:q}"
+        " --spec {params.spec} --threads {threads} > {log:q} 2>&1"

@@ -31,9 +31,9 @@ rule summary:
         plugins=lambda wc: plugin_tables_arg(wc.config),
         code=code_hash("summary"),
     shell:
-        "acbo summarize --experiment {wildcards.config} --spec {params.spec} --evals {input.evals}"
-        " --baselines {input.baselines} {params.plugins} --train-logs {input.train_logs} --final-checkpoints {input.checkpoints}"
-        " --out-table {output.table} --out-html {output.html} --charts-dir {output.charts} > {log} 2>&1"
+        "acbo summarize --experiment {wildcards.config:q} --spec {params.spec} --evals {input.evals:q}"
+        " --baselines {input.baselines:q} {params.plugins} --train-logs {input.train_logs:q} --final-checkpoints {input.checkpoints:q}"
+        " --out-table {output.table:q} --out-html {output.html:q} --charts-dir {output.charts:q} > {log:q} 2>&1"
 
 
 rule compare:
@@ -52,7 +52,7 @@ rule compare:
     params:
         code=code_hash("summary"),
     shell:
-        "acbo compare {input} --out {output} > {log} 2>&1"
+        "acbo compare {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 localrules:

@@ -20,4 +20,4 @@ rule suite:
         spec=lambda wc: spec_arg(suite_slice(CFG, wc.suite)),
         code=code_hash("suite"),
     shell:
-        "acbo suite generate --spec {params.spec} --out {output} > {log} 2>&1"
+        "acbo suite generate --spec {params.spec} --out {output:q} > {log:q} 2>&1"

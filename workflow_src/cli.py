@@ -440,6 +440,40 @@ def add_threads(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for XLA (the rule's threads)")
 
 
+INTERRUPT_GRACE_S = 2.0  # how long Ctrl-C waits for Python to take it before the process ends from native code
+
+
+def stop_on_interrupt(command: str) -> None:
+    """Make Ctrl-C stop the command even while XLA runs compiled code (a plug-in that loops forever).
+
+    Python runs its SIGINT handler only when the main thread is back in the interpreter, which a compiled
+    program (or a compilation) may never be. The C-level handler still writes the signal to a wakeup pipe: a
+    watcher thread reads it and, when the handler has not run within ``INTERRUPT_GRACE_S``, says so in one line
+    and ends the process with the shell's status for SIGINT (130). Files are written only after a job's
+    computation (temporary file, then rename), so there is nothing half-written to clean up then.
+    """
+    import signal
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    handled = threading.Semaphore(0)
+
+    def handler(signum, frame):
+        handled.release()
+        raise KeyboardInterrupt
+
+    def watch():
+        while True:
+            if signal.SIGINT in os.read(read_fd, 64) and not handled.acquire(timeout=INTERRUPT_GRACE_S):
+                os.write(2, f"acbo {command}: interrupted\n".encode())
+                os._exit(130)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=watch, name="acbo-interrupt", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     pin_blas_threads()
     parser = build_parser()
@@ -454,8 +488,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "suite" and args.suite_command == "generate" and not (args.name or args.spec):
         parser.error("suite generate needs a suite NAME or --spec")
+    if args.command in INTERRUPTIBLE:
+        stop_on_interrupt(args.command)
     try:
         status = args.func(args)
+    except KeyboardInterrupt:
+        print(f"acbo {args.command}: interrupted", file=sys.stderr)
+        return 130
     except UserError as err:
         print(f"acbo {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -471,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # the commands that workflow rules run: their logs end with a job-stats line (read by ``make bench``)
 JOB_COMMANDS = ("suite generate", "train", "evaluate", "baselines", "summarize", "compare")
+# the commands that run compiled programs, which Python's own Ctrl-C handling cannot stop
+INTERRUPTIBLE = ("train", "evaluate", "baselines", "plugin", "bench")
 
 
 if __name__ == "__main__":
