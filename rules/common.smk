@@ -46,6 +46,12 @@ def spec_arg(obj):
     return shlex.quote(canonical_json(obj))
 
 
+def per_attempt(mem_mb):
+    """A rule's memory request, doubled on a retry (profiles/slurm retries a failed job once, so a job killed for
+    lack of memory gets more; any other failure fails again at most once)."""
+    return lambda wildcards, attempt: mem_mb * attempt
+
+
 # Scheduling: training is the long chain of a study (train, then its evaluations), so its suites and its jobs
 # are started before the independent baseline and evaluation jobs that can fill the other cores meanwhile.
 TRAIN_PRIORITY = 1

@@ -14,13 +14,11 @@ rule evaluate:
         eval_table("{config}", "{seed}", "{suite}"),
     log:
         "logs/{config}/eval/seed_{seed}/{suite}.log",
-    group:
-        "evaluate"
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=1500,
+        mem_mb=per_attempt(1500),
         runtime=15,
     params:
         spec=spec_arg(evaluation_slice(CFG)),
@@ -40,13 +38,11 @@ rule baselines:
         baseline_table("{suite}"),
     log:
         "logs/baselines/{suite}.log",
-    group:
-        "evaluate"
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=1500,
+        mem_mb=per_attempt(1500),
         runtime=15,
     params:
         spec=spec_arg(baselines_slice(CFG)),
@@ -64,13 +60,11 @@ rule plugin:
         plugin_table("{method}", "{suite}"),
     log:
         "logs/plugins/{method}/{suite}.log",
-    group:
-        "evaluate"
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=per_attempt(2000),
         runtime=15,
     params:
         spec=lambda wc: spec_arg(plugin_slice(CFG, wc.method)),

@@ -14,7 +14,7 @@ rule suite:
         ENV
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=per_attempt(1000),
         runtime=10,
     params:
         spec=lambda wc: spec_arg(suite_slice(CFG, wc.suite)),

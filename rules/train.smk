@@ -16,7 +16,7 @@ rule train:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=per_attempt(2000),
         runtime=lambda wc: 10 + experiment(CFG, wc.config)["episodes"] // 20,
     params:
         spec=lambda wc: spec_arg(train_slice(CFG, wc.config)),
