@@ -369,6 +369,49 @@ def test_summarize_twice_is_byte_identical(study, tmp_path):
         assert (Path(first.charts_dir) / name).read_bytes() == (Path(second.charts_dir) / name).read_bytes()
 
 
+def test_summarize_replaces_a_charts_folder_only_when_it_holds_nothing_but_its_charts(study, tmp_path):
+    from workflow_src.report.pages import SUMMARY_CHARTS
+
+    assert SUMMARY_CHARTS == CHART_NAMES  # what the command's check accepts is what it writes
+    first = study["args"]
+    charts = tmp_path / "charts"
+    charts.mkdir()
+    (charts / "behaviour.png").write_bytes(b"an earlier run's chart")
+    args = Namespace(**{**vars(first), "charts_dir": str(charts), "out_table": str(tmp_path / "s.parquet"),
+                        "out_html": str(tmp_path / "s.html")})
+    assert run_summarize_cli(args) == 0
+    assert snapshot_of(charts) == snapshot_of(Path(first.charts_dir))
+    (charts / "mine.txt").write_text("a user's file")
+    (tmp_path / "s.html").unlink()
+    before = snapshot_of(tmp_path)
+    with pytest.raises(UserError, match=r"holds files this command did not write \(mine\.txt\)"):
+        run_summarize_cli(args)
+    assert snapshot_of(tmp_path) == before
+
+
+def test_charts_are_rendered_before_their_temporary_folder_is_made(tmp_path, monkeypatch):
+    """A job killed while rendering (seconds) leaves no ``.charts.*`` folder behind."""
+    import vl_convert
+
+    from workflow_src.report.page import write_pngs
+
+    render = vl_convert.vegalite_to_png
+
+    def checked(spec, scale):
+        assert list(tmp_path.iterdir()) == [], "a folder was made before the charts were rendered"
+        return render(spec, scale=scale)
+
+    monkeypatch.setattr(vl_convert, "vegalite_to_png", checked)
+    spec = {"mark": "point", "data": {"values": [{"a": 1}]}, "encoding": {"x": {"field": "a", "type": "quantitative"}}}
+    write_pngs([("one", spec), ("two", spec)], tmp_path / "charts")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["charts"]
+    assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == ["one.png", "two.png"]
+
+
+def snapshot_of(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_summary_html_is_self_contained(study):
     page = Path(study["args"].out_html).read_text()
     assert page.count("window.vegaEmbed=") == 1  # the Vega bundle is inlined once
@@ -503,7 +546,7 @@ def test_spec_comes_from_the_config_file_without_spec(tmp_path):
                 **{
                     **vars(args),
                     "spec": '{"config": "other", "seeds": [0], '
-                    '"eval_suites": [], "bootstrap_resamples": 1, "bootstrap_seed": 0}',
+                    '"eval_suites": ["heldout-L01"], "bootstrap_resamples": 100, "bootstrap_seed": 0}',
                 }
             )
         )
@@ -570,3 +613,13 @@ def test_the_page_answers_first_whether_the_policy_beats_each_baseline(study):
     assert "<b>policy_greedy</b> beats random on every metric; it is behind marginal_regression " in html
     assert "(normalized improvement, best so far after 10 interventions)" in html
     assert "oracle" not in html  # an upper bound, not a competitor
+
+
+def test_json_blocks_hold_no_markup_whatever_the_names():
+    from workflow_src.report.page import Section, render_page, script_json
+
+    name = "x<!--<script></script>"
+    assert "<" not in script_json({"title": name}) and json.loads(script_json({"title": name})) == {"title": name}
+    page = render_page(name, "lead", [Section("s", "S", "", charts=(("c", {"title": name}),))])
+    blocks = re.findall(r'<script type="application/json" id="spec-c">(.*?)</script>', page, re.S)
+    assert len(blocks) == 1 and json.loads(blocks[0]) == {"title": name} and "<" not in blocks[0]

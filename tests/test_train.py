@@ -111,7 +111,7 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
     """With the network's own logit and value heads at zero, the prior alone picks ``marginal_regression``'s
     variable, at (nearly) its range end, at the first step of every episode of a suite (before any variable
     was set, both priors are that heuristic)."""
-    from workflow_src.evaluate.run.baselines import baseline_methods
+    from workflow_src.evaluate.baselines import baseline_methods
 
     suite = generate_level_suite("u", 4, 1, 6, GeneratorSettings())
     config = {**SMALL_POLICY, "bandit_features": True, "prior": prior}
@@ -471,3 +471,33 @@ def test_damaged_resume_state_falls_back_to_an_intact_checkpoint_or_starts_fresh
     assert len(lines) == 1 and "latest.log.parquet is unreadable" in lines[0] and "starting fresh" in lines[0]
     lines = damage("log missing", ("latest.log.parquet", None))
     assert len(lines) == 1 and "latest.log.parquet is missing" in lines[0] and "starting fresh" in lines[0]
+
+
+def test_another_seeds_checkpoints_are_not_resumed_and_a_users_files_survive(tmp_path, suites_dir, default_config):
+    """``--checkpoint-dir`` holding a copy of seed 0's interrupted run, and a user's own files: a run of seed 1
+    starts fresh (saying why), ends as a fresh seed-1 run does, and clears only the files a run writes."""
+    import io
+    import shutil
+
+    spec = small_spec(default_config, levels=[1], episodes=4, checkpoint_every=2,
+                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+    suites = train_suite_files(spec["levels"], suites_dir)
+    seed_0 = TrainPaths(tmp_path / "seed_0", tmp_path / "seed_0.parquet")
+    with pytest.raises(Exception, match="stopped after episode 2"):
+        train("x", spec, 0, suites, seed_0, progress=False, stop_after=2)
+    mine = TrainPaths(tmp_path / "mine", tmp_path / "mine.parquet")
+    shutil.copytree(seed_0.checkpoint_dir, mine.checkpoint_dir)
+    users = {"my_model.ckpt": b"precious", "notes.txt": b"keep", "episode_1.ckpt": b"mine too"}
+    for name, data in users.items():
+        (mine.checkpoint_dir / name).write_bytes(data)
+    (mine.checkpoint_dir / "episode_00098.ckpt").write_bytes(b"a stale periodic checkpoint of a longer run")
+    out = io.StringIO()
+    train("x", spec, 1, suites, mine, progress=False, out=out)
+    assert "seed 0 differs from this run's 1: starting fresh" in out.getvalue()
+    fresh = TrainPaths(tmp_path / "fresh", tmp_path / "fresh.parquet")
+    train("x", spec, 1, suites, fresh, progress=False)
+    assert mine.ckpt("final").read_bytes() == fresh.ckpt("final").read_bytes()
+    assert checkpoint.read_header(mine.ckpt("final"))["seed"] == 1
+    for name, data in users.items():
+        assert (mine.checkpoint_dir / name).read_bytes() == data, name
+    assert not (mine.checkpoint_dir / "episode_00098.ckpt").exists()

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+from .atomic import output_problem
 
 CACHE_SUFFIX = "-cache"  # JAX's file naming, so entries written by plain JAX stay readable
 _events: list[str] = []
@@ -38,6 +41,9 @@ def configure_jax(threads: int | None) -> None:
     LLVM runs at optimization level 2 instead of XLA's default 3: measured on the training program, 10.1 s
     of compilation become 6.3 s and an update runs as fast; the evaluation programs of the 64-variable bucket
     compile in 3.8 instead of 6.6 s and run 2% slower. A flag already in ``XLA_FLAGS`` is kept.
+
+    A cache folder that cannot be created or written (a job run from a read-only folder) is said in one warning
+    line, and the job runs without the persistent cache and the program store.
     """
     flags = os.environ.get("XLA_FLAGS", "")
     for flag, value in XLA_DEFAULTS.items():
@@ -49,10 +55,15 @@ def configure_jax(threads: int | None) -> None:
     _one_thread_client(jax)
 
     cache_dir = Path(os.environ.get("ACBO_JAX_CACHE", ".jax_cache")).resolve()
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    _install_atomic_cache(cache_dir)
+    problem = output_problem(cache_dir, "into")
+    if problem:  # e.g. run from a read-only folder: every program is compiled in the job, as without a cache
+        print(f"acbo: warning: the compilation cache {cache_dir} {problem}: running without it (set "
+              "ACBO_JAX_CACHE to a writable folder to keep compiled programs)", file=sys.stderr)
+    else:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        _install_atomic_cache(cache_dir)
     if not getattr(configure_jax, "_listening", False):
         jax.monitoring.register_event_listener(lambda event, **_: _events.append(event))
         configure_jax._listening = True

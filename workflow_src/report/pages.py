@@ -262,6 +262,11 @@ SEED_FIELDS = [
 ]
 
 
+# the charts of a summary page, also saved as {name}.png in its charts folder (which may hold nothing else)
+SUMMARY_CHARTS = ("comparison_norm_improvement", "comparison_target_mean", "paired_differences", "step_curves",
+                  "training_curves", "behaviour")
+
+
 HEADLINE_INTRO = (
     '<p class="note">Every evaluation suite pooled. Each cell: mean [95% bootstrap CI] over SCMs and seeds. '
     "Normalized improvement is 0 for doing nothing and 1 for the oracle's best intervention (higher is "

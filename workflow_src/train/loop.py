@@ -9,6 +9,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import sys
@@ -52,11 +53,16 @@ class TrainPaths:
         return self.checkpoint_dir / "latest.log.parquet"
 
     def clear(self) -> None:
-        """Remove the files a training run writes into its checkpoint directory."""
+        """Remove the files a training run writes into its checkpoint directory, by their names (``RUN_FILES``):
+        a user's own files beside them (``my_model.ckpt``) are kept."""
         if self.checkpoint_dir.is_dir():
-            for path in self.checkpoint_dir.glob("*.ckpt"):
-                path.unlink()
-            self.partial_log.unlink(missing_ok=True)
+            for path in self.checkpoint_dir.iterdir():
+                if RUN_FILES.fullmatch(path.name) and not path.is_dir():
+                    path.unlink()
+
+
+# the files train() writes into a checkpoint directory (the periodic ones with 5 or more digits)
+RUN_FILES = re.compile(r"(latest|best|best_so_far|final|episode_\d{5,})\.ckpt|latest\.log\.parquet")
 
 
 class Pools:
@@ -137,8 +143,12 @@ def _resume_candidates(paths: TrainPaths) -> list[Path]:
     return [paths.ckpt("latest"), *episodes]
 
 
+# what a checkpoint must share with this run to be resumed: a run continues only what it would have written itself
+RESUME_IDENTITY = ("seed", "config_hash", "code_hash")
+
+
 def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple | None:
-    """Continue from the newest intact checkpoint written by the same config and the same training code.
+    """Continue from the newest intact checkpoint written by the same seed, config and training code.
 
     That is latest.ckpt, or, when it or the log is damaged, the newest intact episode_NNNNN.ckpt whose episodes
     the log still holds (one line says so); with nothing intact left the run starts fresh, saying why.
@@ -150,7 +160,7 @@ def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple 
         header = checkpoint.read_header(latest)
     except CheckpointError:
         header = None  # damaged: the fallback below says why
-    for key in ("config_hash", "code_hash"):
+    for key in RESUME_IDENTITY:
         if header is not None and header.get(key) != ctx[key]:
             say(f"{latest}: {key} {header.get(key)} differs from this run's {ctx[key]}: starting fresh")
             return None
@@ -159,8 +169,8 @@ def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple 
     for path in _resume_candidates(paths):
         try:
             header = checkpoint.read_header(path)
-            if any(header.get(key) != ctx[key] for key in ("config_hash", "code_hash")):
-                problems.append(f"{path} was written by another config or training code")
+            if any(header.get(key) != ctx[key] for key in RESUME_IDENTITY):
+                problems.append(f"{path} was written by another seed, config or training code")
                 continue
             if len(rows) < header["episode"]:
                 problems.append(log_problem or f"{paths.partial_log} holds {len(rows)} episodes, {path.name} "
