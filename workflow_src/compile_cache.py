@@ -189,7 +189,7 @@ def say_damaged(cache: str, entry: Path, reason, action: str) -> None:
 def _intact(entry: Path, key: str) -> bool:
     try:
         unseal(key, entry.read_bytes())
-    except (FileNotFoundError, DamagedEntry):
+    except (OSError, DamagedEntry):
         return False
     return True
 

@@ -83,7 +83,11 @@ def lower_program(run, args, methods, protocol: dict):
     # a method's name is traced into the program too (its random stream), beside its program_id
     key = program_key(tuple(f"{m.name}: {m.program_id}" for m in methods), protocol, args)
     entry = folder / f"{key}{ENTRY_SUFFIX}" if folder else None
-    lowered = _load(entry, key, args) if entry else None
+    try:
+        lowered = _load(entry, key, args) if entry else None
+    except OSError as exc:  # a store this user may not read, or a file in its place
+        _say(f"cannot read {entry}: {exc.strerror or exc}; the program is traced and not stored")
+        lowered, entry = None, None
     if lowered is not None:
         return lowered, "stored export"
     exported = export.export(run)(*args)
@@ -112,5 +116,8 @@ def _write(entry: Path, data: bytes) -> None:
     try:
         atomic_write_bytes(entry, data)
     except OSError as exc:  # a shared store this user may only read: the job runs what it traced
-        print(f"program store: cannot write {entry}: {exc.strerror or exc}; this program is traced again "
-              f"in the next job", file=sys.stderr, flush=True)
+        _say(f"cannot write {entry}: {exc.strerror or exc}; this program is traced again in the next job")
+
+
+def _say(text: str) -> None:
+    print(f"program store: {text}", file=sys.stderr, flush=True)
