@@ -1,5 +1,6 @@
 # Summary per experiment config (Parquet + self-contained HTML + PNG charts) and the cross-config
-# comparison. Both read only Parquet tables, so rerunning them reproduces the pages byte for byte.
+# comparison. They read Parquet tables (and the summary its suite files: which SCMs are linear), so rerunning
+# them reproduces the pages byte for byte.
 
 
 rule summary:
@@ -35,6 +36,7 @@ rule summary:
     shell:
         "acbo summarize --experiment {wildcards.config} --spec {params.spec} --evals {input.evals}"
         " --baselines {input.baselines} {params.plugins} --train-logs {input.train_logs} --final-checkpoints {input.checkpoints}"
+        " --suites {input.suites}"
         " --out-table {output.table} --out-html {output.html} --charts-dir {output.charts} > {log} 2>&1"
 
 

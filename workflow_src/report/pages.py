@@ -21,7 +21,7 @@ from .figures import (
 from .metrics import METRICS
 from .page import Section, chart_spec, esc, html_table, render_page, swatch, write_pngs
 from .provenance_page import compare_provenance, provenance_html
-from .summarize import ALL_SUITES
+from .summarize import POOLED_SCOPES
 
 HEADLINE_OUTCOMES = [  # (metric, unit for ci_text)
     ("norm_improvement_best", ""),
@@ -36,10 +36,35 @@ HEADLINE_BEHAVIOUR = [
     ("range_utilization", "percent"),
     ("f1", ""),
 ]
-def headline_table(summary: pd.DataFrame, seed=None, columns=None) -> str:
-    """Methods (rows) by ``columns`` (default HEADLINE_OUTCOMES) over all suites, pooled or for one seed."""
+
+
+def pools(summary: pd.DataFrame) -> list[str]:
+    """The pooled scopes (``summarize.POOLS``) of a summary, linear first."""
+    return [p for p in POOLED_SCOPES if p in set(summary["suite"])]
+
+
+def by_pool(summary: pd.DataFrame, render, heading: str = "h3") -> str:
+    """``render(pool)`` for each pooled scope; under a heading naming it when there are both (linear and
+    nonlinear SCMs), as it is when there is one."""
+    found = pools(summary)
+    if len(found) == 1:
+        return render(found[0])
+    return "".join(f"<{heading}>{esc(pool[0].upper() + pool[1:])}</{heading}>" + render(pool) for pool in found)
+
+
+def pool_text(summary: pd.DataFrame) -> str:
+    """What the pooled numbers pool, in words."""
+    if len(pools(summary)) > 1:
+        return ("the linear SCMs of every evaluation suite, and apart from them the nonlinear ones (each in its own "
+                "tables)")
+    return f"every evaluation suite ({pools(summary)[0].removeprefix('all ')})" if pools(summary) else "no suite"
+
+
+def headline_table(summary: pd.DataFrame, pool: str, seed=None, columns=None) -> str:
+    """Methods (rows) by ``columns`` (default HEADLINE_OUTCOMES) over a pooled scope, pooled over seeds or for one
+    seed."""
     columns = columns or HEADLINE_OUTCOMES
-    rows = summary[(summary["kind"] == "metric") & (summary["suite"] == ALL_SUITES)]
+    rows = summary[(summary["kind"] == "metric") & (summary["suite"] == pool)]
     rows = rows[rows["seed"].isna()] if seed is None else rows[rows["seed"] == seed]
     colors = method_colors(summary["method"][summary["kind"] == "metric"])
     lookup = {(r.method, r.metric): r for r in rows.itertuples(index=False)}
@@ -67,14 +92,14 @@ ANSWER_METRICS = ["norm_improvement_mean", "norm_improvement_best_10", "norm_imp
                   "target_mean"]
 
 
-def answer_html(summary: pd.DataFrame) -> str:
+def answer_html(summary: pd.DataFrame, pool: str) -> str:
     """The user's first question, answered: does each policy mode beat each baseline, metric by metric?
 
     One sentence per policy mode, then the paired differences (policy minus baseline on the same SCM and
-    episode, every suite pooled) with their CIs. The oracle is an upper bound, not a competitor.
+    episode, the SCMs of one pooled scope) with their CIs. The oracle is an upper bound, not a competitor.
     """
     rows = summary[
-        (summary["kind"] == "paired_difference") & (summary["suite"] == ALL_SUITES) & summary["seed"].isna()
+        (summary["kind"] == "paired_difference") & (summary["suite"] == pool) & summary["seed"].isna()
         & summary["metric"].isin(ANSWER_METRICS) & (summary["baseline"] != "oracle")
     ]
     if rows.empty:
@@ -104,16 +129,17 @@ def answer_html(summary: pd.DataFrame) -> str:
     header = ["policy", "baseline"] + [f"&Delta; {esc(METRICS[m].label)} [95% CI]" for m in ANSWER_METRICS]
     return (f"<ul>{''.join(sentences)}</ul>"
             '<p class="note">Each cell: the policy minus the baseline on the same suite, SCM and evaluation '
-            "episode, averaged over every suite and seed, with its 95% bootstrap CI; \"policy better\" where the "
+            f"episode, averaged over {esc(pool.removeprefix('all '))} and every seed, with its 95% bootstrap CI; "
+            "\"policy better\" where the "
             "whole CI lies on the policy's side (for the average target, lower is better).</p>"
             + html_table(header, table, numeric_from=2))
 
 
-def paired_table(summary: pd.DataFrame) -> str:
+def paired_table(summary: pd.DataFrame, pool: str) -> str:
     metrics = ["norm_improvement_best", "target_mean"]
     rows = summary[
         (summary["kind"] == "paired_difference")
-        & (summary["suite"] == ALL_SUITES)
+        & (summary["suite"] == pool)
         & summary["seed"].isna()
         & summary["metric"].isin(metrics)
     ]
@@ -166,54 +192,68 @@ def metric_glossary() -> str:
     return f'<dl class="glossary">{items}</dl>'
 
 
-HEADLINE_INTRO = (
-    '<p class="note">Every evaluation suite pooled. Each cell: mean [95% bootstrap CI] over SCMs and seeds. '
-    "Normalized improvement is 0 for doing nothing and 1 for the oracle's best intervention (higher is "
-    "better); the average target is the raw value of Y (lower is better). Definitions are below.</p>"
+HEADLINE_NOTE = (
+    "Each cell: mean [95% bootstrap CI] over SCMs and seeds. Normalized improvement is 0 for doing nothing and 1 "
+    "for the oracle's best intervention (higher is better); the average target is the raw value of Y (lower is "
+    "better). Definitions are below."
 )
+
+
+def headline_tables(summary: pd.DataFrame, pool: str) -> str:
+    """The outcome, behaviour, per-seed and paired tables of one pooled scope."""
+    seeds = sorted(summary["seed"][(summary["kind"] == "metric")].dropna().unique())
+    scope = "" if len(pools(summary)) == 1 else f": {esc(pool)}"
+    per_seed = "".join(
+        f"<h3>Training seed {int(s)} alone (the policy; baselines have no training seed){scope}</h3>"
+        + headline_table(summary, pool, seed=s, columns=HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR)
+        for s in seeds
+    )
+    return (
+        f"<h3>Outcomes{scope}</h3>" + headline_table(summary, pool)
+        + f"<h3>How the methods intervene{scope}</h3>" + headline_table(summary, pool, columns=HEADLINE_BEHAVIOUR)
+        + per_seed
+        + f"<h3>Policy against each baseline (paired){scope}</h3>" + paired_table(summary, pool)
+    )
 
 
 def headline_section(summary: pd.DataFrame, meta: dict) -> Section:
     methods = summary["method"][summary["kind"] == "metric"].unique()
-    seeds = sorted(summary["seed"][(summary["kind"] == "metric")].dropna().unique())
-    per_seed = "".join(
-        f"<h3>Training seed {int(s)} alone (the policy; baselines have no training seed)</h3>"
-        + headline_table(summary, seed=s, columns=HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR)
-        for s in seeds
-    )
     body = (
-        "<h3>Outcomes</h3>" + headline_table(summary)
-        + "<h3>How the methods intervene</h3>" + headline_table(summary, columns=HEADLINE_BEHAVIOUR)
-        + per_seed
-        + "<h3>Policy against each baseline (paired)</h3>" + paired_table(summary)
+        "".join(headline_tables(summary, pool) for pool in pools(summary))
         + "<h3>Methods</h3>" + glossary(methods, meta.get("plugins"))
         + "<h3>Metrics</h3>" + metric_glossary()
     )
-    return Section("headline", "Headline numbers", HEADLINE_INTRO, body=body)
+    intro = f'<p class="note">Pooled: {esc(pool_text(summary))}. {HEADLINE_NOTE}</p>'
+    return Section("headline", "Headline numbers", intro, body=body)
 
 
-def comparison_section(summary: pd.DataFrame) -> Section:
+def comparison_section(summary: pd.DataFrame, classes: dict | None) -> Section:
     charts = (
         ("comparison_norm_improvement", chart_spec(comparison_chart(
-            summary, "norm_improvement_best", "Normalized improvement reached by the last intervention", False))),
+            summary, "norm_improvement_best", "Normalized improvement reached by the last intervention", False,
+            classes))),
         ("comparison_target_mean", chart_spec(comparison_chart(
-            summary, "target_mean", "Average target value over the episode (lower is better)", True))),
-        ("paired_differences", chart_spec(paired_chart(summary))),
+            summary, "target_mean", "Average target value over the episode (lower is better)", True, classes))),
+        ("paired_differences", chart_spec(paired_chart(summary, classes=classes))),
     )
+    last = ("the last panel pools all suites" if len(pools(summary)) == 1 else
+            "the linear suites come first, then a panel pooling their SCMs, then the nonlinear suites and theirs")
     return Section("comparison", "Per-level comparison of every method",
-                   '<p class="note">One panel per evaluation suite (held-out SCMs of one curriculum level), the last '
-                   "panel pools all suites.</p>", charts=charts)
+                   '<p class="note">One panel per evaluation suite (held-out SCMs of one curriculum level); '
+                   f"{last}.</p>", charts=charts)
 
 
 def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
+    classes = meta.get("mechanisms")  # suite -> linear / nonlinear / mixed
     return [
-        Section("answer", "Does the trained policy beat the baselines?", "", body=answer_html(summary)),
+        Section("answer", "Does the trained policy beat the baselines?", "",
+                body=by_pool(summary, lambda pool: answer_html(summary, pool))),
         headline_section(summary, meta),
-        comparison_section(summary),
+        comparison_section(summary, classes),
         Section(
             "curves", "Step-by-step curves",
             '<p class="note">How fast each method finds good interventions within an evaluation episode.</p>',
-            charts=(("step_curves", chart_spec(step_chart(summary))),),
+            charts=(("step_curves", chart_spec(step_chart(summary, classes))),),
         ),
         Section(
             "training", "Training curves and curriculum",
@@ -225,7 +265,7 @@ def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
             "behaviour", "Intervention behaviour",
             '<p class="note">Which variables and values each method chooses: a good method intervenes on parents '
             "of the target, mostly on the oracle's variable, and at the ends of the range (high utilization).</p>",
-            charts=(("behaviour", chart_spec(behaviour_chart(summary))),),
+            charts=(("behaviour", chart_spec(behaviour_chart(summary, classes))),),
         ),
         Section("provenance", "Provenance", '<p class="note">What produced these numbers.</p>',
                 body=provenance_html(meta)),
@@ -247,51 +287,61 @@ def write_summary_page(summary: pd.DataFrame, meta: dict, out_html: str | Path, 
     atomic_write_text(out_html, page)
 
 
+def compare_rows(frame: pd.DataFrame, metas: dict[str, dict]) -> list[list[str]]:
+    """The headline table of the comparison page: per config, pooled scope and method."""
+    rows = []
+    colors = method_colors(frame["method"][frame["kind"] == "metric"])
+    for name in sorted(metas):
+        meta = metas[name]
+        for pool in POOLED_SCOPES:
+            sub = frame[
+                (frame["config"] == name)
+                & (frame["kind"] == "metric")
+                & (frame["suite"] == pool)
+                & frame["seed"].isna()
+                & (frame["metric"] == "norm_improvement_best")
+            ]
+            for r in sorted(sub.itertuples(index=False), key=lambda r: method_order(sub["method"]).index(r.method)):
+                rows.append(
+                    [
+                        esc(name),
+                        esc(pool),
+                        swatch(r.method, colors),
+                        esc(ci_text(r.mean, r.ci_low, r.ci_high)),
+                        esc(", ".join(map(str, meta.get("seeds", [])))),
+                        esc(", ".join(meta.get("eval_suites", []))),
+                    ]
+                )
+    return rows
+
+
 def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | Path) -> None:
     configs = sorted(metas)
     plugins: dict[str, list[str]] = {}  # plug-in method -> file hashes, over every config
+    classes: dict[str, str] = {}  # suite -> mechanism class, over every config
     for name in configs:
+        classes.update(metas[name].get("mechanisms", {}))
         for method, hashes in metas[name].get("plugins", {}).items():
             plugins[method] = sorted(set(plugins.get(method, [])) | set(hashes))
-    rows = []
-    colors = method_colors(frame["method"][frame["kind"] == "metric"])
-    for name in configs:
-        meta = metas[name]
-        sub = frame[
-            (frame["config"] == name)
-            & (frame["kind"] == "metric")
-            & (frame["suite"] == ALL_SUITES)
-            & frame["seed"].isna()
-            & (frame["metric"] == "norm_improvement_best")
-        ]
-        for r in sorted(sub.itertuples(index=False), key=lambda r: method_order(sub["method"]).index(r.method)):
-            rows.append(
-                [
-                    esc(name),
-                    swatch(r.method, colors),
-                    esc(ci_text(r.mean, r.ci_low, r.ci_high)),
-                    esc(", ".join(map(str, meta.get("seeds", [])))),
-                    esc(", ".join(meta.get("eval_suites", []))),
-                ]
-            )
     table = html_table(
-        ["config", "method", "normalized improvement, best at last step [95% CI]", "seeds", "suites"],
-        rows,
-        numeric_from=2,
+        ["config", "pooled", "method", "normalized improvement, best at last step [95% CI]", "seeds", "suites"],
+        compare_rows(frame, metas),
+        numeric_from=3,
     )
     sections = [
         Section(
             "headline",
             "Headline metric per config",
-            '<p class="note">Each config pools its own evaluation suites; baselines are shared by all configs.</p>',
+            '<p class="note">Each config pools its own evaluation suites, linear SCMs apart from nonlinear ones; '
+            "baselines are shared by all configs.</p>",
             charts=(("compare_headline", chart_spec(compare_chart(frame))),),
             body=table,
         ),
         Section(
             "suites",
             "Per suite",
-            '<p class="note">Every suite that some config was evaluated on.</p>',
-            charts=(("compare_suites", chart_spec(compare_suite_chart(frame))),),
+            '<p class="note">Every suite that some config was evaluated on, the linear ones first.</p>',
+            charts=(("compare_suites", chart_spec(compare_suite_chart(frame, classes=classes))),),
             body="<h3>Methods</h3>" + glossary(frame["method"][frame["kind"] == "metric"].unique(), plugins),
         ),
         Section(
