@@ -642,6 +642,7 @@ def test_the_pages_show_each_pool_on_every_table_and_chart(mixed_study, study, t
     for heading in ("Outcomes", "How the methods intervene", "Policy against each baseline (paired)"):
         for pool in (LINEAR_POOL, NONLINEAR_POOL):
             assert f"<h3>{heading}: {pool}</h3>" in page, (heading, pool)
+    assert "mechanisms (pooled apart)</b></td><td>linear: heldout-L01; nonlinear: heldout-NL01</td>" in page
     specs = page_specs(page)
     order = ["heldout-L01 (level 1)", LINEAR_POOL, "heldout-NL01 (level 1, nonlinear)", NONLINEAR_POOL]
     for name in ("comparison_norm_improvement", "comparison_target_mean", "paired_differences", "step_curves"):

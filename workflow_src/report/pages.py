@@ -130,8 +130,8 @@ def answer_html(summary: pd.DataFrame, pool: str) -> str:
     return (f"<ul>{''.join(sentences)}</ul>"
             '<p class="note">Each cell: the policy minus the baseline on the same suite, SCM and evaluation '
             f"episode, averaged over {esc(pool.removeprefix('all '))} and every seed, with its 95% bootstrap CI; "
-            "\"policy better\" where the "
-            "whole CI lies on the policy's side (for the average target, lower is better).</p>"
+            "\"policy better\" where the whole CI lies on the policy's side (for the average target, lower is "
+            "better).</p>"
             + html_table(header, table, numeric_from=2))
 
 

@@ -21,6 +21,14 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _mechanisms_text(classes: dict[str, str]) -> str:
+    """``linear: a, b; nonlinear: c`` from suite -> class."""
+    by_class: dict[str, list[str]] = {}
+    for suite, mechanism in sorted(classes.items()):
+        by_class.setdefault(mechanism, []).append(suite)
+    return "; ".join(f"{m}: {', '.join(suites)}" for m, suites in sorted(by_class.items())) or "n/a"
+
+
 def provenance_html(meta: dict) -> str:
     import vl_convert
 
@@ -29,6 +37,7 @@ def provenance_html(meta: dict) -> str:
         ["config", esc(meta["config"])],
         ["training seeds", esc(", ".join(map(str, meta["seeds"])))],
         ["evaluation suites", esc(", ".join(meta["eval_suites"]))],
+        ["mechanisms (pooled apart)", esc(_mechanisms_text(meta.get("mechanisms", {})))],
         ["methods", esc(", ".join(method_order(meta["methods"])))],
         [
             "evaluation protocol",
