@@ -1,5 +1,6 @@
 # Summary per experiment config (Parquet + self-contained HTML + PNG charts) and the cross-config
-# comparison. Both read only Parquet tables, so rerunning them reproduces the pages byte for byte.
+# comparison. They read Parquet tables (and the summary its suite files: which SCMs are linear), so rerunning
+# them reproduces the pages byte for byte.
 
 
 rule summary:
@@ -36,6 +37,7 @@ rule summary:
     shell:
         "acbo summarize --experiment {wildcards.config:q} --spec {params.spec} --evals {input.evals:q}"
         " --baselines {input.baselines:q} {params.plugins} --train-logs {input.train_logs:q} --final-checkpoints {input.checkpoints:q}"
+        " --suites {input.suites:q}"
         " --out-table {output.table:q} --out-html {output.html:q} --charts-dir {output.charts:q} > {log:q} 2>&1"
 
 

@@ -13,7 +13,7 @@ from conftest import ROOT, run_cli
 
 from workflow_src.config import deep_merge, train_slice
 from workflow_src.core import buffer as buffer_mod
-from workflow_src.core.scm import pad_scm
+from workflow_src.core.scm import SCM, pad_scm
 from workflow_src.evaluate.methods import policy_methods
 from workflow_src.evaluate.run import load_policy, run_methods
 from workflow_src.paths import train_suite_files
@@ -22,7 +22,6 @@ from workflow_src.policy import network as pol
 from workflow_src.suites.generators import GeneratorSettings, generate_level_suite
 from workflow_src.train import grpo
 from workflow_src.train.loop import Interrupted, TrainPaths, train
-from workflow_src.core.scm import SCM
 
 
 def test_group_advantages_are_standardized():
@@ -304,7 +303,7 @@ def test_both_rollouts_give_one_transition_layout(default_config, credit):
 
 
 def test_sigterm_sets_the_flag_and_the_handler_is_restored():
-    from workflow_src.train import sigterm_flag
+    from workflow_src.train.loop import sigterm_flag
 
     def sentinel(signum, frame):
         raise AssertionError("the training run's handler should have caught it")

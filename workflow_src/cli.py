@@ -416,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"the training logs, {inputs_help}")
     summ.add_argument("--final-checkpoints", dest="checkpoints_files", nargs="+", metavar="FILE",
                       help=f"the final checkpoints, {inputs_help}")
+    summ.add_argument("--suites", dest="suites_files", nargs="+", metavar="FILE",
+                      help=f"the suite files (which SCMs are linear), {inputs_help}")
     summ.add_argument("--out-table", help=f"default {paths.summary_table('EXPERIMENT')}")
     summ.add_argument("--out-html", help=f"default {paths.summary_html('EXPERIMENT')}")
     summ.add_argument("--charts-dir", help=f"default {paths.charts_dir('EXPERIMENT')}")
