@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, run_cli
-from workflow_src.evaluate.run.baselines import baseline_methods
+from workflow_src.evaluate.baselines import baseline_methods
 
 from workflow_src.compile_cache import AtomicFileCache, configure_jax
 from workflow_src.config import suite_slice, train_slice

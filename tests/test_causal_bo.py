@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from workflow_src.evaluate.run.baselines import baseline_methods, causal_bo
+from workflow_src.evaluate.baselines import baseline_methods, causal_bo
 
 from workflow_src.core.buffer import Buffer, fit_surrogate
 from workflow_src.core.scm import stack_scms

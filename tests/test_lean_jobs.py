@@ -10,7 +10,7 @@ PROBE = """
 import sys
 from workflow_src import cli
 cli.configure_jax(1)
-from workflow_src.evaluate.run.baselines import baseline_methods
+from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.config import load_config, baselines_slice
 from workflow_src.evaluate.run import write_evaluation
 from workflow_src.suites.suite_io import load_suite

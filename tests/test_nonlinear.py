@@ -353,7 +353,7 @@ def test_user_v2_file_is_copied_with_its_oracle(tmp_path):
 
 
 def test_v1_suite_written_as_v2_runs_the_same_program_numbers():
-    from workflow_src.evaluate.run.baselines import baseline_methods
+    from workflow_src.evaluate.baselines import baseline_methods
 
     from workflow_src.evaluate.run import run_methods
 

@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from workflow_src.evaluate.run.baselines import baseline_methods
-from workflow_src.evaluate.run.baselines.random import act as act_random
+from workflow_src.evaluate.baselines import baseline_methods
+from workflow_src.evaluate.baselines.random import act as act_random
 
 from workflow_src.config import suite_slice, train_slice
 from workflow_src.core.scm import stack_scms

@@ -111,7 +111,7 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
     """With the network's own logit and value heads at zero, the prior alone picks ``marginal_regression``'s
     variable, at (nearly) its range end, at the first step of every episode of a suite (before any variable
     was set, both priors are that heuristic)."""
-    from workflow_src.evaluate.run.baselines import baseline_methods
+    from workflow_src.evaluate.baselines import baseline_methods
 
     suite = generate_level_suite("u", 4, 1, 6, GeneratorSettings())
     config = {**SMALL_POLICY, "bandit_features": True, "prior": prior}
