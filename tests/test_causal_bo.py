@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from workflow_src.evaluate.baselines import baseline_methods, causal_bo
 
 from workflow_src.core.buffer import Buffer, fit_surrogate
 from workflow_src.core.scm import stack_scms
+from workflow_src.evaluate.baselines import baseline_methods, causal_bo
 from workflow_src.evaluate.rollout import StepView
 from workflow_src.evaluate.run import evaluate_methods
 from workflow_src.report.metrics import step_curves

@@ -9,10 +9,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, large_user_suite_doc, run_cli
-from workflow_src.evaluate.baselines import baseline_methods
 
 from workflow_src.config import deep_merge, suite_slice, train_slice
 from workflow_src.errors import TableError
+from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.evaluate.methods import Method
 from workflow_src.evaluate.registry import BASELINES
 from workflow_src.evaluate.run import evaluate_methods

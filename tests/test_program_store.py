@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from workflow_src.evaluate.baselines import baseline_methods
-from workflow_src.evaluate.baselines.random import act as act_random
 
 from workflow_src.config import suite_slice, train_slice
 from workflow_src.core.scm import stack_scms
 from workflow_src.evaluate import program_store
+from workflow_src.evaluate.baselines import baseline_methods
+from workflow_src.evaluate.baselines.random import act as act_random
 from workflow_src.evaluate.methods import Method, policy_methods
 from workflow_src.evaluate.program_store import ENTRY_SUFFIX, package_source_hash, program_key
 from workflow_src.evaluate.run import run_methods
