@@ -24,8 +24,9 @@ stored with it (``Oracle``; every later stage reads the stored numbers):
    (common to every action and method). ``oracle_problem`` refuses an SCM whose ``se`` or ``y_star_se``
    exceeds ``MAX_SE_SHARE`` of the gap.
 5. **The random policy's expected outcome**: the mean over intervenable variables of each curve's average over
-   its range (trapezoid rule on the stored grid: the exact average of the interpolated curve that scoring
-   uses). For a linear SCM this is the value at the range midpoint, as for suite/1 files.
+   its range (``scm.hermite_mean``: the exact average of the interpolated curve that scoring uses, the
+   not-a-knot cubic spline through the stored values, ``scm.spline_slopes``). For a linear SCM this is the
+   value at the range midpoint, as for suite/1 files.
 
 The model is always run with its noise: the deterministic model with noise set to zero is biased wherever a
 mechanism is nonlinear. Everything is numpy in float64, vectorized over grid values and samples; only the
@@ -53,7 +54,9 @@ from ..core.scm import (
     REFINE_POINTS,
     SCM,
     Oracle,
+    curve_slopes,
     exact_quantities,
+    hermite_mean,
     reachability,
     topological_order,
 )
@@ -203,9 +206,11 @@ def estimate_oracle(scm: SCM, replicates: int = REPLICATES, points: int = POINTS
     y_star = float(_round(mu_y - gap))
     curve = {i: _round(c) for i, c in curve.items()}
     curve[variable][best[variable]] = y_star
-    random_value = np.mean([np.trapezoid(curve[i], grid[i]) / (grid[i][-1] - grid[i][0]) for i in curve])
+    grid = {i: _round(g) for i, g in grid.items()}
+    slope = curve_slopes(grid, curve)
+    random_value = np.mean([hermite_mean(grid[i], curve[i], slope[i]) for i in curve])
     return Oracle(
-        grid={i: _round(g) for i, g in grid.items()}, curve=curve, se={i: float(_round(e)) for i, e in se.items()},
+        grid=grid, curve=curve, slope=slope, se={i: float(_round(e)) for i, e in se.items()},
         mu_y=float(_round(mu_y)), mu_y_se=float(_round(mu_y_se)), y_star=y_star,
         y_star_se=float(_round(y_star_se)), variable=variable, value=float(_round(value)),
         random_value=float(_round(random_value)), method=METHOD, samples=2 * points * replicates,
