@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, large_user_suite_doc, run_cli
 
 from workflow_src.config import deep_merge, suite_slice, train_slice
+from workflow_src.core.problem import Problem
 from workflow_src.errors import TableError
 from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.evaluate.methods import Method
@@ -88,6 +89,19 @@ def _data_driven_act(_, view, key):
     """An action that depends only on the data: the first allowed variable at its first observed value."""
     variable = jax.numpy.argmax(view.scm.intervenable)
     return variable, view.buffer.values[0, variable]
+
+
+@pytest.mark.parametrize("truth", ["weights", "total_effects", "parents", "curve_y", "oracle_variable", "y_star"])
+def test_a_method_that_reads_the_truth_fails_to_trace(suites_dir, truth):
+    """The information boundary: a method's view holds the problem (ranges, masks, target), not the SCM."""
+    suite = load_suite(suites_dir / "heldout-L01.json")
+
+    def peek(_, view, key):
+        return jax.numpy.int32(0), jax.numpy.sum(getattr(view.scm, truth)).astype(jax.numpy.float32)
+
+    with pytest.raises(AttributeError, match=f"'Problem' object has no attribute '{truth}'"):
+        evaluate_methods([Method("peek", peek)], None, suite, PROTOCOL, {})
+    assert set(Problem._fields) == {"lo", "hi", "intervenable", "node_mask", "target"}
 
 
 def test_methods_see_the_same_samples(suites_dir):

@@ -91,6 +91,8 @@ BROKEN = {
                        "got a 2-tuple (float32[], float32[])"),
     "not jittable": ("def act(settings, view, key):\n    v = 0 if view.buffer.values[0, 0] > 0 else 1\n"
                      "    return jnp.int32(v), view.scm.lo[v]\n", "act is not jittable: TracerBoolConversionError"),
+    "reads the truth": ("def act(settings, view, key):\n    return jnp.argmax(view.scm.parents), view.scm.lo[0]\n",
+                        "act is not jittable: AttributeError: 'Problem' object has no attribute 'parents'"),
     "outside the range": ("def act(settings, view, key):\n    return jnp.int32(0), view.scm.hi[0] + 1.0\n",
                           "act chose do(A = 3) on SCM collider, outside the range [-2, 2]"),
     "not intervenable": ("def act(settings, view, key):\n    return view.scm.target, jnp.float32(0.0)\n",

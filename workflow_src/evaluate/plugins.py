@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.buffer import fit_surrogate, initial_buffer
+from ..core.problem import problem_of
 from ..core.scm import bucket_size, stack_scms, term_bucket
 from ..errors import PluginError
 from ..provenance import plugin_source_hash
@@ -126,7 +127,7 @@ def probe_views(suite: Suite, protocol: dict) -> StepView:
 
     def view(scm, key):
         buffer = initial_buffer(scm, key, protocol["n_obs"], n_rows)
-        return StepView(scm, buffer, fit_surrogate(scm, buffer), jnp.int32(0))
+        return StepView(problem_of(scm), buffer, fit_surrogate(scm, buffer), jnp.int32(0))
 
     keys = jax.random.split(jax.random.PRNGKey(protocol["seed"]), arrays.lo.shape[0])
     return jax.jit(jax.vmap(view))(arrays, keys)

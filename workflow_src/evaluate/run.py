@@ -55,7 +55,7 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
     bucket = bucket or bucket_size(max(s.n for s in scms))
     chunk = chunk or chunk_size(bucket)
     run = make_run_suite(tuple(m.act for m in methods), protocol["n_obs"], protocol["interventions"],
-                         protocol["episodes"], tuple(m.name for m in methods))
+                         protocol["episodes"], tuple(m.name for m in methods), tuple(m.reads_truth for m in methods))
     base_key = jax.random.PRNGKey(protocol["seed"])
     n_terms = term_bucket(scms)  # the whole suite's: every chunk runs in one program
     program, merged = None, {}

@@ -29,6 +29,7 @@ import optax
 
 from ..core import sampler, surrogate
 from ..core.buffer import Buffer, append, candidates, fit_surrogate, initial_buffer
+from ..core.problem import problem_of
 from ..core.scm import SCMArrays
 from ..policy.network import (
     Observation,
@@ -220,7 +221,7 @@ def env_step(settings: GRPOSettings, policy, params, scm: SCMArrays, buffer: Buf
     outcome (``settings.exact_reward``), normalized per SCM."""
     s = settings
     fit = fit_surrogate(scm, buffer)
-    obs = policy_observation(policy, scm, buffer, fit)
+    obs = policy_observation(policy, problem_of(scm), buffer, fit)  # the policy sees the problem, not the truth
     logits, mu = act_outputs(policy, params, obs)
     variable, u = sample_actions(key, logits, mu, s.fixed_std, n_actions)
     value = squash(scm, variable, u)
