@@ -7,6 +7,7 @@ from workflow_src.config import (
     canonical_json,
     digest,
     evaluation_slice,
+    experiment,
     plugin_slice,
     summary_slice,
     suite_slice,
@@ -29,7 +30,7 @@ from workflow_src.paths import (
     train_log,
     train_suite_files,
 )
-from workflow_src.provenance import code_hash, file_hash
+from workflow_src.provenance import code_hash, plugin_source_hash
 
 ENV = "../envs/acbo.yaml"
 
@@ -46,6 +47,12 @@ def spec_arg(obj):
     return shlex.quote(canonical_json(obj))
 
 
+def per_attempt(mem_mb):
+    """A rule's memory request, doubled on a retry (profiles/slurm retries a failed job once, so a job killed for
+    lack of memory gets more; any other failure fails again at most once)."""
+    return lambda wildcards, attempt: mem_mb * attempt
+
+
 # Scheduling: training is the long chain of a study (train, then its evaluations), so its suites and its jobs
 # are started before the independent baseline and evaluation jobs that can fill the other cores meanwhile.
 TRAIN_PRIORITY = 1
@@ -56,7 +63,7 @@ def suite_priority(wildcards):
 
 
 def train_suites_of(name):
-    exp = CFG["experiments"][name]
+    exp = experiment(CFG, name)
     return train_suite_files(exp["levels"], curriculum=exp["train_suites"])
 
 
@@ -71,7 +78,7 @@ def trained_config_hash(name):
 
 
 def summary_inputs_of(name):
-    exp = CFG["experiments"][name]
+    exp = experiment(CFG, name)
     return summary_inputs(name, exp["seeds"], exp["eval_suites"], plugins=plugin_names())
 
 
@@ -80,12 +87,13 @@ def plugin_names():
 
 
 def plugin_file(method):
-    return CFG["evaluation"]["plugins"][method]["file"]
+    return plugin_slice(CFG, method)["file"]
 
 
 def plugin_hash(method):
-    """The plug-in file's hash: a rule param, so an edit reruns its jobs (the Snakefile checked it exists)."""
-    return file_hash(plugin_file(method))
+    """The hash of the plug-in file and the helper modules it imports from its folder: a rule param, so an edit of
+    either reruns its jobs (the Snakefile checked the file exists)."""
+    return plugin_source_hash(plugin_file(method))
 
 
 def plugin_tables_arg(name):

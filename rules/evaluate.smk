@@ -14,23 +14,21 @@ rule evaluate:
         eval_table("{config}", "{seed}", "{suite}"),
     log:
         job_log("{config}", "eval", "seed_{seed}", "{suite}"),
-    group:
-        "evaluate"
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=1500,
+        mem_mb=per_attempt(1500),
         runtime=15,
     params:
         spec=spec_arg(evaluation_slice(CFG)),
         trained=lambda wc: trained_config_hash(wc.config),
         code=code_hash("evaluate"),
     shell:
-        "acbo evaluate --checkpoint {input.checkpoint} --suite {input.suite} --out {output}"
-        " --experiment {wildcards.config} --seed {wildcards.seed} --spec {params.spec} --threads {threads}"
+        "acbo evaluate --checkpoint {input.checkpoint:q} --suite {input.suite:q} --out {output:q}"
+        " --experiment {wildcards.config:q} --seed {wildcards.seed:q} --spec {params.spec} --threads {threads}"
         " --train-config-hash {params.trained}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"
 
 
 rule baselines:
@@ -40,19 +38,18 @@ rule baselines:
         baseline_table("{suite}"),
     log:
         job_log("baselines", "{suite}"),
-    group:
-        "evaluate"
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=1500,
+        mem_mb=per_attempt(1500),
         runtime=15,
     params:
         spec=spec_arg(baselines_slice(CFG)),
         code=code_hash("baselines"),
     shell:
-        "acbo baselines --suite {input.suite} --out {output} --spec {params.spec} --threads {threads}" " > {log} 2>&1"
+        "acbo baselines --suite {input.suite:q} --out {output:q} --spec {params.spec} --threads {threads}"
+        " > {log:q} 2>&1"
 
 
 rule plugin:
@@ -63,18 +60,16 @@ rule plugin:
         plugin_table("{method}", "{suite}"),
     log:
         job_log("plugins", "{method}", "{suite}"),
-    group:
-        "evaluate"
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=per_attempt(2000),
         runtime=15,
     params:
         spec=lambda wc: spec_arg(plugin_slice(CFG, wc.method)),
         plugin=lambda wc: plugin_hash(wc.method),
         code=code_hash("plugin"),
     shell:
-        "acbo plugin --file {input.plugin} --name {wildcards.method} --suite {input.suite} --out {output}"
-        " --spec {params.spec} --threads {threads} > {log} 2>&1"
+        "acbo plugin --file {input.plugin:q} --name {wildcards.method:q} --suite {input.suite:q} --out {output:q}"
+        " --spec {params.spec} --threads {threads} > {log:q} 2>&1"

@@ -14,10 +14,10 @@ rule suite:
         ENV
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=per_attempt(1000),
         runtime=10,
     params:
         spec=lambda wc: spec_arg(suite_slice(CFG, wc.suite)),
         code=code_hash("suite"),
     shell:
-        "acbo suite generate --spec {params.spec} --out {output} > {log} 2>&1"
+        "acbo suite generate --spec {params.spec} --out {output:q} > {log:q} 2>&1"

@@ -16,14 +16,14 @@ rule train:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=lambda wc: 10 + CFG["experiments"][wc.config]["episodes"] // 20,
+        mem_mb=per_attempt(2000),
+        runtime=lambda wc: 10 + experiment(CFG, wc.config)["episodes"] // 20,
     params:
         spec=lambda wc: spec_arg(train_slice(CFG, wc.config)),
-        verbose=lambda wc: "--verbose" if CFG["experiments"][wc.config]["verbose"] else "",
+        verbose=lambda wc: "--verbose" if experiment(CFG, wc.config)["verbose"] else "",
         checkpoint_dir=checkpoint_dir("{config}", "{seed}"),
         code=code_hash("train"),
     shell:
-        "acbo train --experiment {wildcards.config} --seed {wildcards.seed} --spec {params.spec}"
-        " --threads {threads} --suites {input} --checkpoint-dir {params.checkpoint_dir}"
-        " --log-table {output.log_table} {params.verbose} > {log} 2>&1"
+        "acbo train --experiment {wildcards.config:q} --seed {wildcards.seed:q} --spec {params.spec}"
+        " --threads {threads} --suites {input:q} --checkpoint-dir {params.checkpoint_dir:q}"
+        " --log-table {output.log_table:q} {params.verbose} > {log:q} 2>&1"

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, run_cli
-from workflow_src.evaluate.run.baselines import baseline_methods
 
 from workflow_src.compile_cache import AtomicFileCache, configure_jax
 from workflow_src.config import suite_slice, train_slice
 from workflow_src.core.scm import bucket_size
 from workflow_src.evaluate import run as evaluate
+from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.evaluate.methods import policy_methods
 from workflow_src.evaluate.registry import BASELINES
 from workflow_src.evaluate.rollout import chunk_size

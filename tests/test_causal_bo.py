@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from workflow_src.evaluate.run.baselines import baseline_methods, causal_bo
 
 from workflow_src.core.buffer import Buffer, fit_surrogate
 from workflow_src.core.scm import stack_scms
+from workflow_src.evaluate.baselines import baseline_methods, causal_bo
 from workflow_src.evaluate.rollout import StepView
 from workflow_src.evaluate.run import evaluate_methods
 from workflow_src.report.metrics import step_curves
@@ -61,7 +61,8 @@ def test_deterministic_and_ignores_its_key(table):
 
 
 def reference_posterior(view: StepView):
-    """Each variable's GP on its own, from the definitions in the module docstring, in float64 numpy."""
+    """Each variable's GP on its own, from the definitions in the module docstring, in float64 numpy: the
+    hyperparameters of the grid with the highest log marginal likelihood, then the posterior."""
     buf, scm = view.buffer, view.scm
     values, intervened, mask = (np.asarray(x, np.float64) for x in (buf.values, buf.intervened, buf.sample_mask))
     intervened, mask = intervened.astype(bool), mask.astype(bool)
@@ -74,22 +75,33 @@ def reference_posterior(view: StepView):
     lo, hi = np.asarray(scm.lo, np.float64), np.asarray(scm.hi, np.float64)
     width = np.where(hi > lo, hi - lo, 1.0)
     grid = np.linspace(0.0, 1.0, causal_bo.GRID)
-    mus, sds = [], []
+
+    def k(u1, d1, u2, d2, rbf_var, lengthscale):
+        rbf = np.exp(-0.5 * ((u1[:, None] - u2[None, :]) / lengthscale) ** 2)
+        return causal_bo.INTERCEPT_VAR + causal_bo.SLOPE_VAR * d1[:, None] * d2[None, :] + rbf_var * rbf
+
+    mus, sds, chosen = [], [], []
     for i in range(values.shape[1]):
         rows = mask & intervened[:, i]
         g_d = (lo[i] + grid * width[i] - mean[i]) / std[i] - center[i]
         prior_grid = intercept[i] + slope[i] * (g_d + center[i])
         u, d = (values[rows, i] - lo[i]) / width[i], z[rows, i] - center[i]
         resid = y[rows] - (intercept[i] + slope[i] * z[rows, i])
-        k = lambda u1, d1, u2, d2: np.asarray(causal_bo.kernel(jnp.asarray(u1), jnp.asarray(d1), jnp.asarray(u2),
-                                                               jnp.asarray(d2)), np.float64)
-        gram = k(u, d, u, d) + causal_bo.NOISE_VAR * np.eye(rows.sum())
-        cross = k(grid, g_d, u, d)
+        lml = []
+        for rbf_var, lengthscale, noise_var in causal_bo.HYPERPARAMETERS:
+            gram = k(u, d, u, d, rbf_var, lengthscale) + noise_var * np.eye(rows.sum())
+            lml.append(-0.5 * resid @ np.linalg.solve(gram, resid) - 0.5 * np.linalg.slogdet(gram)[1])
+        lml = np.array(lml)
+        best = causal_bo.DEFAULT if np.ptp(lml) < 1e-9 else int(np.argmax(lml))
+        rbf_var, lengthscale, noise_var = causal_bo.HYPERPARAMETERS[best]
+        chosen.append(best)
+        gram = k(u, d, u, d, rbf_var, lengthscale) + noise_var * np.eye(rows.sum())
+        cross = k(grid, g_d, u, d, rbf_var, lengthscale)
         mus.append(prior_grid + cross @ np.linalg.solve(gram, resid))
-        prior_var = causal_bo.INTERCEPT_VAR + causal_bo.SLOPE_VAR * g_d**2 + causal_bo.RBF_VAR
+        prior_var = causal_bo.INTERCEPT_VAR + causal_bo.SLOPE_VAR * g_d**2 + rbf_var
         sds.append(np.sqrt(np.maximum(prior_var - np.einsum("gs,gs->g", cross, np.linalg.solve(gram, cross.T).T),
                                       causal_bo.EPS)))
-    return np.array(mus), np.array(sds)
+    return np.array(mus), np.array(sds), chosen
 
 
 def test_one_shared_gp_system_equals_a_gp_per_variable():
@@ -110,8 +122,37 @@ def test_one_shared_gp_system_equals_a_gp_per_variable():
     buffer = Buffer(jnp.asarray(values * filled[:, None], jnp.float32), jnp.asarray(intervened), jnp.asarray(filled))
     view = StepView(scm, buffer, fit_surrogate(scm, buffer), jnp.int32(0))
     mu, sd, _ = causal_bo.posterior(view)
-    ref_mu, ref_sd = reference_posterior(view)
+    ref_mu, ref_sd, chosen = reference_posterior(view)
     for i in (0, 1, 2):  # the intervenable variables (the target and the padding have no GP)
         np.testing.assert_allclose(np.asarray(mu)[i], ref_mu[i], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.asarray(sd)[i], ref_sd[i], rtol=1e-4, atol=1e-4)
     assert not np.allclose(ref_mu[0], ref_mu[0][0])  # the data moved the posterior off the prior line
+    assert chosen[3] == causal_bo.DEFAULT  # the target: no rows, the default hyperparameters
+
+
+def test_the_marginal_likelihood_picks_a_wiggly_gp_for_an_interior_optimum():
+    """On the CBO toy graph, with do(Z) samples on its curve cos z - exp(-z / 20), each variable's GP takes a
+    short lengthscale from the grid and its posterior mean puts the best value inside the range, near the
+    true minimum z = -3.2 (the old fixed kernel, tuned to affine curves, could not)."""
+    from workflow_src.suites.generators import literature_suite
+
+    toy = literature_suite().scms[0]
+    arrays = stack_scms([toy], 8)
+    scm = type(arrays)(*(x[0] for x in arrays))
+    rng = np.random.default_rng(1)
+    n_obs, zs = 10, np.linspace(-5, 20, 18)
+    values = np.zeros((n_obs + len(zs), 8))
+    x = rng.normal(size=n_obs)
+    z = np.exp(-x) + rng.normal(size=n_obs)
+    values[:n_obs, :3] = np.stack([x, z, np.cos(z) - np.exp(-z / 20) + rng.normal(size=n_obs)], 1)
+    values[n_obs:, 1] = zs
+    values[n_obs:, 2] = np.cos(zs) - np.exp(-zs / 20) + 0.1 * rng.normal(size=len(zs))
+    intervened = np.zeros(values.shape, bool)
+    intervened[n_obs:, 1] = True
+    buffer = Buffer(jnp.asarray(values, jnp.float32), jnp.asarray(intervened), jnp.ones(len(values), bool))
+    view = StepView(scm, buffer, fit_surrogate(scm, buffer), jnp.int32(0))
+    mu, _, grid = causal_bo.posterior(view)
+    best_z = float(-5 + 25 * grid[int(jnp.argmin(mu[1]))])
+    assert abs(best_z - (-3.2)) < 0.8, best_z
+    _, _, chosen = reference_posterior(view)
+    assert causal_bo.HYPERPARAMETERS[chosen[1]][1] <= 0.12  # lengthscale on the range scaled to [0, 1]

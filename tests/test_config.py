@@ -123,8 +123,7 @@ def test_the_schema_names_exactly_the_registered_methods():
 
 
 def test_every_registered_baseline_has_its_act():
-    from workflow_src.evaluate.run.baselines import baseline_methods
-
+    from workflow_src.evaluate.baselines import baseline_methods
     from workflow_src.evaluate.registry import BASELINES
 
     assert [m.name for m in baseline_methods(BASELINES)] == list(BASELINES)

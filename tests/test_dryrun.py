@@ -1,11 +1,13 @@
 """`snakemake -n` plans exactly the jobs the config implies."""
 
 import json
+import os
 import re
+import subprocess
 
 import pytest
 import yaml
-from conftest import copy_workflow, large_user_suite_doc, planned_jobs, snakemake
+from conftest import ROOT, copy_workflow, large_user_suite_doc, planned_jobs, snakemake
 
 from workflow_src.paths import train_suite
 
@@ -82,3 +84,45 @@ def test_user_suite_file_is_an_input_and_must_exist(tmp_path):
     doc["scms"][0]["edges"][0]["coef"] = 0.75
     (workdir / "my_suite.json").write_text(json.dumps({**doc, "name": "mine"}))
     assert planned_jobs(workdir, "results/suites/mine.json") == {"suite": 1}
+
+
+def test_a_target_with_an_unknown_config_or_plugin_names_the_known_ones(workdir):
+    for target, message in (("results/prodution/summary.html", "unknown experiment config 'prodution' (known: debug"),
+                            ("checkpoints/prodution/seed_0/final.ckpt", "unknown experiment config 'prodution'"),
+                            ("results/plugins/typo/heldout-L01.parquet",
+                             "unknown plug-in 'typo' (evaluation.plugins: none)")):
+        proc = snakemake(workdir, target, "-n", check=False)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and message in output, output
+        assert "KeyError" not in output
+
+
+def test_every_path_in_a_rule_s_shell_command_is_quoted(tmp_path):
+    """A plug-in path with a space and a shell substitution reaches the command as one argument, unexpanded."""
+    import shlex
+    import stat
+
+    workdir = copy_workflow(tmp_path / "wf")
+    odd = workdir / "my methods" / "a$(touch INJECTED).py"
+    odd.parent.mkdir()
+    odd.write_text((ROOT / "examples/plugins/surrogate_greedy.py").read_text())
+    config = workdir / "config/config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    cfg["evaluation"]["plugins"] = {"odd": str(odd.relative_to(workdir))}
+    config.write_text(yaml.safe_dump(cfg))
+    target = "results/plugins/odd/heldout-classic.parquet"
+    proc = snakemake(workdir, target, "-n", "-p", "--forceall")
+    commands = [line.split(": ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("Shell command: ")]
+    assert len(commands) == 2, proc.stdout  # the suite and the plug-in
+    # run the planned commands with an `acbo` that only records its arguments
+    fake = tmp_path / "bin" / "acbo"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" >> "$ACBO_ARGS"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "ACBO_ARGS": str(tmp_path / "args")}
+    for command in commands:
+        (workdir / shlex.split(command)[-2]).parent.mkdir(parents=True, exist_ok=True)  # the log's folder
+        subprocess.run(["bash", "-c", command], cwd=workdir, env=env, check=True)
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[args.index("--file") + 1] == str(odd.relative_to(workdir))
+    assert not list(workdir.rglob("INJECTED"))

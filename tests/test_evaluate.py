@@ -9,10 +9,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, large_user_suite_doc, run_cli
-from workflow_src.evaluate.run.baselines import baseline_methods
 
 from workflow_src.config import deep_merge, suite_slice, train_slice
+from workflow_src.core.problem import Problem
 from workflow_src.errors import TableError
+from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.evaluate.methods import Method
 from workflow_src.evaluate.registry import BASELINES
 from workflow_src.evaluate.run import evaluate_methods
@@ -88,6 +89,19 @@ def _data_driven_act(_, view, key):
     """An action that depends only on the data: the first allowed variable at its first observed value."""
     variable = jax.numpy.argmax(view.scm.intervenable)
     return variable, view.buffer.values[0, variable]
+
+
+@pytest.mark.parametrize("truth", ["weights", "total_effects", "parents", "curve_y", "oracle_variable", "y_star"])
+def test_a_method_that_reads_the_truth_fails_to_trace(suites_dir, truth):
+    """The information boundary: a method's view holds the problem (ranges, masks, target), not the SCM."""
+    suite = load_suite(suites_dir / "heldout-L01.json")
+
+    def peek(_, view, key):
+        return jax.numpy.int32(0), jax.numpy.sum(getattr(view.scm, truth)).astype(jax.numpy.float32)
+
+    with pytest.raises(AttributeError, match=f"'Problem' object has no attribute '{truth}'"):
+        evaluate_methods([Method("peek", peek)], None, suite, PROTOCOL, {})
+    assert set(Problem._fields) == {"lo", "hi", "intervenable", "node_mask", "target"}
 
 
 def test_methods_see_the_same_samples(suites_dir):
@@ -244,3 +258,51 @@ def test_tables_built_from_buffers_equal_tables_built_by_pandas():
     assert got.equals(expected.replace_schema_metadata(None))
     with pytest.raises(TableError, match="test: missing columns \\['x'\\]"):
         columns_to_table({k: v for k, v in columns.items() if k != "x"}, 5, schema, "test")
+
+
+def test_non_finite_parameters_and_actions_are_refused(tmp_path, suites_dir, checkpoint_l12):
+    """A checkpoint with a NaN parameter is refused in one line (its table would be NaN rows, and the summary
+    would report an optimal-variable rate of 1.0); so is a run in which a method chose a non-finite value."""
+    from workflow_src.evaluate.run import check_finite_actions
+    from workflow_src.policy import checkpoint
+
+    header, state = checkpoint.read_saved(checkpoint_l12)
+    path, leaf = jax.tree_util.tree_flatten_with_path(state["params"])[0][0]
+    leaf = np.array(leaf)
+    leaf.flat[0] = np.nan
+    state["params"] = jax.tree_util.tree_map_with_path(lambda p, x: leaf if p == path else x, state["params"])
+    nan = tmp_path / "nan.ckpt"
+    checkpoint.save(nan, {k: v for k, v in header.items() if k not in ("format", "body_sha256")}, state)
+    out = tmp_path / "out.parquet"
+    spec = json.dumps({**PROTOCOL, "policy_modes": ["greedy"]})
+    proc = run_cli("evaluate", "--checkpoint", nan, "--suite", suites_dir / "heldout-L01.json", "--out", out,
+                   "--spec", spec)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"{nan}: params: non-finite values (NaN or infinity) in {jax.tree_util.keystr(path)}" in proc.stderr
+    assert not out.exists()
+    suite = load_suite(suites_dir / "heldout-L01.json")
+    values = np.zeros((len(suite.scms), 2, 3))
+    check_finite_actions([Method("m", None)], [{"value": values}], suite)
+    values[1, 0, 2] = np.inf
+    with pytest.raises(ValueError, match=f"method m chose a non-finite value on SCM {suite.scms[1].id} "
+                                         r"\(episode 0, step 2\)"):
+        check_finite_actions([Method("m", None)], [{"value": values}], suite)
+
+
+def test_a_table_s_temporary_file_is_made_only_when_its_first_piece_is_ready(tmp_path):
+    """A job killed while it computes (an evaluation computes every piece before the first) leaves no file."""
+    import pyarrow as pa
+
+    from workflow_src.tables import write_table_parts
+
+    def pieces():
+        assert list(tmp_path.iterdir()) == [], "a file was made before the first piece was ready"
+        yield pa.table({"x": [1, 2]})
+        yield pa.table({"x": [3]})
+
+    assert write_table_parts(pieces(), tmp_path / "t.parquet") == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+    assert pq.read_table(tmp_path / "t.parquet").column("x").to_pylist() == [1, 2, 3]
+    with pytest.raises(TableError, match="nothing to write"):
+        write_table_parts(iter([]), tmp_path / "empty.parquet")
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]

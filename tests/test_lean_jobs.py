@@ -10,7 +10,7 @@ PROBE = """
 import sys
 from workflow_src import cli
 cli.configure_jax(1)
-from workflow_src.evaluate.run.baselines import baseline_methods
+from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.config import load_config, baselines_slice
 from workflow_src.evaluate.run import write_evaluation
 from workflow_src.suites.suite_io import load_suite
@@ -101,6 +101,18 @@ def test_study_figures_are_read_from_the_job_logs(tmp_path):
     assert figures["programs"] == 2 and figures["buckets"] == [8] and figures["evaluation_jobs_from_cache"] == 2
     assert figures["evaluation_jobs_untraced"] == 1
     assert figures["evaluation_job_s_max"] == 25.5
+
+
+def test_planned_programs_count_each_variable_and_term_bucket():
+    from workflow_src.bench_study import planned_programs
+
+    # (largest SCM, term bucket): heldout-L01/L02 share the linear 8-variable programs, a nonlinear suite of the
+    # same size needs its own, and one with more terms (or variables) another
+    plan = planned_programs({"heldout-L01": (5, 0), "heldout-L02": (8, 0), "heldout-cbo": (3, 16),
+                             "heldout-NL01": (5, 16), "heldout-NL09": (20, 32)})
+    assert plan["buckets"] == {"heldout-L01": [8, 0], "heldout-L02": [8, 0], "heldout-cbo": [8, 16],
+                               "heldout-NL01": [8, 16], "heldout-NL09": [32, 32]}
+    assert plan["programs"] == 2 * 3
 
 
 def test_every_stage_command_ends_its_log_with_job_stats(tmp_path):

@@ -91,6 +91,8 @@ BROKEN = {
                        "got a 2-tuple (float32[], float32[])"),
     "not jittable": ("def act(settings, view, key):\n    v = 0 if view.buffer.values[0, 0] > 0 else 1\n"
                      "    return jnp.int32(v), view.scm.lo[v]\n", "act is not jittable: TracerBoolConversionError"),
+    "reads the truth": ("def act(settings, view, key):\n    return jnp.argmax(view.scm.parents), view.scm.lo[0]\n",
+                        "act is not jittable: AttributeError: 'Problem' object has no attribute 'parents'"),
     "outside the range": ("def act(settings, view, key):\n    return jnp.int32(0), view.scm.hi[0] + 1.0\n",
                           "act chose do(A = 3) on SCM collider, outside the range [-2, 2]"),
     "not intervenable": ("def act(settings, view, key):\n    return view.scm.target, jnp.float32(0.0)\n",
@@ -189,3 +191,66 @@ def test_editing_the_plugin_reruns_only_its_jobs_and_the_summary(plugin_study, t
     proc = snakemake(study, SUMMARY, "-n", check=False)
     assert proc.returncode != 0 and "evaluation.plugins.greedy: no plug-in file 'methods/greedy.py'" in (
         proc.stdout + proc.stderr)
+
+
+def test_helper_modules_beside_a_plugin_are_importable_and_part_of_its_hash(tmp_path):
+    from workflow_src.provenance import file_hash, plugin_source_hash
+
+    alone = write_plugin(tmp_path, "def act(settings, view, key):\n    return jnp.int32(0), view.scm.lo[0]\n",
+                         "alone.py")
+    assert plugin_source_hash(alone) == file_hash(alone)  # the tables of a plug-in without helpers are unchanged
+    (tmp_path / "pick.py").write_text("import jax.numpy as jnp\n\n\ndef first(scm):\n"
+                                      "    return jnp.argmax(scm.intervenable & scm.node_mask)\n")
+    (tmp_path / "values").mkdir()
+    (tmp_path / "values/__init__.py").write_text("from .ends import low\n")
+    (tmp_path / "values/ends.py").write_text("def low(scm, v):\n    return scm.lo[v]\n")
+    path = write_plugin(tmp_path, """
+        import pick
+        from values import low
+
+
+        def act(settings, view, key):
+            variable = pick.first(view.scm)
+            return variable, low(view.scm, variable)
+        """, "helped.py")
+    plugin = run_plugin(path, tmp_path / "t.parquet")
+    assert pd.read_parquet(tmp_path / "t.parquet").plugin_hash.unique().tolist() == [plugin.file_hash]
+    hashes = {plugin_source_hash(path)}
+    for helper in ("pick.py", "values/ends.py"):
+        with open(tmp_path / helper, "a") as f:
+            f.write("\n# an edit\n")
+        hashes.add(plugin_source_hash(path))
+    assert len(hashes) == 3 and plugin.file_hash != file_hash(path)
+
+
+def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, suite_file):
+    """Python's SIGINT handler cannot run while XLA runs a program: the command still stops, in one line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    traced = tmp_path / "traced"
+    path = write_plugin(tmp_path, f"""
+        def act(settings, view, key):
+            open({str(traced)!r}, "w").close()  # when traced: then compiled and run forever
+            spin = jax.lax.while_loop(lambda c: c >= 0, lambda c: (c + 1) % 2, jnp.int32(0))
+            variable = jnp.argmax(view.scm.intervenable & view.scm.node_mask) + spin
+            return variable, view.scm.lo[variable]
+        """, "forever.py")
+    out = tmp_path / "t.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "workflow_src", "plugin", "--file", path, "--suite", suite_file,
+                             "--out", out, "--spec", json.dumps(PROTOCOL)], cwd=ROOT, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    try:
+        while not traced.exists() and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(3)  # into compilation or the endless run, where Python's handler never runs
+        assert proc.poll() is None, proc.stderr.read()
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and stderr == "acbo plugin: interrupted\n", stderr
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -1,18 +1,20 @@
 """The program store: a warm job loads its exported program instead of tracing it, and never a stale one."""
 
 import dataclasses
+import os
 import shutil
+import stat
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from workflow_src.evaluate.run.baselines import baseline_methods
-from workflow_src.evaluate.run.baselines.random import act as act_random
 
 from workflow_src.config import suite_slice, train_slice
 from workflow_src.core.scm import stack_scms
 from workflow_src.evaluate import program_store
+from workflow_src.evaluate.baselines import baseline_methods
+from workflow_src.evaluate.baselines.random import act as act_random
 from workflow_src.evaluate.methods import Method, policy_methods
 from workflow_src.evaluate.program_store import ENTRY_SUFFIX, package_source_hash, program_key
 from workflow_src.evaluate.run import run_methods
@@ -91,15 +93,93 @@ def test_a_method_renamed_gets_a_program_of_its_own(suite, store):
     assert not np.array_equal(renamed[0]["value"], original[0]["value"])  # another stream, other draws
 
 
-def test_a_damaged_entry_is_traced_again_and_replaced(suite, store):
+def damage_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "damaged entry" in line]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte"])
+def test_a_damaged_entry_is_said_in_one_line_traced_again_and_replaced(suite, store, capsys, damage):
     traces = []
-    run([counting_method(traces)], suite)
+    clean, _ = run([counting_method(traces)], suite)
     (entry,) = store.glob(f"*{ENTRY_SUFFIX}")
-    entry.write_bytes(entry.read_bytes()[:100])  # a truncated copy
+    data = bytearray(entry.read_bytes())
+    if damage == "truncated":
+        del data[len(data) // 2:]
+    else:
+        data[len(data) // 2] ^= 0x10  # inside the program: without its checksum, a traceback in every job
+    entry.write_bytes(bytes(data))
+    damaged = entry.read_bytes()
+    capsys.readouterr()
+    traced = len(traces)
+    repaired, info = run([counting_method(traces)], suite)
+    assert info.origin == "traced" and len(traces) > traced
+    (line,) = damage_lines(capsys.readouterr().err)
+    assert line.startswith(f"program store: damaged entry {entry.name}: ") and line.endswith("replacing it")
+    assert entry.read_bytes() != damaged
+    for a, b in zip(clean, repaired):
+        for field in a:
+            np.testing.assert_array_equal(a[field], b[field], err_msg=field)
     _, info = run([counting_method(traces)], suite)
+    assert info.origin == "stored export" and not capsys.readouterr().err
+
+
+def test_a_swapped_entry_is_not_run(suite, store, default_config, capsys):
+    """The ``sampled, greedy`` program copied under the name of ``greedy, sampled``'s would swap the two modes'
+    results: an entry is checked against the key it was stored for, not its file name."""
+    config = {**train_slice(default_config, "debug")["policy"], "hidden_dim": 8, "n_heads": 2, "n_layers": 1}
+    params = init_params(make_policy(config), jax.random.PRNGKey(1))
+    greedy_first, _ = run(policy_methods(config, ["greedy", "sampled"]), suite, params)
+    (entry,) = store.glob(f"*{ENTRY_SUFFIX}")
+    run(policy_methods(config, ["sampled", "greedy"]), suite, params)
+    (other,) = set(store.glob(f"*{ENTRY_SUFFIX}")) - {entry}
+    shutil.copyfile(other, entry)
+    capsys.readouterr()
+    again, info = run(policy_methods(config, ["greedy", "sampled"]), suite, params)
     assert info.origin == "traced"
-    _, info = run([counting_method(traces)], suite)
+    (line,) = damage_lines(capsys.readouterr().err)
+    assert f"damaged entry {entry.name}: holds the entry of another key" in line
+    assert not np.array_equal(greedy_first[0]["value"], greedy_first[1]["value"])  # the swap would show
+    for a, b in zip(greedy_first, again):
+        np.testing.assert_array_equal(a["value"], b["value"])
+    _, info = run(policy_methods(config, ["greedy", "sampled"]), suite, params)
     assert info.origin == "stored export"
+
+
+def test_entries_are_shared_as_the_umask_allows(suite, store):
+    """Group-readable and, under umask 002, group-writable: another member of the group loads them."""
+    previous = os.umask(0o002)
+    try:
+        run([counting_method([])], suite)
+    finally:
+        os.umask(previous)
+    (entry,) = store.glob(f"*{ENTRY_SUFFIX}")
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o664 and stat.S_IMODE(store.stat().st_mode) == 0o775
+
+
+def test_a_store_the_job_cannot_use_is_said_in_one_line(suite, tmp_path, monkeypatch, capsys):
+    """A file where the store should be: unreadable and unwritable whoever runs the test (root included)."""
+    store = tmp_path / "a file" / "exported"
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setattr(program_store, "store_folder", lambda: store)
+    records, info = run([counting_method([])], suite)
+    assert info.origin == "traced" and np.isfinite(records[0]["value"]).all()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"program store: cannot read {store}/") and line.endswith("traced and not stored"), line
+
+
+def test_a_store_the_job_cannot_write_to_is_used_read_only(suite, store, monkeypatch, capsys):
+    run([counting_method([])], suite)
+
+    def refused(*_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(program_store, "atomic_write_bytes", refused)  # as for a group member without write access
+    _, info = run([counting_method([])], suite)
+    assert info.origin == "stored export" and not capsys.readouterr().err
+    _, info = run([counting_method([])._replace(name="another")], suite)
+    assert info.origin == "traced"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"program store: cannot write {store}/") and line.endswith("traced again in the next job")
 
 
 def test_a_method_without_program_id_is_traced_every_time_and_never_stored(suite, store):

@@ -4,6 +4,7 @@ Also preemption: a training job killed (SIGTERM, then SIGKILL) and restarted by 
 latest checkpoint and ends with the same final checkpoint as an uninterrupted run.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, copy_workflow, planned_jobs, snakemake, snakemake_bin
@@ -87,6 +89,61 @@ def test_code_edit_reruns_its_stage_and_downstream(study, module, expected):
 def test_suite_setting_reruns_that_suite_and_downstream(study):
     edit_config(study, lambda c: c["suites"]["pool_size"].update(heldout=2))
     assert planned_jobs(study, *SUMMARIES) == {"suite": 1, "baselines": 1, "evaluate": 2, "summary": 2}
+
+
+# --- a user suite with nonlinear mechanisms ------------------------------------------------------------------
+
+USER_SUMMARIES = ["results/lin/summary.html", "results/both/summary.html"]
+
+
+def cbo_toy_doc(cos_weight: float = 1.0) -> dict:
+    """The CBO paper's toy graph as a user's acbo-suite/2 file, without oracles (computed when it is copied)."""
+    return {
+        "format": "acbo-suite/2", "name": "mine",
+        "scms": [{"id": "cbo-toy", "nodes": ["X", "Z", "Y"], "target": "Y",
+                  "edges": [{"parent": "X", "child": "Z", "terms": [{"fn": "exp", "weight": 1, "scale": -1}]},
+                            {"parent": "Z", "child": "Y", "terms": [{"fn": "cos", "weight": cos_weight},
+                                                                    {"fn": "exp", "weight": -1, "scale": -0.05}]}],
+                  "ranges": {"X": [-5, 5], "Z": [-5, 20]}}],
+    }
+
+
+@pytest.fixture(scope="module")
+def user_suite_study(tmp_path_factory):
+    """Two configs of the tiny study: ``lin`` evaluated on heldout-L01, ``both`` also on the user suite ``mine``
+    (the CBO toy graph, acbo-suite/2), run to their summaries."""
+    study = study_copy(tmp_path_factory.mktemp("user_suite") / "wf")
+    (study / "mine.json").write_text(json.dumps(cbo_toy_doc()))
+
+    def change(cfg):
+        tiny = cfg["experiments"]["tiny_a"]
+        cfg["experiments"] = {"lin": {**tiny, "eval_suites": ["heldout-L01"]},
+                              "both": {**tiny, "eval_suites": ["heldout-L01", "mine"]}}
+        cfg["suites"]["user"] = {"mine": "mine.json"}
+        cfg["evaluation"]["baselines"] = ["random", "oracle"]
+
+    edit_config(study, change)
+    snakemake(study, *USER_SUMMARIES)
+    assert planned_jobs(study, *USER_SUMMARIES) == {}
+    return study
+
+
+def test_editing_a_mechanism_of_a_user_suite_reruns_exactly_its_downstream_jobs(user_suite_study, tmp_path):
+    study = tmp_path / "wf"
+    shutil.copytree(user_suite_study, study, symlinks=True)
+    copy = study / "results/suites/mine.json"
+    before = json.loads(copy.read_text())["scms"][0]["oracle"]
+    (study / "mine.json").write_text(json.dumps(cbo_toy_doc(cos_weight=1.5)))  # a term's weight
+    # its copy, the baselines on it, the one evaluation on it and that config's summary; not the other config,
+    # not training, not heldout-L01's jobs
+    assert planned_jobs(study, *USER_SUMMARIES) == {"suite": 1, "baselines": 1, "evaluate": 1, "summary": 1}
+    snakemake(study, "results/suites/mine.json")
+    after = json.loads(copy.read_text())["scms"][0]
+    assert after["edges"][1]["terms"][0]["weight"] == 1.5
+    assert after["oracle"]["y_star"] != before["y_star"]  # the copy's oracle is computed afresh for the edit
+    assert planned_jobs(study, *USER_SUMMARIES) == {"baselines": 1, "evaluate": 1, "summary": 1}
+    summary = pd.read_parquet(user_suite_study / "results/both/summary.parquet")
+    assert {"all linear SCMs", "all nonlinear SCMs"} <= set(summary["suite"])
 
 
 # --- preemption ------------------------------------------------------------------------------------------

@@ -25,8 +25,11 @@ from workflow_src.provenance import file_hash
 from workflow_src.report.bootstrap import Units, bootstrap, unit_table, units_of
 from workflow_src.report.inputs import load_inputs
 from workflow_src.report.metrics import METRIC_COLUMNS, episode_metrics
-from workflow_src.report.summarize import ALL_SUITES, SUMMARY_SCHEMA, paired_differences, read_summary, summarize
+from workflow_src.report.summarize import POOLS, SUMMARY_SCHEMA, paired_differences, read_summary, summarize
+from workflow_src.suites.suite_io import parse_suite, write_suite
 from workflow_src.tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, write_table
+
+LINEAR_POOL, NONLINEAR_POOL = POOLS["linear"], POOLS["nonlinear"]
 
 BASELINES = ("random", "oracle", "marginal_regression", "thompson_bandit")
 POLICIES = ("policy_greedy", "policy_sampled")
@@ -97,8 +100,8 @@ def train_frame(config, seed, episodes=12):
             "episode": np.arange(episodes),
             "level": levels,
             "level_changed": np.r_[False, np.diff(levels) != 0],
-            "scm_id": "train-L01-000",
-            "family": "chain",
+            "scm_ids": "train-L01-000,train-L01-003",
+            "families": "chain,fork",
             "reward": rng.uniform(0, 1, episodes),
             "reward_target": rng.uniform(0, 1, episodes),
             "reward_parent": rng.uniform(0, 1, episodes),
@@ -127,8 +130,31 @@ CHART_NAMES = (
 )
 
 
-def make_study(tmp: Path, config="synth", seeds=(0, 1), suites=SUITES, n_scms=4, episodes=3, steps=5) -> dict:
-    """Write a complete synthetic study (checkpoints, training logs, evals, baselines); return its spec."""
+def suite_doc(suite: str, level: int, n_scms: int, nonlinear: bool) -> dict:
+    """A suite file whose SCM ids are those of ``eval_frame``: X0 -> X1 linear, or through a Gaussian bump."""
+    edge = {"parent": "X0", "child": "X1"}
+    edge.update({"terms": [{"fn": "gauss", "weight": -2.0}]} if nonlinear else {"coef": 1.5})
+    scms = [{"id": f"{suite}-{c:03d}", "family": "chain", "nodes": ["X0", "X1"], "target": "X1", "edges": [edge],
+             "ranges": {"X0": [-2.0, 2.0]}} for c in range(n_scms)]
+    fmt = "acbo-suite/2" if nonlinear else "acbo-suite/1"
+    return {"format": fmt, "name": suite, "level": level, "seed": 0, "scms": scms}
+
+
+def write_suite_file(results: Path, suite: str, level: int, n_scms: int, nonlinear: bool) -> None:
+    """The suite file as the suite stage writes it (a nonlinear one with its oracles)."""
+    doc = suite_doc(suite, level, n_scms, nonlinear)
+    path = results / "suites" / f"{suite}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if nonlinear:
+        write_suite(parse_suite(doc), path)
+    else:
+        path.write_text(json.dumps(doc))
+
+
+def make_study(tmp: Path, config="synth", seeds=(0, 1), suites=SUITES, n_scms=4, episodes=3, steps=5,
+               nonlinear=()) -> dict:
+    """Write a complete synthetic study (checkpoints, training logs, evals, baselines, suite files; the suites
+    named in ``nonlinear`` have nonlinear SCMs); return its spec."""
     results, ckpts = tmp / "results", tmp / "checkpoints"
     hashes = {}
     for seed in seeds:
@@ -148,6 +174,7 @@ def make_study(tmp: Path, config="synth", seeds=(0, 1), suites=SUITES, n_scms=4,
         path.write_bytes(json.dumps(header).encode() + b"\n" + bytes(range(256)) + bytes([seed]))
         hashes[seed] = file_hash(path)
     for suite, level in suites.items():
+        write_suite_file(results, suite, level, n_scms, suite in nonlinear)
         base = pd.concat([eval_frame(m, suite, level, n_scms, episodes, steps) for m in BASELINES])
         write_table(base, EVAL_SCHEMA, results / "baselines" / f"{suite}.parquet")
         for seed in seeds:
@@ -314,7 +341,7 @@ def test_summary_table_schema_and_content(study):
     assert set(frame["kind"]) == {"metric", "paired_difference", "step_curve", "training"}
     metrics = frame[frame["kind"] == "metric"]
     assert set(metrics["method"]) == set(BASELINES) | set(POLICIES)
-    assert set(metrics["suite"]) == set(SUITES) | {ALL_SUITES}
+    assert set(metrics["suite"]) == set(SUITES) | {LINEAR_POOL}
     assert set(metrics["metric"]) == set(METRIC_COLUMNS)
     ok = metrics["ci_low"].notna()
     assert (metrics["ci_low"][ok] <= metrics["mean"][ok] + 1e-12).all()
@@ -325,13 +352,13 @@ def test_summary_table_schema_and_content(study):
     assert metrics[metrics["method"] == "random"]["seed"].isna().all()
     # the synthetic tables rank the methods by QUALITY
     head = metrics[
-        (metrics["suite"] == ALL_SUITES) & metrics["seed"].isna() & (metrics["metric"] == "norm_improvement_best")
+        (metrics["suite"] == LINEAR_POOL) & metrics["seed"].isna() & (metrics["metric"] == "norm_improvement_best")
     ]
     by = head.set_index("method")["mean"]
     assert by["oracle"] > by["policy_greedy"] > by["marginal_regression"] > by["random"]
     curves = frame[frame["kind"] == "step_curve"]
     assert sorted(curves["step"].unique()) == [1, 2, 3, 4, 5]
-    oracle_curve = curves[(curves["method"] == "oracle") & (curves["suite"] == ALL_SUITES)].sort_values("step")
+    oracle_curve = curves[(curves["method"] == "oracle") & (curves["suite"] == LINEAR_POOL)].sort_values("step")
     assert oracle_curve["mean"].is_monotonic_increasing
     assert meta["config"] == "synth" and [t["seed"] for t in meta["training"]] == [0, 1]
     first = meta["training"][0]
@@ -367,6 +394,49 @@ def test_summarize_twice_is_byte_identical(study, tmp_path):
     assert names == sorted(f"{n}.png" for n in CHART_NAMES)
     for name in names:
         assert (Path(first.charts_dir) / name).read_bytes() == (Path(second.charts_dir) / name).read_bytes()
+
+
+def test_summarize_replaces_a_charts_folder_only_when_it_holds_nothing_but_its_charts(study, tmp_path):
+    from workflow_src.report.pages import SUMMARY_CHARTS
+
+    assert SUMMARY_CHARTS == CHART_NAMES  # what the command's check accepts is what it writes
+    first = study["args"]
+    charts = tmp_path / "charts"
+    charts.mkdir()
+    (charts / "behaviour.png").write_bytes(b"an earlier run's chart")
+    args = Namespace(**{**vars(first), "charts_dir": str(charts), "out_table": str(tmp_path / "s.parquet"),
+                        "out_html": str(tmp_path / "s.html")})
+    assert run_summarize_cli(args) == 0
+    assert snapshot_of(charts) == snapshot_of(Path(first.charts_dir))
+    (charts / "mine.txt").write_text("a user's file")
+    (tmp_path / "s.html").unlink()
+    before = snapshot_of(tmp_path)
+    with pytest.raises(UserError, match=r"holds files this command did not write \(mine\.txt\)"):
+        run_summarize_cli(args)
+    assert snapshot_of(tmp_path) == before
+
+
+def test_charts_are_rendered_before_their_temporary_folder_is_made(tmp_path, monkeypatch):
+    """A job killed while rendering (seconds) leaves no ``.charts.*`` folder behind."""
+    import vl_convert
+
+    from workflow_src.report.page import write_pngs
+
+    render = vl_convert.vegalite_to_png
+
+    def checked(spec, scale):
+        assert list(tmp_path.iterdir()) == [], "a folder was made before the charts were rendered"
+        return render(spec, scale=scale)
+
+    monkeypatch.setattr(vl_convert, "vegalite_to_png", checked)
+    spec = {"mark": "point", "data": {"values": [{"a": 1}]}, "encoding": {"x": {"field": "a", "type": "quantitative"}}}
+    write_pngs([("one", spec), ("two", spec)], tmp_path / "charts")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["charts"]
+    assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == ["one.png", "two.png"]
+
+
+def snapshot_of(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_summary_html_is_self_contained(study):
@@ -503,7 +573,7 @@ def test_spec_comes_from_the_config_file_without_spec(tmp_path):
                 **{
                     **vars(args),
                     "spec": '{"config": "other", "seeds": [0], '
-                    '"eval_suites": [], "bootstrap_resamples": 1, "bootstrap_seed": 0}',
+                    '"eval_suites": ["heldout-L01"], "bootstrap_resamples": 100, "bootstrap_seed": 0}',
                 }
             )
         )
@@ -556,7 +626,7 @@ def test_the_page_answers_first_whether_the_policy_beats_each_baseline(study):
     from workflow_src.report.pages import ANSWER_METRICS, answer_html
 
     def row(baseline, metric, low, high):
-        return {"kind": "paired_difference", "suite": ALL_SUITES, "seed": None, "method": "policy_greedy",
+        return {"kind": "paired_difference", "suite": LINEAR_POOL, "seed": None, "method": "policy_greedy",
                 "baseline": baseline, "metric": metric, "mean": (low + high) / 2, "ci_low": low, "ci_high": high,
                 "better": "lower" if metric == "target_mean" else "higher"}
 
@@ -566,7 +636,101 @@ def test_the_page_answers_first_whether_the_policy_beats_each_baseline(study):
     rows = [ahead("random", m, 0.1, 0.3) for m in ANSWER_METRICS]
     rows += [ahead("marginal_regression", m, 0.01, 0.05) for m in ANSWER_METRICS if m != "norm_improvement_best_10"]
     rows += [row("marginal_regression", "norm_improvement_best_10", -0.05, -0.01), row("oracle", "f1", -1, -0.5)]
-    html = answer_html(pd.DataFrame(rows))
+    html = answer_html(pd.DataFrame(rows), LINEAR_POOL)
     assert "<b>policy_greedy</b> beats random on every metric; it is behind marginal_regression " in html
     assert "(normalized improvement, best so far after 10 interventions)" in html
     assert "oracle" not in html  # an upper bound, not a competitor
+
+
+def test_json_blocks_hold_no_markup_whatever_the_names():
+    from workflow_src.report.page import Section, render_page, script_json
+
+    name = "x<!--<script></script>"
+    assert "<" not in script_json({"title": name}) and json.loads(script_json({"title": name})) == {"title": name}
+    page = render_page(name, "lead", [Section("s", "S", "", charts=(("c", {"title": name}),))])
+    blocks = re.findall(r'<script type="application/json" id="spec-c">(.*?)</script>', page, re.S)
+    assert len(blocks) == 1 and json.loads(blocks[0]) == {"title": name} and "<" not in blocks[0]
+
+
+# --- linear and nonlinear SCMs pooled apart ----------------------------------------------------------------
+
+MIXED_SUITES = {"heldout-L01": 1, "heldout-NL01": 1}
+
+
+@pytest.fixture(scope="module")
+def mixed_study(tmp_path_factory):
+    """A study evaluated on a linear and a nonlinear suite (its SCMs through a Gaussian bump)."""
+    tmp = tmp_path_factory.mktemp("mixed")
+    spec = make_study(tmp, config="mixed", seeds=(0,), suites=MIXED_SUITES, nonlinear={"heldout-NL01"})
+    args = summarize_args(tmp, spec)
+    assert run_summarize_cli(args) == 0
+    return {"tmp": tmp, "spec": spec, "args": args}
+
+
+def test_linear_and_nonlinear_scms_are_pooled_apart(mixed_study):
+    frame, meta = read_summary(mixed_study["args"].out_table)
+    assert meta["mechanisms"] == {"heldout-L01": "linear", "heldout-NL01": "nonlinear"}
+    for kind in ("metric", "paired_difference", "step_curve"):
+        rows = frame[frame["kind"] == kind]
+        assert set(rows["suite"]) == set(MIXED_SUITES) | {LINEAR_POOL, NONLINEAR_POOL}, kind
+    metrics = frame[(frame["kind"] == "metric") & frame["seed"].isna() & (frame["metric"] == "norm_improvement_best")]
+    by = metrics.set_index(["method", "suite"])
+    for suite, pool in (("heldout-L01", LINEAR_POOL), ("heldout-NL01", NONLINEAR_POOL)):
+        # one suite per class: each pool holds exactly that suite's SCMs, with the same resamples
+        for col in ("mean", "ci_low", "ci_high", "n_scms", "n_episodes"):
+            assert (by.loc[("policy_greedy", pool), col] == by.loc[("policy_greedy", suite), col]), (pool, col)
+    assert set(metrics[metrics["suite"] == NONLINEAR_POOL]["n_scms"]) == {4}
+
+
+def test_a_linear_only_study_has_one_pool(study):
+    frame, meta = read_summary(study["args"].out_table)
+    assert set(frame["suite"].dropna()) == set(SUITES) | {LINEAR_POOL}
+    assert set(meta["mechanisms"].values()) == {"linear"}
+
+
+def test_the_pages_show_each_pool_on_every_table_and_chart(mixed_study, study, tmp_path):
+    page = Path(mixed_study["args"].out_html).read_text()
+    answer = page[page.index('<section id="answer">'):page.index('<section id="headline">')]
+    assert "<h3>All linear SCMs</h3>" in answer and "<h3>All nonlinear SCMs</h3>" in answer
+    for heading in ("Outcomes", "How the methods intervene", "Policy against each baseline (paired)"):
+        for pool in (LINEAR_POOL, NONLINEAR_POOL):
+            assert f"<h3>{heading}: {pool}</h3>" in page, (heading, pool)
+    assert "mechanisms (pooled apart)</b></td><td>linear: heldout-L01; nonlinear: heldout-NL01</td>" in page
+    specs = page_specs(page)
+    order = ["heldout-L01 (level 1)", LINEAR_POOL, "heldout-NL01 (level 1, nonlinear)", NONLINEAR_POOL]
+    for name in ("comparison_norm_improvement", "comparison_target_mean", "paired_differences", "step_curves"):
+        assert specs[name]["facet"]["sort"] == order, name
+    out = tmp_path / "compare.html"
+    assert run_compare_cli(Namespace(summaries=[study["args"].out_table, mixed_study["args"].out_table],
+                                     out=str(out))) == 0
+    compare = page_specs(out.read_text())
+    assert compare["compare_headline"]["facet"]["sort"] == [
+        f"mixed: {LINEAR_POOL}", f"mixed: {NONLINEAR_POOL}", f"synth: {LINEAR_POOL}"]
+    assert compare["compare_suites"]["facet"]["sort"] == [
+        "heldout-L01 (level 1)", "heldout-L02 (level 2)", "heldout-NL01 (level 1, nonlinear)"]
+    assert f"<td>mixed</td><td>{NONLINEAR_POOL}</td>" in out.read_text()
+
+
+def test_scms_missing_from_their_suite_file_are_refused(tmp_path):
+    spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1}, n_scms=2, episodes=1, steps=2)
+    suite = tmp_path / "results" / "suites" / "heldout-L01.json"
+    doc = json.loads(suite.read_text())
+    suite.write_text(json.dumps({**doc, "scms": doc["scms"][:1]}))
+    with pytest.raises(UserError, match="suite heldout-L01: the tables hold SCM 'heldout-L01-001', which its suite"):
+        load_inputs(spec, layout(spec, tmp_path))
+    suite.unlink()
+    with pytest.raises(UserError, match=f"missing suite file {suite}"):
+        load_inputs(spec, layout(spec, tmp_path))
+
+
+def test_scopes_are_ordered_by_mechanism_class():
+    from workflow_src.report.chart_style import with_scope_labels
+    from workflow_src.report.summarize import suite_classes
+
+    classes = suite_classes({"a": {"x": "linear"}, "b": {"x": "nonlinear", "y": "linear"}, "c": {"x": "nonlinear"},
+                             "L02": {"x": "linear"}})
+    assert classes == {"L02": "linear", "a": "linear", "b": "mixed", "c": "nonlinear"}
+    frame = pd.DataFrame({"suite": ["c", NONLINEAR_POOL, "b", LINEAR_POOL, "a", "L02"],
+                          "level": [0, None, 0, None, 0, 2]})
+    _, order = with_scope_labels(frame, classes)
+    assert order == ["L02 (level 2)", "a", LINEAR_POOL, "b (mixed)", "c (nonlinear)", NONLINEAR_POOL]

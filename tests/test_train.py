@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ from conftest import ROOT, run_cli
 
 from workflow_src.config import deep_merge, train_slice
 from workflow_src.core import buffer as buffer_mod
-from workflow_src.core.scm import pad_scm
+from workflow_src.core.scm import SCM, pad_scm
 from workflow_src.evaluate.methods import policy_methods
 from workflow_src.evaluate.run import load_policy, run_methods
 from workflow_src.paths import train_suite_files
@@ -111,7 +112,7 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
     """With the network's own logit and value heads at zero, the prior alone picks ``marginal_regression``'s
     variable, at (nearly) its range end, at the first step of every episode of a suite (before any variable
     was set, both priors are that heuristic)."""
-    from workflow_src.evaluate.run.baselines import baseline_methods
+    from workflow_src.evaluate.baselines import baseline_methods
 
     suite = generate_level_suite("u", 4, 1, 6, GeneratorSettings())
     config = {**SMALL_POLICY, "bandit_features": True, "prior": prior}
@@ -184,14 +185,17 @@ def test_resume_and_determinism_give_identical_checkpoints(tmp_path, suites_dir,
     spec = small_spec(default_config, levels=[1], episodes=12, checkpoint_every=4,
                       policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 5})
     runs = {}
+    handler = signal.getsignal(signal.SIGTERM)
     for name in ("a", "b"):
         paths = TrainPaths(tmp_path / name, tmp_path / name / "log.parquet")
         train("resume", spec, 3, train_suite_files(spec["levels"], suites_dir), paths, progress=False)
         runs[name] = paths
+        assert signal.getsignal(signal.SIGTERM) is handler  # restored when train returns
     interrupted = TrainPaths(tmp_path / "c", tmp_path / "c" / "log.parquet")
     with pytest.raises(Interrupted, match="stopped after episode 6"):
         train("resume", spec, 3, train_suite_files(spec["levels"], suites_dir), interrupted, progress=False,
               stop_after=6)
+    assert signal.getsignal(signal.SIGTERM) is handler  # and when it raises
     assert checkpoint.read_header(interrupted.ckpt("latest"))["episode"] == 6
     assert not interrupted.ckpt("final").exists()
     train("resume", spec, 3, train_suite_files(spec["levels"], suites_dir), interrupted, progress=False)
@@ -202,6 +206,11 @@ def test_resume_and_determinism_give_identical_checkpoints(tmp_path, suites_dir,
     logs = [pd.read_parquet(p.log_table).drop(columns="wall_time") for p in (runs["a"], interrupted)]
     pd.testing.assert_frame_equal(*logs)
     assert logs[0]["episode"].tolist() == list(range(12))
+    # each row is labelled with every SCM of its update (its metrics are their mean), the current one first
+    ids = logs[0]["scm_ids"].str.split(",")
+    assert (ids.str.len() == spec["training"]["scms_per_update"]).all()
+    assert (logs[0]["families"].str.split(",").str.len() == ids.str.len()).all()
+    assert ids.map(lambda row: all(i.startswith("train-L01-") for i in row)).all()
 
 
 def test_trajectory_returns_credit_finding_the_optimum_early():
@@ -219,6 +228,98 @@ def test_trajectory_returns_credit_finding_the_optimum_early():
     np.testing.assert_allclose(grpo.trajectory_returns(jnp.ones((1, 3)), jnp.zeros((1, 3)), 0.0), [[3.0, 2.0, 1.0]])
     adv = np.asarray(grpo.group_advantages(jnp.asarray(returns), axis=0))
     np.testing.assert_allclose(adv.mean(0), 0.0, atol=1e-6)
+
+
+# --- the GRPO pieces, called directly --------------------------------------------------------------------
+
+
+def _chain() -> SCM:
+    """X0 -> X1 -> Y: E[Y | do(X1 = a)] = -0.5 - 1.5 a, E[Y | do(X0 = a)] = -2 - 3 a, mu_Y = -3.5, and the
+    oracle sets X0 = 2 (y* = -8), so the oracle gap mu_Y - y* is 4.5; X1 is Y's only parent."""
+    weights = np.array([[0.0, 2.0, 0.0], [0.0, 0.0, -1.5], [0.0, 0.0, 0.0]])
+    return SCM(id="chain", nodes=("X0", "X1", "Y"), target=2, weights=weights, bias=np.array([0.5, 1.0, -0.5]),
+               noise_std=np.ones(3), lo=np.array([-2.0, -1.0, np.nan]), hi=np.array([2.0, 3.0, np.nan]))
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_the_kernel_scores_each_action_by_the_reward_formula(default_config, exact):
+    arrays = jax.tree.map(jnp.asarray, pad_scm(_chain(), 3))
+    spec = small_spec(default_config, policy=SMALL_POLICY)
+    settings = grpo.GRPOSettings.from_experiment(spec)._replace(
+        reward_target=0.9, reward_parent=0.1, reward_info_gain=0.5, exact_reward=exact)
+    policy = pol.make_policy(SMALL_POLICY)
+    params = pol.init_params(policy, jax.random.PRNGKey(0))
+    buffer = buffer_mod.initial_buffer(arrays, jax.random.PRNGKey(1), 5, 8)
+    noise = jax.random.normal(jax.random.PRNGKey(2), (64, 3))
+    out = jax.jit(grpo.env_step, static_argnums=(0, 1, 8))(settings, policy, params, arrays, buffer, 5,
+                                                           jax.random.PRNGKey(3), noise, 64)
+    variable, value = np.asarray(out.variable), np.asarray(pol.squash(arrays, out.variable, out.u))
+    assert set(variable) == {0, 1}  # both intervenable variables drawn, never the target
+    expected_y = np.where(variable == 1, -0.5 - 1.5 * value, -2.0 - 3.0 * value)
+    y = expected_y if exact else np.asarray(out.x)[:, 2]
+    np.testing.assert_allclose(out.reward_target, (-3.5 - y) / 4.5, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.norm_improvement, (-3.5 - expected_y) / 4.5, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out.reward_parent, (variable == 1).astype(np.float32))
+    assert np.all(np.asarray(out.reward_info_gain) != 0.0)  # counted: one refit per action
+    np.testing.assert_allclose(out.reward, 0.9 * np.asarray(out.reward_target) + 0.1 * np.asarray(out.reward_parent)
+                               + 0.5 * np.asarray(out.reward_info_gain), rtol=1e-6, atol=1e-6)
+    # the samples are the interventions under the noise given: X_v = value, the other variables by the weights
+    x = np.asarray(out.x)
+    np.testing.assert_allclose(x[np.arange(64), variable], value, atol=1e-5)
+    set_x0 = variable == 0
+    np.testing.assert_allclose(x[set_x0, 1], 1.0 + 2.0 * value[set_x0] + np.asarray(noise)[set_x0, 1], atol=1e-4)
+
+
+@pytest.mark.parametrize("credit", ["step", "trajectory"])
+def test_both_rollouts_give_one_transition_layout(default_config, credit):
+    """(T, G) per-action fields and (T, S) states; the buffer returned holds the member ``executed`` at each
+    step; ``per_state`` (the loss's view: (T, G) for step credit, (G·T, 1) for trajectories) and ``per_step``
+    undo each other."""
+    n_steps, group, n_obs = 3, 4, 5
+    arrays = jax.tree.map(jnp.asarray, pad_scm(_chain(), 3))
+    spec = small_spec(default_config, policy=SMALL_POLICY,
+                      training={"credit": credit, "n_interventions": n_steps, "group_size": group, "n_obs": n_obs})
+    settings = grpo.GRPOSettings.from_experiment(spec)
+    policy = pol.make_policy(SMALL_POLICY)
+    params = pol.init_params(policy, jax.random.PRNGKey(0))
+    rollout = jax.jit(grpo.ROLLOUTS[credit], static_argnums=(0, 1))
+    buffer, tr, (executed_variable, _) = rollout(settings, policy, params, arrays, jax.random.PRNGKey(4))
+    n_states = 1 if credit == "step" else group
+    for field in ("variable", "u", "log_prob", "advantage", "reward", "reward_target", "reward_parent"):
+        assert getattr(tr, field).shape == (n_steps, group), field
+    assert tr.executed.shape == (n_steps,)
+    assert all(leaf.shape[:2] == (n_steps, n_states) for leaf in jax.tree.leaves(tr.obs))
+    steps = np.arange(n_steps)
+    appended = np.asarray(tr.variable)[steps, np.asarray(tr.executed)]
+    np.testing.assert_array_equal(np.argmax(np.asarray(buffer.intervened)[n_obs:], axis=1), appended)
+    assert executed_variable.shape == ((n_steps,) if credit == "step" else (group * n_steps,))
+    if credit == "step":  # the group's advantages: its rewards standardized at each step
+        np.testing.assert_allclose(tr.advantage, grpo.group_advantages(tr.reward), atol=1e-5)
+    flat = grpo.per_state(tr)
+    assert flat.variable.shape == (n_states * n_steps, group // n_states)
+    assert all(leaf.shape[0] == n_states * n_steps for leaf in jax.tree.leaves(flat.obs))
+    for field, value in grpo.per_step(flat).items():
+        np.testing.assert_array_equal(value, getattr(tr, field), err_msg=field)
+
+
+def test_sigterm_sets_the_flag_and_the_handler_is_restored():
+    from workflow_src.train.loop import sigterm_flag
+
+    def sentinel(signum, frame):
+        raise AssertionError("the training run's handler should have caught it")
+
+    previous = signal.signal(signal.SIGTERM, sentinel)
+    try:
+        with sigterm_flag() as stop:
+            assert not stop["stop"]
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop["stop"]
+        assert signal.getsignal(signal.SIGTERM) is sentinel
+        with pytest.raises(KeyError), sigterm_flag():
+            raise KeyError("a failing run")
+        assert signal.getsignal(signal.SIGTERM) is sentinel
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_bandit_statistics_match_a_direct_computation():
@@ -471,3 +572,33 @@ def test_damaged_resume_state_falls_back_to_an_intact_checkpoint_or_starts_fresh
     assert len(lines) == 1 and "latest.log.parquet is unreadable" in lines[0] and "starting fresh" in lines[0]
     lines = damage("log missing", ("latest.log.parquet", None))
     assert len(lines) == 1 and "latest.log.parquet is missing" in lines[0] and "starting fresh" in lines[0]
+
+
+def test_another_seeds_checkpoints_are_not_resumed_and_a_users_files_survive(tmp_path, suites_dir, default_config):
+    """``--checkpoint-dir`` holding a copy of seed 0's interrupted run, and a user's own files: a run of seed 1
+    starts fresh (saying why), ends as a fresh seed-1 run does, and clears only the files a run writes."""
+    import io
+    import shutil
+
+    spec = small_spec(default_config, levels=[1], episodes=4, checkpoint_every=2,
+                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+    suites = train_suite_files(spec["levels"], suites_dir)
+    seed_0 = TrainPaths(tmp_path / "seed_0", tmp_path / "seed_0.parquet")
+    with pytest.raises(Exception, match="stopped after episode 2"):
+        train("x", spec, 0, suites, seed_0, progress=False, stop_after=2)
+    mine = TrainPaths(tmp_path / "mine", tmp_path / "mine.parquet")
+    shutil.copytree(seed_0.checkpoint_dir, mine.checkpoint_dir)
+    users = {"my_model.ckpt": b"precious", "notes.txt": b"keep", "episode_1.ckpt": b"mine too"}
+    for name, data in users.items():
+        (mine.checkpoint_dir / name).write_bytes(data)
+    (mine.checkpoint_dir / "episode_00098.ckpt").write_bytes(b"a stale periodic checkpoint of a longer run")
+    out = io.StringIO()
+    train("x", spec, 1, suites, mine, progress=False, out=out)
+    assert "seed 0 differs from this run's 1: starting fresh" in out.getvalue()
+    fresh = TrainPaths(tmp_path / "fresh", tmp_path / "fresh.parquet")
+    train("x", spec, 1, suites, fresh, progress=False)
+    assert mine.ckpt("final").read_bytes() == fresh.ckpt("final").read_bytes()
+    assert checkpoint.read_header(mine.ckpt("final"))["seed"] == 1
+    for name, data in users.items():
+        assert (mine.checkpoint_dir / name).read_bytes() == data, name
+    assert not (mine.checkpoint_dir / "episode_00098.ckpt").exists()

@@ -24,6 +24,30 @@ def atomic_path(path: str | Path):
         raise
 
 
+def output_problem(path: str | Path, kind: str = "file") -> str | None:
+    """Why ``path`` cannot be written, or None: checked before a command starts its work.
+
+    ``kind``: ``"file"`` (written by rename beside itself), ``"into"`` (a folder files are written into) or
+    ``"replace"`` (a folder replaced as a whole, beside itself: never the working folder or one above it). A
+    folder that does not exist yet must be creatable: its nearest existing ancestor must be a writable folder.
+    """
+    path = Path(path)
+    here = Path.cwd().resolve()
+    if kind == "replace" and path.resolve() in (here, *here.parents):
+        return "is the working folder or a folder above it"
+    if kind == "file" and path.is_dir():
+        return "is an existing folder, not a file"
+    if kind != "file" and path.exists() and not path.is_dir():
+        return "is an existing file, not a folder"
+    written = path if kind == "into" else path.parent
+    existing = next((p for p in (written, *written.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        return f"cannot be created: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot be written: the folder {existing} is not writable"
+    return None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -6,7 +6,8 @@
   episodes and intervention steps per second (the episodes that compiled a shape bucket's programs left out),
   by bucket, the compile time, the run's time and its peak memory;
 - ``evaluate``: time of the baselines and of the policy evaluation on one production held-out suite;
-- ``programs``: the compiled evaluation programs the production study needs (shape buckets of its suites);
+- ``programs``: the compiled evaluation programs the production study needs (variable and term buckets of
+  its suites);
 - ``study``: a whole debug study from a cold compilation cache, read from its job logs (``bench_study``);
 - ``nonlinear_suites``: per level, the time (wall and CPU, oracle included) to generate ``heldout-NLnn`` and
   the share of its SCMs whose best intervention (the oracle action) is interior, the share with at least one
@@ -177,10 +178,11 @@ STUDY_CONFIG = "debug"
 
 
 def production_programs(cfg: dict, suites_dir: Path) -> dict:
+    from .core.scm import term_bucket
     from .suites.suite_io import load_suite
 
-    names = cfg["experiments"]["production"]["eval_suites"]
-    return planned_programs({n: max(s.n for s in load_suite(suites_dir / f"{n}.json").scms) for n in names})
+    suites = {n: load_suite(suites_dir / f"{n}.json").scms for n in cfg["experiments"]["production"]["eval_suites"]}
+    return planned_programs({n: (max(s.n for s in scms), term_bucket(scms)) for n, scms in suites.items()})
 
 
 def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: int) -> None:

@@ -102,13 +102,15 @@ def bench_study(root: Path, work: Path, config_name: str, cores: int = 2) -> dic
                                                           "programs")}}
 
 
-def planned_programs(suites: dict[str, int]) -> dict:
-    """Compiled evaluation programs a study needs, from its suites' largest SCMs: one per bucket for the
-    policy and one for the baselines."""
+def planned_programs(suites: dict[str, tuple[int, int]]) -> dict:
+    """Compiled evaluation programs a study needs, from each suite's largest SCM and term bucket (``(n_max,
+    core.scm.term_bucket)``; 0 for a suite without nonlinear terms): a suite's SCMs are padded to a variable
+    bucket and its nonlinear terms to a term bucket, and every distinct pair is one program for the policy and
+    one for the baselines."""
     from .core.scm import bucket_size
 
-    buckets = {name: bucket_size(n) for name, n in suites.items()}
-    return {"buckets": buckets, "programs": 2 * len(set(buckets.values()))}
+    buckets = {name: (bucket_size(n), terms) for name, (n, terms) in suites.items()}
+    return {"buckets": {name: list(b) for name, b in buckets.items()}, "programs": 2 * len(set(buckets.values()))}
 
 
 def table(figures: dict) -> str:
@@ -130,5 +132,6 @@ def table(figures: dict) -> str:
                      f"{warm['evaluation_jobs_untraced']} from the program store)")
     if "programs" in figures:
         plan = figures["programs"]
-        lines.append(f"production evaluation programs: {plan['programs']} (buckets {plan['buckets']})")
+        shapes = sorted({tuple(b) for b in plan["buckets"].values()})
+        lines.append(f"production evaluation programs: {plan['programs']} ((variable, term) buckets {shapes})")
     return "\n".join(lines)

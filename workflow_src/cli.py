@@ -31,13 +31,14 @@ def pin_blas_threads() -> None:
         os.environ.setdefault(var, "1")
 
 
-def stage_spec(args, build, template) -> dict:
+def stage_spec(args, stage, build, template) -> dict:
     """The stage's config slice: ``--spec`` JSON (as a rule passes it), else ``build`` of the config file.
 
-    ``template`` gives the slice of the packaged defaults: a ``--spec`` lacking any of its keys, or that is
-    not a JSON object, is refused in one line before any work starts.
+    ``template`` gives the slice of the packaged defaults: a ``--spec`` lacking any of its keys, that is not a
+    JSON object, or with a value the config schema refuses (``config.validate_slice`` of ``stage``) is refused
+    in one line before any work starts.
     """
-    from .config import load_config_or_packaged, packaged_config
+    from .config import load_config_or_packaged, packaged_config, validate_slice
 
     if not getattr(args, "spec", None):
         return build(load_config_or_packaged(args.config, getattr(args, "command", "acbo")))
@@ -50,7 +51,38 @@ def stage_spec(args, build, template) -> dict:
     missing = sorted(set(template(packaged_config())) - set(spec))
     if missing:
         raise ConfigError(f"--spec lacks {', '.join(missing)}")
-    return spec
+    return validate_slice(stage, spec)
+
+
+def check_outputs(outputs: dict, inputs=()) -> None:
+    """Refuse, before any work starts, an output that cannot be written, that is one of the command's inputs
+    or another of its outputs, or (a folder replaced as a whole) that holds another output.
+
+    ``outputs``: ``{option: (path, kind)}``, ``kind`` as in ``atomic.output_problem``; ``inputs``: files read.
+    """
+    from .atomic import output_problem
+
+    taken = {_file_identity(p): "an input of this command" for p in inputs if p}
+    for option, (path, kind) in outputs.items():
+        problem = output_problem(path, kind)
+        if problem is None and _file_identity(path) in taken:
+            problem = f"is {taken[_file_identity(path)]}: it would be overwritten"
+        if problem is None and kind == "replace":
+            inside = [o for o, (p, _) in outputs.items() if o != option and Path(p).resolve().is_relative_to(
+                Path(path).resolve())]
+            problem = f"holds the output of {inside[0]}, and is replaced as a whole" if inside else None
+        if problem:
+            raise UserError(f"{option} {path}: {problem}")
+        taken[_file_identity(path)] = f"the output of {option} too"
+
+
+def _file_identity(path) -> tuple | Path:
+    """The same for two names of one existing file (links included); else the resolved path."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return Path(path).resolve()
+    return st.st_dev, st.st_ino
 
 
 # --- suite -------------------------------------------------------------------------------------------
@@ -60,8 +92,9 @@ def run_suite_generate_cli(args) -> int:
     from .config import suite_slice
     from .suites.build import build_suite
 
-    spec = stage_spec(args, lambda cfg: suite_slice(cfg, args.name), lambda cfg: {"name": None})
+    spec = stage_spec(args, "suite", lambda cfg: suite_slice(cfg, args.name), lambda cfg: {"name": None})
     out = args.out or paths.suite_file(spec["name"])
+    check_outputs({"--out": (out, "file")}, [spec.get("user_file"), args.config])
     jobstats.ready()
     build_suite(spec, out)
     print(f"wrote {out}")
@@ -112,22 +145,28 @@ def run_suite_show_cli(args) -> int:
 
 
 def run_train_cli(args) -> int:
-    from .config import train_slice
+    from .config import check_option, train_slice
 
-    spec = stage_spec(args, lambda cfg: train_slice(cfg, args.experiment), lambda cfg: train_slice(cfg, "default"))
-    configure_jax(args.threads)
-    from .train.loop import Interrupted, TrainPaths, train
-
-    if args.episodes:
+    check_option("--seed", args.seed, "seed")
+    for option, value in (("--episodes", args.episodes), ("--stop-after", args.stop_after)):
+        if value is not None and value < 1:
+            raise UserError(f"{option}: {value} is less than the minimum of 1")
+    spec = stage_spec(args, "train", lambda cfg: train_slice(cfg, args.experiment),
+                      lambda cfg: train_slice(cfg, "default"))
+    if args.episodes is not None:
         spec = {**spec, "episodes": args.episodes}
     suites = args.suites or paths.train_suite_files(spec["levels"], args.suites_dir,
                                                     spec.get("train_suites", "linear"))
     if len(suites) != len(spec["levels"]):
         raise UserError(f"--suites: {len(suites)} files given, one per level {spec['levels']} needed")
-    out = TrainPaths(
-        checkpoint_dir=Path(args.checkpoint_dir or paths.checkpoint_dir(args.experiment, args.seed)),
-        log_table=Path(args.log_table or paths.train_log(args.experiment, args.seed)),
-    )
+    checkpoint_dir = Path(args.checkpoint_dir or paths.checkpoint_dir(args.experiment, args.seed))
+    log_table = Path(args.log_table or paths.train_log(args.experiment, args.seed))
+    check_outputs({"--checkpoint-dir": (checkpoint_dir, "into"), "--log-table": (log_table, "file")},
+                  [*suites, args.config])
+    configure_jax(args.threads)
+    from .train.loop import Interrupted, TrainPaths, train
+
+    out = TrainPaths(checkpoint_dir=checkpoint_dir, log_table=log_table)
     jobstats.ready()
     try:
         train(args.experiment, spec, args.seed, [Path(s) for s in suites], out, verbose=args.verbose,
@@ -143,14 +182,23 @@ def _methods_arg(value: str | None, default) -> list[str]:
         return list(default)
     names = [m.strip() for m in value.split(",") if m.strip()]
     if not names:
-        raise ValueError(f"--methods {value!r}: names no method")
+        raise UserError(f"--methods {value!r}: names no method")
+    repeated = sorted({m for m in names if names.count(m) > 1})
+    if repeated:
+        raise UserError(f"--methods {value!r}: names {', '.join(repeated)} more than once")
     return names
 
 
 def run_evaluate_cli(args) -> int:
     from .config import evaluation_slice
 
-    protocol = stage_spec(args, evaluation_slice, evaluation_slice)
+    protocol = stage_spec(args, "evaluate", evaluation_slice, evaluation_slice)
+    if args.seed is not None:
+        from .config import check_option
+
+        check_option("--seed", args.seed, "seed")
+    check_outputs({"--out": (args.out, "file")}, [args.checkpoint, args.suite, args.config])
+    modes = _methods_arg(args.methods, protocol["policy_modes"])
     configure_jax(args.threads)
     from .evaluate.methods import policy_methods
     from .evaluate.run import load_policy, write_evaluation
@@ -162,7 +210,6 @@ def run_evaluate_cli(args) -> int:
     header, policy_config, params = load_policy(args.checkpoint)
     check_config_hash(args.checkpoint, header, getattr(args, "train_config_hash", None))
     try:
-        modes = _methods_arg(args.methods, protocol["policy_modes"])
         methods = policy_methods(policy_config, modes, source=str(args.checkpoint))
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -179,7 +226,9 @@ def run_evaluate_cli(args) -> int:
 def run_baselines_cli(args) -> int:
     from .config import baselines_slice
 
-    protocol = stage_spec(args, baselines_slice, baselines_slice)
+    protocol = stage_spec(args, "baselines", baselines_slice, baselines_slice)
+    check_outputs({"--out": (args.out, "file")}, [args.suite, args.config])
+    names = _methods_arg(args.methods, protocol["baselines"])
     configure_jax(args.threads)
     from .evaluate.baselines import baseline_methods
     from .evaluate.run import write_evaluation
@@ -187,7 +236,7 @@ def run_baselines_cli(args) -> int:
 
     suite = load_suite(args.suite)
     try:
-        methods = baseline_methods(_methods_arg(args.methods, protocol["baselines"]))
+        methods = baseline_methods(names)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     jobstats.ready()
@@ -202,7 +251,8 @@ def run_plugin_cli(args) -> int:
         return plugin_slice(cfg, args.name) if args.name in cfg["evaluation"]["plugins"] else baselines_slice(cfg)
 
     protocol_keys = lambda cfg: {k: v for k, v in baselines_slice(cfg).items() if k != "baselines"}  # noqa: E731
-    spec = stage_spec(args, from_config, protocol_keys)
+    spec = stage_spec(args, "plugin", from_config, protocol_keys)
+    check_outputs({"--out": (args.out, "file")}, [args.file, args.suite, args.config])
     configure_jax(args.threads)
     from .evaluate.plugins import check_act, check_records, load_plugin
     from .evaluate.registry import BASELINES
@@ -220,11 +270,12 @@ def run_plugin_cli(args) -> int:
 def run_summarize_cli(args) -> int:
     from .config import summary_slice
     from .report.inputs import load_inputs
-    from .report.pages import write_summary_page
+    from .report.page import charts_dir_problem
+    from .report.pages import SUMMARY_CHARTS, write_summary_page
     from .report.summarize import provenance, summarize, write_summary
 
     # train_config_hash may be left out of a --spec written by hand: then no checkpoint hash is compared
-    spec = stage_spec(args, lambda cfg: summary_slice(cfg, args.experiment),
+    spec = stage_spec(args, "summary", lambda cfg: summary_slice(cfg, args.experiment),
                       lambda cfg: {k: v for k, v in summary_slice(cfg, "default").items() if k != "train_config_hash"})
     if spec["config"] != args.experiment:
         raise ConfigError(f"--spec is for config {spec['config']!r}, not {args.experiment!r}")
@@ -236,6 +287,12 @@ def run_summarize_cli(args) -> int:
     out_table = Path(args.out_table or paths.summary_table(name, args.results))
     out_html = Path(args.out_html or paths.summary_html(name, args.results))
     charts_dir = Path(args.charts_dir or paths.charts_dir(name, args.results))
+    read = [*(f for kind in files.values() for f in kind), args.config]
+    check_outputs({"--out-table": (out_table, "file"), "--out-html": (out_html, "file"),
+                   "--charts-dir": (charts_dir, "replace")}, read)
+    problem = charts_dir_problem(charts_dir, SUMMARY_CHARTS)
+    if problem:
+        raise UserError(f"--charts-dir {charts_dir}: {problem}")
     inputs = load_inputs(spec, files)
     jobstats.ready()
     summary = summarize(inputs)
@@ -250,6 +307,7 @@ def run_compare_cli(args) -> int:
     from .report.pages import write_compare_page
     from .report.summarize import load_summaries
 
+    check_outputs({"--out": (args.out, "file")}, args.summaries)
     frames, metas = load_summaries(args.summaries)
     write_compare_page(frames, metas, args.out)
     print(f"wrote {args.out}")
@@ -257,10 +315,14 @@ def run_compare_cli(args) -> int:
 
 
 def run_bench_cli(args) -> int:
+    check_outputs({"--out": (args.out, "into")}, [args.config])
     configure_jax(args.threads)
     from .bench import BENCHMARKS, run_bench
 
     only = set(args.only.split(",")) if args.only else set(BENCHMARKS)
+    unknown = sorted(only - set(BENCHMARKS))
+    if unknown:
+        raise UserError(f"--only: unknown benchmark {', '.join(map(repr, unknown))} (known: {', '.join(BENCHMARKS)})")
     run_bench(args.config, only, Path(args.out), args.threads or 1)
     return 0
 
@@ -356,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"the training logs, {inputs_help}")
     summ.add_argument("--final-checkpoints", dest="checkpoints_files", nargs="+", metavar="FILE",
                       help=f"the final checkpoints, {inputs_help}")
+    summ.add_argument("--suites", dest="suites_files", nargs="+", metavar="FILE",
+                      help=f"the suite files (which SCMs are linear), {inputs_help}")
     summ.add_argument("--out-table", help=f"default {paths.summary_table('EXPERIMENT')}")
     summ.add_argument("--out-html", help=f"default {paths.summary_html('EXPERIMENT')}")
     summ.add_argument("--charts-dir", help=f"default {paths.charts_dir('EXPERIMENT')}")
@@ -380,12 +444,38 @@ def add_threads(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for XLA (the rule's threads)")
 
 
-def _refuse_folder_outputs(args) -> None:
-    """An output file option naming an existing folder: refused before any work is done."""
-    for name in ("out", "out_table", "out_html", "log_table"):
-        value = getattr(args, name, None)
-        if value and args.command != "bench" and Path(value).is_dir():  # bench --out is a folder
-            raise UserError(f"--{name.replace('_', '-')} {value}: is an existing folder, not a file")
+INTERRUPT_GRACE_S = 2.0  # how long Ctrl-C waits for Python to take it before the process ends from native code
+
+
+def stop_on_interrupt(command: str) -> None:
+    """Make Ctrl-C stop the command even while XLA runs compiled code (a plug-in that loops forever).
+
+    Python runs its SIGINT handler only when the main thread is back in the interpreter, which a compiled
+    program (or a compilation) may never be. The C-level handler still writes the signal to a wakeup pipe: a
+    watcher thread reads it and, when the handler has not run within ``INTERRUPT_GRACE_S``, says so in one line
+    and ends the process with the shell's status for SIGINT (130). Files are written only after a job's
+    computation (temporary file, then rename), so there is nothing half-written to clean up then.
+    """
+    import signal
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    handled = threading.Semaphore(0)
+
+    def handler(signum, frame):
+        handled.release()
+        raise KeyboardInterrupt
+
+    def watch():
+        while True:
+            if signal.SIGINT in os.read(read_fd, 64) and not handled.acquire(timeout=INTERRUPT_GRACE_S):
+                os.write(2, f"acbo {command}: interrupted\n".encode())
+                os._exit(130)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=watch, name="acbo-interrupt", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,11 +492,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "suite" and args.suite_command == "generate" and not (args.name or args.spec):
         parser.error("suite generate needs a suite NAME or --spec")
+    if args.command in INTERRUPTIBLE:
+        stop_on_interrupt(args.command)
     try:
-        _refuse_folder_outputs(args)
         status = args.func(args)
+    except KeyboardInterrupt:
+        print(f"acbo {args.command}: interrupted", file=sys.stderr)
+        return 130
     except UserError as err:
         print(f"acbo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file that could not be read or written after the checks: said in one line
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"acbo {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     command = " ".join(filter(None, (args.command, getattr(args, "suite_command", None))))
     if status == 0 and command in JOB_COMMANDS:
@@ -416,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # the commands that workflow rules run: their logs end with a job-stats line (read by ``make bench``)
 JOB_COMMANDS = ("suite generate", "train", "evaluate", "baselines", "summarize", "compare")
+# the commands that run compiled programs, which Python's own Ctrl-C handling cannot stop
+INTERRUPTIBLE = ("train", "evaluate", "baselines", "plugin", "bench")
 
 
 if __name__ == "__main__":

@@ -8,16 +8,30 @@ warns and recompiles). ``AtomicFileCache`` writes each entry to a temporary file
 renames it into place, so readers see either no entry or a complete one, on a local disk and on a shared
 POSIX filesystem alike; two jobs that compile the same program both rename an equivalent entry, and the
 last one wins. ``CompileWatch`` reports whether a compilation was served from the cache.
+
+Every entry is sealed (``seal``): a header names its key and the sha256 of its content, both checked when it
+is read (``unseal``). An entry that fails (a flipped byte, a truncated or swapped file, an entry of plain JAX
+or of an older version of this workflow) is reported in one line on stderr, compiled again and replaced; so is
+one whose content checks but that JAX could not load. The program store (``evaluate/program_store.py``) seals
+its entries the same way. Entries get the usual permissions (``0666`` less the umask, not ``mkstemp``'s
+``0600``), so a cache folder shared by a group serves every member; nothing in a key depends on where the
+folder is (JAX's GPU autotuning cache, whose path it would put in every key, is off), so a copied, moved or
+differently mounted cache still hits. A sealed entry guards against damage, not against a forger: whoever
+may write to the folder chooses native code that every job runs.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
-import tempfile
+import sys
 from pathlib import Path
 
-CACHE_SUFFIX = "-cache"  # JAX's file naming, so entries written by plain JAX stay readable
+from .atomic import atomic_write_bytes, output_problem
+
+CACHE_SUFFIX = "-cache"  # JAX's file naming: a plain JAX entry found in the folder fails its check and is replaced
+SEAL = b"acbo sealed entry 1\n"  # then the key, a line, the content's sha256 (hex), a line, the content
 _events: list[str] = []
 XLA_DEFAULTS = {"xla_cpu_multi_thread_eigen": "false", "xla_backend_optimization_level": "2"}
 
@@ -38,6 +52,9 @@ def configure_jax(threads: int | None) -> None:
     LLVM runs at optimization level 2 instead of XLA's default 3: measured on the training program, 10.1 s
     of compilation become 6.3 s and an update runs as fast; the evaluation programs of the 64-variable bucket
     compile in 3.8 instead of 6.6 s and run 2% slower. A flag already in ``XLA_FLAGS`` is kept.
+
+    A cache folder that cannot be created or written (a job run from a read-only folder) is said in one warning
+    line, and the job runs without the persistent cache and the program store.
     """
     flags = os.environ.get("XLA_FLAGS", "")
     for flag, value in XLA_DEFAULTS.items():
@@ -49,10 +66,18 @@ def configure_jax(threads: int | None) -> None:
     _one_thread_client(jax)
 
     cache_dir = Path(os.environ.get("ACBO_JAX_CACHE", ".jax_cache")).resolve()
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    _install_atomic_cache(cache_dir)
+    problem = output_problem(cache_dir, "into")
+    if problem:  # e.g. run from a read-only folder: every program is compiled in the job, as without a cache
+        print(f"acbo: warning: the compilation cache {cache_dir} {problem}: running without it (set "
+              "ACBO_JAX_CACHE to a writable folder to keep compiled programs)", file=sys.stderr)
+    else:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        # GPU autotuning results kept in a folder of the cache, whose absolute path JAX puts in every key (on the
+        # CPU too): a moved or differently mounted cache would never hit. Compiled executables keep their tuning.
+        jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
+        _install_atomic_cache(cache_dir)
     if not getattr(configure_jax, "_listening", False):
         jax.monitoring.register_event_listener(lambda event, **_: _events.append(event))
         configure_jax._listening = True
@@ -103,11 +128,13 @@ def _install_atomic_cache(cache_dir: Path) -> None:
 
 
 class AtomicFileCache:
-    """A persistent compilation cache directory whose entries appear atomically (temp file + rename)."""
+    """A persistent compilation cache directory whose entries appear atomically (temp file + rename) and are
+    checked against their key and content hash when read (``unseal``)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._served: set[str] = set()  # keys whose entry this process was given
 
     def _entry(self, key: str) -> Path:
         if not key or "/" in key:
@@ -115,23 +142,64 @@ class AtomicFileCache:
         return self.path / f"{key}{CACHE_SUFFIX}"
 
     def get(self, key: str) -> bytes | None:
+        entry = self._entry(key)
         try:
-            return self._entry(key).read_bytes()
+            content = unseal(key, entry.read_bytes())
         except FileNotFoundError:
             return None
+        except DamagedEntry as exc:
+            say_damaged("compilation cache", entry, exc, "compiling it again")
+            return None
+        self._served.add(key)
+        return content
 
     def put(self, key: str, value: bytes) -> None:
+        """Store an entry, unless an intact one is there already (a concurrent job's equivalent program). JAX
+        puts a key it was served only when it could not load that entry: then it is replaced."""
         entry = self._entry(key)
-        if entry.exists():
+        if key not in self._served and _intact(entry, key):
             return
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(value)
-            os.replace(tmp, entry)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self._served.discard(key)
+        atomic_write_bytes(entry, seal(key, value))
+
+
+class DamagedEntry(Exception):
+    """A cache entry that does not hold what its key names."""
+
+
+def seal(key: str, content: bytes) -> bytes:
+    """An entry for ``key``: a header naming the key and the sha256 of ``content``, then ``content``."""
+    if "\n" in key:
+        raise ValueError(f"bad cache key {key!r}")
+    return b"".join((SEAL, key.encode(), b"\n", hashlib.sha256(content).hexdigest().encode(), b"\n", content))
+
+
+def unseal(key: str, entry: bytes) -> bytes:
+    """The content of an entry sealed for ``key``; ``DamagedEntry`` saying what is wrong otherwise."""
+    if not entry.startswith(SEAL):
+        raise DamagedEntry("no checksum header (damaged, or written by plain JAX or an older version)")
+    parts = entry[len(SEAL):].split(b"\n", 2)
+    if len(parts) < 3:
+        raise DamagedEntry("truncated")
+    stored_key, digest, content = parts
+    if stored_key != key.encode():
+        raise DamagedEntry(f"holds the entry of another key ({stored_key.decode(errors='replace')[:48]})")
+    if hashlib.sha256(content).hexdigest().encode() != digest:
+        raise DamagedEntry("content does not match its checksum")
+    return content
+
+
+def say_damaged(cache: str, entry: Path, reason, action: str) -> None:
+    """The one line a job writes for a damaged entry (stderr, so into the job's log)."""
+    print(f"{cache}: damaged entry {entry.name}: {reason}; {action} and replacing it", file=sys.stderr, flush=True)
+
+
+def _intact(entry: Path, key: str) -> bool:
+    try:
+        unseal(key, entry.read_bytes())
+    except (OSError, DamagedEntry):
+        return False
+    return True
 
 
 class CompileWatch:

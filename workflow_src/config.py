@@ -190,6 +190,83 @@ def experiment(cfg: dict, name: str) -> dict:
 # --- canonical slices: what each stage depends on ---------------------------------------------------
 
 
+def _require_all(schema: dict) -> dict:
+    """``schema`` with every property of every object in it required (a stage's slice is complete)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _require_all(v) if isinstance(v, dict) else v for k, v in schema.items()}
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {k: _require_all(v) for k, v in schema["properties"].items()}
+        out["required"] = sorted(schema["properties"])
+    return out
+
+
+def slice_schema(stage: str, spec: dict) -> dict:
+    """The JSON Schema of a stage's config slice (``--spec``), made of the config schema's own definitions: the
+    same bounds and types as in the config file, every key required except those a slice may leave out."""
+    root = config_schema()
+    ev, exp = root["properties"]["evaluation"]["properties"], root["$defs"]["experiment"]["properties"]
+    protocol = {k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed")}
+    name = {"type": "string", "minLength": 1}
+    optional = ()
+    if stage == "train":
+        props = {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
+        optional = ("train_suites",)  # left out of the slice when linear (train_slice)
+    elif stage == "evaluate":
+        props = {**protocol, "policy_modes": ev["policy_modes"]}
+    elif stage == "baselines":
+        props = {**protocol, "baselines": ev["baselines"]}
+    elif stage == "plugin":
+        props, optional = {**protocol, "name": name, "file": name, "settings": {"type": "object"}}, ("name", "file",
+                                                                                                    "settings")
+    elif stage == "summary":
+        props = {"config": name, "seeds": exp["seeds"], "eval_suites": exp["eval_suites"],
+                 "plugins": {"type": "array", "uniqueItems": True, "items": name},
+                 **{k: ev[k] for k in ("bootstrap_resamples", "bootstrap_seed")}, "train_config_hash": name}
+        optional = ("plugins", "train_config_hash")
+    elif stage == "suite" and "user_file" in spec:
+        props = {"name": name, "user_file": name}
+    elif stage == "suite" and "classic" in spec:
+        props = {"name": {"const": CLASSIC_SUITE}, "classic": {"const": True}}
+    elif stage == "suite" and "literature" in spec:
+        props = {"name": {"const": LITERATURE_SUITE}, "literature": {"const": True}}
+    elif stage == "suite" and "bnlearn" in spec:
+        props = {"name": {"enum": [BNLEARN_SUITE, BNLEARN_HEAD_SUITE]}, "bnlearn": {"const": True},
+                 "head": {"type": "boolean"}}
+    elif stage == "suite":
+        suites = root["properties"]["suites"]["properties"]
+        generator = {k: v for k, v in suites.items() if k not in ("pool_size", "seed_base", "user", "nonlinear")}
+        props = {"name": {"type": "string", "pattern": GENERATED_SUITE.pattern}, "level": {"$ref": "#/$defs/level"},
+                 "size": {"type": "integer", "minimum": 1}, "seed": {"type": "integer", "minimum": 0},
+                 "generator": {"type": "object", "additionalProperties": False, "properties": generator},
+                 "nonlinear": suites["nonlinear"]}  # train-NLNN / heldout-NLNN only
+        optional = ("nonlinear",)
+    else:
+        raise ValueError(f"no slice schema for stage {stage!r}")
+    # other keys at the top are ignored (one spec may serve several commands), but not inside a section
+    schema = _require_all({"type": "object", "properties": props})
+    schema["required"] = [k for k in schema["required"] if k not in optional]
+    return {**schema, "$defs": root["$defs"]}
+
+
+def validate_slice(stage: str, spec: dict, source: str = "--spec") -> dict:
+    """Refuse a stage's slice whose values the config schema would refuse (one line per problem)."""
+    validator = jsonschema.Draft202012Validator(slice_schema(stage, spec))
+    errors = sorted(validator.iter_errors(spec), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {_describe(e)}" for e in errors))
+    return spec
+
+
+def check_option(option: str, value, definition: str) -> None:
+    """Refuse a command-line value that the config schema's ``$defs`` entry ``definition`` refuses."""
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator({**config_schema()["$defs"][definition],
+                                         "$defs": config_schema()["$defs"]}).iter_errors(value))
+    if error is not None:
+        raise ConfigError(f"{option}: {error.message}")
+
+
 def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 

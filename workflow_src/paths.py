@@ -87,7 +87,8 @@ def compare_html(results: str = RESULTS) -> str:
 def summary_inputs(config: str, seeds, suites, results: str = RESULTS, checkpoints: str = CHECKPOINTS,
                    plugins=()) -> dict:
     """The files a config's summary reads, per kind, in sorted seed and suite order (evaluation tables:
-    seed-major; plug-in tables: method-major), which is the order ``summarize.load_inputs`` expects them in."""
+    seed-major; plug-in tables: method-major), which is the order ``summarize.load_inputs`` expects them in.
+    The suite files tell which SCMs are linear (the summary pools linear and nonlinear SCMs apart)."""
     seeds, suites = sorted(seeds), sorted(suites)
     return {
         "evals": [eval_table(config, seed, suite, results) for seed in seeds for suite in suites],
@@ -95,4 +96,5 @@ def summary_inputs(config: str, seeds, suites, results: str = RESULTS, checkpoin
         "plugins": [plugin_table(method, suite, results) for method in sorted(plugins) for suite in suites],
         "train_logs": [train_log(config, seed, results) for seed in seeds],
         "checkpoints": [checkpoint_file(config, seed, "final", checkpoints) for seed in seeds],
+        "suites": [suite_file(suite, f"{results}/suites") for suite in suites],
     }

@@ -7,6 +7,7 @@ baselines (and what reads them), and so on.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import re
 import subprocess
@@ -122,6 +123,47 @@ def git_commit() -> str:
 
 def file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def plugin_sources(path: str | Path) -> list[Path]:
+    """A plug-in file and the modules it imports from its own folder, and those they import, in a fixed order:
+    ``import helper`` or ``from helper import x`` names ``helper.py`` or the package folder ``helper/`` (all of
+    its ``.py`` files) beside the plug-in. Imports of anything else (installed packages) are not its code."""
+    path = Path(path)
+    folder, found, todo = path.parent, [], [path]
+    while todo:
+        source = todo.pop()
+        if source in found:
+            continue
+        found.append(source)
+        try:
+            tree = ast.parse(source.read_bytes())
+        except (SyntaxError, ValueError):  # a file that does not parse is refused when the plug-in is imported
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.split(".")[0] for name in names}:
+                if (folder / f"{top}.py").is_file():
+                    todo.append(folder / f"{top}.py")
+                elif (folder / top).is_dir():
+                    todo += sorted((folder / top).rglob("*.py"))
+    return [path, *sorted(found[1:])]
+
+
+def plugin_source_hash(path: str | Path) -> str:
+    """sha256 (16 hex digits) of a plug-in's code: the file's own hash when it imports nothing from its folder,
+    else over the file and those modules (``plugin_sources``), each with its name, so editing a helper module
+    reruns the plug-in's jobs as editing the file does."""
+    sources = plugin_sources(path)
+    if len(sources) == 1:
+        return file_hash(path)
+    folder = Path(path).parent
+    return _source_digest(folder, [str(p.relative_to(folder)) for p in sources])[:16]
 
 
 def package_version() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,8 +60,8 @@ TRAIN_LOG_SCHEMA = pa.schema(
         pa.field("episode", pa.int32(), nullable=False),
         pa.field("level", pa.int16(), nullable=False),
         pa.field("level_changed", pa.bool_(), nullable=False),
-        pa.field("scm_id", pa.string(), nullable=False),
-        pa.field("family", pa.string(), nullable=False),
+        pa.field("scm_ids", pa.string(), nullable=False),  # the update's SCMs, comma-separated; metrics: their mean
+        pa.field("families", pa.string(), nullable=False),  # their families, in the same order
         pa.field("reward", pa.float64(), nullable=False),
         pa.field("reward_target", pa.float64(), nullable=False),
         pa.field("reward_parent", pa.float64(), nullable=False),
@@ -131,21 +132,21 @@ def write_table(frame: pd.DataFrame, schema: pa.Schema, path: str | Path, what: 
 
 def write_table_parts(tables, path: str | Path, what: str = "table") -> int:
     """Write the tables of an iterable one after another as row groups of one table (atomically), so a table
-    never has to be in memory whole; returns the number of rows."""
+    never has to be in memory whole; returns the number of rows. The temporary file is made when the first
+    table is ready, so a job killed while computing it (the whole run, for an evaluation) leaves nothing."""
+    tables = iter(tables)
+    first = next(tables, None)
+    if first is None:
+        raise TableError(f"{what}: nothing to write")
     rows = 0
     with atomic_path(path) as tmp:
-        writer = None
+        writer = pq.ParquetWriter(tmp, first.schema, compression="zstd", write_statistics=False)
         try:
-            for table in tables:
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd", write_statistics=False)
+            for table in itertools.chain([first], tables):
                 writer.write_table(table)
                 rows += table.num_rows
-            if writer is None:
-                raise TableError(f"{what}: nothing to write")
         finally:
-            if writer is not None:
-                writer.close()
+            writer.close()
     return rows
 
 

@@ -59,7 +59,7 @@ def interventional_weights(buffer: Buffer) -> jnp.ndarray:
 
 def candidates(scm: SCMArrays) -> jnp.ndarray:
     """Variables that may be parents of the target: real and not the target."""
-    return scm.node_mask & (jnp.arange(scm.bias.shape[0]) != scm.target)
+    return scm.node_mask & (jnp.arange(scm.node_mask.shape[0]) != scm.target)
 
 
 def fit_surrogate(scm: SCMArrays, buffer: Buffer) -> surrogate.Surrogate:

@@ -9,7 +9,7 @@ the linear path's programs are unchanged): the structural equations ``x = b + s 
 swept ``depth`` times (the longest path's edges, per SCM: exact for a DAG, whatever the padding). An
 intervention with the same noise sweeps the change from the observational sample: ``x' = x + W^T (x' - x)
 + NL(x') - NL(x)`` with ``x'_i = v``, so every variable that ``X_i`` does not cause keeps its observational
-value exactly. ``E[Y | do]`` interpolates the SCM's stored oracle curve.
+value exactly. ``E[Y | do]`` interpolates the SCM's stored oracle curve with its cubic spline (``scm.hermite``).
 
 Padded variables have zero bias and noise and stay at 0. All functions are pure and jittable; vmap them over
 SCMs or groups (nonlinear functions take one SCM at a time).
@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .scm import EXP, GAUSS, SIN, SQUARE, TANH, SCMArrays
+from .scm import EXP, GAUSS, SIN, SQUARE, TANH, SCMArrays, hermite_piece
 
 
 def is_nonlinear(scm: SCMArrays) -> bool:
@@ -72,14 +72,23 @@ def sample_observational(scm: SCMArrays, key: jax.Array, n: int) -> jnp.ndarray:
 
 
 def expected_target(scm: SCMArrays, variable, value) -> jnp.ndarray:
-    """Exact ``E[Y | do(X_variable = value)]`` (nonlinear SCMs: the stored oracle curve, interpolated linearly),
-    broadcast over ``variable`` and ``value`` arrays."""
+    """Exact ``E[Y | do(X_variable = value)]`` (nonlinear SCMs: the stored oracle curve, interpolated by its cubic
+    spline as ``Oracle.expected_target``), broadcast over ``variable`` and ``value`` arrays."""
     if is_nonlinear(scm):
         variable, value = jnp.broadcast_arrays(jnp.asarray(variable), jnp.asarray(value, jnp.float32))
-        flat = jax.vmap(lambda i, v: jnp.interp(v, scm.curve_x[i], scm.curve_y[i]))(variable.ravel(), value.ravel())
+        flat = jax.vmap(lambda i, v: _interpolate(scm.curve_x[i], scm.curve_y[i], scm.curve_slope[i], v))(
+            variable.ravel(), value.ravel())
         return flat.reshape(variable.shape)
     t_col = scm.total_effects[:, scm.target]
     return scm.mu_y + t_col[variable] * (value - scm.mu[variable])
+
+
+def _interpolate(x, y, slope, v):
+    """``scm.hermite`` on one padded curve: the piece ending at the first grid point >= v (never a padded piece,
+    which repeats the last point, for v inside the grid)."""
+    v = jnp.clip(v, x[0], x[-1])
+    k = jnp.clip(jnp.searchsorted(x, v, side="left"), 1, x.shape[-1] - 1)
+    return hermite_piece(v, x[k - 1], x[k], y[k - 1], y[k], slope[k - 1], slope[k], xp=jnp)
 
 
 def norm_improvement(scm: SCMArrays, y) -> jnp.ndarray:

@@ -8,7 +8,8 @@ Linear SCMs (no terms, or only ``linear`` ones, which fold into ``W`` and ``b``)
 perfect intervention gives ``E[Y | do(X_i = v)] = mu_Y + T[i, Y] (v - mu_i)``: affine in ``v``, so every
 variable's best value lies at an end of its range. Nonlinear SCMs have no closed form: their exact quantities
 come from the Monte-Carlo ``Oracle`` stored with the suite (``oracle.py`` estimates it), and
-``E[Y | do(X_i = v)]`` interpolates its curve linearly between the grid points.
+``E[Y | do(X_i = v)]`` interpolates its curve between the grid points with the not-a-knot cubic spline through
+the stored values (``spline_slopes``, ``hermite``: exact on lines, so linear curves stay exact).
 """
 
 from __future__ import annotations
@@ -53,12 +54,96 @@ class Terms(NamedTuple):
         return Terms(*(a[keep] for a in self))
 
 
+def spline_slopes(grid: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Slopes at the knots of the not-a-knot cubic spline through ``(grid, values)`` (increasing ``grid``, both of
+    shape (..., G): curves of one length at once), as ``scipy``'s ``CubicSpline`` with its default ends: what
+    ``E[Y | do]`` interpolates an oracle's curve with (``hermite``). Its error is O(h^4) in the curve's fourth
+    derivative where linear interpolation's is O(h^2) in its second: on the CBO toy's ``do(Z)`` curve (65 + 14
+    points over [-5, 20]) 0.033% of the oracle gap against 1.3%. Two points give the line, three the
+    parabola, so linear curves stay exact. Plain elementwise numpy (a tridiagonal elimination, no LAPACK): the
+    numbers do not depend on the machine."""
+    x, y = np.broadcast_arrays(np.asarray(grid, float), np.asarray(values, float))
+    n = x.shape[-1]
+    h = np.diff(x)
+    s = np.diff(y) / h
+    if n == 2:
+        return np.stack([s[..., 0], s[..., 0]], -1)
+    if n == 3:  # the parabola through the three points
+        c = (s[..., 1] - s[..., 0]) / (x[..., 2] - x[..., 0])
+        return np.stack([s[..., 0] - c * h[..., 0], s[..., 0] + c * h[..., 0], s[..., 1] + c * h[..., 1]], -1)
+    # rows 1 .. n-2: h_i d_{i-1} + 2 (h_{i-1} + h_i) d_i + h_{i-1} d_{i+1} = 3 (h_i s_{i-1} + h_{i-1} s_i)
+    sub, diag, sup = h[..., 1:], 2.0 * (h[..., :-1] + h[..., 1:]), h[..., :-1]
+    rhs = 3.0 * (h[..., 1:] * s[..., :-1] + h[..., :-1] * s[..., 1:])
+    # not-a-knot ends (the third derivative continuous at x_1 and x_{n-2}): row 0 is
+    # h_1 d_0 + (h_0 + h_1) d_1 = r0 (mirrored at the end); subtracting it from row 1 removes d_0 and leaves a
+    # diagonally dominant tridiagonal system in d_1 .. d_{n-2}
+    h0, h1, hl, hm = h[..., 0], h[..., 1], h[..., -1], h[..., -2]
+    r0 = ((h0 + 2.0 * (h0 + h1)) * h1 * s[..., 0] + h0**2 * s[..., 1]) / (h0 + h1)
+    rn = ((hl + 2.0 * (hl + hm)) * hm * s[..., -1] + hl**2 * s[..., -2]) / (hl + hm)
+    diag[..., 0] -= h0 + h1
+    diag[..., -1] -= hl + hm
+    rhs[..., 0] -= r0
+    rhs[..., -1] -= rn
+    m = n - 2
+    c, d = np.zeros_like(rhs), np.zeros_like(rhs)
+    c[..., 0], d[..., 0] = sup[..., 0] / diag[..., 0], rhs[..., 0] / diag[..., 0]
+    for j in range(1, m):
+        denom = diag[..., j] - sub[..., j] * c[..., j - 1]
+        c[..., j] = sup[..., j] / denom
+        d[..., j] = (rhs[..., j] - sub[..., j] * d[..., j - 1]) / denom
+    slopes = np.empty_like(x)
+    slopes[..., m] = d[..., m - 1]
+    for j in range(m - 2, -1, -1):
+        slopes[..., j + 1] = d[..., j] - c[..., j] * slopes[..., j + 2]
+    slopes[..., 0] = (r0 - (h0 + h1) * slopes[..., 1]) / h1
+    slopes[..., -1] = (rn - (hl + hm) * slopes[..., -2]) / hm
+    return slopes
+
+
+def curve_slopes(grid: dict, curve: dict) -> dict:
+    """``spline_slopes`` of every curve of an oracle (variable index -> values), curves of one length at once."""
+    out = {}
+    for n in {len(g) for g in grid.values()}:
+        keys = [i for i, g in grid.items() if len(g) == n]
+        slopes = spline_slopes(np.stack([grid[i] for i in keys]), np.stack([curve[i] for i in keys]))
+        out.update(zip(keys, slopes))
+    return {i: out[i] for i in grid}
+
+
+def hermite(value, grid: np.ndarray, values: np.ndarray, slopes: np.ndarray) -> np.ndarray:
+    """The cubic Hermite interpolant of ``(grid, values)`` with ``slopes`` at the knots, at ``value`` (held at its
+    end values outside the grid, as ``np.interp``). ``sampler.expected_target`` computes the same in JAX."""
+    x = np.asarray(grid, float)
+    v = np.clip(np.asarray(value, float), x[0], x[-1])
+    k = np.clip(np.searchsorted(x, v, side="left"), 1, len(x) - 1)
+    return hermite_piece(v, x[k - 1], x[k], values[k - 1], values[k], slopes[k - 1], slopes[k])
+
+
+def hermite_piece(v, x0, x1, y0, y1, d0, d1, xp=np):
+    """The cubic with values ``y0``, ``y1`` and slopes ``d0``, ``d1`` at ``x0 <= v <= x1`` (``x1 == x0``: ``y0``)."""
+    h = x1 - x0
+    t = (v - x0) / xp.where(h > 0, h, 1.0)
+    t2 = t * t
+    t3 = t2 * t
+    return (2 * t3 - 3 * t2 + 1) * y0 + (t3 - 2 * t2 + t) * h * d0 + (3 * t2 - 2 * t3) * y1 + (t3 - t2) * h * d1
+
+
+def hermite_mean(grid: np.ndarray, values: np.ndarray, slopes: np.ndarray) -> float:
+    """The exact average over ``[grid[0], grid[-1]]`` of the ``hermite`` interpolant: the trapezoid rule plus each
+    piece's ``h^2 (d_0 - d_1) / 12``."""
+    h = np.diff(grid)
+    area = (h * (values[:-1] + values[1:]) / 2 + h * h * (slopes[:-1] - slopes[1:]) / 12).sum()
+    return float(area / (grid[-1] - grid[0]))
+
+
 @dataclass(frozen=True)
 class Oracle:
     """The exact quantities of a nonlinear SCM, estimated once (``oracle.py``) and stored with its suite.
 
     ``grid[i]``/``curve[i]``: ``E[Y | do(X_i = v)]`` at increasing values ``v`` spanning ``[lo_i, hi_i]``,
     for every intervenable variable ``i``; ``se[i]`` the largest standard error of ``curve - mu_y`` on it.
+    ``slope[i]``: the slopes of the not-a-knot cubic spline through the curve (derived from it, never stored),
+    with which ``expected_target`` interpolates it.
     """
 
     grid: dict  # variable index -> (G_i,) values
@@ -75,13 +160,18 @@ class Oracle:
     samples: int
     replicates: int
     seed: int
+    slope: dict = field(default=None, compare=False, repr=False)  # variable index -> (G_i,) spline_slopes
+
+    def __post_init__(self):
+        if self.slope is None:
+            object.__setattr__(self, "slope", curve_slopes(self.grid, self.curve))
 
     def expected_target(self, variable, value) -> np.ndarray:
         variable, value = np.broadcast_arrays(np.asarray(variable), np.asarray(value, float))
         out = np.empty(variable.shape)
         for i in np.unique(variable):
             at = variable == i
-            out[at] = np.interp(value[at], self.grid[int(i)], self.curve[int(i)])
+            out[at] = hermite(value[at], self.grid[int(i)], self.curve[int(i)], self.slope[int(i)])
         return out
 
     @property
@@ -179,7 +269,7 @@ class SCM:
 
     def expected_target(self, variable: np.ndarray | int, value: np.ndarray | float) -> np.ndarray:
         """``E[Y | do(X_variable = value)]``, vectorized over variable/value arrays: the closed form of a linear
-        SCM, the stored oracle curve (interpolated linearly) of a nonlinear one."""
+        SCM, the stored oracle curve (interpolated by its cubic spline) of a nonlinear one."""
         if not self.is_linear:
             if self.oracle is None:
                 raise ValueError(f"SCM {self.id!r} is nonlinear and has no oracle (see oracle.with_oracle)")
@@ -379,6 +469,7 @@ class SCMArrays(NamedTuple):
     depth: np.ndarray  # (...,) int32, edges on the longest path: sweeps that solve the nonlinear equations
     curve_x: np.ndarray  # (..., N, P) grid of E[Y | do(X_i = v)] per variable (repeats its last point as padding)
     curve_y: np.ndarray  # (..., N, P)
+    curve_slope: np.ndarray  # (..., N, P) the curve's spline slopes at the grid points (``Oracle.slope``)
 
 
 def term_bucket(scms) -> int:
@@ -393,24 +484,29 @@ def term_bucket(scms) -> int:
     return bucket
 
 
-def _curves(scm: SCM, n_max: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n_max, MAX_CURVE_POINTS) grid and E[Y | do] per variable: the stored oracle's, or for a linear SCM its
-    closed form at the range ends (exact under linear interpolation); other variables hold mu_y."""
+def _curves(scm: SCM, n_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n_max, MAX_CURVE_POINTS) grid, E[Y | do] and its spline slopes per variable: the stored oracle's, or for
+    a linear SCM its closed form at the range ends (a line: exact under the spline); other variables hold mu_y
+    with slope 0. Padding repeats the last point (a piece of width 0, never used for values inside the grid)."""
     ex = scm.exact()
     xs = np.zeros((n_max, MAX_CURVE_POINTS))
     ys = np.full((n_max, MAX_CURVE_POINTS), ex.mu_y)
+    ds = np.zeros((n_max, MAX_CURVE_POINTS))
     for i in np.flatnonzero(scm.intervenable):
         if scm.is_linear:
             grid = np.array([scm.lo[i], scm.hi[i]])
             curve = scm.expected_target(i, grid)
+            slope = spline_slopes(grid, curve)
         else:
-            grid, curve = scm.oracle.grid[int(i)], scm.oracle.curve[int(i)]
+            grid, curve, slope = scm.oracle.grid[int(i)], scm.oracle.curve[int(i)], scm.oracle.slope[int(i)]
         if len(grid) > MAX_CURVE_POINTS:
             raise ValueError(f"SCM {scm.id!r}: oracle curve of {scm.nodes[i]!r} has {len(grid)} points, "
                              f"more than {MAX_CURVE_POINTS}")
-        xs[i] = np.concatenate([grid, np.full(MAX_CURVE_POINTS - len(grid), grid[-1])])
-        ys[i] = np.concatenate([curve, np.full(MAX_CURVE_POINTS - len(curve), curve[-1])])
-    return xs.astype(np.float32), ys.astype(np.float32)
+        pad = MAX_CURVE_POINTS - len(grid)
+        xs[i] = np.concatenate([grid, np.full(pad, grid[-1])])
+        ys[i] = np.concatenate([curve, np.full(pad, curve[-1])])
+        ds[i] = np.concatenate([slope, np.full(pad, slope[-1])])
+    return xs.astype(np.float32), ys.astype(np.float32), ds.astype(np.float32)
 
 
 def pad_scm(scm: SCM, n_max: int, n_terms: int = 0) -> SCMArrays:
@@ -446,7 +542,7 @@ def pad_scm(scm: SCM, n_max: int, n_terms: int = 0) -> SCMArrays:
         shift = terms.shift + np.array([_COMPILED_SHIFT.get(name, 0.0) for name in names])
     else:
         code = shift = []
-    curve_x, curve_y = _curves(scm, n_max) if n_terms else (np.zeros((n_max, 0), np.float32),) * 2
+    curve_x, curve_y, curve_slope = _curves(scm, n_max) if n_terms else (np.zeros((n_max, 0), np.float32),) * 3
     return SCMArrays(
         weights=mat(scm.linear_weights),
         total_effects=t_full,
@@ -474,6 +570,7 @@ def pad_scm(scm: SCM, n_max: int, n_terms: int = 0) -> SCMArrays:
         depth=np.int32(scm.depth if n_terms else 0),
         curve_x=curve_x,
         curve_y=curve_y,
+        curve_slope=curve_slope,
     )
 
 

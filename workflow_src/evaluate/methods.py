@@ -25,6 +25,7 @@ class Method(NamedTuple):
     # what ``act``'s traced program depends on beyond this package's source (``program_store``); None: the
     # program is traced in every job and never stored (a plug-in, whose file may import code of its own)
     program_id: str | None = None
+    reads_truth: bool = False  # its view holds the whole SCM, not only the problem: the oracle alone
 
 
 def make_policy_act(policy_config: dict, greedy: bool, source: str) -> Act:

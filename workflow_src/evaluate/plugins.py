@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.buffer import fit_surrogate, initial_buffer
+from ..core.problem import problem_of
 from ..core.scm import bucket_size, stack_scms, term_bucket
 from ..errors import PluginError
-from ..provenance import file_hash
+from ..provenance import plugin_source_hash
 from ..suites.suite_io import Suite
 from .methods import Method
 from .registry import POLICY_PREFIX, is_policy
@@ -42,7 +43,7 @@ RANGE_TOLERANCE = 1e-5  # share of a range's width by which a value may overshoo
 class Plugin:
     name: str
     path: Path
-    file_hash: str
+    file_hash: str  # of the file and its helper modules (provenance.plugin_source_hash)
     settings: dict
     act: Callable  # the file's act(settings, view, key)
 
@@ -84,9 +85,12 @@ def load_plugin(path: str | Path, name: str | None = None, settings: dict | None
     """Import a plug-in file; ``name`` defaults to its ``NAME``, then to the file's stem."""
     path = Path(path)
     try:
-        source_hash = file_hash(path)
+        source_hash = plugin_source_hash(path)
     except OSError as exc:
-        raise PluginError(f"{path}: cannot read the plug-in file: {exc.strerror}") from None
+        raise PluginError(f"{exc.filename or path}: cannot read the plug-in file: {exc.strerror}") from None
+    folder = str(path.parent.resolve())
+    if folder not in sys.path:  # its helper modules beside it are importable, as for a script run from there
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(f"acbo_plugin_{source_hash}", path)
     if spec is None or spec.loader is None:
         raise PluginError(f"{path}: not a Python file")
@@ -123,7 +127,7 @@ def probe_views(suite: Suite, protocol: dict) -> StepView:
 
     def view(scm, key):
         buffer = initial_buffer(scm, key, protocol["n_obs"], n_rows)
-        return StepView(scm, buffer, fit_surrogate(scm, buffer), jnp.int32(0))
+        return StepView(problem_of(scm), buffer, fit_surrogate(scm, buffer), jnp.int32(0))
 
     keys = jax.random.split(jax.random.PRNGKey(protocol["seed"]), arrays.lo.shape[0])
     return jax.jit(jax.vmap(view))(arrays, keys)

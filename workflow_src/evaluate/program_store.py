@@ -15,14 +15,17 @@ a baseline's name) and the structure, shapes and dtypes of the arguments. A meth
 
 A job that traces a program for the store runs it through its export too, so a job that traced and a job
 that loaded run the same program and write the same bits. Entries are written to a temporary file and
-renamed into place (safe for concurrent jobs, local or on a shared filesystem); an unreadable entry is
-traced again and replaced.
+renamed into place (safe for concurrent jobs, local or on a shared filesystem) and sealed like the compilation
+cache's (``compile_cache.seal``): the entry names its key and its content's sha256, both checked on load, so a
+damaged entry, or one copied under another program's name, is never run: the job says so in one line, traces
+the program again and replaces the entry. A store the job may not write to is used read-only (one line).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -32,6 +35,7 @@ import numpy as np
 from jax import export
 
 from ..atomic import atomic_write_bytes
+from ..compile_cache import DamagedEntry, say_damaged, seal, unseal
 from ..core.scm import SCMArrays
 from ..provenance import package_source_hash
 from .rollout import StepRecord
@@ -77,23 +81,43 @@ def lower_program(run, args, methods, protocol: dict):
         return run.lower(*args), "traced"
     folder = store_folder()
     # a method's name is traced into the program too (its random stream), beside its program_id
-    ids = tuple(f"{m.name}: {m.program_id}" for m in methods)
-    entry = folder / f"{program_key(ids, protocol, args)}{ENTRY_SUFFIX}" if folder else None
-    exported = _read(entry) if entry else None
-    origin = "stored export"
-    if exported is None:
-        exported, origin = export.export(run)(*args), "traced"
-        if entry:
-            atomic_write_bytes(entry, exported.serialize())
-    return jax.jit(exported.call).lower(*args), origin
+    key = program_key(tuple(f"{m.name}: {m.program_id}" for m in methods), protocol, args)
+    entry = folder / f"{key}{ENTRY_SUFFIX}" if folder else None
+    try:
+        lowered = _load(entry, key, args) if entry else None
+    except OSError as exc:  # a store this user may not read, or a file in its place
+        _say(f"cannot read {entry}: {exc.strerror or exc}; the program is traced and not stored")
+        lowered, entry = None, None
+    if lowered is not None:
+        return lowered, "stored export"
+    exported = export.export(run)(*args)
+    if entry:
+        _write(entry, seal(key, exported.serialize()))
+    return jax.jit(exported.call).lower(*args), "traced"
 
 
-def _read(entry: Path):
+def _load(entry: Path, key: str, args):
+    """The stored program of ``key`` lowered at ``args``, or None: absent, or damaged (said in one line)."""
     try:
         data = entry.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        return export.deserialize(bytearray(data))
-    except Exception:  # a damaged entry (deserialization raises several kinds): traced again and replaced
-        return None
+        return jax.jit(export.deserialize(bytearray(unseal(key, data))).call).lower(*args)
+    except DamagedEntry as exc:
+        reason = exc
+    except Exception as exc:  # an intact entry JAX cannot load (deserialization raises several kinds)
+        reason = f"unreadable ({type(exc).__name__}: {exc})".splitlines()[0]
+    say_damaged("program store", entry, reason, "tracing it again")
+    return None
+
+
+def _write(entry: Path, data: bytes) -> None:
+    try:
+        atomic_write_bytes(entry, data)
+    except OSError as exc:  # a shared store this user may only read: the job runs what it traced
+        _say(f"cannot write {entry}: {exc.strerror or exc}; this program is traced again in the next job")
+
+
+def _say(text: str) -> None:
+    print(f"program store: {text}", file=sys.stderr, flush=True)

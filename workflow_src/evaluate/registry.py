@@ -19,6 +19,7 @@ class Registration(NamedTuple):
     note: str  # one line for the summary page's method table
     color: str  # the method's fixed colour on every chart
     module: str | None = None  # the module of ``baselines`` that defines its ``act`` (None: a policy mode)
+    reads_truth: bool = False  # sees the SCM's truth (``core.problem``): the oracle, the upper bound, alone
 
 
 def policy_method(mode: str) -> str:
@@ -35,7 +36,7 @@ REGISTRATIONS = (
                  "#1f5fbf"),
     Registration(policy_method("sampled"), "the trained policy, sampling its action at each step", "#8e44ad"),
     Registration("oracle", "knows the SCM and always takes the best intervention (the upper bound)", "#2a9d3a",
-                 "oracle"),
+                 "oracle", reads_truth=True),
     Registration("marginal_regression", "regresses the target on each variable and extrapolates to the range ends",
                  "#e67e22", "marginal_regression"),
     Registration("thompson_bandit", "a Thompson-sampling linear bandit over the intervenable variables", "#c0392b",

@@ -26,13 +26,14 @@ import jax.numpy as jnp
 
 from ..core import sampler, surrogate
 from ..core.buffer import Buffer, append, candidates, empty_buffer, fit_surrogate
+from ..core.problem import Problem, problem_of
 from ..core.scm import SCMArrays
 
 
 class StepView(NamedTuple):
-    """What a method may use when choosing the next intervention."""
+    """What a method may use when choosing the next intervention (the information boundary, ``problem``)."""
 
-    scm: SCMArrays  # ranges, masks and target; exact quantities are for the oracle only
+    scm: Problem  # ranges, masks and target only: the truth is not in the view (the oracle alone is given it)
     buffer: Buffer
     fit: surrogate.Surrogate
     step: jnp.ndarray
@@ -76,17 +77,24 @@ def episode_keys(base_key: jax.Array, scm_index: jnp.ndarray, n_episodes: int) -
         jnp.arange(n_episodes)))(scm_index)
 
 
-def make_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method_names: tuple[str, ...]):
+def make_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method_names: tuple[str, ...],
+                 reads_truth: tuple[bool, ...] | None = None):
     """``start(scm, key, method) -> (carry, inputs)`` and ``step(method_params, method, scm, carry, input) ->
-    (carry, record)``: one episode with ``acts[method]`` is ``start`` then a scan of ``step`` over ``inputs``."""
+    (carry, record)``: one episode with ``acts[method]`` is ``start`` then a scan of ``step`` over ``inputs``.
+
+    A method's view holds the problem alone; one whose ``reads_truth`` is set (the oracle) gets the whole SCM."""
     streams = jnp.array([method_stream(name) for name in method_names], dtype=jnp.uint32)
+    reads_truth = reads_truth or (False,) * len(acts)
+
+    def branch(act, truth_reader: bool):
+        def run(params, view, truth, key):
+            out = act(params, view._replace(scm=truth) if truth_reader else view, key)
+            return tuple(jnp.asarray(x, dtype) for x, dtype in zip(out, (jnp.int32, jnp.float32)))
+
+        return run
+
     # every branch returns the same types, so the methods can share one compiled program
-    branches = [
-        lambda params, view, key, act=act: tuple(
-            jnp.asarray(x, dtype) for x, dtype in zip(act(params, view, key), (jnp.int32, jnp.float32))
-        )
-        for act in acts
-    ]
+    branches = [branch(act, truth_reader) for act, truth_reader in zip(acts, reads_truth, strict=True)]
 
     def start(scm: SCMArrays, key, method):
         key_obs, key_noise = jax.random.split(key)
@@ -104,7 +112,8 @@ def make_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method
     def step(method_params, method, scm: SCMArrays, carry, inputs):
         buffer, fit = carry  # the surrogate fitted on the buffer, carried to avoid refitting
         t, eps, step_key = inputs
-        variable, value = jax.lax.switch(method, branches, method_params, StepView(scm, buffer, fit, t), step_key)
+        view = StepView(problem_of(scm), buffer, fit, t)
+        variable, value = jax.lax.switch(method, branches, method_params, view, scm, step_key)
         value = jnp.clip(value, scm.lo[variable], scm.hi[variable])
         x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable, value)
         buffer = append(buffer, n_obs + t, x, variable)
@@ -129,7 +138,7 @@ def make_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method
 
 
 def make_run_suite(acts: tuple[Act, ...], n_obs: int, n_interventions: int, n_episodes: int,
-                   method_names: tuple[str, ...]):
+                   method_names: tuple[str, ...], reads_truth: tuple[bool, ...] | None = None):
     """Jitted ``run(method_params, scms, base_key, scm_index)`` -> records (M, K, E, T).
 
     ``scms`` is a stacked chunk (K, ...), ``scm_index`` (K,) the SCMs' indices in their suite (episode keys
@@ -143,7 +152,7 @@ def make_run_suite(acts: tuple[Act, ...], n_obs: int, n_interventions: int, n_ep
     batched by a fixed-point iteration that traces its body several times (per vmap level), which made
     tracing most of a warm job's program load (3.6 s for the policy modes).
     """
-    start, step = make_episode(acts, n_obs, n_interventions, method_names)
+    start, step = make_episode(acts, n_obs, n_interventions, method_names, reads_truth)
 
     def run(params, scms, base_key, scm_index):
         keys = episode_keys(base_key, scm_index, n_episodes)  # (K, E, key)

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ..compile_cache import CompileWatch
 from ..core.scm import bucket_size, stack_scms, term_bucket
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UserError
 from ..policy import checkpoint
 from ..policy.spec import policy_config_of
 from ..provenance import git_commit, package_version
@@ -55,7 +55,7 @@ def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, buc
     bucket = bucket or bucket_size(max(s.n for s in scms))
     chunk = chunk or chunk_size(bucket)
     run = make_run_suite(tuple(m.act for m in methods), protocol["n_obs"], protocol["interventions"],
-                         protocol["episodes"], tuple(m.name for m in methods))
+                         protocol["episodes"], tuple(m.name for m in methods), tuple(m.reads_truth for m in methods))
     base_key = jax.random.PRNGKey(protocol["seed"])
     n_terms = term_bucket(scms)  # the whole suite's: every chunk runs in one program
     program, merged = None, {}
@@ -157,6 +157,7 @@ def _pieces(methods, params, suite, protocol, identity, log, per_piece: int, che
     records = run_methods(methods, params, suite, protocol, log=log)
     if check:
         check(records)
+    check_finite_actions(methods, records, suite)
     for method, rec in zip(methods, records):
         for start in range(0, len(suite.scms), per_piece):
             piece = {name: value[start:start + per_piece] for name, value in rec.items()}
@@ -173,4 +174,21 @@ def load_policy(path: str | Path):
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     _, params = checkpoint.read_saved(path, field="params")
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    broken = [jax.tree_util.keystr(key) for key, leaf in leaves if not np.all(np.isfinite(leaf))]
+    if broken:
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise CheckpointError(f"{path}: params: non-finite values (NaN or infinity) in {broken[0]}{more}: the "
+                              "training diverged or the file was edited")
     return header, policy_config, params
+
+
+def check_finite_actions(methods: list[Method], records: list[dict], suite: Suite) -> None:
+    """Refuse a run in which a method chose a non-finite value (its table would hold NaN rows and the summary
+    meaningless rates); names the first such step."""
+    for method, rec in zip(methods, records):
+        bad = np.argwhere(~np.isfinite(rec["value"]))
+        if len(bad):
+            k, e, t = bad[0]
+            raise UserError(f"method {method.name} chose a non-finite value on SCM {suite.scms[k].id} (episode {e}, "
+                            f"step {t}), {len(bad)} step(s) in all: nothing written")

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from ..core.buffer import Buffer, interventional_weights
+from ..core.problem import Problem
 from ..core.sampler import per_variable_categorical
-from ..core.scm import SCMArrays
 from ..core.surrogate import Surrogate, masked_standardize, weighted_simple_regression
 from . import checkpoint
 from .sample_pooling import pooled_embedding
@@ -60,12 +60,12 @@ def _endpoint_predictions(z, y, w, z_lo, z_hi):
     return tuple(jnp.clip(intercept + slope * end, -PREDICTION_CLIP, PREDICTION_CLIP) for end in (z_lo, z_hi))
 
 
-def range_ends(scm: SCMArrays, mean, std):
+def range_ends(scm: Problem, mean, std):
     """Both ends of every intervenable variable's range on its standardized scale (0 elsewhere)."""
     return tuple(jnp.where(scm.intervenable, (end - mean) / std, 0.0) for end in (scm.lo, scm.hi))
 
 
-def marginal_predictions(scm: SCMArrays, buffer: Buffer, z, mean, std) -> jnp.ndarray:
+def marginal_predictions(scm: Problem, buffer: Buffer, z, mean, std) -> jnp.ndarray:
     """(N, 2): the regression of Y on each variable alone over every sample (marginal_regression's
     statistic), predicted at both ends of its range, on Y's standardized scale; 0 where not intervenable."""
     everything = jnp.broadcast_to(buffer.sample_mask[:, None], z.shape).astype(z.dtype)
@@ -73,7 +73,7 @@ def marginal_predictions(scm: SCMArrays, buffer: Buffer, z, mean, std) -> jnp.nd
     return jnp.where(scm.intervenable[:, None], jnp.stack([lo, hi], -1), 0.0)
 
 
-def interventional_predictions(scm: SCMArrays, buffer: Buffer, z, mean, std):
+def interventional_predictions(scm: Problem, buffer: Buffer, z, mean, std):
     """``(count, (N, 2))``: how often each variable was set, and the regression of Y on it over the samples
     where it was set (observational ones down-weighted: they may be confounded), at both range ends."""
     weight = interventional_weights(buffer)
@@ -89,7 +89,7 @@ def prior_predictions(prior: str, marginal, count, interventional) -> jnp.ndarra
     return marginal
 
 
-def bandit_statistics(scm: SCMArrays, buffer: Buffer, z, mean, std, marginal, count, interventional) -> jnp.ndarray:
+def bandit_statistics(scm: Problem, buffer: Buffer, z, mean, std, marginal, count, interventional) -> jnp.ndarray:
     """(N, BANDIT_CHANNELS): what a bandit keeps per variable, on the target's standardized scale.
 
     How often the variable was set; the marginal regression of Y on it (all samples) and the regression on
@@ -105,7 +105,7 @@ def bandit_statistics(scm: SCMArrays, buffer: Buffer, z, mean, std, marginal, co
     return jnp.where(scm.intervenable[:, None], stats, 0.0)
 
 
-def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate, bandit_features: bool = False,
+def observe(scm: Problem, buffer: Buffer, surrogate: Surrogate, bandit_features: bool = False,
             prior: str = "none") -> Observation:
     z, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
     radius = jnp.maximum((scm.hi - scm.lo) / 2, 1e-6)
@@ -113,7 +113,7 @@ def observe(scm: SCMArrays, buffer: Buffer, surrogate: Surrogate, bandit_feature
     scaled = jnp.clip((buffer.values - center) / radius, -SCALED_VALUE_CLIP, SCALED_VALUE_CLIP)
     scaled = jnp.where(scm.intervenable, scaled, 0.0)
     y = z[:, scm.target][:, None]
-    is_target = jnp.arange(scm.bias.shape[0]) == scm.target
+    is_target = jnp.arange(scm.node_mask.shape[0]) == scm.target
     sample_features = jnp.stack(
         [
             z,
@@ -257,7 +257,7 @@ def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
     )
 
 
-def policy_observation(policy: PermutationInvariantPolicy, scm: SCMArrays, buffer: Buffer, fit: Surrogate):
+def policy_observation(policy: PermutationInvariantPolicy, scm: Problem, buffer: Buffer, fit: Surrogate):
     """The observation ``policy`` was built for."""
     return observe(scm, buffer, fit, policy.bandit_features, policy.prior)
 
@@ -270,14 +270,14 @@ def act_outputs(policy: PermutationInvariantPolicy, params, obs: Observation):
 # --- the action distribution -----------------------------------------------------------------------------
 
 
-def squash(scm: SCMArrays, variable, u):
+def squash(scm: Problem, variable, u):
     """The intervention value ``center + radius * tanh(u)`` in the variable's range."""
     center = (scm.hi[variable] + scm.lo[variable]) / 2
     radius = (scm.hi[variable] - scm.lo[variable]) / 2
     return center + radius * jnp.tanh(u)
 
 
-def log_prob(logits, mu, scm: SCMArrays, variable, u, fixed_std: float):
+def log_prob(logits, mu, scm: Problem, variable, u, fixed_std: float):
     """log p(variable, value) of the squashed action, including the tanh change of variables."""
     log_p_var = jax.nn.log_softmax(logits)[variable]
     z = (u - mu[variable]) / fixed_std

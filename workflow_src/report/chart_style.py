@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate.registry import METHODS
-from .summarize import ALL_SUITES
+from .inputs import LINEAR, NONLINEAR
+from .summarize import POOLS
 
 # Every built-in method's fixed colour and note come from its registration; plug-ins get spare colours.
 METHOD_COLORS = {name: r.color for name, r in METHODS.items()}
@@ -70,26 +71,36 @@ def color_encoding(methods, legend: bool | alt.Legend = True) -> alt.Color:
 LINE_LEGEND = alt.Legend(title="method", symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3, symbolSize=300)
 
 
-def scope_label(suite: str, level) -> str:
-    """``heldout-L03 (level 3)``; suites outside the curriculum (level 0 or null) keep their bare name."""
-    if suite == ALL_SUITES:
-        return "all suites"
-    return f"{suite} (level {int(level)})" if _curriculum_level(level) else suite
+MIXED = "mixed"  # a suite holding linear and nonlinear SCMs (``summarize.suite_classes``)
+CLASS_RANK = {LINEAR: 0, MIXED: 1, NONLINEAR: 2}  # linear suites and their pool first, then the nonlinear ones
+POOL_CLASS = {pool: mechanism for mechanism, pool in POOLS.items()}
+
+
+def scope_label(suite: str, level, mechanism: str = LINEAR) -> str:
+    """``heldout-L03 (level 3)``; suites outside the curriculum (level 0 or null) keep their bare name; a suite
+    that is not linear says so (``heldout-cbo (nonlinear)``); pooled scopes keep their name."""
+    if suite in POOL_CLASS:
+        return suite
+    notes = ([f"level {int(level)}"] if _curriculum_level(level) else []) + ([mechanism] if mechanism != LINEAR else [])
+    return f"{suite} ({', '.join(notes)})" if notes else suite
 
 
 def _curriculum_level(level) -> bool:
     return level is not None and not pd.isna(level) and int(level) >= 1
 
 
-def with_scope_labels(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Add a ``scope`` label column; the order is by level, then suite, with the pooled scope last."""
+def with_scope_labels(frame: pd.DataFrame, classes: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Add a ``scope`` label column; the order is by mechanism class (``classes``: suite -> class, linear when
+    absent), each class's suites by level then name, followed by that class's pool."""
+    classes = classes or {}
     frame = frame.copy()
-    frame["scope"] = [scope_label(s, lv) for s, lv in zip(frame["suite"], frame["level"], strict=True)]
-    keys = frame[["suite", "level", "scope"]].drop_duplicates()
-    keys = keys.assign(
-        _pooled=keys["suite"] == ALL_SUITES,
-        _level=[float(lv) if _curriculum_level(lv) else np.inf for lv in keys["level"]],
-    ).sort_values(["_pooled", "_level", "suite"], kind="stable")
+    mechanism = [POOL_CLASS.get(s) or classes.get(s, LINEAR) for s in frame["suite"]]
+    frame["scope"] = [scope_label(s, lv, m) for s, lv, m in zip(frame["suite"], frame["level"], mechanism, strict=True)]
+    keys = frame.assign(_rank=[CLASS_RANK[m] for m in mechanism])[["suite", "level", "scope", "_rank"]]
+    keys = keys.drop_duplicates().assign(
+        _pooled=lambda k: k["suite"].isin(list(POOL_CLASS)),
+        _level=lambda k: [float(lv) if _curriculum_level(lv) else np.inf for lv in k["level"]],
+    ).sort_values(["_rank", "_pooled", "_level", "suite"], kind="stable")
     return frame, list(dict.fromkeys(keys["scope"]))
 
 

@@ -21,7 +21,7 @@ from .chart_style import (
     with_scope_labels,
 )
 from .metrics import METRICS
-from .summarize import ALL_SUITES
+from .summarize import POOLED_SCOPES
 
 
 def ci_marks(x_axis, y, methods, tooltip, size: int, **point_encoding):
@@ -71,8 +71,9 @@ def interval_chart(frame, value_title, facet, facet_title, facet_order, title, s
     return chart.resolve_scale(x="independent") if independent else chart
 
 
-def comparison_chart(summary: pd.DataFrame, metric: str, title: str, independent: bool) -> alt.FacetChart:
-    rows, order = with_scope_labels(pooled_metrics(summary, [metric]))
+def comparison_chart(summary: pd.DataFrame, metric: str, title: str, independent: bool,
+                     classes: dict | None = None) -> alt.FacetChart:
+    rows, order = with_scope_labels(pooled_metrics(summary, [metric]), classes)
     label, unit = METRICS[metric].label, METRICS[metric].unit
     direction = "Higher" if METRICS[metric].better == "higher" else "Lower"
     subtitle = [
@@ -82,8 +83,9 @@ def comparison_chart(summary: pd.DataFrame, metric: str, title: str, independent
     return interval_chart(rows, METRICS[metric].axis, "scope", "suite", order, title, subtitle, independent)
 
 
-def paired_chart(summary: pd.DataFrame, metric: str = "norm_improvement_best") -> alt.FacetChart:
-    rows, order = with_scope_labels(pooled_metrics(summary, [metric], kind="paired_difference"))
+def paired_chart(summary: pd.DataFrame, metric: str = "norm_improvement_best",
+                 classes: dict | None = None) -> alt.FacetChart:
+    rows, order = with_scope_labels(pooled_metrics(summary, [metric], kind="paired_difference"), classes)
     policies = method_order(rows["method"])
     baselines = method_order(rows["baseline"])
     y = alt.Y("baseline:N", sort=baselines, title="against baseline")
@@ -122,9 +124,9 @@ def paired_chart(summary: pd.DataFrame, metric: str = "norm_improvement_best") -
     )
 
 
-def step_chart(summary: pd.DataFrame) -> alt.FacetChart:
+def step_chart(summary: pd.DataFrame, classes: dict | None = None) -> alt.FacetChart:
     rows = summary[summary["kind"] == "step_curve"].copy()
-    rows, order = with_scope_labels(rows)
+    rows, order = with_scope_labels(rows, classes)
     rows["ci_text"] = [
         ci_text(m, lo, hi) for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"], strict=True)
     ]
@@ -263,8 +265,8 @@ BEHAVIOUR = [
 ]
 
 
-def behaviour_chart(summary: pd.DataFrame) -> alt.FacetChart:
-    rows, order = with_scope_labels(pooled_metrics(summary, [m for m, _ in BEHAVIOUR]))
+def behaviour_chart(summary: pd.DataFrame, classes: dict | None = None) -> alt.FacetChart:
+    rows, order = with_scope_labels(pooled_metrics(summary, [m for m, _ in BEHAVIOUR]), classes)
     shares = rows["metric"] != "range_utilization"  # rates are shares; range utilization is already in %
     for col in ("mean", "ci_low", "ci_high"):
         rows[col] = rows[col].where(~shares, rows[col] * 100.0)
@@ -308,20 +310,23 @@ def behaviour_chart(summary: pd.DataFrame) -> alt.FacetChart:
 
 
 def compare_chart(frame: pd.DataFrame, metric: str = "norm_improvement_best") -> alt.FacetChart:
-    """One panel per config: every method's headline metric over all of that config's suites."""
+    """One panel per config and pool: every method's headline metric over the linear (or nonlinear) SCMs of all
+    of that config's suites."""
     rows = pooled_metrics(frame, [metric])
-    rows = rows[rows["suite"] == ALL_SUITES]
-    configs = sorted(rows["config"].unique())
+    rows = rows[rows["suite"].isin(POOLED_SCOPES)]
+    rows = rows.assign(panel=rows["config"] + ": " + rows["suite"])
+    keys = rows[["config", "suite", "panel"]].drop_duplicates()
+    keys = keys.assign(_pool=keys["suite"].map(POOLED_SCOPES.index)).sort_values(["config", "_pool"])
     label, unit = METRICS[metric].label, METRICS[metric].unit
     return interval_chart(
         rows,
         METRICS[metric].axis,
-        "config",
-        "config",
-        configs,
+        "panel",
+        "config: scope",
+        list(keys["panel"]),
         "Headline comparison of experiment configs",
         [
-            f"{label[0].upper() + label[1:]} ({unit}), pooled over each config's evaluation suites.",
+            f"{label[0].upper() + label[1:]} ({unit}), pooled over each config's linear (or nonlinear) SCMs.",
             "Dots: mean, bars: 95% bootstrap CI over SCMs and seeds.",
             "Dashed grey line and band: the random baseline. "
             "Configs evaluated on different suites are not directly comparable.",
@@ -329,10 +334,11 @@ def compare_chart(frame: pd.DataFrame, metric: str = "norm_improvement_best") ->
     )
 
 
-def compare_suite_chart(frame: pd.DataFrame, metric: str = "norm_improvement_best") -> alt.FacetChart:
+def compare_suite_chart(frame: pd.DataFrame, metric: str = "norm_improvement_best",
+                        classes: dict | None = None) -> alt.FacetChart:
     """Per suite, the policy modes of every config side by side (baselines are shared, shown once)."""
-    rows, order = with_scope_labels(pooled_metrics(frame, [metric]))
-    rows = rows[rows["suite"] != ALL_SUITES]
+    rows, order = with_scope_labels(pooled_metrics(frame, [metric]), classes)
+    rows = rows[~rows["suite"].isin(POOLED_SCOPES)]
     policy = rows["method"].str.startswith(POLICY_PREFIX)
     shared = rows[~policy].drop_duplicates(["method", "suite", "level"]).assign(entry=lambda d: d["method"])
     ours = rows[policy].assign(entry=lambda d: d["config"] + ": " + d["method"])

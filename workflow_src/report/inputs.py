@@ -1,6 +1,7 @@
 """The summary's inputs: the policy's evaluation tables (one per seed and suite), the shared baseline tables,
-the training logs and the JSON headers of the final checkpoints, each checked to hold what its place says
-(config, seed, suite, methods); a missing or foreign file is refused in one line naming it."""
+the training logs, the JSON headers of the final checkpoints and the suite files (which SCMs are linear), each
+checked to hold what its place says (config, seed, suite, methods); a missing or foreign file is refused in
+one line naming it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..errors import TableError, UserError
 from ..evaluate.registry import POLICY_PREFIX
 from ..policy.checkpoint import check_config_hash, read_header
 from ..provenance import file_hash
+from ..suites.suite_io import load_suite
 from ..tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
 
 
@@ -26,6 +28,30 @@ class SummaryInputs:
     train: pd.DataFrame
     headers: dict[int, dict] = field(default_factory=dict)  # seed -> final checkpoint header
     checkpoint_hashes: dict[int, str] = field(default_factory=dict)  # seed -> final.ckpt file hash
+    # suite -> scm_id -> "linear" / "nonlinear" (``SCM.is_linear``: no mechanism terms but linear ones)
+    mechanisms: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+LINEAR, NONLINEAR = "linear", "nonlinear"  # the mechanism classes, in the order the summary pools them
+
+
+def suite_mechanisms(path: Path, suite: str) -> dict[str, str]:
+    """scm_id -> mechanism class of a suite file (as written by the suite stage: oracles stored, not recomputed)."""
+    if not path.is_file():
+        raise UserError(f"missing suite file {path}")
+    loaded = load_suite(path)
+    if loaded.name != suite:
+        raise UserError(f"{path}: holds suite {loaded.name!r}, expected {suite!r}")
+    return {scm.id: LINEAR if scm.is_linear else NONLINEAR for scm in loaded.scms}
+
+
+def check_mechanisms(evals: pd.DataFrame, mechanisms: dict[str, dict[str, str]]) -> None:
+    """Refuse evaluation rows of an SCM that its suite file does not hold (tables of another version of it)."""
+    pairs = evals[["suite", "scm_id"]].drop_duplicates()
+    missing = [(s, c) for s, c in zip(pairs["suite"], pairs["scm_id"], strict=True) if c not in mechanisms[s]]
+    if missing:
+        suite, scm = min(missing)
+        raise UserError(f"suite {suite}: the tables hold SCM {scm!r}, which its suite file does not")
 
 
 def _read(path: Path, schema: pa.Schema, what: str) -> pd.DataFrame:
@@ -65,12 +91,12 @@ def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, m
 def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
     """Read and check the files of ``paths.summary_inputs`` (same keys and order): each table must hold the
     config, seed and suite of its position."""
-    kinds = ("evals", "baselines", "plugins", "train_logs", "checkpoints")
+    kinds = ("evals", "baselines", "plugins", "train_logs", "checkpoints", "suites")
     paths = {kind: [Path(p) for p in files.get(kind, [])] for kind in kinds}
     name, seeds, suites = spec["config"], sorted(spec["seeds"]), sorted(spec["eval_suites"])
     plugins = sorted(spec.get("plugins", []))
     counts = {"evals": len(seeds) * len(suites), "baselines": len(suites), "plugins": len(plugins) * len(suites),
-              "train_logs": len(seeds), "checkpoints": len(seeds)}
+              "train_logs": len(seeds), "checkpoints": len(seeds), "suites": len(suites)}
     for kind, count in counts.items():
         if len(paths[kind]) != count:
             raise UserError(f"{kind}: {len(paths[kind])} files given, {name}'s seeds and suites need {count}")
@@ -102,6 +128,9 @@ def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
         # absent from a spec written by hand: nothing to compare
         check_config_hash(path, headers[seed], spec.get("train_config_hash"), name)
     hashes = {seed: file_hash(path) for path, seed in zip(paths["checkpoints"], seeds, strict=True)}
+    mechanisms = {suite: suite_mechanisms(path, suite) for path, suite in zip(paths["suites"], suites, strict=True)}
     evals = pd.concat(frames, ignore_index=True)
+    check_mechanisms(evals, mechanisms)
     train = pd.concat(logs, ignore_index=True)
-    return SummaryInputs(spec=spec, evals=evals, train=train, headers=headers, checkpoint_hashes=hashes)
+    return SummaryInputs(spec=spec, evals=evals, train=train, headers=headers, checkpoint_hashes=hashes,
+                         mechanisms=mechanisms)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import altair as alt
 
+from ..atomic import output_problem
+from ..errors import UserError
 from .chart_style import EMBED_OPTIONS, PNG_SCALE, THEME
 
 
@@ -46,8 +48,9 @@ def vega_bundle() -> str:
 
 
 def script_json(obj) -> str:
-    """JSON safe to place inside a <script> element."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).replace("</", "<\\/")
+    """JSON safe to place inside a <script> element: no ``<`` at all (escaped as ``\\u003c``, the same JSON), so
+    no text in it (a suite or config named ``<!--<script>``) can end the element or change how it is parsed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).replace("<", "\\u003c")
 
 
 CSS = """
@@ -136,16 +139,44 @@ def swatch(method: str, colors: dict[str, str]) -> str:
     return f'<span class="swatch" style="background:{colors.get(method, "#000")}"></span>{esc(method)}'
 
 
+def charts_dir_problem(charts_dir: str | Path, names) -> str | None:
+    """Why ``charts_dir`` may not be replaced by a folder of the charts ``names``, or None.
+
+    The folder is replaced as a whole (no stale charts), so it must be new, empty or hold only charts of these
+    names, which this command wrote: any other entry (a user's file, a subfolder) makes it someone else's. It
+    must also be writable where it is (``atomic.output_problem``).
+    """
+    path = Path(charts_dir)
+    problem = output_problem(path, "replace")
+    if problem or not path.exists():
+        return problem
+    if path.is_symlink():
+        return "is a symbolic link, not a folder"
+    own = {f"{name}.png" for name in names}
+    foreign = sorted(e.name for e in path.iterdir() if e.name not in own or not e.is_file() or e.is_symlink())
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        return (f"holds files this command did not write ({shown}): it replaces the folder as a whole, so give a "
+                "new or empty one")
+    return None
+
+
 def write_pngs(charts: list[tuple[str, dict]], charts_dir: str | Path) -> None:
-    """Render each chart to ``{name}.png``; the directory is replaced as a whole (no stale files)."""
+    """Render each chart to ``{name}.png``; the directory is replaced as a whole (no stale files), and only when
+    it holds nothing but such charts (``charts_dir_problem``). The charts are rendered before any file is made,
+    so a job killed while rendering leaves nothing behind."""
     import vl_convert
 
     charts_dir = Path(charts_dir)
+    problem = charts_dir_problem(charts_dir, [name for name, _ in charts])
+    if problem:
+        raise UserError(f"{charts_dir}: {problem}")
+    pngs = {name: vl_convert.vegalite_to_png(spec, scale=PNG_SCALE) for name, spec in charts}
     charts_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{charts_dir.name}.", dir=charts_dir.parent))
     try:
-        for name, spec in charts:
-            (tmp / f"{name}.png").write_bytes(vl_convert.vegalite_to_png(spec, scale=PNG_SCALE))
+        for name, png in pngs.items():
+            (tmp / f"{name}.png").write_bytes(png)
         os.chmod(tmp, 0o755)
         if charts_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{charts_dir.name}.old.", dir=charts_dir.parent))

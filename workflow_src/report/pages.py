@@ -3,10 +3,8 @@ summary tables and their provenance (sections, tables, glossaries; charts from `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
 
 from ..atomic import atomic_write_text
@@ -22,7 +20,8 @@ from .figures import (
 )
 from .metrics import METRICS
 from .page import Section, chart_spec, esc, html_table, render_page, swatch, write_pngs
-from .summarize import ALL_SUITES
+from .provenance_page import compare_provenance, provenance_html
+from .summarize import POOLED_SCOPES
 
 HEADLINE_OUTCOMES = [  # (metric, unit for ci_text)
     ("norm_improvement_best", ""),
@@ -37,10 +36,40 @@ HEADLINE_BEHAVIOUR = [
     ("range_utilization", "percent"),
     ("f1", ""),
 ]
-def headline_table(summary: pd.DataFrame, seed=None, columns=None) -> str:
-    """Methods (rows) by ``columns`` (default HEADLINE_OUTCOMES) over all suites, pooled or for one seed."""
+
+
+# the charts of a summary page, also saved as {name}.png in its charts folder (which may hold nothing else)
+SUMMARY_CHARTS = ("comparison_norm_improvement", "comparison_target_mean", "paired_differences", "step_curves",
+                  "training_curves", "behaviour")
+
+
+def pools(summary: pd.DataFrame) -> list[str]:
+    """The pooled scopes (``summarize.POOLS``) of a summary, linear first."""
+    return [p for p in POOLED_SCOPES if p in set(summary["suite"])]
+
+
+def by_pool(summary: pd.DataFrame, render, heading: str = "h3") -> str:
+    """``render(pool)`` for each pooled scope; under a heading naming it when there are both (linear and
+    nonlinear SCMs), as it is when there is one."""
+    found = pools(summary)
+    if len(found) == 1:
+        return render(found[0])
+    return "".join(f"<{heading}>{esc(pool[0].upper() + pool[1:])}</{heading}>" + render(pool) for pool in found)
+
+
+def pool_text(summary: pd.DataFrame) -> str:
+    """What the pooled numbers pool, in words."""
+    if len(pools(summary)) > 1:
+        return ("the linear SCMs of every evaluation suite, and apart from them the nonlinear ones (each in its own "
+                "tables)")
+    return f"every evaluation suite ({pools(summary)[0].removeprefix('all ')})" if pools(summary) else "no suite"
+
+
+def headline_table(summary: pd.DataFrame, pool: str, seed=None, columns=None) -> str:
+    """Methods (rows) by ``columns`` (default HEADLINE_OUTCOMES) over a pooled scope, pooled over seeds or for one
+    seed."""
     columns = columns or HEADLINE_OUTCOMES
-    rows = summary[(summary["kind"] == "metric") & (summary["suite"] == ALL_SUITES)]
+    rows = summary[(summary["kind"] == "metric") & (summary["suite"] == pool)]
     rows = rows[rows["seed"].isna()] if seed is None else rows[rows["seed"] == seed]
     colors = method_colors(summary["method"][summary["kind"] == "metric"])
     lookup = {(r.method, r.metric): r for r in rows.itertuples(index=False)}
@@ -68,14 +97,14 @@ ANSWER_METRICS = ["norm_improvement_mean", "norm_improvement_best_10", "norm_imp
                   "target_mean"]
 
 
-def answer_html(summary: pd.DataFrame) -> str:
+def answer_html(summary: pd.DataFrame, pool: str) -> str:
     """The user's first question, answered: does each policy mode beat each baseline, metric by metric?
 
     One sentence per policy mode, then the paired differences (policy minus baseline on the same SCM and
-    episode, every suite pooled) with their CIs. The oracle is an upper bound, not a competitor.
+    episode, the SCMs of one pooled scope) with their CIs. The oracle is an upper bound, not a competitor.
     """
     rows = summary[
-        (summary["kind"] == "paired_difference") & (summary["suite"] == ALL_SUITES) & summary["seed"].isna()
+        (summary["kind"] == "paired_difference") & (summary["suite"] == pool) & summary["seed"].isna()
         & summary["metric"].isin(ANSWER_METRICS) & (summary["baseline"] != "oracle")
     ]
     if rows.empty:
@@ -105,16 +134,17 @@ def answer_html(summary: pd.DataFrame) -> str:
     header = ["policy", "baseline"] + [f"&Delta; {esc(METRICS[m].label)} [95% CI]" for m in ANSWER_METRICS]
     return (f"<ul>{''.join(sentences)}</ul>"
             '<p class="note">Each cell: the policy minus the baseline on the same suite, SCM and evaluation '
-            "episode, averaged over every suite and seed, with its 95% bootstrap CI; \"policy better\" where the "
-            "whole CI lies on the policy's side (for the average target, lower is better).</p>"
+            f"episode, averaged over {esc(pool.removeprefix('all '))} and every seed, with its 95% bootstrap CI; "
+            "\"policy better\" where the whole CI lies on the policy's side (for the average target, lower is "
+            "better).</p>"
             + html_table(header, table, numeric_from=2))
 
 
-def paired_table(summary: pd.DataFrame) -> str:
+def paired_table(summary: pd.DataFrame, pool: str) -> str:
     metrics = ["norm_improvement_best", "target_mean"]
     rows = summary[
         (summary["kind"] == "paired_difference")
-        & (summary["suite"] == ALL_SUITES)
+        & (summary["suite"] == pool)
         & summary["seed"].isna()
         & summary["metric"].isin(metrics)
     ]
@@ -167,149 +197,68 @@ def metric_glossary() -> str:
     return f'<dl class="glossary">{items}</dl>'
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def provenance_html(meta: dict) -> str:
-    import vl_convert
-
-    boot = meta["bootstrap"]
-    general = [
-        ["config", esc(meta["config"])],
-        ["training seeds", esc(", ".join(map(str, meta["seeds"])))],
-        ["evaluation suites", esc(", ".join(meta["eval_suites"]))],
-        ["methods", esc(", ".join(method_order(meta["methods"])))],
-        [
-            "evaluation protocol",
-            esc(
-                f"{meta['protocol']['scms']} SCMs, {meta['protocol']['episodes_per_scm']} episodes per SCM, "
-                f"{meta['protocol']['interventions_per_episode']} interventions per episode"
-            ),
-        ],
-        [
-            "confidence intervals",
-            esc(
-                f"{boot['level']:.0%} percentile bootstrap, {boot['resamples']} resamples of SCMs (within suites) "
-                f"and seeds, numpy default_rng({boot['seed']})"
-            ),
-        ],
-        ["acbo package versions", esc(", ".join(meta["package_versions"]) or "n/a")],
-    ]
-    for stage, commits in sorted(meta["git_commits"].items()):
-        general.append([f"git commit ({esc(stage)})", "<code>" + esc(", ".join(commits) or "n/a") + "</code>"])
-    for method, hashes in sorted(meta.get("plugins", {}).items()):
-        general.append([f"plug-in {esc(method)} (file sha256)", "<code>" + esc(", ".join(hashes)) + "</code>"])
-    general.append(
-        [
-            "rendered with",
-            esc(
-                f"Altair {alt.__version__}, Vega-Lite {alt.SCHEMA_VERSION.lstrip('v')}, "
-                f"Vega {vl_convert.get_vega_version()}, "
-                f"vega-embed {vl_convert.get_vega_embed_version()} (inlined)"
-            ),
-        ]
-    )
-    first = html_table(None, [[f"<b>{k}</b>", v] for k, v in general], numeric_from=9)
-    training = meta["training"]
-    rows = [[f"<b>{esc(label)}</b>"] + [cell(t) for t in training] for label, cell in SEED_FIELDS]
-    header = ["training seed"] + [esc(t["seed"]) for t in training]
-    return first + "<h3>Training runs and checkpoints</h3>" + html_table(header, rows)
-
-
-def _code(value) -> str:
-    return "<code>" + esc(value) + "</code>"
-
-
-def _metrics_text(metrics) -> str:
-    if not isinstance(metrics, dict) or not metrics:
-        return "n/a"
-    return ", ".join(f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in sorted(metrics.items()))
-
-
-def _evaluated_matches(t: dict) -> str:
-    evaluated = t["evaluated_checkpoint_hashes"]
-    if not evaluated or t.get("checkpoint_file_hash") is None:
-        return "n/a"
-    if evaluated == [t["checkpoint_file_hash"]]:
-        return "yes"
-    return "NO: the evaluation tables were made from another checkpoint"
-
-
-# (label, cell) rows of the per-seed provenance table; every cell is escaped HTML
-SEED_FIELDS = [
-    ("training episodes (log)", lambda t: esc(_fmt(t["training_episodes"]))),
-    ("final curriculum level", lambda t: esc(_fmt(t["final_level"]))),
-    ("training run time, s (resumes included)", lambda t: esc(_fmt(t["training_wall_time_s"]))),
-    ("checkpoint episode", lambda t: esc(_fmt(t["checkpoint_episode"]))),
-    ("final training metrics (checkpoint)", lambda t: esc(_metrics_text(t.get("checkpoint_metrics")))),
-    ("config hash", lambda t: _code(_fmt(t["config_hash"]))),
-    ("final.ckpt hash", lambda t: _code(_fmt(t.get("checkpoint_file_hash")))),
-    (
-        "checkpoint hash in the evaluation tables",
-        lambda t: _code(", ".join(t["evaluated_checkpoint_hashes"]) or "n/a"),
-    ),
-    ("evaluation used this checkpoint", lambda t: esc(_evaluated_matches(t))),
-    ("checkpoint format", lambda t: esc(_fmt(t["checkpoint_format"]))),
-    ("package version (training)", lambda t: esc(_fmt(t["checkpoint_package_version"]))),
-    ("git commit (training)", lambda t: _code(_fmt(t["checkpoint_git_commit"]))),
-]
-
-
-HEADLINE_INTRO = (
-    '<p class="note">Every evaluation suite pooled. Each cell: mean [95% bootstrap CI] over SCMs and seeds. '
-    "Normalized improvement is 0 for doing nothing and 1 for the oracle's best intervention (higher is "
-    "better); the average target is the raw value of Y (lower is better). Definitions are below.</p>"
+HEADLINE_NOTE = (
+    "Each cell: mean [95% bootstrap CI] over SCMs and seeds. Normalized improvement is 0 for doing nothing and 1 "
+    "for the oracle's best intervention (higher is better); the average target is the raw value of Y (lower is "
+    "better). Definitions are below."
 )
+
+
+def headline_tables(summary: pd.DataFrame, pool: str) -> str:
+    """The outcome, behaviour, per-seed and paired tables of one pooled scope."""
+    seeds = sorted(summary["seed"][(summary["kind"] == "metric")].dropna().unique())
+    scope = "" if len(pools(summary)) == 1 else f": {esc(pool)}"
+    per_seed = "".join(
+        f"<h3>Training seed {int(s)} alone (the policy; baselines have no training seed){scope}</h3>"
+        + headline_table(summary, pool, seed=s, columns=HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR)
+        for s in seeds
+    )
+    return (
+        f"<h3>Outcomes{scope}</h3>" + headline_table(summary, pool)
+        + f"<h3>How the methods intervene{scope}</h3>" + headline_table(summary, pool, columns=HEADLINE_BEHAVIOUR)
+        + per_seed
+        + f"<h3>Policy against each baseline (paired){scope}</h3>" + paired_table(summary, pool)
+    )
 
 
 def headline_section(summary: pd.DataFrame, meta: dict) -> Section:
     methods = summary["method"][summary["kind"] == "metric"].unique()
-    seeds = sorted(summary["seed"][(summary["kind"] == "metric")].dropna().unique())
-    per_seed = "".join(
-        f"<h3>Training seed {int(s)} alone (the policy; baselines have no training seed)</h3>"
-        + headline_table(summary, seed=s, columns=HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR)
-        for s in seeds
-    )
     body = (
-        "<h3>Outcomes</h3>" + headline_table(summary)
-        + "<h3>How the methods intervene</h3>" + headline_table(summary, columns=HEADLINE_BEHAVIOUR)
-        + per_seed
-        + "<h3>Policy against each baseline (paired)</h3>" + paired_table(summary)
+        "".join(headline_tables(summary, pool) for pool in pools(summary))
         + "<h3>Methods</h3>" + glossary(methods, meta.get("plugins"))
         + "<h3>Metrics</h3>" + metric_glossary()
     )
-    return Section("headline", "Headline numbers", HEADLINE_INTRO, body=body)
+    intro = f'<p class="note">Pooled: {esc(pool_text(summary))}. {HEADLINE_NOTE}</p>'
+    return Section("headline", "Headline numbers", intro, body=body)
 
 
-def comparison_section(summary: pd.DataFrame) -> Section:
+def comparison_section(summary: pd.DataFrame, classes: dict | None) -> Section:
     charts = (
         ("comparison_norm_improvement", chart_spec(comparison_chart(
-            summary, "norm_improvement_best", "Normalized improvement reached by the last intervention", False))),
+            summary, "norm_improvement_best", "Normalized improvement reached by the last intervention", False,
+            classes))),
         ("comparison_target_mean", chart_spec(comparison_chart(
-            summary, "target_mean", "Average target value over the episode (lower is better)", True))),
-        ("paired_differences", chart_spec(paired_chart(summary))),
+            summary, "target_mean", "Average target value over the episode (lower is better)", True, classes))),
+        ("paired_differences", chart_spec(paired_chart(summary, classes=classes))),
     )
+    last = ("the last panel pools all suites" if len(pools(summary)) == 1 else
+            "the linear suites come first, then a panel pooling their SCMs, then the nonlinear suites and theirs")
     return Section("comparison", "Per-level comparison of every method",
-                   '<p class="note">One panel per evaluation suite (held-out SCMs of one curriculum level), the last '
-                   "panel pools all suites.</p>", charts=charts)
+                   '<p class="note">One panel per evaluation suite (held-out SCMs of one curriculum level); '
+                   f"{last}.</p>", charts=charts)
 
 
 def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
+    classes = meta.get("mechanisms")  # suite -> linear / nonlinear / mixed
     return [
-        Section("answer", "Does the trained policy beat the baselines?", "", body=answer_html(summary)),
+        Section("answer", "Does the trained policy beat the baselines?", "",
+                body=by_pool(summary, lambda pool: answer_html(summary, pool))),
         headline_section(summary, meta),
-        comparison_section(summary),
+        comparison_section(summary, classes),
         Section(
             "curves", "Step-by-step curves",
             '<p class="note">How fast each method finds good interventions within an evaluation episode.</p>',
-            charts=(("step_curves", chart_spec(step_chart(summary))),),
+            charts=(("step_curves", chart_spec(step_chart(summary, classes))),),
         ),
         Section(
             "training", "Training curves and curriculum",
@@ -321,7 +270,7 @@ def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
             "behaviour", "Intervention behaviour",
             '<p class="note">Which variables and values each method chooses: a good method intervenes on parents '
             "of the target, mostly on the oracle's variable, and at the ends of the range (high utilization).</p>",
-            charts=(("behaviour", chart_spec(behaviour_chart(summary))),),
+            charts=(("behaviour", chart_spec(behaviour_chart(summary, classes))),),
         ),
         Section("provenance", "Provenance", '<p class="note">What produced these numbers.</p>',
                 body=provenance_html(meta)),
@@ -343,73 +292,61 @@ def write_summary_page(summary: pd.DataFrame, meta: dict, out_html: str | Path, 
     atomic_write_text(out_html, page)
 
 
-def compare_provenance(metas: dict[str, dict]) -> str:
-    def commits(meta: dict) -> str:
-        by_stage = meta.get("git_commits", {})
-        return "<br>".join(
-            f"{esc(stage)}: " + _code(", ".join(c[:12] for c in by_stage[stage]) or "n/a") for stage in sorted(by_stage)
-        )
-
-    rows = [
-        [
-            esc(name),
-            esc(", ".join(map(str, meta.get("seeds", [])))),
-            esc(", ".join(meta.get("eval_suites", []))),
-            esc(", ".join(t.get("config_hash") or "n/a" for t in meta.get("training", []))),
-            esc(", ".join(meta.get("package_versions", [])) or "n/a"),
-            commits(meta),
-        ]
-        for name, meta in sorted(metas.items())
-    ]
-    header = ["config", "seeds", "suites", "config hash per seed", "package versions", "git commits"]
-    return html_table(header, rows, numeric_from=9)
+def compare_rows(frame: pd.DataFrame, metas: dict[str, dict]) -> list[list[str]]:
+    """The headline table of the comparison page: per config, pooled scope and method."""
+    rows = []
+    colors = method_colors(frame["method"][frame["kind"] == "metric"])
+    for name in sorted(metas):
+        meta = metas[name]
+        for pool in POOLED_SCOPES:
+            sub = frame[
+                (frame["config"] == name)
+                & (frame["kind"] == "metric")
+                & (frame["suite"] == pool)
+                & frame["seed"].isna()
+                & (frame["metric"] == "norm_improvement_best")
+            ]
+            for r in sorted(sub.itertuples(index=False), key=lambda r: method_order(sub["method"]).index(r.method)):
+                rows.append(
+                    [
+                        esc(name),
+                        esc(pool),
+                        swatch(r.method, colors),
+                        esc(ci_text(r.mean, r.ci_low, r.ci_high)),
+                        esc(", ".join(map(str, meta.get("seeds", [])))),
+                        esc(", ".join(meta.get("eval_suites", []))),
+                    ]
+                )
+    return rows
 
 
 def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | Path) -> None:
     configs = sorted(metas)
     plugins: dict[str, list[str]] = {}  # plug-in method -> file hashes, over every config
+    classes: dict[str, str] = {}  # suite -> mechanism class, over every config
     for name in configs:
+        classes.update(metas[name].get("mechanisms", {}))
         for method, hashes in metas[name].get("plugins", {}).items():
             plugins[method] = sorted(set(plugins.get(method, [])) | set(hashes))
-    rows = []
-    colors = method_colors(frame["method"][frame["kind"] == "metric"])
-    for name in configs:
-        meta = metas[name]
-        sub = frame[
-            (frame["config"] == name)
-            & (frame["kind"] == "metric")
-            & (frame["suite"] == ALL_SUITES)
-            & frame["seed"].isna()
-            & (frame["metric"] == "norm_improvement_best")
-        ]
-        for r in sorted(sub.itertuples(index=False), key=lambda r: method_order(sub["method"]).index(r.method)):
-            rows.append(
-                [
-                    esc(name),
-                    swatch(r.method, colors),
-                    esc(ci_text(r.mean, r.ci_low, r.ci_high)),
-                    esc(", ".join(map(str, meta.get("seeds", [])))),
-                    esc(", ".join(meta.get("eval_suites", []))),
-                ]
-            )
     table = html_table(
-        ["config", "method", "normalized improvement, best at last step [95% CI]", "seeds", "suites"],
-        rows,
-        numeric_from=2,
+        ["config", "pooled", "method", "normalized improvement, best at last step [95% CI]", "seeds", "suites"],
+        compare_rows(frame, metas),
+        numeric_from=3,
     )
     sections = [
         Section(
             "headline",
             "Headline metric per config",
-            '<p class="note">Each config pools its own evaluation suites; baselines are shared by all configs.</p>',
+            '<p class="note">Each config pools its own evaluation suites, linear SCMs apart from nonlinear ones; '
+            "baselines are shared by all configs.</p>",
             charts=(("compare_headline", chart_spec(compare_chart(frame))),),
             body=table,
         ),
         Section(
             "suites",
             "Per suite",
-            '<p class="note">Every suite that some config was evaluated on.</p>',
-            charts=(("compare_suites", chart_spec(compare_suite_chart(frame))),),
+            '<p class="note">Every suite that some config was evaluated on, the linear ones first.</p>',
+            charts=(("compare_suites", chart_spec(compare_suite_chart(frame, classes=classes))),),
             body="<h3>Methods</h3>" + glossary(frame["method"][frame["kind"] == "metric"].unique(), plugins),
         ),
         Section(

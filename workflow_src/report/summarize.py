@@ -8,6 +8,10 @@ Aggregation: metrics are computed per episode by ``metrics.episode_metrics``, av
 SCM under one training seed), and reported as the mean over units with a 95% percentile bootstrap CI
 over SCMs and seeds (``bootstrap``); paired differences compare a policy mode with a baseline on the same
 SCM and episode.
+
+Scopes: every (suite, level) alone, then one pool per mechanism class present, "all linear SCMs" and "all
+nonlinear SCMs" (``POOLS``): the class of an SCM is read from its suite file (``inputs.suite_mechanisms``), and
+there is no pool over both, so that neither class hides the other.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from ..atomic import atomic_path
 from ..errors import UserError
 from ..evaluate.registry import POLICY_PREFIX
 from .bootstrap import CI_LEVEL, SEED_KEY, Units, bootstrap, unit_table, units_of
-from .inputs import SummaryInputs
+from .inputs import LINEAR, NONLINEAR, SummaryInputs
 from .metrics import EPISODE_KEYS, METRIC_COLUMNS, better, episode_metrics, step_curves
 
-ALL_SUITES = "all suites"  # the scope pooling every evaluated suite (not a valid suite name)
+# The pooled scopes, one per mechanism class (not valid suite names), in page order.
+POOLS = {LINEAR: "all linear SCMs", NONLINEAR: "all nonlinear SCMs"}
+POOLED_SCOPES = tuple(POOLS.values())
 PROVENANCE_KEY = b"acbo.provenance"
 
 TRAINING_METRICS = ["reward", "norm_improvement", "f1", "parent_rate", "range_utilization", "level", "loss"]
@@ -36,7 +42,8 @@ CURVE_METRIC = "best_so_far"
 # One long tidy table. kind: "metric" (per method and scope), "paired_difference" (policy mode minus
 # baseline on the same SCM and episode), "step_curve" (best-so-far normalized improvement after each
 # intervention; step = intervention number from 1), "training" (raw training log; step = episode).
-# suite = ALL_SUITES pools every suite; seed null pools every seed (or a baseline, which has none).
+# suite in POOLED_SCOPES pools the SCMs of one mechanism class over every suite; seed null pools every seed (or
+# a baseline, which has none).
 SUMMARY_SCHEMA = pa.schema(
     [
         pa.field("config", pa.string(), nullable=False),
@@ -63,11 +70,23 @@ SORT_KEYS = ["kind", "method", "baseline", "suite", "level", "seed", "metric", "
 # --- aggregation ---------------------------------------------------------------------------------------------
 
 
+MECHANISM_KEY = "_mechanism"  # a unit's mechanism class, in the unit tables of ``grouped_rows``
+
+
 def scopes(units: pd.DataFrame):
-    """(suite, level, rows) for each (suite, level) cell of a unit table, then the pooled scope."""
+    """(suite, level, rows) for each (suite, level) cell of a unit table, then each mechanism class's pool."""
     for (suite, level), rows in units.groupby(["suite", "level"], sort=True):
         yield suite, int(level), rows
-    yield ALL_SUITES, None, units
+    for mechanism, pool in POOLS.items():
+        rows = units[units[MECHANISM_KEY] == mechanism]
+        if len(rows):
+            yield pool, None, rows
+
+
+def with_mechanism(table: pd.DataFrame, mechanisms: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """The unit table with each unit's mechanism class (``MECHANISM_KEY``) from suite -> scm_id -> class."""
+    classes = [mechanisms[suite][scm] for suite, scm in zip(table["suite"], table["scm_id"], strict=True)]
+    return table.assign(**{MECHANISM_KEY: classes})
 
 
 def seed_groups(rows: pd.DataFrame):
@@ -101,10 +120,12 @@ def grouped_rows(
     columns: list[str],
     spec: dict,
     kind: str,
+    mechanisms: dict[str, dict[str, str]],
     per_seed: bool = True,
 ) -> list[dict]:
     """Bootstrap rows for every group of a unit table, per scope, pooled over seeds (and per seed)."""
     out = []
+    table = with_mechanism(table, mechanisms)
     for key, by_group in table.groupby(group_keys, sort=True):
         ident = dict(zip(group_keys, key if isinstance(key, tuple) else (key,), strict=True))
         for suite, level, rows in scopes(by_group):
@@ -122,10 +143,10 @@ def grouped_rows(
     return out
 
 
-def metric_rows(episodes: pd.DataFrame, spec: dict) -> list[dict]:
-    """Mean and CI of every metric per (method, suite, level), pooled over seeds and per seed."""
+def metric_rows(episodes: pd.DataFrame, spec: dict, mechanisms: dict) -> list[dict]:
+    """Mean and CI of every metric per (method, scope), pooled over seeds and per seed."""
     table = unit_table(episodes, ["method"], METRIC_COLUMNS)
-    return grouped_rows(table, ["method"], METRIC_COLUMNS, spec, "metric")
+    return grouped_rows(table, ["method"], METRIC_COLUMNS, spec, "metric", mechanisms)
 
 
 PAIR_KEYS = ["suite", "scm_id", "family", "level", "episode"]
@@ -149,10 +170,10 @@ def paired_differences(episodes: pd.DataFrame) -> pd.DataFrame:
     return diffs.sort_values(["method", "baseline", "seed"] + PAIR_KEYS, kind="stable", ignore_index=True)
 
 
-def paired_rows(episodes: pd.DataFrame, spec: dict) -> list[dict]:
-    """Mean and CI of the paired differences per (policy mode, baseline, suite, level), and per seed."""
+def paired_rows(episodes: pd.DataFrame, spec: dict, mechanisms: dict) -> list[dict]:
+    """Mean and CI of the paired differences per (policy mode, baseline, scope), and per seed."""
     table = unit_table(paired_differences(episodes), ["method", "baseline"], METRIC_COLUMNS)
-    return grouped_rows(table, ["method", "baseline"], METRIC_COLUMNS, spec, "paired_difference")
+    return grouped_rows(table, ["method", "baseline"], METRIC_COLUMNS, spec, "paired_difference", mechanisms)
 
 
 def curve_matrix(evals: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
@@ -171,13 +192,13 @@ def curve_matrix(evals: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
     return wide, steps
 
 
-def step_rows(evals: pd.DataFrame, spec: dict) -> list[dict]:
-    """Mean and CI of the best-so-far curve per (method, suite, level) and intervention number."""
+def step_rows(evals: pd.DataFrame, spec: dict, mechanisms: dict) -> list[dict]:
+    """Mean and CI of the best-so-far curve per (method, scope) and intervention number."""
     wide, steps = curve_matrix(evals)
     columns = [f"step_{s}" for s in steps]
     table = unit_table(wide, ["method"], columns)
     out = []
-    for row in grouped_rows(table, ["method"], columns, spec, "step_curve", per_seed=False):
+    for row in grouped_rows(table, ["method"], columns, spec, "step_curve", mechanisms, per_seed=False):
         out.append({**row, "metric": CURVE_METRIC, "step": int(row["metric"].removeprefix("step_"))})
     return out
 
@@ -212,7 +233,9 @@ def summarize(inputs: SummaryInputs) -> pd.DataFrame:
     spec = inputs.spec
     episodes = episode_metrics(inputs.evals)
     episodes["optimum_found"] = episodes["optimum_found"].astype("float64")
-    rows = metric_rows(episodes, spec) + paired_rows(episodes, spec) + step_rows(inputs.evals, spec)
+    mechanisms = inputs.mechanisms
+    rows = metric_rows(episodes, spec, mechanisms) + paired_rows(episodes, spec, mechanisms)
+    rows += step_rows(inputs.evals, spec, mechanisms)
     rows += training_rows(inputs.train)
     frame = pd.DataFrame(rows)
     frame["config"] = spec["config"]
@@ -238,6 +261,12 @@ def _distinct(values) -> list[str]:
     if isinstance(values, pd.Series):
         values = values.dropna().unique()
     return sorted({str(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))})
+
+
+def suite_classes(mechanisms: dict[str, dict[str, str]]) -> dict[str, str]:
+    """suite -> "linear", "nonlinear" or "mixed" (a user suite may hold both kinds of SCM)."""
+    classes = {suite: sorted(set(by_scm.values())) for suite, by_scm in mechanisms.items()}
+    return {suite: found[0] if len(found) == 1 else "mixed" for suite, found in sorted(classes.items())}
 
 
 def provenance(inputs: SummaryInputs) -> dict:
@@ -270,6 +299,7 @@ def provenance(inputs: SummaryInputs) -> dict:
         "config": spec["config"],
         "seeds": sorted(spec["seeds"]),
         "eval_suites": sorted(spec["eval_suites"]),
+        "mechanisms": suite_classes(inputs.mechanisms),
         "bootstrap": {
             "resamples": spec["bootstrap_resamples"],
             "seed": spec["bootstrap_seed"],

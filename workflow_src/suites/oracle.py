@@ -24,22 +24,26 @@ stored with it (``Oracle``; every later stage reads the stored numbers):
    (common to every action and method). ``oracle_problem`` refuses an SCM whose ``se`` or ``y_star_se``
    exceeds ``MAX_SE_SHARE`` of the gap.
 5. **The random policy's expected outcome**: the mean over intervenable variables of each curve's average over
-   its range (trapezoid rule on the stored grid: the exact average of the interpolated curve that scoring
-   uses). For a linear SCM this is the value at the range midpoint, as for suite/1 files.
+   its range (``scm.hermite_mean``: the exact average of the interpolated curve that scoring uses, the
+   not-a-knot cubic spline through the stored values, ``scm.spline_slopes``). For a linear SCM this is the
+   value at the range midpoint, as for suite/1 files.
 
 The model is always run with its noise: the deterministic model with noise set to zero is biased wherever a
 mechanism is nonlinear. Everything is numpy in float64, vectorized over grid values and samples; only the
 nodes that the intervened variable causes and that cause the target are recomputed.
 
-For generators: ``with_oracle(scm)`` returns the SCM with its oracle attached, ``oracle_problem`` says why an
-SCM's oracle would be refused (gap too small, standard error too large), and ``interior_variables`` which
-variables' best values lie inside their ranges.
+For generators: ``screen(scm)`` is a cheap first look (gap, gap against one noisy outcome, whether the best
+intervention is interior); ``with_oracle(scm)`` returns the SCM with its stored oracle attached (what
+``suite_to_json`` writes), ``oracle_problem`` says why an oracle would be refused (gap too small, standard error
+too large: the same rule as validation), and ``interior_variables`` which variables' best values lie inside
+their ranges.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,7 +54,9 @@ from ..core.scm import (
     REFINE_POINTS,
     SCM,
     Oracle,
+    curve_slopes,
     exact_quantities,
+    hermite_mean,
     reachability,
     topological_order,
 )
@@ -126,6 +132,13 @@ class _Simulator:
     def effects(self, variable: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(G, R) replicate means of Y under do(X_variable = v), and of Y(do) - Y(observational) on the same
         draws (the change that normalized improvement measures, free of the noise the action leaves alone)."""
+        y = self.draws(variable, values)
+        y_obs = self.x_obs[:, self.scm.target]
+        shape = (len(values), *self.shape)
+        return y.reshape(shape).mean(-1), (y - y_obs).reshape(shape).mean(-1)
+
+    def draws(self, variable: int, values: np.ndarray) -> np.ndarray:
+        """(G, S) samples of Y under do(X_variable = v) for each of the G values."""
         target = self.scm.target
         if variable == target:
             raise ValueError("the target cannot be intervened on")
@@ -135,9 +148,7 @@ class _Simulator:
             if relevant[j]:
                 cols[j] = self._node(j, lambda p: cols[p] if p in cols else self.x_obs[:, p])
         y_obs = self.x_obs[:, target]
-        y = np.broadcast_to(cols.get(target, y_obs), (len(values), y_obs.shape[0]))
-        shape = (len(values), *self.shape)
-        return y.reshape(shape).mean(-1), (y - y_obs).reshape(shape).mean(-1)
+        return np.broadcast_to(cols.get(target, y_obs), (len(values), y_obs.shape[0]))
 
     def mu_y(self) -> np.ndarray:
         return self.x_obs[:, self.scm.target].reshape(self.shape).mean(-1)
@@ -195,9 +206,11 @@ def estimate_oracle(scm: SCM, replicates: int = REPLICATES, points: int = POINTS
     y_star = float(_round(mu_y - gap))
     curve = {i: _round(c) for i, c in curve.items()}
     curve[variable][best[variable]] = y_star
-    random_value = np.mean([np.trapezoid(curve[i], grid[i]) / (grid[i][-1] - grid[i][0]) for i in curve])
+    grid = {i: _round(g) for i, g in grid.items()}
+    slope = curve_slopes(grid, curve)
+    random_value = np.mean([hermite_mean(grid[i], curve[i], slope[i]) for i in curve])
     return Oracle(
-        grid={i: _round(g) for i, g in grid.items()}, curve=curve, se={i: float(_round(e)) for i, e in se.items()},
+        grid=grid, curve=curve, slope=slope, se={i: float(_round(e)) for i, e in se.items()},
         mu_y=float(_round(mu_y)), mu_y_se=float(_round(mu_y_se)), y_star=y_star,
         y_star_se=float(_round(y_star_se)), variable=variable, value=float(_round(value)),
         random_value=float(_round(random_value)), method=METHOD, samples=2 * points * replicates,
@@ -212,7 +225,8 @@ def compute_oracle(scm: SCM) -> Oracle:
     if scm.is_linear:
         return closed_form_oracle(scm)
     estimate = estimate_oracle(scm)
-    if _too_noisy(estimate):
+    gap = estimate.mu_y - estimate.y_star
+    if _too_noisy(estimate) and gap + 3 * estimate.effect_se > MIN_ORACLE_GAP:  # not refused for its gap anyway
         estimate = estimate_oracle(scm, points=MORE_POINTS)
     return estimate
 
@@ -250,6 +264,28 @@ def interior_variables(scm: SCM, oracle: Oracle | None = None, margin: float = 0
         v = oracle.grid[i][int(np.argmin(curve))]
         inside[i] = lo + margin * (hi - lo) <= v <= hi - margin * (hi - lo)
     return inside
+
+
+class Screen(NamedTuple):
+    """A quick look at an SCM for generators (``screen``)."""
+
+    gap: float  # mu_y - y*
+    interior: bool  # the oracle action's value lies inside its range (``interior_variables``)
+    interior_variables: np.ndarray  # (n,) bool
+    outcome_sd: float  # standard deviation of one sampled Y under the oracle action
+    problem: str | None  # ``oracle_problem`` of this (cheaper) estimate
+
+
+def screen(scm: SCM, points: int = 32, margin: float = 0.05) -> Screen:
+    """A cheap estimate (``points`` Sobol points per replicate: 512 draws by default) of what a generator keeps
+    an SCM for: a large gap (``gap / outcome_sd`` is the gap against one noisy outcome) and an interior best
+    intervention. Compute the stored oracle (``with_oracle``) only for the SCMs kept."""
+    estimate = estimate_oracle(scm, points=points, check_points=points)
+    sim = _Simulator(scm, normals(scm.n, SOBOL_SEED + 1, REPLICATES, points))
+    outcome_sd = float(sim.draws(estimate.variable, np.array([estimate.value])).std())
+    inside = interior_variables(scm, estimate, margin)
+    return Screen(gap=estimate.mu_y - estimate.y_star, interior=bool(inside[estimate.variable]),
+                  interior_variables=inside, outcome_sd=outcome_sd, problem=oracle_problem(estimate))
 
 
 # --- the stored form: the "oracle" key of an SCM in an acbo-suite/2 file ---------------------------------

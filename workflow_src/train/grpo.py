@@ -1,17 +1,19 @@
 """GRPO for the intervention policy, written as pure functions in the style of purejaxrl.
 
 ``make_train_update(settings, policy, optimizer)`` returns one update as two jittable functions
-(``TrainUpdate``): ``play`` plays an episode on each SCM of a batch (padded to the batch's shape bucket), vmapped
-over the SCMs, and ``learn`` updates the policy on them:
+(``TrainUpdate``): ``play_batch`` plays an episode on each SCM of a batch (padded to the batch's shape bucket),
+vmapped over the SCMs, and ``learn`` updates the policy on them. The pieces:
 
-1. ``n_obs`` observational samples fill the buffer;
-2. ``lax.scan`` over ``T`` steps: the policy sees the buffer (and the surrogate's parent probabilities) and
-   acts. ``credit="step"``: a group of ``G`` actions is sampled for the same state, each is executed with
-   fresh noise and scored by its immediate reward ``w_t * target + w_p * parent + w_i * info_gain``, and one
-   uniformly chosen member (not the best) is appended to the buffer. ``credit="trajectory"``: ``G`` whole
-   trajectories from the same start, scored by their returns-to-go;
-3. ``update_epochs`` clipped policy-gradient steps (Adam, gradient clipping, entropy bonus, optional KL)
-   on all ``T x G`` actions of the batch, with group-relative advantages.
+- ``env_step``, the kernel: fit the surrogate, observe, act (k actions), execute, score each by its reward
+  ``w_t * target + w_p * parent + w_i * info_gain`` (``step_reward``);
+- the two rollouts, ``lax.scan`` over the ``T`` steps after ``n_obs`` observational samples, both returning
+  one ``Transition`` layout (T, G). ``play_steps`` (credit "step"): a group of ``G`` actions for the same state,
+  each executed with fresh noise and scored by its immediate reward, one uniformly chosen member (not the
+  best) appended to the buffer. ``play_trajectories`` (credit "trajectory"): ``G`` whole trajectories from
+  the same start (the kernel vmapped over them), scored by their returns-to-go;
+- ``grpo_loss``: ``update_epochs`` clipped policy-gradient steps (Adam, gradient clipping, entropy bonus,
+  optional KL) on all ``T x G`` actions of the batch, with group-relative advantages;
+- ``episode_stats``: the per-SCM statistics of the training log.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import optax
 
 from ..core import sampler, surrogate
 from ..core.buffer import Buffer, append, candidates, fit_surrogate, initial_buffer
+from ..core.problem import problem_of
 from ..core.scm import SCMArrays
 from ..policy.network import (
     Observation,
@@ -84,16 +87,48 @@ def initial_state(policy, optimizer: optax.GradientTransformation, key) -> Train
 
 
 class Transition(NamedTuple):
+    """The G actions of each of an episode's T steps, one layout for both credits.
+
+    Per-action fields are (T, G). ``obs`` is (T, S, ...): the states acted from, S = 1 where the group acts from
+    one shared state (credit "step") and S = G where each of G trajectories has its own (credit "trajectory");
+    action ``g`` was taken from state ``g * S // G``.
+    """
+
+    obs: Observation  # (T, S, ...)
+    variable: jnp.ndarray  # (T, G)
+    u: jnp.ndarray  # (T, G) pre-squash values
+    log_prob: jnp.ndarray  # (T, G) under the behaviour policy
+    advantage: jnp.ndarray  # (T, G)
+    reward: jnp.ndarray  # (T, G)
+    reward_target: jnp.ndarray  # (T, G)
+    reward_parent: jnp.ndarray  # (T, G)
+    reward_info_gain: jnp.ndarray  # (T, G)
+    executed: jnp.ndarray  # (T,) the member whose outcome the returned buffer holds (trajectories: 0)
+
+
+class StepOutcome(NamedTuple):
+    """One environment step (``env_step``): the state seen and k actions from it, executed and scored."""
+
     obs: Observation
-    variable: jnp.ndarray  # (G,)
-    u: jnp.ndarray  # (G,) pre-squash values
-    log_prob: jnp.ndarray  # (G,) under the behaviour policy
-    advantage: jnp.ndarray  # (G,)
-    reward: jnp.ndarray  # (G,)
-    reward_target: jnp.ndarray  # (G,)
-    reward_parent: jnp.ndarray  # (G,)
-    reward_info_gain: jnp.ndarray  # (G,)
-    executed: jnp.ndarray  # () index of the group member appended to the buffer
+    variable: jnp.ndarray  # (k,)
+    u: jnp.ndarray  # (k,)
+    log_prob: jnp.ndarray  # (k,)
+    x: jnp.ndarray  # (k, N) the samples the actions produced
+    reward: jnp.ndarray  # (k,)
+    reward_target: jnp.ndarray  # (k,)
+    reward_parent: jnp.ndarray  # (k,)
+    reward_info_gain: jnp.ndarray  # (k,)
+    norm_improvement: jnp.ndarray  # (k,) exact, of the actions' expected outcome
+
+
+class Episode(NamedTuple):
+    """One rollout on one SCM: the buffer it returns, its transitions, and the actions executed as
+    ``(variable, value)``: the picked member per step (credit "step"), or every action of every trajectory,
+    trajectory by trajectory (G·T)."""
+
+    buffer: Buffer
+    transitions: Transition
+    executed: tuple
 
 
 class EpisodeStats(NamedTuple):
@@ -110,10 +145,11 @@ class EpisodeStats(NamedTuple):
     grad_norm: jnp.ndarray
 
 
-def execute(scm: SCMArrays, key, variable, value):
-    """Run interventions ``do(X_variable[g] = value[g])`` with independent noise; returns samples (G, N)."""
-    eps = sampler.per_variable_normal(key, (variable.shape[0],), scm.bias.shape[0])
-    x_obs = sampler.from_noise(scm, eps)
+def execute(scm: SCMArrays, noise, variable, value):
+    """Samples (k, N) of the interventions ``do(X_variable[g] = value[g])`` under standard-normal ``noise``:
+    (N,), one draw common to every action, or (k, N), one per action."""
+    x_obs = sampler.from_noise(scm, noise)
+    x_obs = jnp.broadcast_to(x_obs, variable.shape + x_obs.shape[-1:])
     return jax.vmap(sampler.intervene, (None, 0, 0, 0))(scm, x_obs, variable, value)
 
 
@@ -155,13 +191,239 @@ def exact_effects(scm: SCMArrays) -> jnp.ndarray:
     return jnp.where(scm.intervenable[:, None], effect, 0.0)
 
 
+# --- the environment step and the two rollouts -------------------------------------------------------------
+
+_group_log_prob = jax.vmap(log_prob, (None, None, None, 0, 0, None))  # k actions from one state
+
+
+def step_reward(settings: GRPOSettings, r_target, r_parent, r_info):
+    """The per-step reward ``w_t * target + w_p * parent + w_i * info_gain``."""
+    s = settings
+    return s.reward_target * r_target + s.reward_parent * r_parent + s.reward_info_gain * r_info
+
+
+def info_gain(scm: SCMArrays, buffer: Buffer, fit, row, x, variable):
+    """The drop in the surrogate's entropy when each sample ``x[g]`` is appended (one refit per action)."""
+
+    def entropy_after(xg, vg):
+        return fit_surrogate(scm, append(buffer, row, xg, vg)).entropy
+
+    # a batch of one refit rounds differently from the refit itself: one action is refitted unbatched
+    after = entropy_after(x[0], variable[0])[None] if x.shape[0] == 1 else jax.vmap(entropy_after)(x, variable)
+    return fit.entropy - after
+
+
+def env_step(settings: GRPOSettings, policy, params, scm: SCMArrays, buffer: Buffer, row, key, noise,
+             n_actions: int) -> StepOutcome:
+    """The kernel of both rollouts, one environment step: fit the surrogate on ``buffer``, observe, draw
+    ``n_actions`` actions, execute them under ``noise`` (``execute``) and score each by its reward; ``row`` is
+    where the step's sample goes in the buffer. The target term is the exact ``E[Y | do]`` or the sampled
+    outcome (``settings.exact_reward``), normalized per SCM."""
+    s = settings
+    fit = fit_surrogate(scm, buffer)
+    obs = policy_observation(policy, problem_of(scm), buffer, fit)  # the policy sees the problem, not the truth
+    logits, mu = act_outputs(policy, params, obs)
+    variable, u = sample_actions(key, logits, mu, s.fixed_std, n_actions)
+    value = squash(scm, variable, u)
+    x = execute(scm, noise, variable, value)
+    exact = sampler.norm_improvement(scm, sampler.expected_target(scm, variable, value))
+    r_target = exact if s.exact_reward else sampler.norm_improvement(scm, x[..., scm.target])
+    r_parent = scm.parents[variable].astype(jnp.float32)
+    # one surrogate refit per action: only when its reward counts
+    r_info = info_gain(scm, buffer, fit, row, x, variable) if s.reward_info_gain else jnp.zeros_like(r_target)
+    return StepOutcome(
+        obs=obs, variable=variable, u=u, log_prob=_group_log_prob(logits, mu, scm, variable, u, s.fixed_std), x=x,
+        reward=step_reward(s, r_target, r_parent, r_info), reward_target=r_target, reward_parent=r_parent,
+        reward_info_gain=r_info, norm_improvement=exact,
+    )
+
+
+def _transitions(out: StepOutcome, advantage, executed) -> Transition:
+    """The transitions of the scanned step outcomes ``out`` (per-action fields (T, G), ``obs`` (T, S, ...))."""
+    fields = {f: getattr(out, f) for f in Transition._fields if f not in ("advantage", "executed")}
+    return Transition(**fields, advantage=advantage, executed=executed)
+
+
+def play_steps(settings: GRPOSettings, policy, params, scm: SCMArrays, key) -> Episode:
+    """Credit "step": at each step a group of G actions from the same state, each executed with its own noise
+    and scored by its immediate reward, standardized within the group; one uniformly chosen member (not the
+    best) is appended to the buffer, so states follow the policy's own behaviour."""
+    s = settings
+    key_obs, key_steps = jax.random.split(key)
+    buffer = initial_buffer(scm, key_obs, s.n_obs, s.n_obs + s.n_interventions)
+
+    def step(buffer, inputs):
+        t, step_key = inputs
+        k_act, k_noise, k_pick = jax.random.split(step_key, 3)
+        noise = sampler.per_variable_normal(k_noise, (s.group_size,), scm.bias.shape[0])
+        out = env_step(s, policy, params, scm, buffer, s.n_obs + t, k_act, noise, s.group_size)
+        pick = jax.random.randint(k_pick, (), 0, s.group_size)
+        return append(buffer, s.n_obs + t, out.x[pick], out.variable[pick]), (out, group_advantages(out.reward), pick)
+
+    steps = (jnp.arange(s.n_interventions), jax.random.split(key_steps, s.n_interventions))
+    buffer, (out, advantage, pick) = jax.lax.scan(step, buffer, steps)
+    tr = _transitions(out._replace(obs=jax.tree.map(lambda a: a[:, None], out.obs)), advantage, pick)
+    steps = jnp.arange(s.n_interventions)
+    variable, u = tr.variable[steps, pick], tr.u[steps, pick]
+    return Episode(buffer, tr, (variable, squash(scm, variable, u)))
+
+
+def play_trajectories(settings: GRPOSettings, policy, params, scm: SCMArrays, key) -> Episode:
+    """Credit "trajectory": G whole trajectories from the same observational samples and the same noise at
+    each step, scored by their returns-to-go (``trajectory_returns``) standardized across the group at each
+    step. The buffer returned is trajectory 0's."""
+    s = settings
+    key_obs, key_noise, key_act = jax.random.split(key, 3)
+    start = initial_buffer(scm, key_obs, s.n_obs, s.n_obs + s.n_interventions)
+    noise = sampler.per_variable_normal(key_noise, (s.n_interventions,), scm.bias.shape[0])  # common to the group
+
+    def trajectory(act_key):
+        def step(buffer, inputs):
+            t, eps, step_key = inputs
+            out = env_step(s, policy, params, scm, buffer, s.n_obs + t, step_key, eps, 1)
+            return append(buffer, s.n_obs + t, out.x[0], out.variable[0]), out
+
+        steps = (jnp.arange(s.n_interventions), noise, jax.random.split(act_key, s.n_interventions))
+        return jax.lax.scan(step, start, steps)
+
+    buffers, out = jax.vmap(trajectory)(jax.random.split(key_act, s.group_size))  # (G, T), one action each
+    out = out._replace(**{f: getattr(out, f)[..., 0] for f in StepOutcome._fields if f not in ("obs", "x")})
+    advantage = group_advantages(trajectory_returns(out.reward, out.norm_improvement, s.best_weight), axis=0)
+    tr = _transitions(jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out), advantage.T,
+                      jnp.zeros(s.n_interventions, jnp.int32))
+    variable, u = out.variable.reshape(-1), out.u.reshape(-1)
+    return Episode(jax.tree.map(lambda a: a[0], buffers), tr, (variable, squash(scm, variable, u)))
+
+
+ROLLOUTS = {"step": play_steps, "trajectory": play_trajectories}
+
+
+# --- the loss and the episode statistics -------------------------------------------------------------------
+
+
+_PER_ACTION = [f for f in Transition._fields if f not in ("obs", "executed")]
+
+
+def per_state(tr: Transition) -> Transition:
+    """A rollout's transitions as the loss reads them, one row per state acted from, trajectory by
+    trajectory: ``obs`` (S·T, ...) and the per-action fields (S·T, G/S), the actions taken from each state;
+    ``executed`` as it is. Credit "step": (T, G) as they are; "trajectory": (G·T, 1)."""
+    n_steps, n_states = jax.tree.leaves(tr.obs)[0].shape[:2]
+
+    def states_first(a):  # (T, S, ...) -> (S·T, ...)
+        return jnp.swapaxes(a, 0, 1).reshape((n_states * n_steps, *a.shape[2:]))
+
+    per_action = {f: states_first(getattr(tr, f).reshape(n_steps, n_states, -1)) for f in _PER_ACTION}
+    return tr._replace(obs=jax.tree.map(states_first, tr.obs), **per_action)
+
+
+def per_step(tr: Transition) -> dict:
+    """The per-action fields of ``per_state(tr)`` back in the rollouts' layout (T, G) (``obs`` left out)."""
+    n_steps = tr.executed.shape[0]
+
+    def steps_first(a):  # (S·T, G/S) -> (T, G)
+        return jnp.swapaxes(a.reshape(-1, n_steps, a.shape[-1]), 0, 1).reshape(n_steps, -1)
+
+    return {f: steps_first(getattr(tr, f)) for f in _PER_ACTION}
+
+
+def grpo_loss(settings: GRPOSettings, policy, params, scm: SCMArrays, tr: Transition):
+    """The loss of one episode's transitions ``per_state`` and the effect head's error (0 without it): the
+    clipped policy-gradient objective, an entropy bonus, the k3 estimate of KL(behaviour || current) and the
+    effect head's squared error, each by its coefficient."""
+    s = settings
+    outputs = jax.vmap(policy.apply, (None, 0))(params, tr.obs)
+    logits, mu = outputs[:2]
+    logp = jax.vmap(_group_log_prob, (0, 0, None, 0, 0, None))(logits, mu, scm, tr.variable, tr.u, s.fixed_std)
+    objective = clipped_objective(logp, tr.log_prob, tr.advantage, s.clip_eps)
+    entropy = jax.vmap(categorical_entropy)(logits).mean()
+    log_ratio = logp - tr.log_prob
+    kl = (jnp.exp(log_ratio) - 1.0 - log_ratio).mean()
+    aux = jnp.zeros(())
+    if s.effect_coef:
+        mask = (scm.intervenable & scm.node_mask)[:, None]
+        error = jnp.where(mask, outputs[2] - exact_effects(scm), 0.0)
+        aux = (error**2).sum((-1, -2)).mean() / jnp.maximum(mask.sum() * 2, 1)
+    return -objective - s.entropy_coef * entropy + s.kl_coef * kl + s.effect_coef * aux, aux
+
+
+def batch_loss(settings: GRPOSettings, policy, params, scms: SCMArrays, tr: Transition):
+    """``grpo_loss`` averaged over the SCMs of a batch (and their effect errors, per SCM)."""
+    losses, aux = jax.vmap(functools.partial(grpo_loss, settings, policy), (None, 0, 0))(params, scms, tr)
+    return losses.mean(), aux
+
+
+def episode_stats(scm: SCMArrays, buffer: Buffer, tr: Transition, executed, loss, aux, grad_norm) -> EpisodeStats:
+    """One episode's statistics (transitions ``per_state``): its mean rewards, and the normalized improvement,
+    parent rate and range utilization of its executed actions, the surrogate's F1 on its buffer, with the
+    update's loss."""
+    variable, value = executed
+    expected = sampler.expected_target(scm, variable, value)
+    radius = (scm.hi[variable] - scm.lo[variable]) / 2
+    center = (scm.hi[variable] + scm.lo[variable]) / 2
+    return EpisodeStats(
+        reward=tr.reward.mean(),
+        reward_target=tr.reward_target.mean(),
+        reward_parent=tr.reward_parent.mean(),
+        reward_info_gain=tr.reward_info_gain.mean(),
+        norm_improvement=sampler.norm_improvement(scm, expected).mean(),
+        parent_rate=scm.parents[variable].mean(),
+        range_utilization=(jnp.abs(value - center) / radius).mean(),
+        f1=surrogate.f1_score(fit_surrogate(scm, buffer).parent_prob, scm.parents, candidates(scm)),
+        loss=loss, effect_loss=aux, grad_norm=grad_norm,
+    )
+
+
+# --- one update: play a batch, learn from it ---------------------------------------------------------------
+
+
 class Batch(NamedTuple):
-    """The episodes of one update: the SCMs played, their final buffers, transitions and executed actions."""
+    """The episodes of one update: the SCMs played, their final buffers, transitions (``per_state``, as the
+    loss reads them) and executed actions."""
 
     scms: SCMArrays
     buffers: Buffer
     transitions: Transition
     executed: tuple
+
+
+def play_batch(settings: GRPOSettings, policy, params, pool: SCMArrays, members, key) -> Batch:
+    """One episode on each SCM ``pool[members]`` (the settings' rollout, vmapped), keyed ``fold_in(key, b)``."""
+    scms = jax.tree.map(lambda a: a[members], pool)
+    keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(members.shape[0]))
+    rollout = functools.partial(ROLLOUTS[settings.credit], settings, policy)
+
+    def play(params, scm, key):
+        buffer, tr, executed = rollout(params, scm, key)
+        return buffer, per_state(tr), executed
+
+    return Batch(scms, *jax.vmap(play, (None, 0, 0))(params, scms, keys))
+
+
+def step_detail(scms: SCMArrays, tr: Transition) -> dict:
+    """The first episode's actions (T, G) with their values, rewards and advantages, and the member executed."""
+    scm, first = jax.tree.map(lambda a: a[0], (scms, tr))
+    steps = per_step(first)
+    value = jax.vmap(squash, (None, 0, 0))(scm, steps["variable"], steps["u"])
+    return {"variable": steps["variable"], "value": value, "reward": steps["reward"],
+            "advantage": steps["advantage"], "executed": first.executed}
+
+
+def learn(settings: GRPOSettings, policy, optimizer: optax.GradientTransformation, state: TrainState, batch: Batch):
+    """``update_epochs`` gradient steps on ``batch``: ``(state, EpisodeStats per SCM, step_detail)``; the
+    statistics carry the first step's loss, effect error and gradient norm."""
+    loss_and_grad = jax.value_and_grad(functools.partial(batch_loss, settings, policy), has_aux=True)
+
+    def update(state, _):
+        (loss, aux), grads = loss_and_grad(state.params, batch.scms, batch.transitions)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        new_state = TrainState(optax.apply_updates(state.params, updates), opt_state)
+        return new_state, (loss, aux, optax.tree.norm(grads))
+
+    state, (losses, aux, grad_norms) = jax.lax.scan(update, state, None, length=settings.update_epochs)
+    stats = jax.vmap(episode_stats, (0, 0, 0, 0, None, 0, None))(
+        batch.scms, batch.buffers, batch.transitions, batch.executed, losses[0], aux[0], grad_norms[0])
+    return state, stats, step_detail(batch.scms, batch.transitions)
 
 
 @dataclass(frozen=True)
@@ -183,167 +445,9 @@ class TrainUpdate:
 
 
 def make_train_update(settings: GRPOSettings, policy, optimizer: optax.GradientTransformation) -> TrainUpdate:
-    """Play one episode on each SCM ``pool[members]``, then update (``TrainUpdate``).
-
-    ``credit="step"``: at each step a group of G actions is drawn for the same state and scored by its
-    immediate reward; one member is executed. ``credit="trajectory"``: G whole trajectories from the same
-    observational samples (and the same noise at each step), scored by their returns-to-go
-    (``trajectory_returns``) standardized across the group at each step.
-    """
-    s = settings
-    n_samples = s.n_obs + s.n_interventions
-    group_log_prob = jax.vmap(log_prob, (None, None, None, 0, 0, None))
-    observe = functools.partial(policy_observation, policy)
-
-    def target_reward(scm, variable, value, x):
-        """The target term for actions (G,) with samples (G, N): exact or from the sampled outcome."""
-        y = sampler.expected_target(scm, variable, value) if s.exact_reward else x[..., scm.target]
-        return sampler.norm_improvement(scm, y)
-
-    def play_steps(params, scm: SCMArrays, key):
-        key_obs, key_steps = jax.random.split(key)
-        buffer = initial_buffer(scm, key_obs, s.n_obs, n_samples)
-
-        def step(buffer, inputs):
-            t, step_key = inputs
-            k_act, k_noise, k_pick = jax.random.split(step_key, 3)
-            fit = fit_surrogate(scm, buffer)
-            obs = observe(scm, buffer, fit)
-            logits, mu = act_outputs(policy, params, obs)
-            variable, u = sample_actions(k_act, logits, mu, s.fixed_std, s.group_size)
-            value = squash(scm, variable, u)
-            x = execute(scm, k_noise, variable, value)
-            row = s.n_obs + t
-            r_target = target_reward(scm, variable, value, x)
-            r_parent = scm.parents[variable].astype(jnp.float32)
-            if s.reward_info_gain:  # G surrogate refits: only when their reward counts
-                after = jax.vmap(lambda xg, vg: fit_surrogate(scm, append(buffer, row, xg, vg)).entropy)(x, variable)
-                r_info = fit.entropy - after
-            else:
-                r_info = jnp.zeros_like(r_target)
-            reward = s.reward_target * r_target + s.reward_parent * r_parent + s.reward_info_gain * r_info
-            pick = jax.random.randint(k_pick, (), 0, s.group_size)
-            transition = Transition(
-                obs=obs, variable=variable, u=u,
-                log_prob=group_log_prob(logits, mu, scm, variable, u, s.fixed_std),
-                advantage=group_advantages(reward), reward=reward, reward_target=r_target,
-                reward_parent=r_parent, reward_info_gain=r_info, executed=pick,
-            )
-            return append(buffer, row, x[pick], variable[pick]), transition
-
-        steps = (jnp.arange(s.n_interventions), jax.random.split(key_steps, s.n_interventions))
-        buffer, tr = jax.lax.scan(step, buffer, steps)
-        steps = jnp.arange(s.n_interventions)
-        executed = (tr.variable[steps, tr.executed], squash(scm, tr.variable[steps, tr.executed],
-                                                             tr.u[steps, tr.executed]))
-        return buffer, tr, executed
-
-    def play_trajectories(params, scm: SCMArrays, key):
-        key_obs, key_noise, key_act = jax.random.split(key, 3)
-        start = initial_buffer(scm, key_obs, s.n_obs, n_samples)
-        noise = sampler.per_variable_normal(key_noise, (s.n_interventions,), scm.bias.shape[0])  # common to the group
-
-        def trajectory(act_key):
-            def step(buffer, inputs):
-                t, eps, step_key = inputs
-                fit = fit_surrogate(scm, buffer)
-                obs = observe(scm, buffer, fit)
-                logits, mu = act_outputs(policy, params, obs)
-                variable, u = sample_actions(step_key, logits, mu, s.fixed_std, 1)
-                value = squash(scm, variable, u)
-                x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable[0], value[0])
-                r_target = target_reward(scm, variable, value, x[None])
-                r_parent = scm.parents[variable].astype(jnp.float32)
-                after = append(buffer, s.n_obs + t, x, variable[0])
-                if s.reward_info_gain:
-                    r_info = (fit.entropy - fit_surrogate(scm, after).entropy)[None]
-                else:
-                    r_info = jnp.zeros_like(r_target)
-                out = (obs, variable, u, group_log_prob(logits, mu, scm, variable, u, s.fixed_std), r_target,
-                       r_parent, r_info, sampler.norm_improvement(scm, sampler.expected_target(scm, variable, value)))
-                return after, out
-
-            steps = (jnp.arange(s.n_interventions), noise, jax.random.split(act_key, s.n_interventions))
-            return jax.lax.scan(step, start, steps)
-
-        buffers, (obs, variable, u, logp, r_target, r_parent, r_info, exact) = jax.vmap(trajectory)(
-            jax.random.split(key_act, s.group_size))  # leading (G, T, 1)
-        reward = s.reward_target * r_target + s.reward_parent * r_parent + s.reward_info_gain * r_info
-        returns = trajectory_returns(reward[..., 0], exact[..., 0], s.best_weight)
-        advantage = group_advantages(returns, axis=0)[..., None]
-        flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731  (G, T, ...) -> (G * T, ...)
-        tr = Transition(
-            obs=jax.tree.map(flat, obs), variable=flat(variable), u=flat(u), log_prob=flat(logp),
-            advantage=flat(advantage), reward=flat(reward), reward_target=flat(r_target),
-            reward_parent=flat(r_parent), reward_info_gain=flat(r_info),
-            executed=jnp.zeros(s.group_size * s.n_interventions, jnp.int32),
-        )
-        first = jax.tree.map(lambda a: a[0], buffers)
-        return first, tr, (tr.variable[:, 0], squash(scm, tr.variable[:, 0], tr.u[:, 0]))
-
-    play = play_trajectories if s.credit == "trajectory" else play_steps
-
-    def loss_fn(params, scm: SCMArrays, tr: Transition):
-        outputs = jax.vmap(policy.apply, (None, 0))(params, tr.obs)
-        logits, mu = outputs[:2]
-        logp = jax.vmap(group_log_prob, (0, 0, None, 0, 0, None))(logits, mu, scm, tr.variable, tr.u, s.fixed_std)
-        objective = clipped_objective(logp, tr.log_prob, tr.advantage, s.clip_eps)
-        entropy = jax.vmap(categorical_entropy)(logits).mean()
-        log_ratio = logp - tr.log_prob
-        kl = (jnp.exp(log_ratio) - 1.0 - log_ratio).mean()  # k3 estimate of KL(behaviour || current)
-        aux = jnp.zeros(())
-        if s.effect_coef:
-            mask = (scm.intervenable & scm.node_mask)[:, None]
-            error = jnp.where(mask, outputs[2] - exact_effects(scm), 0.0)
-            aux = (error**2).sum((-1, -2)).mean() / jnp.maximum(mask.sum() * 2, 1)
-        return -objective - s.entropy_coef * entropy + s.kl_coef * kl + s.effect_coef * aux, aux
-
-    def batch_loss(params, scms: SCMArrays, tr: Transition):
-        losses, aux = jax.vmap(loss_fn, (None, 0, 0))(params, scms, tr)
-        return losses.mean(), aux
-
-    def episode_stats(scm, buffer, tr, executed, loss, aux, grad_norm) -> EpisodeStats:
-        variable, value = executed
-        expected = sampler.expected_target(scm, variable, value)
-        radius = (scm.hi[variable] - scm.lo[variable]) / 2
-        center = (scm.hi[variable] + scm.lo[variable]) / 2
-        return EpisodeStats(
-            reward=tr.reward.mean(),
-            reward_target=tr.reward_target.mean(),
-            reward_parent=tr.reward_parent.mean(),
-            reward_info_gain=tr.reward_info_gain.mean(),
-            norm_improvement=sampler.norm_improvement(scm, expected).mean(),
-            parent_rate=scm.parents[variable].mean(),
-            range_utilization=(jnp.abs(value - center) / radius).mean(),
-            f1=surrogate.f1_score(fit_surrogate(scm, buffer).parent_prob, scm.parents, candidates(scm)),
-            loss=loss, effect_loss=aux, grad_norm=grad_norm,
-        )
-
-    def play_batch(params, pool: SCMArrays, members, key) -> Batch:
-        scms = jax.tree.map(lambda a: a[members], pool)
-        keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(members.shape[0]))
-        return Batch(scms, *jax.vmap(play, (None, 0, 0))(params, scms, keys))
-
-    def learn(state: TrainState, batch: Batch):
-        scms, tr = batch.scms, batch.transitions
-
-        def update(state, _):
-            (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, scms, tr)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            new_state = TrainState(optax.apply_updates(state.params, updates), opt_state)
-            return new_state, (loss, aux, optax.tree.norm(grads))
-
-        state, (losses, aux, grad_norms) = jax.lax.scan(update, state, None, length=s.update_epochs)
-        stats = jax.vmap(episode_stats, (0, 0, 0, 0, None, 0, None))(
-            scms, batch.buffers, tr, batch.executed, losses[0], aux[0], grad_norms[0])
-        detail = {
-            "variable": tr.variable[0], "value": jax.vmap(squash, (None, 0, 0))(
-                jax.tree.map(lambda a: a[0], scms), tr.variable[0], tr.u[0]),
-            "reward": tr.reward[0], "advantage": tr.advantage[0], "executed": tr.executed[0],
-        }
-        return state, stats, detail
-
-    return TrainUpdate(play_batch, learn)
+    """``play_batch`` and ``learn`` bound to the settings, the policy and the optimizer."""
+    return TrainUpdate(functools.partial(play_batch, settings, policy),
+                       functools.partial(learn, settings, policy, optimizer))
 
 
 def make_optimizer(training: dict, total_episodes: int) -> tuple[optax.GradientTransformation, optax.Schedule]:

@@ -9,12 +9,15 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,11 +55,16 @@ class TrainPaths:
         return self.checkpoint_dir / "latest.log.parquet"
 
     def clear(self) -> None:
-        """Remove the files a training run writes into its checkpoint directory."""
+        """Remove the files a training run writes into its checkpoint directory, by their names (``RUN_FILES``):
+        a user's own files beside them (``my_model.ckpt``) are kept."""
         if self.checkpoint_dir.is_dir():
-            for path in self.checkpoint_dir.glob("*.ckpt"):
-                path.unlink()
-            self.partial_log.unlink(missing_ok=True)
+            for path in self.checkpoint_dir.iterdir():
+                if RUN_FILES.fullmatch(path.name) and not path.is_dir():
+                    path.unlink()
+
+
+# the files train() writes into a checkpoint directory (the periodic ones with 5 or more digits)
+RUN_FILES = re.compile(r"(latest|best|best_so_far|final|episode_\d{5,})\.ckpt|latest\.log\.parquet")
 
 
 class Pools:
@@ -96,11 +104,21 @@ class Interrupted(Exception):
     pass
 
 
-def _install_sigterm_handler(flag: dict) -> None:
+@contextlib.contextmanager
+def sigterm_flag():
+    """``{"stop": bool}``, set when SIGTERM arrives while the block runs; the previous handler is restored on
+    exit (a handler installed outside Python, reported as None, is left alone)."""
+    flag = {"stop": False}
+
     def handler(signum, frame):
         flag["stop"] = True
 
-    signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _header(ctx: dict, episode: int, cur: dict, best: dict, metrics: dict) -> dict:
@@ -137,8 +155,12 @@ def _resume_candidates(paths: TrainPaths) -> list[Path]:
     return [paths.ckpt("latest"), *episodes]
 
 
+# what a checkpoint must share with this run to be resumed: a run continues only what it would have written itself
+RESUME_IDENTITY = ("seed", "config_hash", "code_hash")
+
+
 def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple | None:
-    """Continue from the newest intact checkpoint written by the same config and the same training code.
+    """Continue from the newest intact checkpoint written by the same seed, config and training code.
 
     That is latest.ckpt, or, when it or the log is damaged, the newest intact episode_NNNNN.ckpt whose episodes
     the log still holds (one line says so); with nothing intact left the run starts fresh, saying why.
@@ -150,7 +172,7 @@ def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple 
         header = checkpoint.read_header(latest)
     except CheckpointError:
         header = None  # damaged: the fallback below says why
-    for key in ("config_hash", "code_hash"):
+    for key in RESUME_IDENTITY:
         if header is not None and header.get(key) != ctx[key]:
             say(f"{latest}: {key} {header.get(key)} differs from this run's {ctx[key]}: starting fresh")
             return None
@@ -159,8 +181,8 @@ def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple 
     for path in _resume_candidates(paths):
         try:
             header = checkpoint.read_header(path)
-            if any(header.get(key) != ctx[key] for key in ("config_hash", "code_hash")):
-                problems.append(f"{path} was written by another config or training code")
+            if any(header.get(key) != ctx[key] for key in RESUME_IDENTITY):
+                problems.append(f"{path} was written by another seed, config or training code")
                 continue
             if len(rows) < header["episode"]:
                 problems.append(log_problem or f"{paths.partial_log} holds {len(rows)} episodes, {path.name} "
@@ -178,6 +200,148 @@ def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple 
     return None
 
 
+@dataclass
+class _Run:
+    """A training run's fixed parts: its data, the compiled update, and what its checkpoint headers hold."""
+
+    name: str
+    spec: dict
+    seed: int
+    pools: Pools
+    cur_settings: curriculum.CurriculumSettings
+    schedule: object
+    episodes_key: jax.Array
+    ctx: dict
+    play: object
+    learn: object
+
+
+@dataclass
+class _Progress:
+    """What changes from one update to the next, all of it in the checkpoints and the partial log."""
+
+    state: TrainState
+    start: int
+    cur: dict
+    best: dict
+    rows: list
+
+
+def _prepare(name: str, spec: dict, seed: int, suite_files: list[Path]) -> tuple[_Run, TrainState]:
+    """The run's fixed parts and its initial state (parameters from the seed)."""
+    pools = Pools(suite_files, spec["levels"])
+    policy = make_policy(spec["policy"])
+    optimizer, schedule = make_optimizer(spec["training"], spec["episodes"])
+    init_key, episodes_key = jax.random.split(jax.random.PRNGKey(seed))
+    state = jax.jit(lambda key: initial_state(policy, optimizer, key))(init_key)  # one program, not one per op
+    ctx = {
+        "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
+        "config_hash": digest(spec), "code_hash": code_hash("train"), "n_max": pools.n_max,
+    }
+    update = make_train_update(GRPOSettings.from_experiment(spec), policy, optimizer)
+    run = _Run(name, spec, seed, pools, curriculum.CurriculumSettings.from_experiment(spec), schedule, episodes_key,
+               ctx, jax.jit(update.play), jax.jit(update.learn))
+    return run, state
+
+
+def _start(run: _Run, state: TrainState, paths: TrainPaths, say) -> _Progress:
+    """Resume from the checkpoints in ``paths`` (``_try_resume``), or start fresh in a cleared directory."""
+    resumed = _try_resume(paths, run.ctx, state, say)
+    if resumed:
+        header, state, rows = resumed
+        return _Progress(state, header["episode"], header["curriculum"], header["best"], rows)
+    paths.clear()  # files of an earlier run with another config must not leak into this one
+    return _Progress(state, 0, curriculum.initial_state(), {"score": None, "smoothed": None, "episode": None}, [])
+
+
+def _save(run: _Run, progress: _Progress, paths: TrainPaths, which: str, episode: int, metrics: dict) -> None:
+    header = _header(run.ctx, episode, progress.cur, progress.best, metrics)
+    checkpoint.save(paths.ckpt(which), header, progress.state)
+
+
+class _Update(NamedTuple):
+    members: list  # (level, pool index) of each SCM played, the curriculum's current SCM first
+    level: int  # the curriculum's level
+    learning_rate: float
+    per_scm: list  # the EpisodeStats of each SCM as a dict
+    detail: dict  # the first SCM's steps (grpo.step_detail)
+
+
+def _update(run: _Run, progress: _Progress, episode: int, compiled_buckets: set) -> _Update:
+    """One policy update: the curriculum picks the batch, it is played and learnt from."""
+    cs, pools = run.cur_settings, run.pools
+    level = curriculum.current_level(progress.cur, cs)
+    progress.cur = curriculum.next_scm(progress.cur, cs, pools.families[level], run.seed, episode)
+    members = curriculum.batch_members(progress.cur, cs, pools.families, run.seed, episode,
+                                       run.spec["training"]["scms_per_update"], cs.replay)
+    lr = float(run.schedule(episode * run.spec["training"]["update_epochs"]))  # updates done before this episode
+    pool, indices = pools.locate(members)
+    batch = run.play(progress.state.params, pool, indices, jax.random.fold_in(run.episodes_key, episode))
+    progress.state, stats, detail = run.learn(progress.state, batch)
+    if pool.bias.shape[-1] not in compiled_buckets:  # this update compiled the bucket's programs
+        jax.block_until_ready(progress.state)
+        release_freed_memory()
+        compiled_buckets.add(pool.bias.shape[-1])
+    per_scm = [{k: float(v) for k, v in zip(stats._fields, values)} for values in zip(*map(np.asarray, stats))]
+    return _Update(members, level, lr, per_scm, detail)
+
+
+def _record(run: _Run, progress: _Progress, episode: int, update: _Update, wall_time: float) -> tuple[dict, bool]:
+    """The curriculum and the log take in one update's statistics (the log row holds their mean over the
+    batch, labelled with its SCMs); returns the mean and whether the level changed."""
+    members, level, lr, per_scm, _ = update
+    metrics = {k: float(np.mean([m[k] for m in per_scm])) for k in per_scm[0]}
+    n_changes = len(progress.cur["changes"])
+    played = [(lv, run.pools.families[lv][i], m) for (lv, i), m in zip(members, per_scm)]
+    progress.cur = curriculum.record(progress.cur, run.cur_settings, played, episode)
+    changed = len(progress.cur["changes"]) > n_changes
+    scms = [run.pools.suites[lv].scms[i] for lv, i in members]
+    progress.rows.append(
+        {"config": run.name, "seed": run.seed, "episode": episode, "level": level, "level_changed": changed,
+         "scm_ids": ",".join(s.id for s in scms), "families": ",".join(s.family for s in scms),
+         **metrics, "learning_rate": lr, "wall_time": wall_time}
+    )
+    best = progress.best
+    best["smoothed"] = (metrics["reward"] if best["smoothed"] is None
+                        else SMOOTHING * best["smoothed"] + (1 - SMOOTHING) * metrics["reward"])
+    return metrics, changed
+
+
+def _checkpoint(run: _Run, progress: _Progress, paths: TrainPaths, done: int, metrics: dict, interrupted: bool):
+    """The checkpoints due after ``done`` episodes: every ``checkpoint_every`` and at the end best_so_far (when
+    it is the best yet), episode_NNNNN, the partial log and latest; on an interruption the last two."""
+    every, total = run.spec["checkpoint_every"], run.spec["episodes"]
+    if done % every == 0 or done == total:
+        # best: the highest smoothed reward at the furthest level reached
+        score = [progress.cur["level_index"], progress.best["smoothed"]]
+        if progress.best["score"] is None or score >= progress.best["score"]:
+            progress.best.update(score=score, episode=done)
+            _save(run, progress, paths, "best_so_far", done, metrics)
+        if done % every == 0:
+            _save(run, progress, paths, f"episode_{done:05d}", done, metrics)
+    if done % every == 0 or done == total or interrupted:
+        # the log first, latest.ckpt last: a kill in between leaves a log that is only longer
+        write_table(pd.DataFrame(progress.rows), TRAIN_LOG_SCHEMA, paths.partial_log, "training log")
+        _save(run, progress, paths, "latest", done, metrics)
+
+
+def _finish(run: _Run, progress: _Progress, paths: TrainPaths, say) -> None:
+    """best.ckpt, final.ckpt and the log table of a finished run."""
+    total = run.spec["episodes"]
+    # best.ckpt is a declared output (a failed job loses it); best_so_far.ckpt survives restarts
+    if not paths.ckpt("best_so_far").exists():
+        _save(run, progress, paths, "best_so_far", total, {})
+    with atomic_path(paths.ckpt("best")) as tmp:
+        shutil.copyfile(paths.ckpt("best_so_far"), tmp)
+    rows = progress.rows
+    _save(run, progress, paths, "final", total, {k: rows[-1][k] for k in ("reward", "norm_improvement", "f1")} if rows
+          else {})
+    write_table(pd.DataFrame(rows), TRAIN_LOG_SCHEMA, paths.log_table, "training log")
+    level = curriculum.current_level(progress.cur, run.cur_settings)
+    say(f"trained {total} episodes in {rows[-1]['wall_time']:.1f}s; final level {level}; wrote {paths.ckpt('final')} "
+        f"and {paths.log_table}")
+
+
 def train(
     name: str,
     spec: dict,
@@ -190,118 +354,54 @@ def train(
     out=sys.stderr,
 ) -> TrainState:
     """Train one (config, seed) on ``suite_files`` (the training suite of each of ``spec["levels"]``, in
-    order); writes checkpoints and the log; returns the final state."""
+    order); writes checkpoints and the log; returns the final state. SIGTERM stops it after the current
+    update, as ``stop_after`` does, with ``latest.ckpt`` written (``Interrupted``)."""
 
     def say(msg: str) -> None:
         tqdm.write(msg, file=out)
 
-    stop = {"stop": False}
-    _install_sigterm_handler(stop)
-    pools = Pools(suite_files, spec["levels"])
-    settings = GRPOSettings.from_experiment(spec)
-    cur_settings = curriculum.CurriculumSettings.from_experiment(spec)
-    policy = make_policy(spec["policy"])
-    optimizer, schedule = make_optimizer(spec["training"], spec["episodes"])
-    init_key, episodes_key = jax.random.split(jax.random.PRNGKey(seed))
-    state = jax.jit(lambda key: initial_state(policy, optimizer, key))(init_key)  # one program, not one per op
-    ctx = {
-        "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
-        "config_hash": digest(spec), "code_hash": code_hash("train"), "n_max": pools.n_max,
-    }
-    start, cur, rows = 0, curriculum.initial_state(), []
-    best = {"score": None, "smoothed": None, "episode": None}
-    resumed = _try_resume(paths, ctx, state, say)
-    if resumed:
-        header, state, rows = resumed
-        start, cur, best = header["episode"], header["curriculum"], header["best"]
-    else:
-        paths.clear()  # files of an earlier run with another config must not leak into this one
-    update = make_train_update(settings, policy, optimizer)
-    play, learn = jax.jit(update.play), jax.jit(update.learn)
-    compiled_buckets = set()
-    batch_size = spec["training"]["scms_per_update"]
-    wall_offset = rows[-1]["wall_time"] if rows else 0.0
-    t0 = time.perf_counter()
-    bar = tqdm(
-        total=spec["episodes"], initial=start, file=out, disable=not progress, mininterval=2.0,
-        dynamic_ncols=True, desc=f"{name}/seed {seed}",
-    )
-
-    def save(which: str, episode: int, metrics: dict) -> None:
-        checkpoint.save(paths.ckpt(which), _header(ctx, episode, cur, best, metrics), state)
-
-    for episode in range(start, spec["episodes"]):
-        level = curriculum.current_level(cur, cur_settings)
-        cur = curriculum.next_scm(cur, cur_settings, pools.families[level], seed, episode)
-        members = curriculum.batch_members(cur, cur_settings, pools.families, seed, episode, batch_size,
-                                                 cur_settings.replay)
-        scm = pools.suites[level].scms[cur["scm"]]
-        lr = float(schedule(episode * spec["training"]["update_epochs"]))  # updates done before this episode
-        pool, indices = pools.locate(members)
-        batch = play(state.params, pool, indices, jax.random.fold_in(episodes_key, episode))
-        state, stats, detail = learn(state, batch)
-        if pool.bias.shape[-1] not in compiled_buckets:  # this update compiled the bucket's programs
-            jax.block_until_ready(state)
-            release_freed_memory()
-            compiled_buckets.add(pool.bias.shape[-1])
-        per_scm = [{k: float(v) for k, v in zip(stats._fields, values)} for values in zip(*map(np.asarray, stats))]
-        metrics = {k: float(np.mean([m[k] for m in per_scm])) for k in stats._fields}
-        n_changes = len(cur["changes"])
-        played = [(lv, pools.families[lv][i], m) for (lv, i), m in zip(members, per_scm)]
-        cur = curriculum.record(cur, cur_settings, played, episode)
-        rows.append(
-            {"config": name, "seed": seed, "episode": episode, "level": level,
-             "level_changed": len(cur["changes"]) > n_changes, "scm_id": scm.id, "family": scm.family,
-             **metrics, "learning_rate": lr, "wall_time": wall_offset + time.perf_counter() - t0}
-        )
-        if verbose:
-            _print_steps(say, episode, scm, detail)
-        if len(cur["changes"]) > n_changes:
-            change = cur["changes"][-1]
-            say(f"episode {episode}: level {change['from']} -> {change['to']} ({change['reason']}, "
-                f"smoothed normalized improvement {change['score']:.3f})")
-        best["smoothed"] = (metrics["reward"] if best["smoothed"] is None
-                            else SMOOTHING * best["smoothed"] + (1 - SMOOTHING) * metrics["reward"])
-        bar.set_postfix(level=level, reward=f"{best['smoothed']:.3f}", refresh=False)
-        bar.update(1)
-        done = episode + 1
-        interrupted = (stop["stop"] or done == stop_after) and done < spec["episodes"]
-        if done % spec["checkpoint_every"] == 0 or done == spec["episodes"]:
-            # best: the highest smoothed reward at the furthest level reached
-            score = [cur["level_index"], best["smoothed"]]
-            if best["score"] is None or score >= best["score"]:
-                best.update(score=score, episode=done)
-                save("best_so_far", done, metrics)
-            if done % spec["checkpoint_every"] == 0:
-                save(f"episode_{done:05d}", done, metrics)
-        if done % spec["checkpoint_every"] == 0 or done == spec["episodes"] or interrupted:
-            # the log first, latest.ckpt last: a kill in between leaves a log that is only longer
-            write_table(pd.DataFrame(rows), TRAIN_LOG_SCHEMA, paths.partial_log, "training log")
-            save("latest", done, metrics)
-        if interrupted:
-            bar.close()
-            raise Interrupted(f"stopped after episode {done}; rerun to resume from {paths.ckpt('latest')}")
-    bar.close()
-    # best.ckpt is a declared output (a failed job loses it); best_so_far.ckpt survives restarts
-    if not paths.ckpt("best_so_far").exists():
-        save("best_so_far", spec["episodes"], {})
-    with atomic_path(paths.ckpt("best")) as tmp:
-        shutil.copyfile(paths.ckpt("best_so_far"), tmp)
-    final_metrics = rows[-1] if rows else {}
-    save("final", spec["episodes"], {k: final_metrics[k] for k in ("reward", "norm_improvement", "f1")} if rows else {})
-    write_table(pd.DataFrame(rows), TRAIN_LOG_SCHEMA, paths.log_table, "training log")
-    say(f"trained {spec['episodes']} episodes in {rows[-1]['wall_time']:.1f}s; final level "
-        f"{curriculum.current_level(cur, cur_settings)}; wrote {paths.ckpt('final')} and {paths.log_table}")
-    return state
+    with sigterm_flag() as stop:
+        run, state = _prepare(name, spec, seed, suite_files)
+        prog = _start(run, state, paths, say)
+        compiled_buckets = set()
+        wall_offset = prog.rows[-1]["wall_time"] if prog.rows else 0.0
+        t0 = time.perf_counter()
+        bar = tqdm(total=spec["episodes"], initial=prog.start, file=out, disable=not progress, mininterval=2.0,
+                   dynamic_ncols=True, desc=f"{name}/seed {seed}")
+        for episode in range(prog.start, spec["episodes"]):
+            update = _update(run, prog, episode, compiled_buckets)
+            metrics, changed = _record(run, prog, episode, update, wall_offset + time.perf_counter() - t0)
+            if verbose:
+                level, index = update.members[0]  # the detail is the first SCM's
+                scm = run.pools.suites[level].scms[index]
+                _print_steps(say, episode, scm, update.detail, spec["training"]["credit"])
+            if changed:
+                change = prog.cur["changes"][-1]
+                say(f"episode {episode}: level {change['from']} -> {change['to']} ({change['reason']}, "
+                    f"smoothed normalized improvement {change['score']:.3f})")
+            bar.set_postfix(level=update.level, reward=f"{prog.best['smoothed']:.3f}", refresh=False)
+            bar.update(1)
+            done = episode + 1
+            interrupted = (stop["stop"] or done == stop_after) and done < spec["episodes"]
+            _checkpoint(run, prog, paths, done, metrics, interrupted)
+            if interrupted:
+                bar.close()
+                raise Interrupted(f"stopped after episode {done}; rerun to resume from {paths.ckpt('latest')}")
+        bar.close()
+        _finish(run, prog, paths, say)
+    return prog.state
 
 
-def _print_steps(say, episode: int, scm, detail: dict) -> None:
+def _print_steps(say, episode: int, scm, detail: dict, credit: str) -> None:
+    """The first SCM's actions at each step: the group of a state (credit "step", one of them executed) or
+    the G trajectories' actions (credit "trajectory", each executed in its own trajectory)."""
     d = {k: np.asarray(v) for k, v in detail.items()}
     say(f"episode {episode} on {scm.id} ({scm.family}, target {scm.nodes[scm.target]})")
     for t in range(d["variable"].shape[0]):
         actions = " ".join(
             f"{scm.nodes[v]}={x:+.2f}" if v < scm.n else "?" for v, x in zip(d["variable"][t], d["value"][t])
         )
-        say(f"  step {t:2d} executed #{d['executed'][t]} | actions {actions}")
+        executed = f"executed #{d['executed'][t]}" if credit == "step" else "one per trajectory"
+        say(f"  step {t:2d} {executed} | actions {actions}")
         say(f"          rewards {np.array2string(d['reward'][t], precision=2, max_line_width=200)}")
         say(f"          advantages {np.array2string(d['advantage'][t], precision=2, max_line_width=200)}")

@@ -14,8 +14,9 @@ from ..registry import BASELINES, METHODS
 
 
 def baseline_method(name: str) -> Method:
-    act = import_module(f"{__name__}.{METHODS[name].module}").act
-    return Method(name, act, program_id=name)
+    registration = METHODS[name]
+    act = import_module(f"{__name__}.{registration.module}").act
+    return Method(name, act, program_id=name, reads_truth=registration.reads_truth)
 
 
 def baseline_methods(names) -> list[Method]:
