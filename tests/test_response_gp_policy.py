@@ -180,3 +180,34 @@ def test_a_checkpoint_with_another_input_layout_is_refused_in_one_line(tmp_path,
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "architecture" in proc.stderr
     assert not out_file.exists()
+
+
+# --- learning ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_training_with_the_response_gp_prior_beats_random_on_level_one(tmp_path, default_config):
+    """A short run (level 1, 20 updates) of the response_gp prior with curve inputs: the greedy policy's
+    normalized improvement on held-out level-1 SCMs is well above random's."""
+    from test_train import greedy_norm_improvement, small_spec
+
+    from workflow_src.config import suite_slice
+    from workflow_src.evaluate.baselines import baseline_methods
+    from workflow_src.evaluate.run import run_methods
+    from workflow_src.paths import train_suite_files
+    from workflow_src.suites.build import build_suite
+    from workflow_src.suites.suite_io import load_suite
+    from workflow_src.train.loop import TrainPaths, train
+
+    for name in ("train-L01", "heldout-L01"):
+        build_suite(suite_slice(default_config, name), tmp_path / f"{name}.json")
+    spec = small_spec(default_config, levels=[1], episodes=20, checkpoint_every=1000,
+                      training={"n_interventions": 5}, policy={"prior": "response_gp", "curve_features": True})
+    paths = TrainPaths(tmp_path / "ckpt", tmp_path / "log.parquet")
+    train("learn", spec, 0, train_suite_files([1], tmp_path), paths, progress=False)
+    heldout = tmp_path / "heldout-L01.json"
+    after = greedy_norm_improvement(paths.ckpt("final"), heldout)
+    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10}
+    chance = float(run_methods(baseline_methods(["random"]), None, load_suite(heldout), protocol)[0]
+                   ["norm_improvement"].mean())
+    assert after >= chance + 0.3, f"greedy {after:.3f} vs random {chance:.3f}"
