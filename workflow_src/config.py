@@ -191,13 +191,16 @@ def experiment(cfg: dict, name: str) -> dict:
 
 
 def _require_all(schema: dict) -> dict:
-    """``schema`` with every property of every object in it required (a stage's slice is complete)."""
+    """``schema`` with every property of every object in it required (a stage's slice is complete), but those
+    marked ``x-optional: true``."""
     if not isinstance(schema, dict):
         return schema
     out = {k: _require_all(v) if isinstance(v, dict) else v for k, v in schema.items()}
     if isinstance(schema.get("properties"), dict):
         out["properties"] = {k: _require_all(v) for k, v in schema["properties"].items()}
-        out["required"] = sorted(schema["properties"])
+        # except those marked ``x-optional`` (settings added later, off when left out)
+        out["required"] = sorted(k for k, v in schema["properties"].items()
+                                 if not (isinstance(v, dict) and v.get("x-optional")))
     return out
 
 

@@ -11,7 +11,13 @@ With ``prior="marginal_regression"`` the network is a residual on that heuristic
 are added to the heuristic's choice made soft (``Observation.heuristic`` holds the heuristic's predictions),
 so training starts from the heuristic and learns where to depart from it. ``interventional_regression`` is
 the same heuristic, except that a variable once set is judged by the regression on the samples where it was
-set, which a confounded marginal slope cannot mislead.
+set, which a confounded marginal slope cannot mislead. ``response_gp`` is right for curves with optima inside
+the range too: per variable the response-curve GP's posterior mean of ``E[Y | do(X_i = v)]``
+(``core.response_gp``, shared with ``causal_bo``) over a grid of values; a variable's logit grows as its
+lowest predicted Y falls, its value leans to where that lowest prediction is.
+
+With ``curve_features`` the network also reads that posterior (mean and standard deviation at
+``CURVE_POINTS`` values across each range) as per-variable inputs.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ..core import response_gp
 from ..core.buffer import Buffer, interventional_weights
 from ..core.problem import Problem
 from ..core.sampler import per_variable_categorical
 from ..core.surrogate import Surrogate, masked_standardize, weighted_simple_regression
 from . import checkpoint
 from .sample_pooling import pooled_embedding
-from .spec import SAMPLE_CHANNELS, check_policy_config, variable_channels
+from .spec import CURVE_POINTS, SAMPLE_CHANNELS, check_policy_config, curve_features, variable_channels
 
 NEG_INF = -1e9
 PREDICTION_CLIP = 10.0  # predictions in units of the target's observed spread
@@ -41,6 +48,7 @@ PRIOR_LOGIT_SCALE = 30.0  # initial logit per unit of the prior's predicted fall
 PRIOR_VALUE_SCALE = 3.0  # initial pull of the value towards the prior's better range end: tanh(3) = 0.995
 PRIOR_VALUE_GAIN = 10.0  # how sharply the pull turns with the difference between the two ends' predictions
 LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
+assert (response_gp.GRID - 1) % (CURVE_POINTS - 1) == 0  # the curve inputs are points of the prior's grid
 
 
 class Observation(NamedTuple):
@@ -51,7 +59,9 @@ class Observation(NamedTuple):
     sample_mask: jnp.ndarray  # (S,) bool
     node_mask: jnp.ndarray  # (N,) bool
     action_mask: jnp.ndarray  # (N,) bool: may be intervened on
-    heuristic: jnp.ndarray  # (N, 2): the prior heuristic's prediction of Y at both range ends (standardized)
+    # (N, 2): the prior heuristic's prediction of Y at both range ends (standardized); with the ``response_gp``
+    # prior, the lowest posterior mean of Y and the pre-squash value ``u`` of where it is
+    heuristic: jnp.ndarray
 
 
 def _endpoint_predictions(z, y, w, z_lo, z_hi):
@@ -105,8 +115,30 @@ def bandit_statistics(scm: Problem, buffer: Buffer, z, mean, std, marginal, coun
     return jnp.where(scm.intervenable[:, None], stats, 0.0)
 
 
+def curve_statistics(scm: Problem, mu, sd) -> jnp.ndarray:
+    """(N, CURVE_CHANNELS): the response-curve GP's posterior mean (clipped) and standard deviation of
+    standardized Y at ``CURVE_POINTS`` values evenly spaced over each range (ends included), from a posterior
+    on a finer grid of ``(CURVE_POINTS - 1) * k + 1`` values; 0 where not intervenable."""
+    stride = (mu.shape[1] - 1) // (CURVE_POINTS - 1)
+    mean, std = mu[:, ::stride], sd[:, ::stride]
+    stats = jnp.concatenate([jnp.clip(mean, -PREDICTION_CLIP, PREDICTION_CLIP), jnp.minimum(std, PREDICTION_CLIP)],
+                            -1)
+    return jnp.where(scm.intervenable[:, None], stats, 0.0)
+
+
+def response_gp_prior(scm: Problem, mu, grid) -> jnp.ndarray:
+    """(N, 2) the ``response_gp`` prior's inputs: each variable's lowest posterior mean of Y over the grid
+    (clipped) and the pre-squash value ``u`` of that grid point, ``arctanh`` of its position in ``[-1, 1]``,
+    the range ends held to ``+-PRIOR_VALUE_SCALE`` (``tanh(3) = 0.995`` of the half-range)."""
+    best = jnp.argmin(mu, 1)
+    lowest = jnp.clip(jnp.take_along_axis(mu, best[:, None], 1)[:, 0], -PREDICTION_CLIP, PREDICTION_CLIP)
+    edge = jnp.tanh(PRIOR_VALUE_SCALE)
+    u = jnp.arctanh(jnp.clip(2.0 * grid[best] - 1.0, -edge, edge))
+    return jnp.where(scm.intervenable[:, None], jnp.stack([lowest, u], -1), 0.0)
+
+
 def observe(scm: Problem, buffer: Buffer, surrogate: Surrogate, bandit_features: bool = False,
-            prior: str = "none") -> Observation:
+            prior: str = "none", curves: bool = False) -> Observation:
     z, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
     radius = jnp.maximum((scm.hi - scm.lo) / 2, 1e-6)
     center = (scm.hi + scm.lo) / 2
@@ -148,7 +180,17 @@ def observe(scm: Problem, buffer: Buffer, surrogate: Surrogate, bandit_features:
     if bandit_features:
         variable_features = jnp.concatenate(
             [variable_features, bandit_statistics(scm, buffer, z, mean, std, marginal, count, interventional)], -1)
-    heuristic = jnp.where(scm.intervenable[:, None], prior_predictions(prior, marginal, count, interventional), 0.0)
+    if curves or prior == "response_gp":
+        # one posterior for both: the prior's argmin on causal_bo's grid, the inputs at every 16th of its points
+        points = response_gp.GRID if prior == "response_gp" else CURVE_POINTS
+        curve_mu, curve_sd, grid = response_gp.posterior(scm, buffer, surrogate, points)
+    if curves:
+        variable_features = jnp.concatenate([variable_features, curve_statistics(scm, curve_mu, curve_sd)], -1)
+    if prior == "response_gp":
+        heuristic = response_gp_prior(scm, curve_mu, grid)
+    else:
+        heuristic = jnp.where(scm.intervenable[:, None], prior_predictions(prior, marginal, count, interventional),
+                              0.0)
     return Observation(sample_features, variable_features, buffer.sample_mask, scm.node_mask, scm.intervenable,
                        heuristic)
 
@@ -213,6 +255,7 @@ class PermutationInvariantPolicy(nn.Module):
     bandit_features: bool = False  # no parameters: which inputs ``observe`` builds for this network
     effect_head: bool = False
     prior: str = "none"
+    curve_features: bool = False  # no parameters: which inputs ``observe`` builds for this network
 
     @nn.compact
     def __call__(self, obs: Observation):
@@ -232,9 +275,16 @@ class PermutationInvariantPolicy(nn.Module):
             # that end — with learned scales, so training starts from the heuristic and improves on it
             logit_scale = self.param("prior_logit_scale", nn.initializers.constant(PRIOR_LOGIT_SCALE), ())
             value_scale = self.param("prior_value_scale", nn.initializers.constant(PRIOR_VALUE_SCALE), ())
-            lo, hi = obs.heuristic[:, 0], obs.heuristic[:, 1]
-            logits = logits - logit_scale * jnp.minimum(lo, hi)
-            mu = mu + value_scale * jnp.tanh(PRIOR_VALUE_GAIN * (lo - hi))
+            if self.prior == "response_gp":
+                # the lowest predicted Y anywhere in the range, and the value where it is (at the initial
+                # scale, the network's own value head at 0 puts the value on that grid point)
+                lowest, best_u = obs.heuristic[:, 0], obs.heuristic[:, 1]
+                logits = logits - logit_scale * lowest
+                mu = mu + value_scale * best_u / PRIOR_VALUE_SCALE
+            else:
+                lo, hi = obs.heuristic[:, 0], obs.heuristic[:, 1]
+                logits = logits - logit_scale * jnp.minimum(lo, hi)
+                mu = mu + value_scale * jnp.tanh(PRIOR_VALUE_GAIN * (lo - hi))
         if self.effect_head:
             # each variable's predicted normalized improvement at its two range ends (trained against the
             # exact values by the auxiliary loss) guides the choice: the variable's logit grows with its
@@ -253,13 +303,13 @@ def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
     return PermutationInvariantPolicy(
         hidden_dim=policy_config["hidden_dim"], n_heads=policy_config["n_heads"], n_layers=policy_config["n_layers"],
         bandit_features=policy_config["bandit_features"], effect_head=policy_config["effect_head"],
-        prior=policy_config["prior"],
+        prior=policy_config["prior"], curve_features=curve_features(policy_config),
     )
 
 
 def policy_observation(policy: PermutationInvariantPolicy, scm: Problem, buffer: Buffer, fit: Surrogate):
     """The observation ``policy`` was built for."""
-    return observe(scm, buffer, fit, policy.bandit_features, policy.prior)
+    return observe(scm, buffer, fit, policy.bandit_features, policy.prior, policy.curve_features)
 
 
 def act_outputs(policy: PermutationInvariantPolicy, params, obs: Observation):
@@ -316,7 +366,7 @@ def init_params(policy: PermutationInvariantPolicy, key, n_vars: int = 3, n_samp
     """Parameters for a dummy observation: their shapes do not depend on the number of variables or samples."""
     obs = Observation(
         sample_features=jnp.zeros((n_samples, n_vars, SAMPLE_CHANNELS)),
-        variable_features=jnp.zeros((n_vars, variable_channels(policy.bandit_features))),
+        variable_features=jnp.zeros((n_vars, variable_channels(policy.bandit_features, policy.curve_features))),
         sample_mask=jnp.ones(n_samples, bool),
         node_mask=jnp.ones(n_vars, bool),
         action_mask=jnp.ones(n_vars, bool),

@@ -10,20 +10,33 @@ from __future__ import annotations
 
 POLICY_NAMES = ("simple_permutation_invariant",)
 POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head", "prior")
-PRIORS = ("none", "marginal_regression", "interventional_regression")
+# settings a config may leave out (off), recorded in a checkpoint only when on: a network without them has the
+# record (and the program-store identity) it had before they existed
+OPTIONAL_KEYS = ("curve_features",)
+PRIORS = ("none", "marginal_regression", "interventional_regression", "response_gp")
 SAMPLE_CHANNELS = 7
 BASE_VARIABLE_CHANNELS = 9
 BANDIT_CHANNELS = 6  # per variable: interventions on it, two regressions' predictions at both ends, best outcome
+CURVE_POINTS = 5  # per variable: the response-curve GP's posterior at this many values across the range
+CURVE_CHANNELS = 2 * CURVE_POINTS  # its mean and standard deviation at each
 
 
-def variable_channels(bandit_features: bool) -> int:
-    return BASE_VARIABLE_CHANNELS + (BANDIT_CHANNELS if bandit_features else 0)
+def curve_features(policy_config: dict) -> bool:
+    return bool(policy_config.get("curve_features", False))
+
+
+def variable_channels(bandit_features: bool, curves: bool = False) -> int:
+    return BASE_VARIABLE_CHANNELS + (BANDIT_CHANNELS if bandit_features else 0) + (CURVE_CHANNELS if curves else 0)
 
 
 def architecture(policy_config: dict) -> dict:
-    """What a checkpoint records to rebuild the network (and to refuse a mismatching one)."""
-    return {**policy_config, "sample_channels": SAMPLE_CHANNELS,
-            "variable_channels": variable_channels(policy_config["bandit_features"])}
+    """What a checkpoint records to rebuild the network (and to refuse a mismatching one): the settings, and the
+    input layout (channel counts; with curve inputs, their number of points per variable)."""
+    curves = curve_features(policy_config)
+    settings = {k: v for k, v in policy_config.items() if k not in OPTIONAL_KEYS}
+    layout = {"curve_features": True, "curve_points": CURVE_POINTS} if curves else {}
+    return {**settings, **layout, "sample_channels": SAMPLE_CHANNELS,
+            "variable_channels": variable_channels(policy_config["bandit_features"], curves)}
 
 
 def check_policy_config(policy_config: dict) -> None:
@@ -40,7 +53,11 @@ def policy_config_of(arch) -> dict:
     if not isinstance(arch, dict):
         raise ValueError(f"architecture: expected a JSON object, got {arch!r:.80}")
     policy_config = {k: arch.get(k) for k in POLICY_KEYS}
-    if arch != architecture(policy_config) or None in policy_config.values():
+    if None in policy_config.values():
+        raise ValueError(f"architecture: {arch} does not match this version's policy inputs "
+                         f"({architecture(policy_config)})")
+    policy_config.update({k: arch[k] for k in OPTIONAL_KEYS if k in arch})
+    if arch != architecture(policy_config):
         raise ValueError(f"architecture: {arch} does not match this version's policy inputs "
                          f"({architecture(policy_config)})")
     try:

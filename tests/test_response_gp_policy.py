@@ -1,0 +1,213 @@
+"""The policy's response-curve inputs (``policy.curve_features``) and ``response_gp`` prior (issue 22): the
+shared GP posterior against a direct float64 computation, a value inside the range on a quadratic SCM, the
+refusal of checkpoints with another input layout, and defaults that record what they recorded before."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import run_cli
+from test_causal_bo import SUITE, reference_posterior
+from test_train import SMALL_POLICY, with_own_heads_zeroed
+
+from workflow_src.core.buffer import Buffer, fit_surrogate
+from workflow_src.core.problem import problem_of
+from workflow_src.core.scm import stack_scms
+from workflow_src.errors import CheckpointError
+from workflow_src.evaluate.rollout import StepView
+from workflow_src.evaluate.run import load_policy
+from workflow_src.policy import checkpoint, spec
+from workflow_src.policy import network as pol
+from workflow_src.suites.suite_io import parse_suite
+
+N_PAD = 8
+
+
+def _one(arrays):
+    return type(arrays)(*(x[0] for x in arrays))
+
+
+def hand_made_view():
+    """The collider of ``test_causal_bo`` padded to 8 variables, with a buffer of 10 observational rows, 7
+    interventions on three variables (some repeated) and one row not yet filled."""
+    scm = _one(stack_scms([SUITE.scms[0]], N_PAD))
+    rng = np.random.default_rng(0)
+    n_rows = 18
+    values = rng.normal(size=(n_rows, N_PAD)) * np.asarray(scm.node_mask)
+    set_var = [None] * 10 + [0, 2, 0, 1, 2, 0, 1]
+    intervened = np.zeros((n_rows, N_PAD), bool)
+    for row, var in enumerate(set_var):
+        if var is not None:
+            intervened[row, var] = True
+            values[row, var] = rng.uniform(float(scm.lo[var]), float(scm.hi[var]))
+    filled = np.arange(n_rows) < len(set_var)
+    buffer = Buffer(jnp.asarray(values * filled[:, None], jnp.float32), jnp.asarray(intervened), jnp.asarray(filled))
+    return StepView(problem_of(scm), buffer, fit_surrogate(scm, buffer), jnp.int32(0))
+
+
+@pytest.mark.parametrize("bandit", [False, True])
+def test_curve_inputs_match_a_direct_float64_computation(bandit):
+    view = hand_made_view()
+    obs = pol.observe(view.scm, view.buffer, view.fit, bandit, "none", True)
+    plain = pol.observe(view.scm, view.buffer, view.fit, bandit, "none", False)
+    assert obs.variable_features.shape[-1] == spec.variable_channels(bandit, True) == \
+        plain.variable_features.shape[-1] + spec.CURVE_CHANNELS
+    # the inputs before them are unchanged, and the curve channels come last: mean at 5 points, then std
+    np.testing.assert_array_equal(obs.variable_features[:, :plain.variable_features.shape[-1]],
+                                  plain.variable_features)
+    curves = np.asarray(obs.variable_features[:, -spec.CURVE_CHANNELS:])
+    ref_mu, ref_sd, _ = reference_posterior(view)  # every GP alone, in float64, on causal_bo's 65-point grid
+    every = np.linspace(0, 64, spec.CURVE_POINTS).astype(int)  # the 5 points: both ends, quarters, middle
+    intervenable = np.asarray(view.scm.intervenable)
+    for i in range(N_PAD):
+        if intervenable[i]:
+            np.testing.assert_allclose(curves[i, :5], np.clip(ref_mu[i, every], -10, 10), rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(curves[i, 5:], np.minimum(ref_sd[i, every], 10), rtol=1e-4, atol=1e-4)
+        else:  # the target and the padding
+            assert not curves[i].any()
+    assert not np.allclose(curves[0, :5], curves[1, :5])
+
+
+def test_response_gp_prior_inputs_are_the_posterior_argmin():
+    view = hand_made_view()
+    obs = pol.observe(view.scm, view.buffer, view.fit, True, "response_gp", False)
+    ref_mu, _, _ = reference_posterior(view)
+    grid = np.linspace(0.0, 1.0, 65)
+    for i in np.flatnonzero(np.asarray(view.scm.intervenable)):
+        best = int(np.argmin(ref_mu[i]))
+        position = np.clip(2 * grid[best] - 1, -np.tanh(3.0), np.tanh(3.0))
+        np.testing.assert_allclose(obs.heuristic[i], [np.clip(ref_mu[i, best], -10, 10), np.arctanh(position)],
+                                   rtol=1e-4, atol=1e-4)
+    assert not np.asarray(obs.heuristic)[~np.asarray(view.scm.intervenable)].any()
+
+
+# --- a quadratic SCM: the optimum inside the range ---------------------------------------------------------
+
+OPTIMUM = 1.0
+QUADRATIC = parse_suite({
+    "format": "acbo-suite/2", "name": "quadratic",
+    "scms": [{"id": "bowl", "nodes": ["X", "Y"], "target": "Y", "ranges": {"X": [-3, 3]},
+              "edges": [{"parent": "X", "child": "Y",
+                         "terms": [{"fn": "square", "weight": 1, "scale": 1, "shift": -OPTIMUM}]}]}],
+})
+
+
+def quadratic_view(set_values):
+    """Y = (X - 1)^2 + noise: 10 observational rows (X ~ N(0, 1)) and interventions at ``set_values``."""
+    scm = _one(stack_scms(QUADRATIC.scms, 4))
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(size=10), set_values])
+    values = np.zeros((len(x) + 2, 4))  # two rows not yet filled
+    values[:len(x), 0], values[:len(x), 1] = x, (x - OPTIMUM) ** 2 + rng.normal(size=len(x))
+    intervened = np.zeros(values.shape, bool)
+    intervened[10:len(x), 0] = True
+    filled = np.arange(len(values)) < len(x)
+    buffer = Buffer(jnp.asarray(values, jnp.float32), jnp.asarray(intervened), jnp.asarray(filled))
+    return StepView(problem_of(scm), buffer, fit_surrogate(scm, buffer), jnp.int32(0))
+
+
+def greedy_value(prior: str, view, curves: bool = False) -> float:
+    config = {**SMALL_POLICY, "bandit_features": True, "prior": prior, "curve_features": curves}
+    policy = pol.make_policy(config)
+    params = with_own_heads_zeroed(pol.init_params(policy, jax.random.PRNGKey(0)))
+    logits, mu = pol.act_outputs(policy, params, pol.policy_observation(policy, view.scm, view.buffer, view.fit))
+    variable, u = pol.greedy_action(logits, mu)
+    assert int(variable) == 0
+    return float(pol.squash(view.scm, variable, u))
+
+
+@pytest.mark.parametrize("curves", [False, True])
+def test_the_response_gp_prior_puts_the_value_inside_the_range_on_a_quadratic(curves):
+    """With the network's own heads at zero (the prior alone, at its initial scales) the greedy value lands
+    near the interior optimum X = 1 of E[Y | do(X = v)] = (v - 1)^2, none of the samples being there; the
+    linear heuristic's prior points at a range end."""
+    view = quadratic_view(np.array([-3.0, -2.0, -0.5, 2.5, 3.0]))
+    value = greedy_value("response_gp", view, curves)
+    assert abs(value - OPTIMUM) < 0.5, value
+    assert abs(greedy_value("interventional_regression", view, curves)) > 2.9  # a line's better end
+
+
+def test_before_any_intervention_the_response_gp_prior_is_the_causal_prior_line():
+    """With observational samples only, the posterior mean is the prior line: its argmin is a range end."""
+    value = greedy_value("response_gp", quadratic_view(np.zeros(0)))
+    assert abs(value) > 2.9
+
+
+# --- checkpoints and the recorded input layout ---------------------------------------------------------------
+
+
+def test_defaults_record_the_architecture_they_recorded_before():
+    config = {**SMALL_POLICY, "bandit_features": True, "prior": "interventional_regression"}
+    before = {**config, "sample_channels": 7, "variable_channels": 15}  # what the code before curves recorded
+    assert spec.architecture(config) == before
+    assert spec.architecture({**config, "curve_features": False}) == before
+    assert spec.policy_config_of(before) == config
+    with_curves = spec.architecture({**config, "curve_features": True})
+    assert with_curves == {**before, "curve_features": True, "curve_points": 5, "variable_channels": 25}
+    assert spec.policy_config_of(with_curves) == {**config, "curve_features": True}
+
+
+def test_a_checkpoint_with_another_input_layout_is_refused_in_one_line(tmp_path, default_config):
+    config = {**SMALL_POLICY, "curve_features": True, "prior": "response_gp"}
+    policy = pol.make_policy(config)
+    params = pol.init_params(policy, jax.random.PRNGKey(0))
+    arch = spec.architecture(config)
+
+    def saved(name, architecture):
+        path = tmp_path / f"{name}.ckpt"
+        checkpoint.save(path, {"architecture": architecture, "config_hash": "c", "episode": 0}, {"params": params})
+        return path
+
+    assert load_policy(saved("good", arch))[1] == config
+    # curves at another number of points, a layout without its channel count, an older reader's record
+    layouts = {"points": {**arch, "curve_points": 7}, "channels": {**arch, "variable_channels": 9},
+               "missing": {k: v for k, v in arch.items() if k != "curve_points"},
+               "explicit_off": {**arch, "curve_features": False}}
+    for name, architecture in layouts.items():
+        with pytest.raises(CheckpointError, match="does not match this version's policy inputs") as info:
+            load_policy(saved(name, architecture))
+        assert "\n" not in str(info.value)
+    suite = tmp_path / "quadratic.json"
+    from workflow_src.suites.suite_io import suite_to_json
+
+    suite.write_text(suite_to_json(QUADRATIC))
+    out_file = tmp_path / "out.parquet"
+    proc = run_cli("evaluate", "--checkpoint", saved("cli", layouts["points"]), "--suite", suite, "--out", out_file,
+                   "--spec", json.dumps({"episodes": 1, "interventions": 1, "n_obs": 3, "seed": 0,
+                                         "policy_modes": ["greedy"]}))
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "architecture" in proc.stderr
+    assert not out_file.exists()
+
+
+# --- learning ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_training_with_the_response_gp_prior_beats_random_on_level_one(tmp_path, default_config):
+    """A short run (level 1, 20 updates) of the response_gp prior with curve inputs: the greedy policy's
+    normalized improvement on held-out level-1 SCMs is well above random's."""
+    from test_train import greedy_norm_improvement, small_spec
+
+    from workflow_src.config import suite_slice
+    from workflow_src.evaluate.baselines import baseline_methods
+    from workflow_src.evaluate.run import run_methods
+    from workflow_src.paths import train_suite_files
+    from workflow_src.suites.build import build_suite
+    from workflow_src.suites.suite_io import load_suite
+    from workflow_src.train.loop import TrainPaths, train
+
+    for name in ("train-L01", "heldout-L01"):
+        build_suite(suite_slice(default_config, name), tmp_path / f"{name}.json")
+    spec = small_spec(default_config, levels=[1], episodes=20, checkpoint_every=1000,
+                      training={"n_interventions": 5}, policy={"prior": "response_gp", "curve_features": True})
+    paths = TrainPaths(tmp_path / "ckpt", tmp_path / "log.parquet")
+    train("learn", spec, 0, train_suite_files([1], tmp_path), paths, progress=False)
+    heldout = tmp_path / "heldout-L01.json"
+    after = greedy_norm_improvement(paths.ckpt("final"), heldout)
+    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10}
+    chance = float(run_methods(baseline_methods(["random"]), None, load_suite(heldout), protocol)[0]
+                   ["norm_improvement"].mean())
+    assert after >= chance + 0.3, f"greedy {after:.3f} vs random {chance:.3f}"
