@@ -63,7 +63,8 @@ def suite_priority(wildcards):
 
 
 def train_suites_of(name):
-    return train_suite_files(experiment(CFG, name)["levels"])
+    exp = experiment(CFG, name)
+    return train_suite_files(exp["levels"], curriculum=exp["train_suites"])
 
 
 def user_suite_source(suite):

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from conftest import ROOT, copy_workflow, large_user_suite_doc, planned_jobs, snakemake
 
+from workflow_src.paths import train_suite
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
@@ -16,14 +18,15 @@ def workdir(tmp_path_factory):
 
 
 def test_suite_targets_plan_one_job_each(workdir):
-    targets = [f"results/suites/{name}.json" for name in ("train-L01", "heldout-L07", "heldout-classic")]
-    assert planned_jobs(workdir, *targets) == {"suite": 3}
+    targets = [f"results/suites/{name}.json" for name in ("train-L01", "heldout-L07", "heldout-classic",
+                                                          "train-NL02", "heldout-NL15", "heldout-bnlearn-head")]
+    assert planned_jobs(workdir, *targets) == {"suite": 6}
 
 
 def expected_jobs(cfg: dict, name: str) -> dict[str, int]:
     exp = cfg["experiments"][name]
     seeds, levels, suites = exp["seeds"], exp["levels"], exp["eval_suites"]
-    suite_files = {f"train-L{lv:02d}" for lv in levels} | set(suites)
+    suite_files = {train_suite(lv, exp["train_suites"]) for lv in levels} | set(suites)
     return {
         "suite": len(suite_files),
         "train": len(seeds),
@@ -33,7 +36,7 @@ def expected_jobs(cfg: dict, name: str) -> dict[str, int]:
     }
 
 
-@pytest.mark.parametrize("name", ["debug", "quick_test", "production"])
+@pytest.mark.parametrize("name", ["debug", "quick_test", "production", "nonlinear"])
 def test_summary_plans_expected_jobs(workdir, default_config, name):
     assert planned_jobs(workdir, f"results/{name}/summary.html") == expected_jobs(default_config, name)
 

@@ -8,7 +8,11 @@
 - ``evaluate``: time of the baselines and of the policy evaluation on one production held-out suite;
 - ``programs``: the compiled evaluation programs the production study needs (variable and term buckets of
   its suites);
-- ``study``: a whole debug study from a cold compilation cache, read from its job logs (``bench_study``).
+- ``study``: a whole debug study from a cold compilation cache, read from its job logs (``bench_study``);
+- ``nonlinear_suites``: per level, the time (wall and CPU, oracle included) to generate ``heldout-NLnn`` and
+  the share of its SCMs whose best intervention (the oracle action) is interior, the share with at least one
+  interior variable (every kept SCM) and the mean share of interior variables; and ``heldout-bnlearn-head``
+  when pgmpy is installed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import paths
@@ -28,6 +33,7 @@ from .atomic import atomic_write_text
 from .bench_study import bench_study, planned_programs, table
 from .config import load_config, suite_slice
 from .suites.build import build_suite
+from .suites.generators import LEVELS
 
 
 def _run(cmd: list[str], env: dict) -> dict:
@@ -53,6 +59,46 @@ def bench_suites(cfg: dict, config_path: str, suites_dir: Path) -> dict:
     for name in names:
         build_suite(suite_slice(cfg, name), paths.suite_file(name, suites_dir))
     return {"suites": len(names), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def bench_nonlinear_suites(cfg: dict, suites_dir: Path, levels=None, bnlearn: bool = True) -> dict:
+    from .suites.bnlearn import pgmpy_data_dir
+    from .suites.oracle import interior_variables
+    from .suites.suite_io import load_suite
+
+    rows = []
+    for level in levels or range(1, len(LEVELS) + 1):
+        name = f"heldout-NL{level:02d}"
+        spec = suite_slice(cfg, name)
+        wall, cpu = time.perf_counter(), time.process_time()
+        build_suite(spec, paths.suite_file(name, suites_dir))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        scms = load_suite(paths.suite_file(name, suites_dir)).scms
+        inside = [interior_variables(s, s.oracle, spec["nonlinear"]["interior_margin"]) for s in scms]
+        rows.append({
+            "suite": name, "scms": len(scms), "max_nodes": max(s.n for s in scms), "wall_s": round(wall, 2),
+            "cpu_s": round(cpu, 2),
+            "oracle_interior": round(float(np.mean([m[s.oracle.variable] for m, s in zip(inside, scms)])), 3),
+            "any_interior": round(float(np.mean([m.any() for m in inside])), 3),
+            "interior_variables": round(float(np.mean([m.sum() / s.intervenable.sum() for m, s in zip(inside, scms)])),
+                                        3),
+        })
+    out = {"levels": rows}
+    if bnlearn and pgmpy_data_dir() is not None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        build_suite(suite_slice(cfg, "heldout-bnlearn-head"), paths.suite_file("heldout-bnlearn-head", suites_dir))
+        out["bnlearn_head"] = {"wall_s": round(time.perf_counter() - wall, 2),
+                               "cpu_s": round(time.process_time() - cpu, 2)}
+    return out
+
+
+def nonlinear_table(data: dict) -> str:
+    cols = ("suite", "max_nodes", "wall_s", "cpu_s", "oracle_interior", "any_interior", "interior_variables")
+    lines = ["nonlinear suites: " + "  ".join(cols)]
+    lines += ["  " + "  ".join(str(row[c]) for c in cols) for row in data["levels"]]
+    if "bnlearn_head" in data:
+        lines.append(f"  heldout-bnlearn-head: {data['bnlearn_head']}")
+    return "\n".join(lines)
 
 
 def _episode_durations(log: pd.DataFrame, level_bucket: dict) -> tuple[pd.Series, pd.Series]:
@@ -127,7 +173,7 @@ def bench_evaluate(cfg: dict, config_path: str, suites_dir: Path, work: Path, th
     return result
 
 
-BENCHMARKS = ("suites", "train", "evaluate", "programs", "study")
+BENCHMARKS = ("suites", "train", "evaluate", "programs", "study", "nonlinear_suites")
 STUDY_CONFIG = "debug"
 
 
@@ -154,9 +200,13 @@ def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: i
             figures["programs"] = production_programs(cfg, suites_dir)
         if "study" in only:
             figures["study"] = bench_study(Path.cwd(), work, STUDY_CONFIG)
+        if "nonlinear_suites" in only:
+            figures["nonlinear_suites"] = bench_nonlinear_suites(cfg, suites_dir)
     figures["machine"] = {"cpus": os.cpu_count(), "threads": threads}
     for name, data in figures.items():
         if name != "machine" and name in only:
             atomic_write_text(out_dir / f"{name}.json", json.dumps({**data, "machine": figures["machine"]}, indent=1))
             print(f"{out_dir / (name + '.json')}: {json.dumps(data)}")
     print(table({k: v for k, v in figures.items() if k in only}))
+    if "nonlinear_suites" in only:
+        print(nonlinear_table(figures["nonlinear_suites"]))

@@ -155,7 +155,8 @@ def run_train_cli(args) -> int:
                       lambda cfg: train_slice(cfg, "default"))
     if args.episodes is not None:
         spec = {**spec, "episodes": args.episodes}
-    suites = args.suites or paths.train_suite_files(spec["levels"], args.suites_dir)
+    suites = args.suites or paths.train_suite_files(spec["levels"], args.suites_dir,
+                                                    spec.get("train_suites", "linear"))
     if len(suites) != len(spec["levels"]):
         raise UserError(f"--suites: {len(suites)} files given, one per level {spec['levels']} needed")
     checkpoint_dir = Path(args.checkpoint_dir or paths.checkpoint_dir(args.experiment, args.seed))
@@ -350,7 +351,8 @@ def add_suite_parser(sub) -> None:
     suite = sub.add_parser("suite", help="generate, validate and inspect SCM suite files")
     suite_sub = suite.add_subparsers(dest="suite_command", required=True)
     gen = suite_sub.add_parser("generate", help="write a suite file from the config")
-    gen.add_argument("name", nargs="?", help="suite name: train-LNN, heldout-LNN, heldout-classic or a user suite")
+    gen.add_argument("name", nargs="?", help="suite name: train-LNN, heldout-LNN, train-NLNN, heldout-NLNN, a fixed "
+                     "suite (heldout-classic, heldout-cbo, heldout-bnlearn, heldout-bnlearn-head) or a user suite")
     gen.add_argument("--out", help=f"output path (default {paths.suite_file('NAME')})")
     add_config(gen)
     gen.set_defaults(func=run_suite_generate_cli)

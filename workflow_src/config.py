@@ -23,10 +23,16 @@ from .config_schema import config_schema, load_yaml, n_levels
 from .errors import ConfigError
 from .paths import DEFAULT_CONFIG
 
-GENERATED_SUITE = re.compile(r"^(train|heldout)-L(\d{2})$")
+# train-LNN / heldout-LNN: the linear families; train-NLNN / heldout-NLNN: the nonlinear ones (suites/nonlinear.py)
+GENERATED_SUITE = re.compile(r"^(train|heldout)-(N?L)(\d{2})$")
 CLASSIC_SUITE = "heldout-classic"
 LITERATURE_SUITE = "heldout-cbo"  # fixed nonlinear SCMs of the causal BO literature (acbo-suite/2)
-FIXED_SUITES = (CLASSIC_SUITE, LITERATURE_SUITE)
+BNLEARN_SUITE = "heldout-bnlearn"  # the four Gaussian Bayesian networks pgmpy ships (suites/bnlearn.py)
+BNLEARN_HEAD_SUITE = "heldout-bnlearn-head"  # the same with a nonlinear head on the target
+FIXED_SUITES = (CLASSIC_SUITE, LITERATURE_SUITE, BNLEARN_SUITE, BNLEARN_HEAD_SUITE)
+# the suites.seed_base key of each generated kind: suite seed = base + level
+SEED_BASES = {("train", "L"): "train", ("heldout", "L"): "heldout", ("train", "NL"): "nonlinear_train",
+              ("heldout", "NL"): "nonlinear_heldout"}
 
 
 def experiment_defaults() -> dict:
@@ -81,7 +87,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def known_suite(name: str, cfg: dict) -> bool:
     match = GENERATED_SUITE.match(name)
-    return bool(match and 1 <= int(match.group(2)) <= n_levels()) or name in FIXED_SUITES or (
+    return bool(match and 1 <= int(match.group(3)) <= n_levels()) or name in FIXED_SUITES or (
         name in cfg["suites"]["user"]
     )
 
@@ -114,7 +120,7 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
     for name in doc["suites"]["user"]:
         if GENERATED_SUITE.match(name) or name in FIXED_SUITES:
             raise ConfigError(f"{source}: suites.user.{name}: a user suite may not take the name of a generated suite "
-                              f"(train-LNN, heldout-LNN, {', '.join(FIXED_SUITES)})")
+                              f"(train-LNN, heldout-LNN, train-NLNN, heldout-NLNN, {', '.join(FIXED_SUITES)})")
     plugins = doc["evaluation"]["plugins"]
     builtin = config_schema()["properties"]["evaluation"]["properties"]["baselines"]["items"]["enum"]
     for name, entry in plugins.items():
@@ -122,8 +128,12 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: evaluation.plugins: {name!r} is the name of a built-in baseline")
         plugins[name] = {"file": entry, "settings": {}} if isinstance(entry, str) else {"settings": {}, **entry}
     base = doc["suites"]["seed_base"]
-    if abs(base["train"] - base["heldout"]) < n_levels() + 1:
-        raise ConfigError(f"{source}: suites.seed_base: train and heldout bases must differ by more than {n_levels()}")
+    keys = sorted(base)
+    for k, a in enumerate(keys):
+        for b in keys[k + 1:]:
+            if abs(base[a] - base[b]) < n_levels() + 1:
+                raise ConfigError(f"{source}: suites.seed_base: the {a} and {b} bases must differ by more than "
+                                  f"{n_levels()} (suite seed = base + level: every suite's seed is its own)")
     return doc
 
 
@@ -201,6 +211,7 @@ def slice_schema(stage: str, spec: dict) -> dict:
     optional = ()
     if stage == "train":
         props = {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
+        optional = ("train_suites",)  # left out of the slice when linear (train_slice)
     elif stage == "evaluate":
         props = {**protocol, "policy_modes": ev["policy_modes"]}
     elif stage == "baselines":
@@ -217,12 +228,19 @@ def slice_schema(stage: str, spec: dict) -> dict:
         props = {"name": name, "user_file": name}
     elif stage == "suite" and "classic" in spec:
         props = {"name": {"const": CLASSIC_SUITE}, "classic": {"const": True}}
+    elif stage == "suite" and "literature" in spec:
+        props = {"name": {"const": LITERATURE_SUITE}, "literature": {"const": True}}
+    elif stage == "suite" and "bnlearn" in spec:
+        props = {"name": {"enum": [BNLEARN_SUITE, BNLEARN_HEAD_SUITE]}, "bnlearn": {"const": True},
+                 "head": {"type": "boolean"}}
     elif stage == "suite":
         suites = root["properties"]["suites"]["properties"]
-        generator = {k: v for k, v in suites.items() if k not in ("pool_size", "seed_base", "user")}
+        generator = {k: v for k, v in suites.items() if k not in ("pool_size", "seed_base", "user", "nonlinear")}
         props = {"name": {"type": "string", "pattern": GENERATED_SUITE.pattern}, "level": {"$ref": "#/$defs/level"},
                  "size": {"type": "integer", "minimum": 1}, "seed": {"type": "integer", "minimum": 0},
-                 "generator": {"type": "object", "additionalProperties": False, "properties": generator}}
+                 "generator": {"type": "object", "additionalProperties": False, "properties": generator},
+                 "nonlinear": suites["nonlinear"]}  # train-NLNN / heldout-NLNN only
+        optional = ("nonlinear",)
     else:
         raise ValueError(f"no slice schema for stage {stage!r}")
     # other keys at the top are ignored (one spec may serve several commands), but not inside a section
@@ -261,7 +279,8 @@ def suite_slice(cfg: dict, suite: str) -> dict:
     """Settings that determine one suite file."""
     if not known_suite(suite, cfg):
         raise ConfigError(
-            f"unknown suite {suite!r} (expected train-LNN or heldout-LNN with NN in 01..{n_levels()}, "
+            f"unknown suite {suite!r} (expected train-LNN, heldout-LNN, train-NLNN or heldout-NLNN with NN in "
+            f"01..{n_levels()}, "
             f"{', '.join(FIXED_SUITES)}, or a name under suites.user)"
         )
     if suite in cfg["suites"]["user"]:
@@ -270,22 +289,30 @@ def suite_slice(cfg: dict, suite: str) -> dict:
         return {"name": suite, "classic": True}
     if suite == LITERATURE_SUITE:
         return {"name": suite, "literature": True}
+    if suite in (BNLEARN_SUITE, BNLEARN_HEAD_SUITE):
+        return {"name": suite, "bnlearn": True, "head": suite == BNLEARN_HEAD_SUITE}
     match = GENERATED_SUITE.match(suite)
-    kind, level = match.group(1), int(match.group(2))
-    settings = {k: v for k, v in cfg["suites"].items() if k not in ("pool_size", "seed_base", "user")}
-    return {
+    kind, family, level = match.group(1), match.group(2), int(match.group(3))
+    settings = {k: v for k, v in cfg["suites"].items() if k not in ("pool_size", "seed_base", "user", "nonlinear")}
+    spec = {
         "name": suite,
         "level": level,
         "size": cfg["suites"]["pool_size"][kind],
-        "seed": cfg["suites"]["seed_base"][kind] + level,
+        "seed": cfg["suites"]["seed_base"][SEED_BASES[kind, family]] + level,
         "generator": settings,
     }
+    if family == "NL":
+        spec["nonlinear"] = cfg["suites"]["nonlinear"]
+    return spec
 
 
 def train_slice(cfg: dict, name: str) -> dict:
     """Settings that determine a training run (seeds are a wildcard; logging and evaluation are not here)."""
     exp = experiment(cfg, name)
-    return {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
+    out = {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
+    if out["train_suites"] == "linear":  # the meaning of every slice from before the key: their hashes stand
+        del out["train_suites"]
+    return out
 
 
 def evaluation_slice(cfg: dict) -> dict:

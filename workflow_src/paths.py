@@ -28,18 +28,24 @@ def suite_file(suite: str, suites_dir: str = SUITES) -> str:
     return f"{suites_dir}/{suite}.json"
 
 
-def train_suite(level: int) -> str:
-    """The name of the generated training suite of a curriculum level."""
-    return f"train-L{level:02d}"
+CURRICULA = ("linear", "nonlinear")  # an experiment's train_suites: the generated training suites its levels name
+
+
+def train_suite(level: int, curriculum: str = "linear") -> str:
+    """The name of the generated training suite of a curriculum level: ``train-LNN``, or ``train-NLNN`` for the
+    nonlinear curriculum."""
+    if curriculum not in CURRICULA:
+        raise ValueError(f"train_suites must be one of {', '.join(CURRICULA)}, got {curriculum!r}")
+    return f"train-{'NL' if curriculum == 'nonlinear' else 'L'}{level:02d}"
 
 
 def is_train_suite(suite: str) -> bool:
-    return suite.startswith("train-L")
+    return suite.startswith(("train-L", "train-NL"))
 
 
-def train_suite_files(levels, suites_dir: str = SUITES) -> list[str]:
+def train_suite_files(levels, suites_dir: str = SUITES, curriculum: str = "linear") -> list[str]:
     """The training suite files of ``levels``, in that order."""
-    return [suite_file(train_suite(level), suites_dir) for level in levels]
+    return [suite_file(train_suite(level, curriculum), suites_dir) for level in levels]
 
 
 def checkpoint_dir(config: str, seed, checkpoints: str = CHECKPOINTS) -> str:

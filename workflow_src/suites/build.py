@@ -29,6 +29,16 @@ def build_suite(spec: dict, out: str | Path) -> None:
         suite = classic_suite(spec["name"])
     elif spec.get("literature"):
         suite = literature_suite(spec["name"])
+    elif spec.get("bnlearn"):
+        from .bnlearn import bnlearn_suite
+
+        suite = bnlearn_suite(spec["name"], head=spec["head"])
+    elif "nonlinear" in spec:
+        from .nonlinear import NonlinearSettings, generate_nonlinear_suite
+
+        suite = generate_nonlinear_suite(spec["name"], spec["level"], spec["size"], spec["seed"],
+                                         GeneratorSettings.from_config(spec["generator"]),
+                                         NonlinearSettings.from_config(spec["nonlinear"]))
     else:
         settings = GeneratorSettings.from_config(spec["generator"])
         suite = generate_level_suite(spec["name"], spec["level"], spec["size"], spec["seed"], settings)

@@ -1,0 +1,179 @@
+"""The nonlinear curriculum suites (train-NLnn / heldout-NLnn), the pgmpy Gaussian networks and the configs on them."""
+
+import copy
+import json
+
+import jax
+import numpy as np
+import pytest
+import yaml
+from conftest import copy_workflow, require, snakemake
+
+from workflow_src.config import ConfigError, known_suite, resolve_config, suite_slice, train_slice
+from workflow_src.core import sampler
+from workflow_src.core.scm import stack_scms
+from workflow_src.paths import train_suite_files
+from workflow_src.suites import nonlinear as nl
+from workflow_src.suites.build import build_suite
+from workflow_src.suites.generators import GeneratorSettings
+from workflow_src.suites.oracle import interior_variables, oracle_problem
+from workflow_src.suites.suite_io import SUITE_FORMAT_V2, load_suite, suite_to_json
+
+GS, NS = GeneratorSettings(), nl.NonlinearSettings()
+
+
+def small_config(default_config, size=6):
+    raw = {"suites": {"pool_size": {"train": size, "heldout": size}}, "experiments": {"x": {}}}
+    return resolve_config(raw)
+
+
+@pytest.fixture(scope="module")
+def level_suites():
+    """Small suites of a few levels (every mechanism on each level's graph families), drawn once."""
+    return {level: nl.generate_nonlinear_suite(f"heldout-NL{level:02d}", level, 10, 2300 + level, GS, NS)
+            for level in (1, 4, 7)}
+
+
+def test_generated_suites_are_byte_identical_on_rerun(tmp_path, default_config):
+    cfg = small_config(default_config)
+    for name in ("heldout-NL02", "train-NL07"):
+        spec = suite_slice(cfg, name)
+        build_suite(spec, tmp_path / "a.json")
+        build_suite(json.loads(json.dumps(spec)), tmp_path / "b.json")
+        assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    # seeds differ per kind: the nonlinear held-out suite is not the training suite of its level
+    assert suite_slice(cfg, "heldout-NL02")["seed"] not in {suite_slice(cfg, s)["seed"] for s in (
+        "train-NL02", "heldout-L02", "train-L02")}
+
+
+def test_every_kept_scm_has_an_interior_best_value_and_a_large_gap(level_suites):
+    for suite in level_suites.values():
+        assert suite.format == SUITE_FORMAT_V2
+        for scm in suite.scms:
+            oracle = scm.oracle
+            assert not scm.is_linear and oracle_problem(oracle) is None, scm.id
+            assert interior_variables(scm, oracle, NS.interior_margin).any(), scm.id
+            # the gap stands out of one noisy outcome at the optimum (measured on independent draws)
+            y = nl.simulate(scm, np.random.default_rng(99).standard_normal((20000, scm.n)),
+                            (oracle.variable, oracle.value))[:, scm.target]
+            assert oracle.mu_y - oracle.y_star >= 0.95 * NS.min_gap_noise * y.std(), scm.id
+    families = {scm.family.rsplit("-", 1)[1] for s in level_suites.values() for scm in s.scms}
+    assert families == set(nl.MECHANISMS)
+    # the graphs are the linear levels' families and sizes
+    assert {scm.family.rsplit("-", 1)[0] for scm in level_suites[7].scms} == {"erdos_renyi"}
+    assert all(scm.n == 3 for scm in level_suites[1].scms if "confounded" not in scm.family)
+
+
+def test_half_of_the_best_interventions_are_interior(level_suites):
+    scms = [scm for s in level_suites.values() for scm in s.scms]
+    share = np.mean([interior_variables(scm, scm.oracle)[scm.oracle.variable] for scm in scms])
+    assert share >= 0.5
+
+
+def test_confounded_family_misleads_the_observational_regression():
+    ns = nl.NonlinearSettings(mechanisms=("confounded",))
+    for level in (1, 3, 7):
+        suite = nl.generate_nonlinear_suite(f"c{level}", level, 4, 77 + level, GS, ns)
+        for scm in suite.scms:
+            x = nl.confounded_variable(scm)
+            u = scm.nodes.index(nl.LATENT)
+            assert x is not None and not scm.intervenable[u]
+            assert scm.weights[u, scm.target] != 0 and scm.weights[u, x] != 0  # a common cause of X and Y
+            # observational samples (independent of the generator's checks): the slope of Y on X
+            obs = nl.simulate(scm, np.random.default_rng(5).standard_normal((50000, scm.n)))
+            slope = np.polyfit(obs[:, x], obs[:, scm.target], 1)[0]
+            # the end of X's range the regression recommends for minimizing Y, against the true E[Y | do(X)]
+            lo, hi = scm.lo[x], scm.hi[x]
+            chosen, other = (hi, lo) if slope < 0 else (lo, hi)
+            curve = scm.oracle.expected_target(np.array([x, x]), np.array([chosen, other]))
+            assert curve[0] > curve[1], f"{scm.id}: the observational slope {slope:.3f} points the right way"
+            assert scm.oracle.expected_target(x, chosen) > scm.exact().best_per_variable[x] + 0.1
+
+
+def test_suite_validates_and_samples_without_nan(tmp_path, level_suites):
+    for level, suite in level_suites.items():
+        path = tmp_path / f"{suite.name}.json"
+        path.write_text(suite_to_json(suite))
+        # level 1: every stored oracle also agrees with a fresh computation (what `acbo suite validate` checks)
+        loaded = load_suite(path, oracle="verify" if level == 1 else "stored")
+        assert [s.id for s in loaded.scms] == [s.id for s in suite.scms]
+        arrays = stack_scms(list(loaded.scms), 16)
+        draw = jax.jit(jax.vmap(sampler.sample_observational, (0, None, None)), static_argnums=2)
+        x = np.asarray(draw(arrays, jax.random.PRNGKey(level), 256))
+        assert np.isfinite(x).all()
+
+
+def test_config_names_seeds_and_training_suites(default_config):
+    cfg = default_config
+    assert known_suite("heldout-NL15", cfg) and known_suite("train-NL01", cfg) and not known_suite("heldout-NL16", cfg)
+    assert "nonlinear" not in suite_slice(cfg, "heldout-L03")  # linear suites' slices are as before
+    assert suite_slice(cfg, "heldout-NL03")["nonlinear"] == cfg["suites"]["nonlinear"]
+    exp = cfg["experiments"]["nonlinear"]
+    assert exp["train_suites"] == "nonlinear"
+    assert train_suite_files(exp["levels"][:2], curriculum=exp["train_suites"]) == [
+        "results/suites/train-NL01.json", "results/suites/train-NL02.json"]
+    assert "train_suites" not in train_slice(cfg, "production")  # linear: training hashes stand
+    assert train_slice(cfg, "nonlinear")["train_suites"] == "nonlinear"
+    assert {s for s in exp["eval_suites"] if not s.startswith("heldout-NL")} == {"heldout-cbo"}
+    assert any(s.startswith("heldout-NL") for s in cfg["experiments"]["production"]["eval_suites"])
+    raw = {"suites": {"seed_base": {"nonlinear_heldout": 1305}}, "experiments": {"x": {}}}
+    with pytest.raises(ConfigError, match="seed_base"):
+        resolve_config(raw)
+    with pytest.raises(ConfigError, match="train_suites"):
+        resolve_config({"experiments": {"x": {"train_suites": "mixed"}}})
+
+
+def test_pgmpy_networks_load_as_a_linear_suite(tmp_path, default_config):
+    from workflow_src.suites.bnlearn import pgmpy_data_dir
+
+    require(pgmpy_data_dir() is not None, "pgmpy>=1.0 (its Gaussian Bayesian networks, extra 'bnlearn')")
+    build_suite(suite_slice(default_config, "heldout-bnlearn"), tmp_path / "b.json")
+    suite = load_suite(tmp_path / "b.json")
+    assert [s.id.rsplit("-", 1)[-1] if "magic" not in s.id else s.id[-10:] for s in suite.scms] == [
+        "ecoli70", "magic-niab", "magic-irri", "arth150"]
+    assert [s.n for s in suite.scms] == [46, 44, 64, 107]
+    for scm in suite.scms:
+        assert scm.is_linear and scm.terms is None
+        allowed = np.flatnonzero(scm.intervenable)
+        # ranges: two observational standard deviations around the mean, centred on it
+        mid = (scm.lo[allowed] + scm.hi[allowed]) / 2
+        np.testing.assert_allclose(mid, scm.mu[allowed], atol=1e-3)
+        assert not (scm.adjacency[scm.target]).any()  # a sink
+    assert [s.nodes[s.target] for s in suite.scms][1:3] == ["YLD", "YLD"]
+
+
+@pytest.mark.slow
+def test_pgmpy_networks_with_a_nonlinear_head(tmp_path, default_config):
+    from workflow_src.suites.bnlearn import pgmpy_data_dir
+
+    require(pgmpy_data_dir() is not None, "pgmpy>=1.0 (its Gaussian Bayesian networks, extra 'bnlearn')")
+    build_suite(suite_slice(default_config, "heldout-bnlearn-head"), tmp_path / "h.json")
+    suite = load_suite(tmp_path / "h.json")
+    for scm in suite.scms:
+        assert not scm.is_linear and set(scm.nonlinear_terms.child) == {scm.target}
+        assert interior_variables(scm, scm.oracle).any()
+
+
+@pytest.mark.slow
+def test_nonlinear_debug_study_runs_end_to_end(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    raw = yaml.safe_load((work / "config/config.yaml").read_text())
+    raw["suites"]["pool_size"] = {"train": 8, "heldout": 8}
+    raw["evaluation"].update(episodes=2, interventions=5, bootstrap_resamples=100)
+    raw["experiments"] = {"nldebug": {"train_suites": "nonlinear", "levels": [1, 2], "episodes": 4,
+                                      "checkpoint_every": 2, "eval_suites": ["heldout-NL01"]}}
+    (work / "config/config.yaml").write_text(yaml.safe_dump(copy.deepcopy(raw)))
+    snakemake(work, "results/nldebug/summary.html", timeout=1800)
+    assert (work / "results/nldebug/summary.html").stat().st_size > 0
+    assert {p.name for p in (work / "results/suites").iterdir()} == {
+        "train-NL01.json", "train-NL02.json", "heldout-NL01.json"}
+
+
+def test_bnlearn_suites_without_pgmpy_say_what_to_install(tmp_path, default_config, monkeypatch):
+    from workflow_src.errors import SuiteError
+    from workflow_src.suites import bnlearn
+
+    monkeypatch.setattr(bnlearn, "pgmpy_data_dir", lambda: None)
+    with pytest.raises(SuiteError, match=r"pgmpy>=1.0.*not installed.*\[bnlearn\]"):
+        build_suite(suite_slice(default_config, "heldout-bnlearn"), tmp_path / "b.json")
+    assert not (tmp_path / "b.json").exists()
