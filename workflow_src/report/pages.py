@@ -166,14 +166,9 @@ def paired_table(summary: pd.DataFrame, pool: str) -> str:
                         esc(verdict(r.ci_low, r.ci_high, r.better)),
                     ]
             out.append(cells)
-    header = [
-        "policy",
-        "baseline",
-        f"&Delta; normalized improvement (best, last step) [{CI_PERCENT} CI]",
-        "verdict",
-        f"&Delta; average target [{CI_PERCENT} CI]",
-        "verdict",
-    ]
+    header = ["policy", "baseline"]
+    for metric in metrics:
+        header += [f"&Delta; {esc(METRICS[metric].label)} [{CI_PERCENT} CI]", "verdict"]
     return html_table(header, out, numeric_from=2)
 
 
@@ -295,6 +290,9 @@ def write_summary_page(summary: pd.DataFrame, meta: dict, out_html: str | Path, 
     atomic_write_text(out_html, page)
 
 
+COMPARE_METRIC = "norm_improvement_best"  # the comparison page's headline metric
+
+
 def compare_rows(frame: pd.DataFrame, metas: dict[str, dict]) -> list[list[str]]:
     """The headline table of the comparison page: per config, pooled scope and method."""
     rows = []
@@ -307,7 +305,7 @@ def compare_rows(frame: pd.DataFrame, metas: dict[str, dict]) -> list[list[str]]
                 & (frame["kind"] == "metric")
                 & (frame["suite"] == pool)
                 & frame["seed"].isna()
-                & (frame["metric"] == "norm_improvement_best")
+                & (frame["metric"] == COMPARE_METRIC)
             ]
             for r in sorted(sub.itertuples(index=False), key=lambda r: method_order(sub["method"]).index(r.method)):
                 rows.append(
@@ -332,8 +330,7 @@ def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | P
         for method, hashes in metas[name].get("plugins", {}).items():
             plugins[method] = sorted(set(plugins.get(method, [])) | set(hashes))
     table = html_table(
-        ["config", "pooled", "method", f"normalized improvement, best at last step [{CI_PERCENT} CI]", "seeds",
-         "suites"],
+        ["config", "pooled", "method", f"{esc(METRICS[COMPARE_METRIC].label)} [{CI_PERCENT} CI]", "seeds", "suites"],
         compare_rows(frame, metas),
         numeric_from=3,
     )
