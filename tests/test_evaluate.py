@@ -17,12 +17,12 @@ from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.evaluate.methods import Method
 from workflow_src.evaluate.registry import BASELINES
 from workflow_src.evaluate.run import evaluate_methods
-from workflow_src.paths import train_suite_files
+from workflow_src.paths import TrainPaths, train_suite_files
 from workflow_src.report.metrics import episode_metrics
 from workflow_src.suites.build import build_suite
 from workflow_src.suites.suite_io import load_suite
 from workflow_src.tables import EVAL_SCHEMA
-from workflow_src.train.loop import TrainPaths, train
+from workflow_src.train.loop import train
 
 PROTOCOL = {"seed": 0, "episodes": 4, "interventions": 8, "n_obs": 10}
 

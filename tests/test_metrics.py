@@ -74,3 +74,21 @@ def test_best_after_ten_counts_only_the_first_ten_interventions():
     assert m.loc[("s0", "late"), "norm_improvement_best_10"] == pytest.approx(0.1)
     assert m.loc[("s0", "late"), "norm_improvement_best"] == pytest.approx(1.0)
     assert m.loc[("s0", "short"), "norm_improvement_best_10"] == pytest.approx(1.0)
+
+
+def test_range_utilization_is_a_share_in_every_stage():
+    """The per-step column, the episode metric and the training log use one unit: a share of the half-range
+    (0 = the range's centre, 1 = an end), from one definition (``core.step_metrics``)."""
+    import jax.numpy as jnp
+
+    from workflow_src.core.problem import Problem
+    from workflow_src.core.step_metrics import StepMetrics, range_utilization
+    from workflow_src.evaluate.rollout import StepRecord
+
+    problem = Problem(lo=jnp.array([-2.0, 0.0]), hi=jnp.array([2.0, 4.0]), intervenable=jnp.array([True, True]),
+                      node_mask=jnp.array([True, True]), target=jnp.int32(1))
+    share = range_utilization(problem, jnp.array([0, 0, 1, 1]), jnp.array([0.0, 2.0, 3.0, 0.0]))
+    assert share.tolist() == pytest.approx([0.0, 1.0, 0.5, 1.0])
+    assert by_method([episode("m", [-6.0] * 3)]).loc[("s0", "m"), "range_utilization"] == pytest.approx(0.5)
+    # evaluation records the shared metrics as they are, after the action and the sampled target
+    assert StepRecord._fields == ("variable", "value", "target", *StepMetrics._fields)

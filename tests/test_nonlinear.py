@@ -437,8 +437,9 @@ def test_nonlinear_suite_runs_through_baselines_training_and_evaluation(tmp_path
     import pandas as pd
     from test_train import small_spec
 
+    from workflow_src.paths import TrainPaths
     from workflow_src.suites.suite_io import write_suite
-    from workflow_src.train.loop import TrainPaths, train
+    from workflow_src.train.loop import train
 
     rng = np.random.default_rng(11)
     scms = [oracle.with_oracle(random_nonlinear_scm(rng, scm_id=f"nl-{k}")) for k in range(3)]

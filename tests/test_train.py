@@ -16,12 +16,12 @@ from workflow_src.core import buffer as buffer_mod
 from workflow_src.core.scm import SCM, pad_scm
 from workflow_src.evaluate.methods import policy_methods
 from workflow_src.evaluate.run import load_policy, run_methods
-from workflow_src.paths import train_suite_files
+from workflow_src.paths import TrainPaths, train_suite_files
 from workflow_src.policy import checkpoint
 from workflow_src.policy import network as pol
 from workflow_src.suites.generators import GeneratorSettings, generate_level_suite
 from workflow_src.train import grpo
-from workflow_src.train.loop import Interrupted, TrainPaths, train
+from workflow_src.train.loop import Interrupted, train
 
 
 def test_group_advantages_are_standardized():

@@ -164,9 +164,9 @@ def run_train_cli(args) -> int:
     check_outputs({"--checkpoint-dir": (checkpoint_dir, "into"), "--log-table": (log_table, "file")},
                   [*suites, args.config])
     configure_jax(args.threads)
-    from .train.loop import Interrupted, TrainPaths, train
+    from .train.loop import Interrupted, train
 
-    out = TrainPaths(checkpoint_dir=checkpoint_dir, log_table=log_table)
+    out = paths.TrainPaths(checkpoint_dir=checkpoint_dir, log_table=log_table)
     jobstats.ready()
     try:
         train(args.experiment, spec, args.seed, [Path(s) for s in suites], out, verbose=args.verbose,
@@ -334,13 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acbo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true", help="print the package version and exit")
     sub = parser.add_subparsers(dest="command")
+    for add_command in (add_suite_parser, add_train_parser, add_evaluation_parsers, add_summarize_parser,
+                        add_compare_parser, add_bench_parser):
+        add_command(sub)
+    return parser
 
-    def add_config(p, packaged=False):
-        fallback = "; where there is none, the packaged default protocol" if packaged else ""
-        p.add_argument("--config", default=None if packaged else DEFAULT_CONFIG,
-                       help=f"config file (default {DEFAULT_CONFIG}{fallback})")
-        p.add_argument("--spec", help="the stage's config slice as JSON (used by the workflow rules)")
 
+def add_config(p, packaged: bool = False) -> None:
+    fallback = "; where there is none, the packaged default protocol" if packaged else ""
+    p.add_argument("--config", default=None if packaged else DEFAULT_CONFIG,
+                   help=f"config file (default {DEFAULT_CONFIG}{fallback})")
+    p.add_argument("--spec", help="the stage's config slice as JSON (used by the workflow rules)")
+
+
+def add_suite_parser(sub) -> None:
     suite = sub.add_parser("suite", help="generate, validate and inspect SCM suite files")
     suite_sub = suite.add_subparsers(dest="suite_command", required=True)
     gen = suite_sub.add_parser("generate", help="write a suite file from the config")
@@ -360,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("file")
     show.set_defaults(func=run_suite_show_cli)
 
+
+def add_train_parser(sub) -> None:
     train = sub.add_parser("train", help="train the policy with GRPO for one experiment config and seed")
     train.add_argument("--experiment", required=True, help="experiment config name")
     train.add_argument("--seed", type=int, required=True)
@@ -374,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config(train)
     add_threads(train)
     train.set_defaults(func=run_train_cli)
+
+
+def add_evaluation_parsers(sub) -> None:
+    """``evaluate``, ``baselines`` and ``plugin``: the commands that run methods on a suite into a table."""
 
     def add_evaluation(name, help, methods_help, func):
         p = sub.add_parser(name, help=help)
@@ -403,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads(plug)
     plug.set_defaults(func=run_plugin_cli)
 
+
+def add_summarize_parser(sub) -> None:
     summ = sub.add_parser("summarize", help="aggregate one experiment config into summary.parquet/.html")
     summ.add_argument("--experiment", required=True)
     summ.add_argument("--results", default=paths.RESULTS, help="the results directory")
@@ -426,18 +441,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_config(summ)
     summ.set_defaults(func=run_summarize_cli)
 
+
+def add_compare_parser(sub) -> None:
     comp = sub.add_parser("compare", help="compare the configs that have summaries")
     comp.add_argument("summaries", nargs="+", help="summary.parquet files")
     comp.add_argument("--out", default=paths.compare_html())
     comp.set_defaults(func=run_compare_cli)
 
+
+def add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks (training, evaluation, suites); writes JSON")
     bench.add_argument("--out", default="results/bench", help="output directory")
     bench.add_argument("--only", help="comma-separated benchmark names")
     add_config(bench)
     add_threads(bench)
     bench.set_defaults(func=run_bench_cli)
-    return parser
 
 
 def add_threads(p) -> None:

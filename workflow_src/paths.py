@@ -8,6 +8,10 @@ wildcards such as ``"{config}"``); each root is a parameter for use outside the 
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
 DEFAULT_CONFIG = "config/config.yaml"
 RESULTS = "results"
 CHECKPOINTS = "checkpoints"
@@ -48,8 +52,53 @@ def checkpoint_dir(config: str, seed, checkpoints: str = CHECKPOINTS) -> str:
     return f"{checkpoints}/{config}/seed_{seed}"
 
 
+def checkpoint_name(which: str) -> str:
+    """The file name of checkpoint ``which`` (final, best, latest, ...) in a checkpoint directory."""
+    return f"{which}.ckpt"
+
+
+PERIODIC = "episode_"
+
+
+def periodic_checkpoint(episode: int) -> str:
+    """The periodic checkpoint written after ``episode`` episodes: ``episode_NNNNN``."""
+    return f"{PERIODIC}{episode:05d}"
+
+
+PARTIAL_LOG = "latest.log.parquet"  # the training log so far, beside latest.ckpt (for resuming)
+# the files a training run writes into its checkpoint directory (the periodic ones with 5 or more digits)
+RUN_FILES = re.compile(rf"(latest|best|best_so_far|final|{PERIODIC}\d{{5,}})\.ckpt|{re.escape(PARTIAL_LOG)}")
+
+
 def checkpoint_file(config: str, seed, which: str = "final", checkpoints: str = CHECKPOINTS) -> str:
-    return f"{checkpoint_dir(config, seed, checkpoints)}/{which}.ckpt"
+    return f"{checkpoint_dir(config, seed, checkpoints)}/{checkpoint_name(which)}"
+
+
+@dataclass
+class TrainPaths:
+    """Where one training run writes: its checkpoint directory (the names above) and its log table."""
+
+    checkpoint_dir: Path
+    log_table: Path
+
+    def ckpt(self, which: str) -> Path:
+        return self.checkpoint_dir / checkpoint_name(which)
+
+    @property
+    def partial_log(self) -> Path:
+        return self.checkpoint_dir / PARTIAL_LOG
+
+    def periodic_checkpoints(self) -> list[Path]:
+        """The periodic checkpoints in the directory, newest first."""
+        return sorted(self.checkpoint_dir.glob(checkpoint_name(f"{PERIODIC}*")), reverse=True)
+
+    def clear(self) -> None:
+        """Remove the files a training run writes into its checkpoint directory, by their names (``RUN_FILES``):
+        a user's own files beside them (``my_model.ckpt``) are kept."""
+        if self.checkpoint_dir.is_dir():
+            for path in self.checkpoint_dir.iterdir():
+                if RUN_FILES.fullmatch(path.name) and not path.is_dir():
+                    path.unlink()
 
 
 def train_log(config: str, seed, results: str = RESULTS) -> str:

@@ -25,3 +25,8 @@ class Problem(NamedTuple):
 def problem_of(scm) -> Problem:
     """The problem part of an ``SCMArrays`` (or of anything with its fields)."""
     return Problem(scm.lo, scm.hi, scm.intervenable, scm.node_mask, scm.target)
+
+
+def range_center_radius(lo, hi):
+    """``(center, radius)`` of the ranges ``[lo, hi]``: the midpoint and half the width (elementwise)."""
+    return (hi + lo) / 2, (hi - lo) / 2

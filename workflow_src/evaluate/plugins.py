@@ -56,16 +56,18 @@ class Plugin:
             n_vars = view.scm.lo.shape[0]
             inside = (variable >= 0) & (variable < n_vars)
             variable = jnp.clip(variable, 0, n_vars - 1)
-            ok = inside & view.scm.intervenable[variable] & _in_range(view, variable, value)
+            lo, hi = view.scm.lo[variable], view.scm.hi[variable]
+            ok = inside & view.scm.intervenable[variable] & in_range(lo, hi, value)
             return variable, jnp.where(ok, value, jnp.nan)
 
         return Method(self.name, act)
 
 
-def _in_range(view: StepView, variable, value):
-    lo, hi = view.scm.lo[variable], view.scm.hi[variable]
+def in_range(lo, hi, value, xp=jnp):
+    """Whether ``value`` lies in ``[lo, hi]``, up to ``RANGE_TOLERANCE`` of the width; traced (``xp=jnp``, the
+    check inside the run) or on the host (``xp=np``, ``check_act``'s)."""
     slack = RANGE_TOLERANCE * (hi - lo)
-    return jnp.isfinite(value) & (value >= lo - slack) & (value <= hi + slack)
+    return xp.isfinite(value) & (value >= lo - slack) & (value <= hi + slack)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -165,8 +167,7 @@ def check_act(plugin: Plugin, suite: Suite, protocol: dict) -> None:
             node = scm.nodes[v] if 0 <= v < scm.n else f"index {v}"
             raise PluginError(f"{plugin.path}: act chose variable {node} on SCM {scm.id}, which cannot be "
                               "intervened on (the target, or a variable without a range)")
-        slack = RANGE_TOLERANCE * (hi[k, v] - lo[k, v])
-        if not (np.isfinite(x) and lo[k, v] - slack <= x <= hi[k, v] + slack):
+        if not in_range(lo[k, v], hi[k, v], x, np):
             raise PluginError(f"{plugin.path}: act chose do({scm.nodes[v]} = {x:g}) on SCM {scm.id}, "
                               f"outside the range [{lo[k, v]:g}, {hi[k, v]:g}]")
 

@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from ..core import sampler, surrogate
-from ..core.buffer import Buffer, append, candidates, empty_buffer, fit_surrogate
+from ..core.buffer import Buffer, append, fit_surrogate, initial_buffer
 from ..core.problem import Problem, problem_of
 from ..core.scm import SCMArrays
+from ..core.step_metrics import step_metrics
 
 
 class StepView(NamedTuple):
@@ -40,6 +41,8 @@ class StepView(NamedTuple):
 
 
 class StepRecord(NamedTuple):
+    """One step of an episode: the action, the sampled target, then ``core.step_metrics.StepMetrics``."""
+
     variable: jnp.ndarray
     value: jnp.ndarray
     target: jnp.ndarray  # sampled Y
@@ -99,13 +102,8 @@ def make_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method
     def start(scm: SCMArrays, key, method):
         key_obs, key_noise = jax.random.split(key)
         key_act = jax.random.fold_in(key, streams[method])
-        n_vars = scm.bias.shape[0]
-        buffer = empty_buffer(n_obs + n_interventions, n_vars)
-        observed = sampler.from_noise(scm, sampler.per_variable_normal(key_obs, (n_obs,), n_vars))
-        buffer = buffer._replace(
-            values=buffer.values.at[:n_obs].set(observed), sample_mask=buffer.sample_mask.at[:n_obs].set(True)
-        )
-        noise = sampler.per_variable_normal(key_noise, (n_interventions,), n_vars)
+        buffer = initial_buffer(scm, key_obs, n_obs, n_obs + n_interventions)
+        noise = sampler.per_variable_normal(key_noise, (n_interventions,), scm.bias.shape[0])
         inputs = (jnp.arange(n_interventions), noise, jax.random.split(key_act, n_interventions))
         return (buffer, fit_surrogate(scm, buffer)), inputs
 
@@ -118,20 +116,7 @@ def make_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method
         x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable, value)
         buffer = append(buffer, n_obs + t, x, variable)
         fit = fit_surrogate(scm, buffer)
-        expected = sampler.expected_target(scm, variable, value)
-        radius = (scm.hi[variable] - scm.lo[variable]) / 2
-        center = (scm.hi[variable] + scm.lo[variable]) / 2
-        record = StepRecord(
-            variable=variable,
-            value=value,
-            target=x[scm.target],
-            expected_target=expected,
-            norm_improvement=sampler.norm_improvement(scm, expected),
-            is_parent=scm.parents[variable],
-            is_optimal_variable=variable == scm.oracle_variable,
-            range_utilization=jnp.abs(value - center) / radius,
-            f1=surrogate.f1_score(fit.parent_prob, scm.parents, candidates(scm)),
-        )
+        record = StepRecord(variable, value, x[scm.target], *step_metrics(scm, variable, value, fit))
         return (buffer, fit), record
 
     return start, step

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from ..core import response_gp
 from ..core.buffer import Buffer, interventional_weights
-from ..core.problem import Problem
+from ..core.problem import Problem, range_center_radius
 from ..core.sampler import per_variable_categorical
 from ..core.surrogate import Surrogate, masked_standardize, weighted_simple_regression
 from . import checkpoint
@@ -140,8 +140,8 @@ def response_gp_prior(scm: Problem, mu, grid) -> jnp.ndarray:
 def observe(scm: Problem, buffer: Buffer, surrogate: Surrogate, bandit_features: bool = False,
             prior: str = "none", curves: bool = False) -> Observation:
     z, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
-    radius = jnp.maximum((scm.hi - scm.lo) / 2, 1e-6)
-    center = (scm.hi + scm.lo) / 2
+    center, radius = range_center_radius(scm.lo, scm.hi)
+    radius = jnp.maximum(radius, 1e-6)
     scaled = jnp.clip((buffer.values - center) / radius, -SCALED_VALUE_CLIP, SCALED_VALUE_CLIP)
     scaled = jnp.where(scm.intervenable, scaled, 0.0)
     y = z[:, scm.target][:, None]
@@ -322,8 +322,7 @@ def act_outputs(policy: PermutationInvariantPolicy, params, obs: Observation):
 
 def squash(scm: Problem, variable, u):
     """The intervention value ``center + radius * tanh(u)`` in the variable's range."""
-    center = (scm.hi[variable] + scm.lo[variable]) / 2
-    radius = (scm.hi[variable] - scm.lo[variable]) / 2
+    center, radius = range_center_radius(scm.lo[variable], scm.hi[variable])
     return center + radius * jnp.tanh(u)
 
 
@@ -332,7 +331,7 @@ def log_prob(logits, mu, scm: Problem, variable, u, fixed_std: float):
     log_p_var = jax.nn.log_softmax(logits)[variable]
     z = (u - mu[variable]) / fixed_std
     log_p_u = -0.5 * z**2 - jnp.log(fixed_std) - LOG_SQRT_2PI
-    radius = (scm.hi[variable] - scm.lo[variable]) / 2
+    _, radius = range_center_radius(scm.lo[variable], scm.hi[variable])
     # d value / d u = radius * (1 - tanh(u)^2); log(1 - tanh^2) computed stably
     log_det = jnp.log(radius) + 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
     return log_p_var + log_p_u - log_det

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 CI_LEVEL = 0.95
+CI_PERCENT = f"{CI_LEVEL:.0%}"  # the level as the pages and charts write it ("95%")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import altair as alt
 import pandas as pd
 
 from ..evaluate.registry import POLICY_PREFIX
+from .bootstrap import CI_PERCENT
 from .chart_style import (
     LINE_LEGEND,
     METHOD_COLORS,
@@ -44,7 +45,7 @@ def interval_chart(frame, value_title, facet, facet_title, facet_order, title, s
     tooltip = [
         alt.Tooltip("method:N"),
         alt.Tooltip(f"{facet}:N", title=facet_title),
-        alt.Tooltip("ci_text:N", title="mean [95% CI]"),
+        alt.Tooltip("ci_text:N", title=f"mean [{CI_PERCENT} CI]"),
         alt.Tooltip("n_scms:Q", title="SCMs"),
         alt.Tooltip("n_seeds:Q", title="seeds"),
     ]
@@ -78,7 +79,8 @@ def comparison_chart(summary: pd.DataFrame, metric: str, title: str, independent
     direction = "Higher" if METRICS[metric].better == "higher" else "Lower"
     subtitle = [
         f"{label[0].upper() + label[1:]} ({unit}). {direction} is better.",
-        "Dots: mean over SCMs and seeds; bars: 95% bootstrap CI. Dashed grey line and band: the random baseline.",
+        f"Dots: mean over SCMs and seeds; bars: {CI_PERCENT} bootstrap CI. "
+        "Dashed grey line and band: the random baseline.",
     ]
     return interval_chart(rows, METRICS[metric].axis, "scope", "suite", order, title, subtitle, independent)
 
@@ -107,7 +109,7 @@ def paired_chart(summary: pd.DataFrame, metric: str = "norm_improvement_best",
             alt.Tooltip("method:N", title="policy"),
             alt.Tooltip("baseline:N"),
             alt.Tooltip("scope:N", title="suite"),
-            alt.Tooltip("ci_text:N", title="difference [95% CI]"),
+            alt.Tooltip("ci_text:N", title=f"difference [{CI_PERCENT} CI]"),
             alt.Tooltip("n_scms:Q", title="SCMs"),
         ],
     )
@@ -118,7 +120,7 @@ def paired_chart(summary: pd.DataFrame, metric: str = "norm_improvement_best",
             "Policy minus baseline, paired on the same SCM and episode",
             subtitle=[
                 f"Difference in {METRICS[metric].label}; right of the black line (> 0): the policy is better.",
-                "Bars: 95% bootstrap CI over SCMs and seeds.",
+                f"Bars: {CI_PERCENT} bootstrap CI over SCMs and seeds.",
             ],
         )
     )
@@ -149,7 +151,7 @@ def step_chart(summary: pd.DataFrame, classes: dict | None = None) -> alt.FacetC
         tooltip=[
             alt.Tooltip("method:N"),
             alt.Tooltip("step:Q", title="intervention"),
-            alt.Tooltip("ci_text:N", title="mean [95% CI]"),
+            alt.Tooltip("ci_text:N", title=f"mean [{CI_PERCENT} CI]"),
         ],
     )
     layer = alt.layer(band, line, data=rows).properties(width=WIDTH, height=170)
@@ -157,18 +159,15 @@ def step_chart(summary: pd.DataFrame, classes: dict | None = None) -> alt.FacetC
         title=alt.Title(
             "Best-so-far normalized improvement after each intervention",
             subtitle=[
-                "0 = no better than not intervening, 1 = the oracle's value. Lines: mean; bands: 95% bootstrap CI.",
+                "0 = no better than not intervening, 1 = the oracle's value. "
+                f"Lines: mean; bands: {CI_PERCENT} bootstrap CI.",
                 "The random baseline is the dashed grey line.",
             ],
         )
     )
 
 
-TRAINING_PANELS = [
-    ("reward", "episode reward"),
-    ("norm_improvement", "normalized improvement (ratio)"),
-    ("f1", "surrogate structure F1"),
-]
+TRAINING_PANELS = ["reward", "norm_improvement", "f1"]  # titled by their axis titles in ``metrics.METRICS``
 
 
 def smoothing_window(n_episodes: int) -> int:
@@ -181,7 +180,7 @@ def training_frame(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, i
     wide = rows.pivot_table(index=["seed", "step"], columns="metric", values="mean", sort=True).reset_index()
     wide = wide.rename(columns={"step": "episode"})
     window = smoothing_window(int(wide.groupby("seed")["episode"].nunique().max()))
-    long = wide.melt(id_vars=["seed", "episode"], value_vars=[m for m, _ in TRAINING_PANELS])
+    long = wide.melt(id_vars=["seed", "episode"], value_vars=TRAINING_PANELS)
     long = long.sort_values(["metric", "seed", "episode"], kind="stable")
     long["smoothed"] = long.groupby(["metric", "seed"])["value"].transform(
         lambda v: v.rolling(window, min_periods=1).mean()
@@ -213,7 +212,8 @@ def training_chart(summary: pd.DataFrame) -> alt.VConcatChart:
     )
     marks = alt.Chart(changed).mark_rule(strokeDash=[3, 3], opacity=0.7).encode(x="episode:Q", color=seed_color)
     panels = []
-    for metric, title in TRAINING_PANELS:
+    for metric in TRAINING_PANELS:
+        title = METRICS[metric].axis
         data = long[long["metric"] == metric]
         raw = alt.Chart(data).mark_line(opacity=0.25, strokeWidth=1).encode(x=x, y="value:Q", color=seed_color)
         smooth = (
@@ -258,22 +258,17 @@ def training_chart(summary: pd.DataFrame) -> alt.VConcatChart:
     )
 
 
-BEHAVIOUR = [
-    ("parent_rate", "interventions on a true parent"),
-    ("optimal_variable_rate", "interventions on the oracle's variable"),
-    ("range_utilization", "range utilization |v - center| / radius"),
-]
+BEHAVIOUR = ["parent_rate", "optimal_variable_rate", "range_utilization"]  # shares, shown as percent
 
 
 def behaviour_chart(summary: pd.DataFrame, classes: dict | None = None) -> alt.FacetChart:
-    rows, order = with_scope_labels(pooled_metrics(summary, [m for m, _ in BEHAVIOUR]), classes)
-    shares = rows["metric"] != "range_utilization"  # rates are shares; range utilization is already in %
+    rows, order = with_scope_labels(pooled_metrics(summary, BEHAVIOUR), classes)
     for col in ("mean", "ci_low", "ci_high"):
-        rows[col] = rows[col].where(~shares, rows[col] * 100.0)
+        rows[col] = rows[col] * 100.0
     rows["ci_text"] = [
         ci_text(m, lo, hi) + " %" for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"], strict=True)
     ]
-    rows["what"] = rows["metric"].map(dict(BEHAVIOUR))
+    rows["what"] = rows["metric"].map({m: METRICS[m].axis for m in BEHAVIOUR})
     methods = method_order(rows["method"])
     x = alt.X("scope:N", sort=order, title="suite", axis=alt.Axis(labelAngle=-30))
     offset = alt.XOffset("method:N", sort=methods)
@@ -286,7 +281,7 @@ def behaviour_chart(summary: pd.DataFrame, classes: dict | None = None) -> alt.F
         tooltip=[
             alt.Tooltip("method:N"),
             alt.Tooltip("scope:N", title="suite"),
-            alt.Tooltip("ci_text:N", title="mean [95% CI]"),
+            alt.Tooltip("ci_text:N", title=f"mean [{CI_PERCENT} CI]"),
         ],
     )
     errs = base.mark_errorbar(ticks=True, color="#222").encode(
@@ -297,14 +292,15 @@ def behaviour_chart(summary: pd.DataFrame, classes: dict | None = None) -> alt.F
     return layer.facet(
         row=alt.Row(
             "what:N",
-            sort=[w for _, w in BEHAVIOUR],
+            sort=[METRICS[m].axis for m in BEHAVIOUR],
             title=None,
             header=alt.Header(labelAngle=0, labelOrient="top", labelAnchor="start", labelFontSize=13),
         )
     ).properties(
         title=alt.Title(
             "How each method intervenes",
-            subtitle=["Shares of interventions (percent) per method and suite; black bars: 95% bootstrap CI."],
+            subtitle=["Shares of interventions (percent) per method and suite; "
+                      f"black bars: {CI_PERCENT} bootstrap CI."],
         )
     )
 
@@ -327,7 +323,7 @@ def compare_chart(frame: pd.DataFrame, metric: str = "norm_improvement_best") ->
         "Headline comparison of experiment configs",
         [
             f"{label[0].upper() + label[1:]} ({unit}), pooled over each config's linear (or nonlinear) SCMs.",
-            "Dots: mean, bars: 95% bootstrap CI over SCMs and seeds.",
+            f"Dots: mean, bars: {CI_PERCENT} bootstrap CI over SCMs and seeds.",
             "Dashed grey line and band: the random baseline. "
             "Configs evaluated on different suites are not directly comparable.",
         ],
@@ -347,12 +343,12 @@ def compare_suite_chart(frame: pd.DataFrame, metric: str = "norm_improvement_bes
     methods = method_order(rows["method"])
     entries = sorted(ours["entry"].unique()) + [m for m in methods if m in set(shared["method"])]
     y = alt.Y("row:N", sort=entries, title=None)
-    tooltip = [alt.Tooltip("row:N", title="entry"), alt.Tooltip("ci_text:N", title="mean [95% CI]")]
+    tooltip = [alt.Tooltip("row:N", title="entry"), alt.Tooltip("ci_text:N", title=f"mean [{CI_PERCENT} CI]")]
     bars, points = ci_marks(alt.X("ci_low:Q", title=METRICS[metric].axis), y, methods, tooltip, size=70)
     layer = alt.layer(bars, points, data=rows).properties(width=WIDTH, height=18 * len(entries))
     return layer.facet(facet=alt.Facet("scope:N", sort=order, title=None), columns=ncols(len(order))).properties(
         title=alt.Title(
             "Per suite: each config's policy beside the shared baselines",
-            subtitle=["Dots: mean, bars: 95% bootstrap CI."],
+            subtitle=[f"Dots: mean, bars: {CI_PERCENT} bootstrap CI."],
         )
     )

@@ -54,25 +54,29 @@ METRICS: dict[str, Metric] = {
         f"share of episodes whose best action reached a normalized improvement of at least {OPTIMUM_THRESHOLD}."),
     "parent_rate": Metric(
         "higher", "interventions on a true parent of the target", "share of interventions",
-        "share of interventions on a true parent of the target."),
+        "share of interventions on a true parent of the target.", "interventions on a true parent"),
     "optimal_variable_rate": Metric(
         "higher", "interventions on the oracle's variable", "share of interventions",
-        "share of interventions on the variable the oracle intervenes on."),
+        "share of interventions on the variable the oracle intervenes on.", "interventions on the oracle's variable"),
     "range_utilization": Metric(
-        None, "range utilization |v - center| / radius", "percent of the half-range",
-        "mean |v - center| / radius of the chosen values, in percent (100 = always at a range end, where the "
-        "optimum of a linear SCM lies)."),
+        None, "range utilization |v - center| / radius", "share of the half-range (0 = centre, 1 = range end)",
+        "mean |v - center| / radius of the chosen values, a share of the half-range like the rates above (shown "
+        "as percent; 100% = always at a range end, where the optimum of a linear SCM lies). The training log's "
+        "column is the same quantity over the executed actions.",
+        "range utilization |v - center| / radius"),
     "f1": Metric(
         "higher", "structure F1 of the surrogate", "F1",
-        "structure F1 of the surrogate's parent predictions, fitted on the data the method collected."),
+        "structure F1 of the surrogate's parent predictions, fitted on the data the method collected.",
+        "surrogate structure F1"),
     "improvement_over_random": Metric(
         "higher", "share of the random-to-oracle gap closed", "percent: 0 = random, 100 = oracle",
         "the share of the random-to-oracle gap the method closes, (random - method) / (random - oracle) in "
         "percent, on exact values: the method's exact expected target averaged over the episode, the exact "
         "expected outcome of the uniformly random policy and the oracle's y* on the same SCM (0 = random, 100 = "
         "the oracle, never above 100). Ratios whose denominator is ~0 are left out (n/a)."),
-    "reward": Metric("higher"),
-    "norm_improvement": Metric("higher"),
+    "reward": Metric("higher", "episode reward", axis="episode reward"),
+    "norm_improvement": Metric("higher", "normalized improvement of the executed actions", RATIO,
+                               axis="normalized improvement (ratio)"),
     "best_so_far": Metric("higher"),
     "level": Metric(None),
     "loss": Metric(None),
@@ -113,7 +117,6 @@ def episode_metrics(table: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     out["simple_regret"] = 1.0 - out["norm_improvement_best"]
     out["optimum_found"] = out["norm_improvement_best"] >= OPTIMUM_THRESHOLD
-    out["range_utilization"] *= 100.0
     gap = out["random_target"] - out["oracle_target"]
     defined = gap_defined(gap, out["random_target"], out["oracle_target"])
     out["improvement_over_random"] = ((out["random_target"] - out["expected_mean"]) / gap * 100.0).where(defined)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_write_text
+from .bootstrap import CI_PERCENT
 from .chart_style import METHOD_NOTES, ci_text, method_colors, method_order
 from .figures import (
     behaviour_chart,
@@ -33,7 +34,7 @@ HEADLINE_OUTCOMES = [  # (metric, unit for ci_text)
 HEADLINE_BEHAVIOUR = [
     ("parent_rate", "share"),
     ("optimal_variable_rate", "share"),
-    ("range_utilization", "percent"),
+    ("range_utilization", "share"),
     ("f1", ""),
 ]
 
@@ -131,10 +132,11 @@ def answer_html(summary: pd.DataFrame, pool: str) -> str:
         sentence = f"<b>{esc(method)}</b> beats " + (", ".join(wins) if wins else "no baseline") + " on every metric"
         sentence += "; it is behind " + ", ".join(losses) if losses else "; no baseline is ahead of it on any metric"
         sentences.append(f"<li>{sentence}.</li>")
-    header = ["policy", "baseline"] + [f"&Delta; {esc(METRICS[m].label)} [95% CI]" for m in ANSWER_METRICS]
+    header = ["policy", "baseline"] + [f"&Delta; {esc(METRICS[m].label)} [{CI_PERCENT} CI]" for m in ANSWER_METRICS]
     return (f"<ul>{''.join(sentences)}</ul>"
             '<p class="note">Each cell: the policy minus the baseline on the same suite, SCM and evaluation '
-            f"episode, averaged over {esc(pool.removeprefix('all '))} and every seed, with its 95% bootstrap CI; "
+            f"episode, averaged over {esc(pool.removeprefix('all '))} and every seed, with its {CI_PERCENT} "
+            "bootstrap CI; "
             "\"policy better\" where the whole CI lies on the policy's side (for the average target, lower is "
             "better).</p>"
             + html_table(header, table, numeric_from=2))
@@ -164,14 +166,9 @@ def paired_table(summary: pd.DataFrame, pool: str) -> str:
                         esc(verdict(r.ci_low, r.ci_high, r.better)),
                     ]
             out.append(cells)
-    header = [
-        "policy",
-        "baseline",
-        "&Delta; normalized improvement (best, last step) [95% CI]",
-        "verdict",
-        "&Delta; average target [95% CI]",
-        "verdict",
-    ]
+    header = ["policy", "baseline"]
+    for metric in metrics:
+        header += [f"&Delta; {esc(METRICS[metric].label)} [{CI_PERCENT} CI]", "verdict"]
     return html_table(header, out, numeric_from=2)
 
 
@@ -198,7 +195,8 @@ def metric_glossary() -> str:
 
 
 HEADLINE_NOTE = (
-    "Each cell: mean [95% bootstrap CI] over SCMs and seeds. Normalized improvement is 0 for doing nothing and 1 "
+    f"Each cell: mean [{CI_PERCENT} bootstrap CI] over SCMs and seeds. Normalized improvement is 0 for doing nothing "
+    "and 1 "
     "for the oracle's best intervention (higher is better); the average target is the raw value of Y (lower is "
     "better). Definitions are below."
 )
@@ -292,6 +290,9 @@ def write_summary_page(summary: pd.DataFrame, meta: dict, out_html: str | Path, 
     atomic_write_text(out_html, page)
 
 
+COMPARE_METRIC = "norm_improvement_best"  # the comparison page's headline metric
+
+
 def compare_rows(frame: pd.DataFrame, metas: dict[str, dict]) -> list[list[str]]:
     """The headline table of the comparison page: per config, pooled scope and method."""
     rows = []
@@ -304,7 +305,7 @@ def compare_rows(frame: pd.DataFrame, metas: dict[str, dict]) -> list[list[str]]
                 & (frame["kind"] == "metric")
                 & (frame["suite"] == pool)
                 & frame["seed"].isna()
-                & (frame["metric"] == "norm_improvement_best")
+                & (frame["metric"] == COMPARE_METRIC)
             ]
             for r in sorted(sub.itertuples(index=False), key=lambda r: method_order(sub["method"]).index(r.method)):
                 rows.append(
@@ -329,7 +330,7 @@ def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | P
         for method, hashes in metas[name].get("plugins", {}).items():
             plugins[method] = sorted(set(plugins.get(method, [])) | set(hashes))
     table = html_table(
-        ["config", "pooled", "method", "normalized improvement, best at last step [95% CI]", "seeds", "suites"],
+        ["config", "pooled", "method", f"{esc(METRICS[COMPARE_METRIC].label)} [{CI_PERCENT} CI]", "seeds", "suites"],
         compare_rows(frame, metas),
         numeric_from=3,
     )
@@ -357,5 +358,6 @@ def write_compare_page(frame: pd.DataFrame, metas: dict[str, dict], out: str | P
             body=compare_provenance(metas),
         ),
     ]
-    lead = f"Comparison of experiment configs {esc(', '.join(configs))} on held-out SCM suites, with 95% bootstrap CIs."
+    lead = (f"Comparison of experiment configs {esc(', '.join(configs))} on held-out SCM suites, with {CI_PERCENT} "
+            "bootstrap CIs.")
     atomic_write_text(out, render_page("ACBO benchmark: configs compared", lead, sections))

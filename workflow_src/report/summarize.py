@@ -5,9 +5,9 @@ training logs, and the JSON headers of the final checkpoints (provenance only). 
 output is derived from those files with fixed seeds, so rerunning reproduces both outputs byte for byte.
 
 Aggregation: metrics are computed per episode by ``metrics.episode_metrics``, averaged per *unit* (one
-SCM under one training seed), and reported as the mean over units with a 95% percentile bootstrap CI
-over SCMs and seeds (``bootstrap``); paired differences compare a policy mode with a baseline on the same
-SCM and episode.
+SCM under one training seed), and reported as the mean over units with a percentile bootstrap CI at level
+``bootstrap.CI_LEVEL`` over SCMs and seeds (``bootstrap``); paired differences compare a policy mode with a
+baseline on the same SCM and episode.
 
 Scopes: every (suite, level) alone, then one pool per mechanism class present, "all linear SCMs" and "all
 nonlinear SCMs" (``POOLS``): the class of an SCM is read from its suite file (``inputs.suite_mechanisms``), and

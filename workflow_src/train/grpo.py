@@ -27,10 +27,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..core import sampler, surrogate
-from ..core.buffer import Buffer, append, candidates, fit_surrogate, initial_buffer
+from ..core import sampler
+from ..core.buffer import Buffer, append, fit_surrogate, initial_buffer
 from ..core.problem import problem_of
 from ..core.scm import SCMArrays
+from ..core.step_metrics import step_metrics
 from ..policy.network import (
     Observation,
     act_outputs,
@@ -137,8 +138,8 @@ class EpisodeStats(NamedTuple):
     reward_parent: jnp.ndarray
     reward_info_gain: jnp.ndarray
     norm_improvement: jnp.ndarray  # exact, of the executed actions
-    parent_rate: jnp.ndarray
-    range_utilization: jnp.ndarray
+    parent_rate: jnp.ndarray  # share of the executed actions on a true parent
+    range_utilization: jnp.ndarray  # fraction of the half-range (core.step_metrics), mean over the actions
     f1: jnp.ndarray
     loss: jnp.ndarray
     effect_loss: jnp.ndarray
@@ -358,18 +359,16 @@ def episode_stats(scm: SCMArrays, buffer: Buffer, tr: Transition, executed, loss
     parent rate and range utilization of its executed actions, the surrogate's F1 on its buffer, with the
     update's loss."""
     variable, value = executed
-    expected = sampler.expected_target(scm, variable, value)
-    radius = (scm.hi[variable] - scm.lo[variable]) / 2
-    center = (scm.hi[variable] + scm.lo[variable]) / 2
+    metrics = step_metrics(scm, variable, value, fit_surrogate(scm, buffer))  # the evaluation's definitions
     return EpisodeStats(
         reward=tr.reward.mean(),
         reward_target=tr.reward_target.mean(),
         reward_parent=tr.reward_parent.mean(),
         reward_info_gain=tr.reward_info_gain.mean(),
-        norm_improvement=sampler.norm_improvement(scm, expected).mean(),
-        parent_rate=scm.parents[variable].mean(),
-        range_utilization=(jnp.abs(value - center) / radius).mean(),
-        f1=surrogate.f1_score(fit_surrogate(scm, buffer).parent_prob, scm.parents, candidates(scm)),
+        norm_improvement=metrics.norm_improvement.mean(),
+        parent_rate=metrics.is_parent.mean(),
+        range_utilization=metrics.range_utilization.mean(),
+        f1=metrics.f1,
         loss=loss, effect_loss=aux, grad_norm=grad_norm,
     )
 

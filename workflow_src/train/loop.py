@@ -10,7 +10,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import signal
 import sys
@@ -30,6 +29,7 @@ from ..compile_cache import release_freed_memory
 from ..config import digest
 from ..core.scm import bucket_size, stack_scms
 from ..errors import CheckpointError, SuiteError
+from ..paths import TrainPaths, periodic_checkpoint
 from ..policy import checkpoint
 from ..policy.network import make_policy
 from ..policy.spec import architecture
@@ -40,31 +40,6 @@ from . import curriculum
 from .grpo import GRPOSettings, TrainState, initial_state, make_optimizer, make_train_update
 
 SMOOTHING = 0.9  # EMA of the episode reward that selects best.ckpt
-
-
-@dataclass
-class TrainPaths:
-    checkpoint_dir: Path
-    log_table: Path
-
-    def ckpt(self, name: str) -> Path:
-        return self.checkpoint_dir / f"{name}.ckpt"
-
-    @property
-    def partial_log(self) -> Path:
-        return self.checkpoint_dir / "latest.log.parquet"
-
-    def clear(self) -> None:
-        """Remove the files a training run writes into its checkpoint directory, by their names (``RUN_FILES``):
-        a user's own files beside them (``my_model.ckpt``) are kept."""
-        if self.checkpoint_dir.is_dir():
-            for path in self.checkpoint_dir.iterdir():
-                if RUN_FILES.fullmatch(path.name) and not path.is_dir():
-                    path.unlink()
-
-
-# the files train() writes into a checkpoint directory (the periodic ones with 5 or more digits)
-RUN_FILES = re.compile(r"(latest|best|best_so_far|final|episode_\d{5,})\.ckpt|latest\.log\.parquet")
 
 
 class Pools:
@@ -151,8 +126,7 @@ def _read_partial_log(paths: TrainPaths) -> tuple[list[dict], str | None]:
 
 def _resume_candidates(paths: TrainPaths) -> list[Path]:
     """latest.ckpt, then the periodic episode_NNNNN.ckpt from the newest to the oldest."""
-    episodes = sorted(paths.checkpoint_dir.glob("episode_*.ckpt"), reverse=True)
-    return [paths.ckpt("latest"), *episodes]
+    return [paths.ckpt("latest"), *paths.periodic_checkpoints()]
 
 
 # what a checkpoint must share with this run to be resumed: a run continues only what it would have written itself
@@ -318,7 +292,7 @@ def _checkpoint(run: _Run, progress: _Progress, paths: TrainPaths, done: int, me
             progress.best.update(score=score, episode=done)
             _save(run, progress, paths, "best_so_far", done, metrics)
         if done % every == 0:
-            _save(run, progress, paths, f"episode_{done:05d}", done, metrics)
+            _save(run, progress, paths, periodic_checkpoint(done), done, metrics)
     if done % every == 0 or done == total or interrupted:
         # the log first, latest.ckpt last: a kill in between leaves a log that is only longer
         write_table(pd.DataFrame(progress.rows), TRAIN_LOG_SCHEMA, paths.partial_log, "training log")
