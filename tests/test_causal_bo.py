@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from workflow_src.core import response_gp
 from workflow_src.core.buffer import Buffer, fit_surrogate
 from workflow_src.core.scm import stack_scms
+from workflow_src.core.surrogate import masked_standardize
 from workflow_src.evaluate.baselines import baseline_methods, causal_bo
 from workflow_src.evaluate.rollout import StepView
 from workflow_src.evaluate.run import evaluate_methods
@@ -66,7 +68,7 @@ def reference_posterior(view: StepView):
     buf, scm = view.buffer, view.scm
     values, intervened, mask = (np.asarray(x, np.float64) for x in (buf.values, buf.intervened, buf.sample_mask))
     intervened, mask = intervened.astype(bool), mask.astype(bool)
-    z, mean, std = (np.asarray(x, np.float64) for x in causal_bo.masked_standardize(buf.values, buf.sample_mask))
+    z, mean, std = (np.asarray(x, np.float64) for x in masked_standardize(buf.values, buf.sample_mask))
     y = z[:, int(scm.target)]
     obs = mask & ~intervened.any(1)
     slope = np.asarray(causal_bo.prior_slopes(view, jnp.asarray(z, jnp.float32)), np.float64)
@@ -78,7 +80,7 @@ def reference_posterior(view: StepView):
 
     def k(u1, d1, u2, d2, rbf_var, lengthscale):
         rbf = np.exp(-0.5 * ((u1[:, None] - u2[None, :]) / lengthscale) ** 2)
-        return causal_bo.INTERCEPT_VAR + causal_bo.SLOPE_VAR * d1[:, None] * d2[None, :] + rbf_var * rbf
+        return response_gp.INTERCEPT_VAR + response_gp.SLOPE_VAR * d1[:, None] * d2[None, :] + rbf_var * rbf
 
     mus, sds, chosen = [], [], []
     for i in range(values.shape[1]):
@@ -88,19 +90,19 @@ def reference_posterior(view: StepView):
         u, d = (values[rows, i] - lo[i]) / width[i], z[rows, i] - center[i]
         resid = y[rows] - (intercept[i] + slope[i] * z[rows, i])
         lml = []
-        for rbf_var, lengthscale, noise_var in causal_bo.HYPERPARAMETERS:
+        for rbf_var, lengthscale, noise_var in response_gp.HYPERPARAMETERS:
             gram = k(u, d, u, d, rbf_var, lengthscale) + noise_var * np.eye(rows.sum())
             lml.append(-0.5 * resid @ np.linalg.solve(gram, resid) - 0.5 * np.linalg.slogdet(gram)[1])
         lml = np.array(lml)
-        best = causal_bo.DEFAULT if np.ptp(lml) < 1e-9 else int(np.argmax(lml))
-        rbf_var, lengthscale, noise_var = causal_bo.HYPERPARAMETERS[best]
+        best = response_gp.DEFAULT if np.ptp(lml) < 1e-9 else int(np.argmax(lml))
+        rbf_var, lengthscale, noise_var = response_gp.HYPERPARAMETERS[best]
         chosen.append(best)
         gram = k(u, d, u, d, rbf_var, lengthscale) + noise_var * np.eye(rows.sum())
         cross = k(grid, g_d, u, d, rbf_var, lengthscale)
         mus.append(prior_grid + cross @ np.linalg.solve(gram, resid))
-        prior_var = causal_bo.INTERCEPT_VAR + causal_bo.SLOPE_VAR * g_d**2 + rbf_var
+        prior_var = response_gp.INTERCEPT_VAR + response_gp.SLOPE_VAR * g_d**2 + rbf_var
         sds.append(np.sqrt(np.maximum(prior_var - np.einsum("gs,gs->g", cross, np.linalg.solve(gram, cross.T).T),
-                                      causal_bo.EPS)))
+                                      response_gp.EPS)))
     return np.array(mus), np.array(sds), chosen
 
 
@@ -127,7 +129,7 @@ def test_one_shared_gp_system_equals_a_gp_per_variable():
         np.testing.assert_allclose(np.asarray(mu)[i], ref_mu[i], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.asarray(sd)[i], ref_sd[i], rtol=1e-4, atol=1e-4)
     assert not np.allclose(ref_mu[0], ref_mu[0][0])  # the data moved the posterior off the prior line
-    assert chosen[3] == causal_bo.DEFAULT  # the target: no rows, the default hyperparameters
+    assert chosen[3] == response_gp.DEFAULT  # the target: no rows, the default hyperparameters
 
 
 def test_the_marginal_likelihood_picks_a_wiggly_gp_for_an_interior_optimum():
@@ -155,4 +157,4 @@ def test_the_marginal_likelihood_picks_a_wiggly_gp_for_an_interior_optimum():
     best_z = float(-5 + 25 * grid[int(jnp.argmin(mu[1]))])
     assert abs(best_z - (-3.2)) < 0.8, best_z
     _, _, chosen = reference_posterior(view)
-    assert causal_bo.HYPERPARAMETERS[chosen[1]][1] <= 0.12  # lengthscale on the range scaled to [0, 1]
+    assert response_gp.HYPERPARAMETERS[chosen[1]][1] <= 0.12  # lengthscale on the range scaled to [0, 1]

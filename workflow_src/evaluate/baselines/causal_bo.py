@@ -18,12 +18,7 @@ import jax.numpy as jnp
 from jax.scipy.stats import norm
 
 from ...core import response_gp
-# the GP's settings and pieces, under the names this module has always exported
-from ...core.response_gp import (  # noqa: F401
-    DEFAULT, EPS, GRID, HYPERPARAMETERS, INTERCEPT_VAR, LENGTHSCALES, NOISE_VARS, PARENT_THRESHOLD, RBF_VARS,
-    SLOPE_VAR, Rows, kernel, select_hyperparameters,
-)
-from ...core.surrogate import masked_standardize  # noqa: F401
+from ...core.response_gp import GRID
 from ..rollout import StepView
 
 
