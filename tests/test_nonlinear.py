@@ -218,7 +218,7 @@ def test_interpolated_curves_match_closed_forms_between_grid_points():
     interpolation was off by up to 1.3% on the CBO toy's do(Z) curve."""
     from scipy.interpolate import CubicSpline
 
-    from workflow_src.core.scm import spline_slopes
+    from workflow_src.core.curves import spline_slopes
 
     toy = literature_suite().scms[0]
     o = toy.oracle

@@ -7,6 +7,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import UserError
+
 
 @contextmanager
 def atomic_path(path: str | Path):
@@ -61,3 +63,32 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def check_outputs(outputs: dict, inputs=()) -> None:
+    """Refuse, before any work starts, an output that cannot be written, that is one of the command's inputs
+    or another of its outputs, or (a folder replaced as a whole) that holds another output.
+
+    ``outputs``: ``{option: (path, kind)}``, ``kind`` as in ``atomic.output_problem``; ``inputs``: files read.
+    """
+    taken = {_file_identity(p): "an input of this command" for p in inputs if p}
+    for option, (path, kind) in outputs.items():
+        problem = output_problem(path, kind)
+        if problem is None and _file_identity(path) in taken:
+            problem = f"is {taken[_file_identity(path)]}: it would be overwritten"
+        if problem is None and kind == "replace":
+            inside = [o for o, (p, _) in outputs.items() if o != option and Path(p).resolve().is_relative_to(
+                Path(path).resolve())]
+            problem = f"holds the output of {inside[0]}, and is replaced as a whole" if inside else None
+        if problem:
+            raise UserError(f"{option} {path}: {problem}")
+        taken[_file_identity(path)] = f"the output of {option} too"
+
+
+def _file_identity(path) -> tuple | Path:
+    """The same for two names of one existing file (links included); else the resolved path."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return Path(path).resolve()
+    return st.st_dev, st.st_ino

@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 
 from . import jobstats, paths  # jobstats first: it stamps the job start
+from .atomic import check_outputs
 from .compile_cache import configure_jax
 from .errors import ConfigError, UserError
+from .interrupt import stop_on_interrupt
 from .paths import DEFAULT_CONFIG
 
 # Single-threaded BLAS, set by ``main`` before numpy loads: multi-threaded reductions change the last bits
@@ -52,37 +54,6 @@ def stage_spec(args, stage, build, template) -> dict:
     if missing:
         raise ConfigError(f"--spec lacks {', '.join(missing)}")
     return validate_slice(stage, spec)
-
-
-def check_outputs(outputs: dict, inputs=()) -> None:
-    """Refuse, before any work starts, an output that cannot be written, that is one of the command's inputs
-    or another of its outputs, or (a folder replaced as a whole) that holds another output.
-
-    ``outputs``: ``{option: (path, kind)}``, ``kind`` as in ``atomic.output_problem``; ``inputs``: files read.
-    """
-    from .atomic import output_problem
-
-    taken = {_file_identity(p): "an input of this command" for p in inputs if p}
-    for option, (path, kind) in outputs.items():
-        problem = output_problem(path, kind)
-        if problem is None and _file_identity(path) in taken:
-            problem = f"is {taken[_file_identity(path)]}: it would be overwritten"
-        if problem is None and kind == "replace":
-            inside = [o for o, (p, _) in outputs.items() if o != option and Path(p).resolve().is_relative_to(
-                Path(path).resolve())]
-            problem = f"holds the output of {inside[0]}, and is replaced as a whole" if inside else None
-        if problem:
-            raise UserError(f"{option} {path}: {problem}")
-        taken[_file_identity(path)] = f"the output of {option} too"
-
-
-def _file_identity(path) -> tuple | Path:
-    """The same for two names of one existing file (links included); else the resolved path."""
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return Path(path).resolve()
-    return st.st_dev, st.st_ino
 
 
 # --- suite -------------------------------------------------------------------------------------------
@@ -460,40 +431,6 @@ def add_bench_parser(sub) -> None:
 
 def add_threads(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for XLA (the rule's threads)")
-
-
-INTERRUPT_GRACE_S = 2.0  # how long Ctrl-C waits for Python to take it before the process ends from native code
-
-
-def stop_on_interrupt(command: str) -> None:
-    """Make Ctrl-C stop the command even while XLA runs compiled code (a plug-in that loops forever).
-
-    Python runs its SIGINT handler only when the main thread is back in the interpreter, which a compiled
-    program (or a compilation) may never be. The C-level handler still writes the signal to a wakeup pipe: a
-    watcher thread reads it and, when the handler has not run within ``INTERRUPT_GRACE_S``, says so in one line
-    and ends the process with the shell's status for SIGINT (130). Files are written only after a job's
-    computation (temporary file, then rename), so there is nothing half-written to clean up then.
-    """
-    import signal
-    import threading
-
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    handled = threading.Semaphore(0)
-
-    def handler(signum, frame):
-        handled.release()
-        raise KeyboardInterrupt
-
-    def watch():
-        while True:
-            if signal.SIGINT in os.read(read_fd, 64) and not handled.acquire(timeout=INTERRUPT_GRACE_S):
-                os.write(2, f"acbo {command}: interrupted\n".encode())
-                os._exit(130)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    threading.Thread(target=watch, name="acbo-interrupt", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ the linear path's programs are unchanged): the structural equations ``x = b + s 
 swept ``depth`` times (the longest path's edges, per SCM: exact for a DAG, whatever the padding). An
 intervention with the same noise sweeps the change from the observational sample: ``x' = x + W^T (x' - x)
 + NL(x') - NL(x)`` with ``x'_i = v``, so every variable that ``X_i`` does not cause keeps its observational
-value exactly. ``E[Y | do]`` interpolates the SCM's stored oracle curve with its cubic spline (``scm.hermite``).
+value exactly. ``E[Y | do]`` interpolates the SCM's stored oracle curve with its cubic spline (``curves.hermite``).
 
 Padded variables have zero bias and noise and stay at 0. All functions are pure and jittable; vmap them over
 SCMs or groups (nonlinear functions take one SCM at a time).
@@ -20,7 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .scm import EXP, GAUSS, SIN, SQUARE, TANH, SCMArrays, hermite_piece
+from .curves import hermite_piece
+from .scm import EXP, GAUSS, SIN, SQUARE, TANH, SCMArrays
 
 
 def is_nonlinear(scm: SCMArrays) -> bool:
@@ -84,7 +85,7 @@ def expected_target(scm: SCMArrays, variable, value) -> jnp.ndarray:
 
 
 def _interpolate(x, y, slope, v):
-    """``scm.hermite`` on one padded curve: the piece ending at the first grid point >= v (never a padded piece,
+    """``curves.hermite`` on one padded curve: the piece ending at the first grid point >= v (never a padded piece,
     which repeats the last point, for v inside the grid)."""
     v = jnp.clip(v, x[0], x[-1])
     k = jnp.clip(jnp.searchsorted(x, v, side="left"), 1, x.shape[-1] - 1)

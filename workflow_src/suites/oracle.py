@@ -24,8 +24,8 @@ stored with it (``Oracle``; every later stage reads the stored numbers):
    (common to every action and method). ``oracle_problem`` refuses an SCM whose ``se`` or ``y_star_se``
    exceeds ``MAX_SE_SHARE`` of the gap.
 5. **The random policy's expected outcome**: the mean over intervenable variables of each curve's average over
-   its range (``scm.hermite_mean``: the exact average of the interpolated curve that scoring uses, the
-   not-a-knot cubic spline through the stored values, ``scm.spline_slopes``). For a linear SCM this is the
+   its range (``curves.hermite_mean``: the exact average of the interpolated curve that scoring uses, the
+   not-a-knot cubic spline through the stored values, ``curves.spline_slopes``). For a linear SCM this is the
    value at the range midpoint, as for suite/1 files.
 
 The model is always run with its noise: the deterministic model with noise set to zero is biased wherever a
@@ -47,19 +47,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..core.curves import COARSE_POINTS, REFINE_POINTS, Oracle, curve_slopes, hermite_mean
 from ..core.mechanisms import FUNCTIONS_NUMPY
-from ..core.scm import (
-    COARSE_POINTS,
-    MIN_ORACLE_GAP,
-    REFINE_POINTS,
-    SCM,
-    Oracle,
-    curve_slopes,
-    exact_quantities,
-    hermite_mean,
-    reachability,
-    topological_order,
-)
+from ..core.scm import MIN_ORACLE_GAP, SCM, exact_quantities, reachability, topological_order
 
 METHOD = "rqmc-sobol"
 CLOSED_FORM = "closed-form"

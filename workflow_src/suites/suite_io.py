@@ -159,7 +159,7 @@ def _scm_problems(raw: dict) -> list[str]:
 
 def _oracle_problems(raw: dict, oracle: dict) -> list[str]:
     """Structural checks of a stored oracle (its numbers are checked against the SCM by ``oracle="verify"``)."""
-    from ..core.scm import MAX_CURVE_POINTS
+    from ..core.curves import MAX_CURVE_POINTS
 
     problems = []
     ranges = raw["ranges"]

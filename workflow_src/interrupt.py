@@ -1,0 +1,38 @@
+"""Ctrl-C for the commands that run compiled code (``acbo train``, ``evaluate``, ``baselines``, ``plugin``,
+``bench``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+INTERRUPT_GRACE_S = 2.0  # how long Ctrl-C waits for Python to take it before the process ends from native code
+
+
+def stop_on_interrupt(command: str) -> None:
+    """Make Ctrl-C stop the command even while XLA runs compiled code (a plug-in that loops forever).
+
+    Python runs its SIGINT handler only when the main thread is back in the interpreter, which a compiled
+    program (or a compilation) may never be. The C-level handler still writes the signal to a wakeup pipe: a
+    watcher thread reads it and, when the handler has not run within ``INTERRUPT_GRACE_S``, says so in one line
+    and ends the process with the shell's status for SIGINT (130). Files are written only after a job's
+    computation (temporary file, then rename), so there is nothing half-written to clean up then.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    handled = threading.Semaphore(0)
+
+    def handler(signum, frame):
+        handled.release()
+        raise KeyboardInterrupt
+
+    def watch():
+        while True:
+            if signal.SIGINT in os.read(read_fd, 64) and not handled.acquire(timeout=INTERRUPT_GRACE_S):
+                os.write(2, f"acbo {command}: interrupted\n".encode())
+                os._exit(130)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=watch, name="acbo-interrupt", daemon=True).start()
