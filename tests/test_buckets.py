@@ -147,7 +147,7 @@ def test_a_large_suite_stays_within_the_declared_memory(tmp_path, default_config
     """5000 three-node SCMs (a table of 2 million rows) under the baselines rule's declared mem_mb."""
     rule = (ROOT / "rules/evaluate.smk").read_text().split("rule baselines:")[1]
     mem_mb = int(re.search(r"mem_mb=per_attempt\((\d+)\)", rule).group(1))  # the first attempt's
-    spec = {**suite_slice(default_config, "heldout-L01"), "name": "big", "size": 5000}
+    spec = {**suite_slice(default_config, "heldout-L01"), "size": 5000}
     suite = tmp_path / "big.json"
     run_cli("suite", "generate", "--spec", json.dumps(spec), "--out", suite, check=True)
     protocol = json.dumps({"seed": 0, "episodes": 10, "interventions": 20, "n_obs": 10,
