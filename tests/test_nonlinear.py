@@ -169,17 +169,7 @@ def _observational_moments(scm):
 def test_oracle_matches_the_closed_form_of_a_cosine_head():
     # a linear-Gaussian body X0 -> X1 -> X2, X0 -> X2 and the head Y = sum_k w_k cos(a_k X_k + c_k) + eps:
     # E[cos(a X + c)] = cos(a m + c) exp(-a^2 s^2 / 2) for X ~ N(m, s^2)
-    head = [(0, 0.8, 0.7, 0.3), (1, -1.2, 0.5, -0.4), (2, 1.0, 0.9, 1.1)]
-    edges = [(0, 1, 0.9, []), (1, 2, -0.6, []), (0, 2, 0.5, [])]
-    edges += [(k, 3, 0.0, [("cos", w, a, c)]) for k, w, a, c in head]
-    scm = scm_from_edges(4, 3, edges, {0: (-3, 3), 1: (-2, 2), 2: (-4, 4)}, bias=[0.2, -0.3, 0.1, 0.5],
-                         noise=[1.0, 0.7, 0.5, 1.0])
-    body = scm_from_edges(4, 3, edges[:3], {0: (-3, 3)}, bias=scm.bias, noise=scm.noise_std)
-
-    def closed(i=None, v=None):
-        mean, var = _mutilated_moments(body, i, v) if i is not None else _observational_moments(body)
-        return scm.bias[3] + sum(w * np.cos(a * mean[k] + c) * np.exp(-0.5 * a * a * var[k]) for k, w, a, c in head)
-
+    scm, closed = _cosine_head_scm()
     o = oracle.estimate_oracle(scm)
     mu = closed()
     assert abs(o.mu_y - mu) <= 3 * o.mu_y_se
@@ -196,8 +186,8 @@ def test_oracle_matches_the_closed_form_of_a_cosine_head():
 
 
 def _cosine_head_scm(frequency=1.0):
-    """The linear body with a cosine head of ``test_oracle_matches_the_closed_form_of_a_cosine_head`` (input
-    scales times ``frequency``) and its closed form ``E[Y | do(X_i = v)] - E[Y]``."""
+    """A linear body with a cosine head (input scales times ``frequency``) and its closed form: ``closed()`` is
+    ``E[Y]``, ``closed(i, v)`` is ``E[Y | do(X_i = v)]``."""
     head = [(0, 0.8, 0.7 * frequency, 0.3), (1, -1.2, 0.5 * frequency, -0.4), (2, 1.0, 0.9 * frequency, 1.1)]
     edges = [(0, 1, 0.9, []), (1, 2, -0.6, []), (0, 2, 0.5, [])]
     edges += [(k, 3, 0.0, [("cos", w, a, c)]) for k, w, a, c in head]
@@ -209,7 +199,7 @@ def _cosine_head_scm(frequency=1.0):
         mean, var = _mutilated_moments(body, i, v) if i is not None else _observational_moments(body)
         return scm.bias[3] + sum(w * np.cos(a * mean[k] + c) * np.exp(-0.5 * a * a * var[k]) for k, w, a, c in head)
 
-    return scm, lambda i, values: np.array([closed(i, v) for v in values]) - closed()
+    return scm, closed
 
 
 def test_interpolated_curves_match_closed_forms_between_grid_points():
@@ -235,8 +225,8 @@ def test_interpolated_curves_match_closed_forms_between_grid_points():
     for frequency in (1.0, 3.0):
         scm, closed = _cosine_head_scm(frequency)
         head = oracle.estimate_oracle(scm)
-        cases += [(head, i, np.linspace(scm.lo[i], scm.hi[i], 2001), lambda v, i=i, c=closed: c(i, v))
-                  for i in (0, 1, 2)]
+        cases += [(head, i, np.linspace(scm.lo[i], scm.hi[i], 2001),
+                   lambda v, i=i, c=closed: np.array([c(i, x) for x in v]) - c()) for i in (0, 1, 2)]
     linear_worst = 0.0
     for orc, i, values, truth in cases:
         gap = orc.mu_y - orc.y_star
