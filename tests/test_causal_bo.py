@@ -7,6 +7,7 @@ import pytest
 
 from workflow_src.core import response_gp
 from workflow_src.core.buffer import Buffer, fit_surrogate
+from workflow_src.core.problem import problem_of
 from workflow_src.core.scm import stack_scms
 from workflow_src.core.surrogate import masked_standardize
 from workflow_src.evaluate.baselines import baseline_methods, causal_bo
@@ -106,23 +107,29 @@ def reference_posterior(view: StepView):
     return np.array(mus), np.array(sds), chosen
 
 
-def test_one_shared_gp_system_equals_a_gp_per_variable():
-    """The GPs of all variables are solved as one system over the buffer (rows covary only when they set
-    the same variable): the same posterior as one GP per variable, in a padded SCM."""
-    arrays = stack_scms([SUITE.scms[0]], 8)
+def hand_made_view(n_pad: int = 8) -> StepView:
+    """The collider of ``SUITE`` padded to ``n_pad`` variables, with a buffer of 10 observational rows, 7
+    interventions on three variables (some repeated) and one row not yet filled."""
+    arrays = stack_scms([SUITE.scms[0]], n_pad)
     scm = type(arrays)(*(x[0] for x in arrays))
     rng = np.random.default_rng(0)
-    n_obs, n_rows = 10, 18
-    values = rng.normal(size=(n_rows, 8)) * np.asarray(scm.node_mask)
-    set_var = [None] * n_obs + [0, 2, 0, 1, 2, 0, 1]  # repeated variables; the last row is not filled yet
-    intervened = np.zeros((n_rows, 8), bool)
+    n_rows = 18
+    values = rng.normal(size=(n_rows, n_pad)) * np.asarray(scm.node_mask)
+    set_var = [None] * 10 + [0, 2, 0, 1, 2, 0, 1]
+    intervened = np.zeros((n_rows, n_pad), bool)
     for row, var in enumerate(set_var):
         if var is not None:
             intervened[row, var] = True
             values[row, var] = rng.uniform(float(scm.lo[var]), float(scm.hi[var]))
     filled = np.arange(n_rows) < len(set_var)
     buffer = Buffer(jnp.asarray(values * filled[:, None], jnp.float32), jnp.asarray(intervened), jnp.asarray(filled))
-    view = StepView(scm, buffer, fit_surrogate(scm, buffer), jnp.int32(0))
+    return StepView(problem_of(scm), buffer, fit_surrogate(scm, buffer), jnp.int32(0))
+
+
+def test_one_shared_gp_system_equals_a_gp_per_variable():
+    """The GPs of all variables are solved as one system over the buffer (rows covary only when they set
+    the same variable): the same posterior as one GP per variable, in a padded SCM."""
+    view = hand_made_view()
     mu, sd, _ = causal_bo.posterior(view)
     ref_mu, ref_sd, chosen = reference_posterior(view)
     for i in (0, 1, 2):  # the intervenable variables (the target and the padding have no GP)

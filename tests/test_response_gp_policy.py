@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import run_cli
-from test_causal_bo import SUITE, reference_posterior
+from test_causal_bo import hand_made_view, reference_posterior
 from test_train import SMALL_POLICY, with_own_heads_zeroed
 
 from workflow_src.core.buffer import Buffer, fit_surrogate
@@ -27,24 +27,6 @@ N_PAD = 8
 
 def _one(arrays):
     return type(arrays)(*(x[0] for x in arrays))
-
-
-def hand_made_view():
-    """The collider of ``test_causal_bo`` padded to 8 variables, with a buffer of 10 observational rows, 7
-    interventions on three variables (some repeated) and one row not yet filled."""
-    scm = _one(stack_scms([SUITE.scms[0]], N_PAD))
-    rng = np.random.default_rng(0)
-    n_rows = 18
-    values = rng.normal(size=(n_rows, N_PAD)) * np.asarray(scm.node_mask)
-    set_var = [None] * 10 + [0, 2, 0, 1, 2, 0, 1]
-    intervened = np.zeros((n_rows, N_PAD), bool)
-    for row, var in enumerate(set_var):
-        if var is not None:
-            intervened[row, var] = True
-            values[row, var] = rng.uniform(float(scm.lo[var]), float(scm.hi[var]))
-    filled = np.arange(n_rows) < len(set_var)
-    buffer = Buffer(jnp.asarray(values * filled[:, None], jnp.float32), jnp.asarray(intervened), jnp.asarray(filled))
-    return StepView(problem_of(scm), buffer, fit_surrogate(scm, buffer), jnp.int32(0))
 
 
 @pytest.mark.parametrize("bandit", [False, True])
