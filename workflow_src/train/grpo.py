@@ -342,7 +342,7 @@ def grpo_loss(settings: GRPOSettings, policy, params, scm: SCMArrays, tr: Transi
     kl = (jnp.exp(log_ratio) - 1.0 - log_ratio).mean()
     aux = jnp.zeros(())
     if s.effect_coef:
-        mask = (scm.intervenable & scm.node_mask)[:, None]
+        mask = scm.intervenable[:, None]  # padded variables are never intervenable
         error = jnp.where(mask, outputs[2] - exact_effects(scm), 0.0)
         aux = (error**2).sum((-1, -2)).mean() / jnp.maximum(mask.sum() * 2, 1)
     return -objective - s.entropy_coef * entropy + s.kl_coef * kl + s.effect_coef * aux, aux
