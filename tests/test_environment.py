@@ -36,7 +36,10 @@ def test_the_readme_opening_commands_are_make_targets(root):
     commands = [line.split("#")[0].strip() for line in head if line.strip().startswith("make ")]
     assert commands[:2] == ["make run", "make test"]
     # each is a target that make can plan (a dry run executes nothing) and that runs the study or the tests
+    # --no-print-directory: under `make test` (CI) the inner make is a sub-make and would frame its plan with
+    # "Entering/Leaving directory" lines
     for command, runs in zip(commands[:2], ("snakemake", "pytest")):
-        proc = subprocess.run([*command.split(), "-n"], cwd=root, capture_output=True, text=True)
+        argv = [*command.split(), "-n", "--no-print-directory"]
+        proc = subprocess.run(argv, cwd=root, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         assert runs in proc.stdout.splitlines()[-1], proc.stdout
