@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ROOT, copy_workflow, large_user_suite_doc, planned_jobs, snakemake
 
-from workflow_src.paths import train_suite
+from workflow_src.paths import train_suites
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_suite_targets_plan_one_job_each(workdir):
 def expected_jobs(cfg: dict, name: str) -> dict[str, int]:
     exp = cfg["experiments"][name]
     seeds, levels, suites = exp["seeds"], exp["levels"], exp["eval_suites"]
-    suite_files = {train_suite(lv, exp["train_suites"]) for lv in levels} | set(suites)
+    suite_files = {suite for lv in levels for suite in train_suites(lv, exp["train_suites"])} | set(suites)
     return {
         "suite": len(suite_files),
         "train": len(seeds),

@@ -120,7 +120,38 @@ def test_config_names_seeds_and_training_suites(default_config):
     with pytest.raises(ConfigError, match="seed_base"):
         resolve_config(raw)
     with pytest.raises(ConfigError, match="train_suites"):
-        resolve_config({"experiments": {"x": {"train_suites": "mixed"}}})
+        resolve_config({"experiments": {"x": {"train_suites": "both"}}})
+    assert train_suite_files([1, 2], curriculum="mixed") == [
+        "results/suites/train-L01.json", "results/suites/train-NL01.json",
+        "results/suites/train-L02.json", "results/suites/train-NL02.json"]
+
+
+def test_a_mixed_level_pools_both_suites_and_trains_on_both(tmp_path, default_config):
+    """The mixed curriculum: a level's pool is its linear and its nonlinear suite, stacked in one program
+    (linear SCMs padded with empty terms), and the curriculum plays families of both."""
+    import pandas as pd
+
+    from workflow_src.paths import TrainPaths
+    from workflow_src.train.loop import Pools, train
+
+    cfg = small_config(default_config, size=4)
+    files = [tmp_path / "train-L01.json", tmp_path / "train-NL01.json"]
+    for path in files:
+        build_suite(suite_slice(cfg, path.stem), path)
+    pools = Pools(files, [1])
+    assert [s.is_linear for s in pools.scms[1]] == [True] * 4 + [False] * 4
+    assert not set(pools.families[1][:4]) & set(pools.families[1][4:])
+    with pytest.raises(ValueError, match="3 training suites for the 2 levels"):
+        Pools([*files, files[0]], [1, 2])
+    spec = {**train_slice(default_config, "debug"), "levels": [1], "episodes": 12, "checkpoint_every": 12,
+            "train_suites": "mixed"}
+    spec["training"] = {**spec["training"], "n_interventions": 3, "scms_per_update": 2}
+    out = TrainPaths(checkpoint_dir=tmp_path / "ck", log_table=tmp_path / "log.parquet")
+    train("mixed", spec, 0, files, out, progress=False)
+    log = pd.read_parquet(out.log_table)
+    played = {f for row in log["families"] for f in row.split(",")}
+    assert played & set(pools.families[1][:4]) and played & set(pools.families[1][4:])
+    assert np.isfinite(log["reward"]).all()
 
 
 def test_pgmpy_networks_load_as_a_linear_suite(tmp_path, default_config):

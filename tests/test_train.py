@@ -421,15 +421,15 @@ def test_pools_pad_each_level_to_its_bucket(tmp_path, default_config):
         files.append(tmp_path / f"train-L{level:02d}.json")
         write_suite(generate_level_suite(f"train-L{level:02d}", level, 4, 20 + level, GeneratorSettings()), files[-1])
     pools = Pools(files, [1, 6])
-    largest = max(s.n for s in pools.suites[6].scms)
+    largest = max(s.n for s in pools.scms[6])
     assert pools.level_bucket == {1: 8, 6: min(16, largest)} and sorted(pools.stacked) == [8, min(16, largest)]
     small, index = pools.locate([(1, 2), (1, 0)])
     assert small.bias.shape == (4, 8) and list(index) == [2, 0]
     mixed, index = pools.locate([(6, 1), (1, 2)])
     assert mixed.bias.shape == (8, largest) and list(index) == [5, 2]
     for (level, i), k in zip([(6, 1), (1, 2)], index):
-        n = pools.suites[level].scms[i].n
-        np.testing.assert_allclose(mixed.weights[k, :n, :n], pools.suites[level].scms[i].weights)
+        n = pools.scms[level][i].n
+        np.testing.assert_allclose(mixed.weights[k, :n, :n], pools.scms[level][i].weights)
 
 
 def test_auxiliary_effect_loss_goes_down(tmp_path, suites_dir, default_config):

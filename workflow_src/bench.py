@@ -53,7 +53,7 @@ def _acbo(*args) -> list[str]:
 
 
 def bench_suites(cfg: dict, config_path: str, suites_dir: Path) -> dict:
-    names = sorted({paths.train_suite(lv) for lv in cfg["experiments"]["production"]["levels"]}
+    names = sorted({suite for lv in cfg["experiments"]["production"]["levels"] for suite in paths.train_suites(lv)}
                    | set(cfg["experiments"]["production"]["eval_suites"]))
     start = time.perf_counter()
     for name in names:
@@ -120,7 +120,7 @@ def bench_train(cfg: dict, config_path: str, suites_dir: Path, work: Path, threa
     for name in TRAIN_SETTINGS:
         exp = cfg["experiments"][name]
         levels = exp["levels"]
-        level_bucket = Pools([suites_dir / f"{paths.train_suite(lv)}.json" for lv in levels], levels).level_bucket
+        level_bucket = Pools(paths.train_suite_files(levels, suites_dir), levels).level_bucket
         cache = work / f"cache-{name}"
         runs = {}
         for temperature in ("cold", "warm"):

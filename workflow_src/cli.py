@@ -126,10 +126,12 @@ def run_train_cli(args) -> int:
                       lambda cfg: train_slice(cfg, "default"))
     if args.episodes is not None:
         spec = {**spec, "episodes": args.episodes}
-    suites = args.suites or paths.train_suite_files(spec["levels"], args.suites_dir,
-                                                    spec.get("train_suites", "linear"))
-    if len(suites) != len(spec["levels"]):
-        raise UserError(f"--suites: {len(suites)} files given, one per level {spec['levels']} needed")
+    curriculum = spec.get("train_suites", "linear")
+    suites = args.suites or paths.train_suite_files(spec["levels"], args.suites_dir, curriculum)
+    per_level = len(paths.CURRICULA[curriculum])
+    if len(suites) != per_level * len(spec["levels"]):
+        raise UserError(f"--suites: {len(suites)} files given; the {curriculum} curriculum needs {per_level} per "
+                        f"level {spec['levels']}, grouped by level")
     checkpoint_dir = Path(args.checkpoint_dir or paths.checkpoint_dir(args.experiment, args.seed))
     log_table = Path(args.log_table or paths.train_log(args.experiment, args.seed))
     check_outputs({"--checkpoint-dir": (checkpoint_dir, "into"), "--log-table": (log_table, "file")},
@@ -343,7 +345,8 @@ def add_train_parser(sub) -> None:
     train = sub.add_parser("train", help="train the policy with GRPO for one experiment config and seed")
     train.add_argument("--experiment", required=True, help="experiment config name")
     train.add_argument("--seed", type=int, required=True)
-    train.add_argument("--suites", nargs="+", metavar="FILE", help="the training suite of each level, in order")
+    train.add_argument("--suites", nargs="+", metavar="FILE",
+                       help="the training suites of the levels, grouped by level in order (two per level if mixed)")
     train.add_argument("--suites-dir", default=paths.SUITES, help="else: where the train-LNN.json files are")
     train.add_argument("--checkpoint-dir", help=f"default {paths.checkpoint_dir('EXPERIMENT', 'SEED')}")
     train.add_argument("--log-table", help=f"default {paths.train_log('EXPERIMENT', 'SEED')}")

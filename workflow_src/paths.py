@@ -28,15 +28,16 @@ def suite_file(suite: str, suites_dir: str = SUITES) -> str:
     return f"{suites_dir}/{suite}.json"
 
 
-CURRICULA = ("linear", "nonlinear")  # an experiment's train_suites: the generated training suites its levels name
+# an experiment's train_suites: the generated training suites each of its levels names
+CURRICULA = {"linear": ("L",), "nonlinear": ("NL",), "mixed": ("L", "NL")}
 
 
-def train_suite(level: int, curriculum: str = "linear") -> str:
-    """The name of the generated training suite of a curriculum level: ``train-LNN``, or ``train-NLNN`` for the
-    nonlinear curriculum."""
+def train_suites(level: int, curriculum: str = "linear") -> list[str]:
+    """The names of the generated training suites of a curriculum level: ``train-LNN`` (linear), ``train-NLNN``
+    (nonlinear), or both (mixed: the level's pool holds both suites' SCMs)."""
     if curriculum not in CURRICULA:
         raise ValueError(f"train_suites must be one of {', '.join(CURRICULA)}, got {curriculum!r}")
-    return f"train-{'NL' if curriculum == 'nonlinear' else 'L'}{level:02d}"
+    return [f"train-{kind}{level:02d}" for kind in CURRICULA[curriculum]]
 
 
 def is_train_suite(suite: str) -> bool:
@@ -44,8 +45,8 @@ def is_train_suite(suite: str) -> bool:
 
 
 def train_suite_files(levels, suites_dir: str = SUITES, curriculum: str = "linear") -> list[str]:
-    """The training suite files of ``levels``, in that order."""
-    return [suite_file(train_suite(level, curriculum), suites_dir) for level in levels]
+    """The training suite files of ``levels``, grouped by level in that order (``train_suites`` of each)."""
+    return [suite_file(suite, suites_dir) for level in levels for suite in train_suites(level, curriculum)]
 
 
 def checkpoint_dir(config: str, seed, checkpoints: str = CHECKPOINTS) -> str:

@@ -54,19 +54,27 @@ class Pools:
     """
 
     def __init__(self, suite_files: list[Path], levels: list[int]):
-        self.suites = {lv: load_suite(path) for lv, path in zip(levels, suite_files, strict=True)}
-        for (lv, suite), path in zip(self.suites.items(), suite_files):
+        """``suite_files``: the training suites of ``levels``, grouped by level in that order, the same number
+        per level (``paths.train_suite_files``: one, or two for the mixed curriculum); a level's pool holds the
+        SCMs of all its suites."""
+        if not suite_files or len(suite_files) % len(levels):
+            raise ValueError(f"{len(suite_files)} training suites for the {len(levels)} levels {levels}: "
+                             "give the same number for each level")
+        per_level = len(suite_files) // len(levels)
+        self.scms = {lv: [] for lv in levels}
+        for index, path in enumerate(suite_files):
+            lv, suite = levels[index // per_level], load_suite(Path(path))
             if suite.level not in (None, lv):
-                raise SuiteError(path, [f"level: {suite.level}, but it is given as the suite of level {lv}"])
-        self.n_max = max(s.n for suite in self.suites.values() for s in suite.scms)
-        self.families = {lv: [s.family for s in suite.scms] for lv, suite in self.suites.items()}
-        self.level_bucket = {lv: min(bucket_size(max(s.n for s in suite.scms)), self.n_max)
-                             for lv, suite in self.suites.items()}
+                raise SuiteError(path, [f"level: {suite.level}, but it is given as a suite of level {lv}"])
+            self.scms[lv].extend(suite.scms)
+        self.n_max = max(s.n for scms in self.scms.values() for s in scms)
+        self.families = {lv: [s.family for s in scms] for lv, scms in self.scms.items()}
+        self.level_bucket = {lv: min(bucket_size(max(s.n for s in scms)), self.n_max) for lv, scms in self.scms.items()}
         self.stacked, self.offsets = {}, {}
         for bucket in sorted(set(self.level_bucket.values())):
             fits = [lv for lv in levels if self.level_bucket[lv] <= bucket]
-            self.offsets[bucket] = dict(zip(fits, np.cumsum([0] + [len(self.suites[lv].scms) for lv in fits[:-1]])))
-            every_scm = [s for lv in fits for s in self.suites[lv].scms]
+            self.offsets[bucket] = dict(zip(fits, np.cumsum([0] + [len(self.scms[lv]) for lv in fits[:-1]])))
+            every_scm = [s for lv in fits for s in self.scms[lv]]
             self.stacked[bucket] = jax.tree.map(jnp.asarray, stack_scms(every_scm, bucket))
 
     def locate(self, members: list[tuple[int, int]]):
@@ -269,7 +277,7 @@ def _record(run: _Run, progress: _Progress, episode: int, update: _Update, wall_
     played = [(lv, run.pools.families[lv][i], m) for (lv, i), m in zip(members, per_scm)]
     progress.cur = curriculum.record(progress.cur, run.cur_settings, played, episode)
     changed = len(progress.cur["changes"]) > n_changes
-    scms = [run.pools.suites[lv].scms[i] for lv, i in members]
+    scms = [run.pools.scms[lv][i] for lv, i in members]
     progress.rows.append(
         {"config": run.name, "seed": run.seed, "episode": episode, "level": level, "level_changed": changed,
          "scm_ids": ",".join(s.id for s in scms), "families": ",".join(s.family for s in scms),
@@ -347,7 +355,7 @@ def train(
             metrics, changed = _record(run, prog, episode, update, wall_offset + time.perf_counter() - t0)
             if verbose:
                 level, index = update.members[0]  # the detail is the first SCM's
-                scm = run.pools.suites[level].scms[index]
+                scm = run.pools.scms[level][index]
                 _print_steps(say, episode, scm, update.detail, spec["training"]["credit"])
             if changed:
                 change = prog.cur["changes"][-1]
