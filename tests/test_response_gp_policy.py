@@ -65,6 +65,46 @@ def test_response_gp_prior_inputs_are_the_posterior_argmin():
     assert not np.asarray(obs.heuristic)[~np.asarray(view.scm.intervenable)].any()
 
 
+def test_response_gp_ei_prior_inputs_are_causal_bos_acquisition():
+    """The log of each variable's highest expected improvement (against the lowest mean of all variables) and
+    the ``u`` of where it is, from the float64 posterior."""
+    from scipy.stats import norm
+
+    view = hand_made_view()
+    obs = pol.observe(view.scm, view.buffer, view.fit, True, "response_gp_ei", False)
+    ref_mu, ref_sd, _ = reference_posterior(view)
+    intervenable = np.asarray(view.scm.intervenable)
+    gain = ref_mu[intervenable].min() - ref_mu
+    ei = gain * norm.cdf(gain / ref_sd) + ref_sd * norm.pdf(gain / ref_sd)
+    grid = np.linspace(0.0, 1.0, 65)
+    for i in np.flatnonzero(intervenable):
+        best = int(np.argmax(ei[i]))
+        position = np.clip(2 * grid[best] - 1, -np.tanh(3.0), np.tanh(3.0))
+        np.testing.assert_allclose(obs.heuristic[i], [np.log(ei[i, best]), np.arctanh(position)], rtol=1e-3,
+                                   atol=1e-3)
+    assert not np.asarray(obs.heuristic)[~intervenable].any()
+
+
+def test_the_response_gp_ei_prior_starts_as_causal_bo():
+    """With the network's own heads at zero, the greedy policy on the EI prior makes ``causal_bo``'s choices over
+    whole episodes: the same variables, values within 1% of the range (tanh(3) at the ends)."""
+    from test_train import policy_methods, run_methods
+
+    from workflow_src.evaluate.baselines import baseline_methods
+    from workflow_src.suites.generators import GeneratorSettings, generate_level_suite
+
+    suite = generate_level_suite("u", 3, 2, 8, GeneratorSettings())
+    config = {**SMALL_POLICY, "bandit_features": True, "prior": "response_gp_ei"}
+    params = with_own_heads_zeroed(pol.init_params(pol.make_policy(config), jax.random.PRNGKey(0)))
+    protocol = {"seed": 5, "episodes": 2, "interventions": 6, "n_obs": 10}
+    ours = run_methods(policy_methods(config, ["greedy"]), params, suite, protocol)[0]
+    gp = run_methods(baseline_methods(["causal_bo"]), None, suite, protocol)[0]
+    np.testing.assert_array_equal(ours["variable"], gp["variable"])
+    spans = np.array([[[float(scm.hi[v] - scm.lo[v]) for v in step] for step in episode]
+                      for scm, episode in zip(suite.scms, np.asarray(gp["variable"]))])
+    assert np.all(np.abs(ours["value"] - gp["value"]) <= 0.01 * spans)
+
+
 # --- a quadratic SCM: the optimum inside the range ---------------------------------------------------------
 
 OPTIMUM = 1.0

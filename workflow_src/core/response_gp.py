@@ -10,6 +10,8 @@ acquisition and by the policy's curve inputs and ``response_gp`` prior):
 - **GP** of the residual ``Y - m_i(v)`` over the samples in which ``X_i`` was set. Kernel: intercept + slope
   (the prior line's errors: an affine ``E[Y | do]``, as in linear SCMs) + an RBF on ``v`` scaled to ``[0, 1]``
   over the variable's range (curves with optima inside the range, as in nonlinear SCMs);
+- **acquisition**: expected improvement (for minimization) at every grid value, against the lowest posterior
+  mean over all variables' candidates (``expected_improvement``);
 - **hyperparameters per variable by type-II maximum likelihood**: the RBF's variance and lengthscale and the
   noise variance are chosen from a fixed grid (``HYPERPARAMETERS``, every combination of ``RBF_VARS``,
   ``LENGTHSCALES``, ``NOISE_VARS``) as the combination with the highest log marginal likelihood of that
@@ -28,6 +30,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.stats import norm
 
 from . import linalg
 from .buffer import Buffer
@@ -151,3 +154,18 @@ def posterior(problem: Problem, buffer: Buffer, fit: Surrogate, points: int = GR
     prior_var = INTERCEPT_VAR + SLOPE_VAR * grid_d**2 + hyper[:, 0:1]
     var = jnp.maximum(prior_var - (solved**2).sum(0).reshape(n_vars, points), EPS)
     return mu, jnp.sqrt(var), grid
+
+
+def expected_improvement(mu: jnp.ndarray, sd: jnp.ndarray, incumbent: jnp.ndarray) -> jnp.ndarray:
+    """EI of a value below ``incumbent`` (minimization)."""
+    gain = incumbent - mu
+    t = gain / sd
+    return gain * norm.cdf(t) + sd * norm.pdf(t)
+
+
+def acquisition(problem: Problem, mu: jnp.ndarray, sd: jnp.ndarray) -> jnp.ndarray:
+    """(N, points) the expected improvement of each grid value of each intervenable variable over the lowest
+    posterior mean of any of them; ``-inf`` where not intervenable."""
+    allowed = problem.intervenable[:, None]  # padded variables are never intervenable
+    incumbent = jnp.min(jnp.where(allowed, mu, jnp.inf))
+    return jnp.where(allowed, expected_improvement(mu, sd, incumbent), -jnp.inf)

@@ -14,7 +14,10 @@ the same heuristic, except that a variable once set is judged by the regression 
 set, which a confounded marginal slope cannot mislead. ``response_gp`` is right for curves with optima inside
 the range too: per variable the response-curve GP's posterior mean of ``E[Y | do(X_i = v)]``
 (``core.response_gp``, shared with ``causal_bo``) over a grid of values; a variable's logit grows as its
-lowest predicted Y falls, its value leans to where that lowest prediction is.
+lowest predicted Y falls, its value leans to where that lowest prediction is. ``response_gp_ei`` starts from
+``causal_bo`` itself: the same posterior's expected improvement (``response_gp.acquisition``), a variable's
+logit growing with the log of its best EI, its value leaning to where that EI is; the network learns when to
+stop exploring.
 
 With ``curve_features`` the network also reads that posterior (mean and standard deviation at
 ``CURVE_POINTS`` values across each range) as per-variable inputs.
@@ -35,7 +38,7 @@ from ..core.sampler import per_variable_categorical
 from ..core.surrogate import Surrogate, masked_standardize, weighted_simple_regression
 from . import checkpoint
 from .sample_pooling import pooled_embedding
-from .spec import CURVE_POINTS, SAMPLE_CHANNELS, check_policy_config, curve_features, variable_channels
+from .spec import CURVE_POINTS, GP_PRIORS, SAMPLE_CHANNELS, check_policy_config, curve_features, variable_channels
 
 NEG_INF = -1e9
 PREDICTION_CLIP = 10.0  # predictions in units of the target's observed spread
@@ -47,6 +50,8 @@ EFFECT_VALUE_SCALE = 5.0  # initial pull of the value towards the better range e
 PRIOR_LOGIT_SCALE = 30.0  # initial logit per unit of the prior's predicted fall of Y (in Y's observed spread)
 PRIOR_VALUE_SCALE = 3.0  # initial pull of the value towards the prior's better range end: tanh(3) = 0.995
 PRIOR_VALUE_GAIN = 10.0  # how sharply the pull turns with the difference between the two ends' predictions
+EI_LOGIT_SCALE = 10.0  # initial logit per unit of log expected improvement (response_gp_ei)
+LOG_EI_FLOOR = -20.0  # log EI below this (no improvement expected) counts as this
 LOG_SQRT_2PI = 0.5 * jnp.log(2 * jnp.pi)
 assert (response_gp.GRID - 1) % (CURVE_POINTS - 1) == 0  # the curve inputs are points of the prior's grid
 
@@ -60,7 +65,8 @@ class Observation(NamedTuple):
     node_mask: jnp.ndarray  # (N,) bool
     action_mask: jnp.ndarray  # (N,) bool: may be intervened on
     # (N, 2): the prior heuristic's prediction of Y at both range ends (standardized); with the ``response_gp``
-    # prior, the lowest posterior mean of Y and the pre-squash value ``u`` of where it is
+    # prior, the lowest posterior mean of Y and the pre-squash value ``u`` of where it is; with
+    # ``response_gp_ei``, the log of the highest expected improvement and the ``u`` of where it is
     heuristic: jnp.ndarray
 
 
@@ -126,15 +132,28 @@ def curve_statistics(scm: Problem, mu, sd) -> jnp.ndarray:
     return jnp.where(scm.intervenable[:, None], stats, 0.0)
 
 
+def grid_u(grid, position) -> jnp.ndarray:
+    """The pre-squash value ``u`` of grid points ``position``: ``arctanh`` of their place in ``[-1, 1]``, the
+    range ends held to ``+-PRIOR_VALUE_SCALE`` (``tanh(3) = 0.995`` of the half-range)."""
+    edge = jnp.tanh(PRIOR_VALUE_SCALE)
+    return jnp.arctanh(jnp.clip(2.0 * grid[position] - 1.0, -edge, edge))
+
+
 def response_gp_prior(scm: Problem, mu, grid) -> jnp.ndarray:
     """(N, 2) the ``response_gp`` prior's inputs: each variable's lowest posterior mean of Y over the grid
-    (clipped) and the pre-squash value ``u`` of that grid point, ``arctanh`` of its position in ``[-1, 1]``,
-    the range ends held to ``+-PRIOR_VALUE_SCALE`` (``tanh(3) = 0.995`` of the half-range)."""
+    (clipped) and the pre-squash value ``u`` of that grid point."""
     best = jnp.argmin(mu, 1)
     lowest = jnp.clip(jnp.take_along_axis(mu, best[:, None], 1)[:, 0], -PREDICTION_CLIP, PREDICTION_CLIP)
-    edge = jnp.tanh(PRIOR_VALUE_SCALE)
-    u = jnp.arctanh(jnp.clip(2.0 * grid[best] - 1.0, -edge, edge))
-    return jnp.where(scm.intervenable[:, None], jnp.stack([lowest, u], -1), 0.0)
+    return jnp.where(scm.intervenable[:, None], jnp.stack([lowest, grid_u(grid, best)], -1), 0.0)
+
+
+def response_gp_ei_prior(scm: Problem, mu, sd, grid) -> jnp.ndarray:
+    """(N, 2) the ``response_gp_ei`` prior's inputs: each variable's highest expected improvement over the grid
+    (``causal_bo``'s acquisition), as a log floored at ``LOG_EI_FLOOR``, and the ``u`` of where it is."""
+    ei = response_gp.acquisition(scm, mu, sd)
+    best = jnp.argmax(ei, 1)
+    log_ei = jnp.maximum(jnp.log(jnp.maximum(jnp.take_along_axis(ei, best[:, None], 1)[:, 0], 0.0)), LOG_EI_FLOOR)
+    return jnp.where(scm.intervenable[:, None], jnp.stack([log_ei, grid_u(grid, best)], -1), 0.0)
 
 
 def observe(scm: Problem, buffer: Buffer, surrogate: Surrogate, bandit_features: bool = False,
@@ -180,14 +199,16 @@ def observe(scm: Problem, buffer: Buffer, surrogate: Surrogate, bandit_features:
     if bandit_features:
         variable_features = jnp.concatenate(
             [variable_features, bandit_statistics(scm, buffer, z, mean, std, marginal, count, interventional)], -1)
-    if curves or prior == "response_gp":
-        # one posterior for both: the prior's argmin on causal_bo's grid, the inputs at every 16th of its points
-        points = response_gp.GRID if prior == "response_gp" else CURVE_POINTS
+    if curves or prior in GP_PRIORS:
+        # one posterior for both: the prior on causal_bo's grid, the inputs at every 16th of its points
+        points = response_gp.GRID if prior in GP_PRIORS else CURVE_POINTS
         curve_mu, curve_sd, grid = response_gp.posterior(scm, buffer, surrogate, points)
     if curves:
         variable_features = jnp.concatenate([variable_features, curve_statistics(scm, curve_mu, curve_sd)], -1)
     if prior == "response_gp":
         heuristic = response_gp_prior(scm, curve_mu, grid)
+    elif prior == "response_gp_ei":
+        heuristic = response_gp_ei_prior(scm, curve_mu, curve_sd, grid)
     else:
         heuristic = jnp.where(scm.intervenable[:, None], prior_predictions(prior, marginal, count, interventional),
                               0.0)
@@ -273,13 +294,15 @@ class PermutationInvariantPolicy(nn.Module):
             # a residual policy: the network's logits and values are added to the heuristic's choice,
             # made soft — a variable's logit grows as its better end's predicted Y falls, its value leans to
             # that end — with learned scales, so training starts from the heuristic and improves on it
-            logit_scale = self.param("prior_logit_scale", nn.initializers.constant(PRIOR_LOGIT_SCALE), ())
+            initial_logit_scale = EI_LOGIT_SCALE if self.prior == "response_gp_ei" else PRIOR_LOGIT_SCALE
+            logit_scale = self.param("prior_logit_scale", nn.initializers.constant(initial_logit_scale), ())
             value_scale = self.param("prior_value_scale", nn.initializers.constant(PRIOR_VALUE_SCALE), ())
-            if self.prior == "response_gp":
-                # the lowest predicted Y anywhere in the range, and the value where it is (at the initial
-                # scale, the network's own value head at 0 puts the value on that grid point)
-                lowest, best_u = obs.heuristic[:, 0], obs.heuristic[:, 1]
-                logits = logits - logit_scale * lowest
+            if self.prior in GP_PRIORS:
+                # the lowest predicted Y anywhere in the range (response_gp) or the log of the highest expected
+                # improvement (response_gp_ei), and the value where it is (at the initial scale, the network's
+                # own value head at 0 puts the value on that grid point)
+                score, best_u = obs.heuristic[:, 0], obs.heuristic[:, 1]
+                logits = logits + logit_scale * (score if self.prior == "response_gp_ei" else -score)
                 mu = mu + value_scale * best_u / PRIOR_VALUE_SCALE
             else:
                 lo, hi = obs.heuristic[:, 0], obs.heuristic[:, 1]

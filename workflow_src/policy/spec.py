@@ -13,7 +13,8 @@ POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit
 # settings a config may leave out (off), recorded in a checkpoint only when on: a network without them has the
 # record (and the program-store identity) it had before they existed
 OPTIONAL_KEYS = ("curve_features",)
-PRIORS = ("none", "marginal_regression", "interventional_regression", "response_gp")
+PRIORS = ("none", "marginal_regression", "interventional_regression", "response_gp", "response_gp_ei")
+GP_PRIORS = ("response_gp", "response_gp_ei")  # priors read from the response-curve GP's posterior
 SAMPLE_CHANNELS = 7
 BASE_VARIABLE_CHANNELS = 9
 BANDIT_CHANNELS = 6  # per variable: interventions on it, two regressions' predictions at both ends, best outcome

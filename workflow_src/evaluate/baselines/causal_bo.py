@@ -15,7 +15,6 @@ key), jittable, and uses static shapes.
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax.scipy.stats import norm
 
 from ...core import response_gp
 from ...core.response_gp import GRID
@@ -32,19 +31,10 @@ def posterior(view: StepView):
     return response_gp.posterior(view.scm, view.buffer, view.fit, GRID)
 
 
-def expected_improvement(mu: jnp.ndarray, sd: jnp.ndarray, incumbent: jnp.ndarray) -> jnp.ndarray:
-    """EI of a value below ``incumbent`` (minimization)."""
-    gain = incumbent - mu
-    t = gain / sd
-    return gain * norm.cdf(t) + sd * norm.pdf(t)
-
-
 def act(_, view: StepView, key):
     scm = view.scm
     mu, sd, grid = posterior(view)
-    allowed = scm.intervenable[:, None]  # padded variables are never intervenable
-    incumbent = jnp.min(jnp.where(allowed, mu, jnp.inf))
-    score = jnp.where(allowed, expected_improvement(mu, sd, incumbent), -jnp.inf)
+    score = response_gp.acquisition(scm, mu, sd)
     best = jnp.argmax(score.ravel())
     variable, position = best // GRID, best % GRID
     return variable, scm.lo[variable] + grid[position] * (scm.hi[variable] - scm.lo[variable])
