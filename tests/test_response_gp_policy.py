@@ -157,6 +157,24 @@ def test_before_any_intervention_the_response_gp_prior_is_the_causal_prior_line(
     assert abs(value) > 2.9
 
 
+def test_the_budget_input_is_the_share_of_interventions_left():
+    """10 observational rows, 5 interventions done, 2 rows empty: 2 of the episode's 7 interventions are left,
+    on every variable's last channel; the network records the input in its architecture."""
+    view = quadratic_view(np.array([-3.0, -2.0, -0.5, 2.5, 3.0]))
+    config = {**SMALL_POLICY, "bandit_features": True, "prior": "response_gp", "budget_feature": True}
+    policy = pol.make_policy(config)
+    obs = pol.policy_observation(policy, view.scm, view.buffer, view.fit)
+    assert obs.variable_features.shape[-1] == spec.variable_channels(True, False, True) == 16
+    np.testing.assert_allclose(obs.variable_features[:, -1], 2 / 7, rtol=1e-6)
+    without = pol.observe(view.scm, view.buffer, view.fit, True, "response_gp")
+    np.testing.assert_array_equal(obs.variable_features[:, :-1], without.variable_features)
+    arch = spec.architecture(config)
+    assert arch["budget_feature"] is True and arch["variable_channels"] == 16
+    assert spec.policy_config_of(arch) == config
+    params = pol.init_params(policy, jax.random.PRNGKey(0))
+    assert np.isfinite(pol.act_outputs(policy, params, obs)[1]).all()
+
+
 # --- checkpoints and the recorded input layout ---------------------------------------------------------------
 
 
@@ -186,7 +204,8 @@ def test_a_checkpoint_with_another_input_layout_is_refused_in_one_line(tmp_path,
     # curves at another number of points, a layout without its channel count, an older reader's record
     layouts = {"points": {**arch, "curve_points": 7}, "channels": {**arch, "variable_channels": 9},
                "missing": {k: v for k, v in arch.items() if k != "curve_points"},
-               "explicit_off": {**arch, "curve_features": False}}
+               "explicit_off": {**arch, "curve_features": False},
+               "budget_unread": {**arch, "budget_feature": True}}
     for name, architecture in layouts.items():
         with pytest.raises(CheckpointError, match="does not match this version's policy inputs") as info:
             load_policy(saved(name, architecture))

@@ -20,7 +20,9 @@ logit growing with the log of its best EI, its value leaning to where that EI is
 stop exploring.
 
 With ``curve_features`` the network also reads that posterior (mean and standard deviation at
-``CURVE_POINTS`` values across each range) as per-variable inputs.
+``CURVE_POINTS`` values across each range) as per-variable inputs. With ``budget_feature`` it reads the share of
+the episode's interventions still to come (from the buffer: its empty rows against the rows an episode's
+interventions fill), so that it can explore while much of the budget is left and exploit near its end.
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from ..core.sampler import per_variable_categorical
 from ..core.surrogate import Surrogate, masked_standardize, weighted_simple_regression
 from . import checkpoint
 from .sample_pooling import pooled_embedding
-from .spec import CURVE_POINTS, GP_PRIORS, SAMPLE_CHANNELS, check_policy_config, curve_features, variable_channels
+from .spec import (
+    CURVE_POINTS,
+    GP_PRIORS,
+    SAMPLE_CHANNELS,
+    budget_feature,
+    check_policy_config,
+    curve_features,
+    variable_channels,
+)
 
 NEG_INF = -1e9
 PREDICTION_CLIP = 10.0  # predictions in units of the target's observed spread
@@ -156,8 +166,15 @@ def response_gp_ei_prior(scm: Problem, mu, sd, grid) -> jnp.ndarray:
     return jnp.where(scm.intervenable[:, None], jnp.stack([log_ei, grid_u(grid, best)], -1), 0.0)
 
 
+def budget_left(buffer: Buffer) -> jnp.ndarray:
+    """The share of the episode's interventions still to come: the buffer's empty rows against the rows its
+    interventions fill (every row but the observational ones; an episode's buffer holds exactly its budget)."""
+    observational = (buffer.sample_mask & ~buffer.intervened.any(1)).sum()
+    return (~buffer.sample_mask).sum() / jnp.maximum(buffer.sample_mask.shape[0] - observational, 1)
+
+
 def observe(scm: Problem, buffer: Buffer, surrogate: Surrogate, bandit_features: bool = False,
-            prior: str = "none", curves: bool = False) -> Observation:
+            prior: str = "none", curves: bool = False, budget: bool = False) -> Observation:
     z, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
     center, radius = range_center_radius(scm.lo, scm.hi)
     radius = jnp.maximum(radius, 1e-6)
@@ -205,6 +222,9 @@ def observe(scm: Problem, buffer: Buffer, surrogate: Surrogate, bandit_features:
         curve_mu, curve_sd, grid = response_gp.posterior(scm, buffer, surrogate, points)
     if curves:
         variable_features = jnp.concatenate([variable_features, curve_statistics(scm, curve_mu, curve_sd)], -1)
+    if budget:
+        left = jnp.broadcast_to(budget_left(buffer), (z.shape[1], 1)).astype(z.dtype)
+        variable_features = jnp.concatenate([variable_features, left], -1)
     if prior == "response_gp":
         heuristic = response_gp_prior(scm, curve_mu, grid)
     elif prior == "response_gp_ei":
@@ -277,6 +297,7 @@ class PermutationInvariantPolicy(nn.Module):
     effect_head: bool = False
     prior: str = "none"
     curve_features: bool = False  # no parameters: which inputs ``observe`` builds for this network
+    budget_feature: bool = False  # no parameters: which inputs ``observe`` builds for this network
 
     @nn.compact
     def __call__(self, obs: Observation):
@@ -327,12 +348,14 @@ def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
         hidden_dim=policy_config["hidden_dim"], n_heads=policy_config["n_heads"], n_layers=policy_config["n_layers"],
         bandit_features=policy_config["bandit_features"], effect_head=policy_config["effect_head"],
         prior=policy_config["prior"], curve_features=curve_features(policy_config),
+        budget_feature=budget_feature(policy_config),
     )
 
 
 def policy_observation(policy: PermutationInvariantPolicy, scm: Problem, buffer: Buffer, fit: Surrogate):
     """The observation ``policy`` was built for."""
-    return observe(scm, buffer, fit, policy.bandit_features, policy.prior, policy.curve_features)
+    return observe(scm, buffer, fit, policy.bandit_features, policy.prior, policy.curve_features,
+                   policy.budget_feature)
 
 
 def act_outputs(policy: PermutationInvariantPolicy, params, obs: Observation):
@@ -388,7 +411,8 @@ def init_params(policy: PermutationInvariantPolicy, key, n_vars: int = 3, n_samp
     """Parameters for a dummy observation: their shapes do not depend on the number of variables or samples."""
     obs = Observation(
         sample_features=jnp.zeros((n_samples, n_vars, SAMPLE_CHANNELS)),
-        variable_features=jnp.zeros((n_vars, variable_channels(policy.bandit_features, policy.curve_features))),
+        variable_features=jnp.zeros((n_vars, variable_channels(policy.bandit_features, policy.curve_features,
+                                                               policy.budget_feature))),
         sample_mask=jnp.ones(n_samples, bool),
         node_mask=jnp.ones(n_vars, bool),
         action_mask=jnp.ones(n_vars, bool),

@@ -12,7 +12,7 @@ POLICY_NAMES = ("simple_permutation_invariant",)
 POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head", "prior")
 # settings a config may leave out (off), recorded in a checkpoint only when on: a network without them has the
 # record (and the program-store identity) it had before they existed
-OPTIONAL_KEYS = ("curve_features",)
+OPTIONAL_KEYS = ("curve_features", "budget_feature")
 PRIORS = ("none", "marginal_regression", "interventional_regression", "response_gp", "response_gp_ei")
 GP_PRIORS = ("response_gp", "response_gp_ei")  # priors read from the response-curve GP's posterior
 SAMPLE_CHANNELS = 7
@@ -20,24 +20,32 @@ BASE_VARIABLE_CHANNELS = 9
 BANDIT_CHANNELS = 6  # per variable: interventions on it, two regressions' predictions at both ends, best outcome
 CURVE_POINTS = 5  # per variable: the response-curve GP's posterior at this many values across the range
 CURVE_CHANNELS = 2 * CURVE_POINTS  # its mean and standard deviation at each
+BUDGET_CHANNELS = 1  # the share of the episode's interventions still to come
 
 
 def curve_features(policy_config: dict) -> bool:
     return bool(policy_config.get("curve_features", False))
 
 
-def variable_channels(bandit_features: bool, curves: bool = False) -> int:
-    return BASE_VARIABLE_CHANNELS + (BANDIT_CHANNELS if bandit_features else 0) + (CURVE_CHANNELS if curves else 0)
+def budget_feature(policy_config: dict) -> bool:
+    return bool(policy_config.get("budget_feature", False))
+
+
+def variable_channels(bandit_features: bool, curves: bool = False, budget: bool = False) -> int:
+    return (BASE_VARIABLE_CHANNELS + (BANDIT_CHANNELS if bandit_features else 0) + (CURVE_CHANNELS if curves else 0)
+            + (BUDGET_CHANNELS if budget else 0))
 
 
 def architecture(policy_config: dict) -> dict:
     """What a checkpoint records to rebuild the network (and to refuse a mismatching one): the settings, and the
     input layout (channel counts; with curve inputs, their number of points per variable)."""
-    curves = curve_features(policy_config)
+    curves, budget = curve_features(policy_config), budget_feature(policy_config)
     settings = {k: v for k, v in policy_config.items() if k not in OPTIONAL_KEYS}
     layout = {"curve_features": True, "curve_points": CURVE_POINTS} if curves else {}
+    if budget:
+        layout["budget_feature"] = True
     return {**settings, **layout, "sample_channels": SAMPLE_CHANNELS,
-            "variable_channels": variable_channels(policy_config["bandit_features"], curves)}
+            "variable_channels": variable_channels(policy_config["bandit_features"], curves, budget)}
 
 
 def check_policy_config(policy_config: dict) -> None:
