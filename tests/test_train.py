@@ -31,6 +31,12 @@ def test_group_advantages_are_standardized():
     assert float(adv.std()) == pytest.approx(1.0, abs=1e-4)
     assert np.all(np.diff(np.asarray(adv)) > 0)
     assert np.allclose(grpo.group_advantages(jnp.full(5, 3.0)), 0.0)
+    # returns equal up to rounding: the default floor blows the rounding up into advantages of order 1, a
+    # floor in units of the returns turns them to nearly 0 and leaves a spread-out group standardized
+    rounding = jnp.array([3.0, 3.0 + 2e-7, 3.0 - 2e-7, 3.0])
+    assert float(jnp.abs(grpo.group_advantages(rounding)).max()) > 0.1
+    assert float(jnp.abs(grpo.group_advantages(rounding, std_floor=0.05)).max()) < 1e-5
+    assert float(grpo.group_advantages(reward, std_floor=0.05).std()) == pytest.approx(1.0, rel=0.05)
 
 
 def test_clipped_objective_stops_gradient_outside_the_trust_region():

@@ -47,6 +47,12 @@ EFFECT_TARGET_FLOOR = 1.0
 FINAL_LR_FRACTION = 0.05  # the cosine schedule decays to this share of the peak learning rate
 
 
+# added to a group's standard deviation of returns before dividing by it: with the default, a group whose returns
+# are all (nearly) equal gets rounding noise blown up into advantages of up to +-0.3; a larger floor (in units
+# of the returns) turns such groups' advantages towards 0
+ADVANTAGE_STD_FLOOR = 1e-6
+
+
 class GRPOSettings(NamedTuple):
     group_size: int
     n_obs: int
@@ -63,6 +69,7 @@ class GRPOSettings(NamedTuple):
     exact_reward: bool
     best_weight: float
     effect_coef: float
+    advantage_std_floor: float = ADVANTAGE_STD_FLOOR
 
     @classmethod
     def from_experiment(cls, exp: dict) -> GRPOSettings:
@@ -73,6 +80,7 @@ class GRPOSettings(NamedTuple):
             kl_coef=t["kl_coef"], update_epochs=t["update_epochs"], reward_target=r["target"],
             reward_parent=r["parent"], reward_info_gain=r["info_gain"], credit=t["credit"],
             exact_reward=r["exact"], best_weight=r["best_so_far"], effect_coef=t["effect_coef"],
+            advantage_std_floor=t.get("advantage_std_floor", ADVANTAGE_STD_FLOOR),
         )
 
 
@@ -154,10 +162,11 @@ def execute(scm: SCMArrays, noise, variable, value):
     return jax.vmap(sampler.intervene, (None, 0, 0, 0))(scm, x_obs, variable, value)
 
 
-def group_advantages(reward: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
-    """GRPO's group-relative advantages: rewards standardized within the group (along ``axis``)."""
+def group_advantages(reward: jnp.ndarray, axis: int = -1, std_floor: float = ADVANTAGE_STD_FLOOR) -> jnp.ndarray:
+    """GRPO's group-relative advantages: rewards standardized within the group (along ``axis``), the standard
+    deviation plus ``std_floor``."""
     mean = reward.mean(axis, keepdims=True)
-    return (reward - mean) / (reward.std(axis, keepdims=True) + 1e-6)
+    return (reward - mean) / (reward.std(axis, keepdims=True) + std_floor)
 
 
 def clipped_objective(logp_new, logp_old, advantage, clip_eps):
@@ -259,7 +268,8 @@ def play_steps(settings: GRPOSettings, policy, params, scm: SCMArrays, key) -> E
         noise = sampler.per_variable_normal(k_noise, (s.group_size,), scm.bias.shape[0])
         out = env_step(s, policy, params, scm, buffer, s.n_obs + t, k_act, noise, s.group_size)
         pick = jax.random.randint(k_pick, (), 0, s.group_size)
-        return append(buffer, s.n_obs + t, out.x[pick], out.variable[pick]), (out, group_advantages(out.reward), pick)
+        advantage = group_advantages(out.reward, -1, s.advantage_std_floor)
+        return append(buffer, s.n_obs + t, out.x[pick], out.variable[pick]), (out, advantage, pick)
 
     steps = (jnp.arange(s.n_interventions), jax.random.split(key_steps, s.n_interventions))
     buffer, (out, advantage, pick) = jax.lax.scan(step, buffer, steps)
@@ -289,7 +299,8 @@ def play_trajectories(settings: GRPOSettings, policy, params, scm: SCMArrays, ke
 
     buffers, out = jax.vmap(trajectory)(jax.random.split(key_act, s.group_size))  # (G, T), one action each
     out = out._replace(**{f: getattr(out, f)[..., 0] for f in StepOutcome._fields if f not in ("obs", "x")})
-    advantage = group_advantages(trajectory_returns(out.reward, out.norm_improvement, s.best_weight), axis=0)
+    returns = trajectory_returns(out.reward, out.norm_improvement, s.best_weight)
+    advantage = group_advantages(returns, 0, s.advantage_std_floor)
     tr = _transitions(jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out), advantage.T,
                       jnp.zeros(s.n_interventions, jnp.int32))
     variable, u = out.variable.reshape(-1), out.u.reshape(-1)
