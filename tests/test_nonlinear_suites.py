@@ -112,7 +112,8 @@ def test_config_names_seeds_and_training_suites(default_config):
     assert exp["train_suites"] == "nonlinear"
     assert train_suite_files(exp["levels"][:2], curriculum=exp["train_suites"]) == [
         "results/suites/train-NL01.json", "results/suites/train-NL02.json"]
-    assert "train_suites" not in train_slice(cfg, "production")  # linear: training hashes stand
+    assert "train_suites" not in train_slice(cfg, "quick_test")  # linear: training hashes stand
+    assert train_slice(cfg, "production")["train_suites"] == "mixed"  # one checkpoint for both kinds
     assert train_slice(cfg, "nonlinear")["train_suites"] == "nonlinear"
     assert {s for s in exp["eval_suites"] if not s.startswith("heldout-NL")} == {"heldout-cbo"}
     assert any(s.startswith("heldout-NL") for s in cfg["experiments"]["production"]["eval_suites"])

@@ -47,10 +47,7 @@ EFFECT_TARGET_FLOOR = 1.0
 FINAL_LR_FRACTION = 0.05  # the cosine schedule decays to this share of the peak learning rate
 
 
-# added to a group's standard deviation of returns before dividing by it: with the default, a group whose returns
-# are all (nearly) equal gets rounding noise blown up into advantages of up to +-0.3; a larger floor (in units
-# of the returns) turns such groups' advantages towards 0
-ADVANTAGE_STD_FLOOR = 1e-6
+ADVANTAGE_STD_FLOOR = 1e-6  # added to a group's std of returns (training.advantage_std_floor, README)
 
 
 class GRPOSettings(NamedTuple):
