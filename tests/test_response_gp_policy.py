@@ -88,9 +88,9 @@ def test_response_gp_ei_prior_inputs_are_causal_bos_acquisition():
 def test_the_response_gp_ei_prior_starts_as_causal_bo():
     """With the network's own heads at zero, the greedy policy on the EI prior makes ``causal_bo``'s choices over
     whole episodes: the same variables, values within 1% of the range (tanh(3) at the ends)."""
-    from test_train import policy_methods, run_methods
-
     from workflow_src.evaluate.baselines import baseline_methods
+    from workflow_src.evaluate.methods import policy_methods
+    from workflow_src.evaluate.run import run_methods
     from workflow_src.suites.generators import GeneratorSettings, generate_level_suite
 
     suite = generate_level_suite("u", 3, 2, 8, GeneratorSettings())
@@ -230,14 +230,11 @@ def test_a_checkpoint_with_another_input_layout_is_refused_in_one_line(tmp_path,
 def test_training_with_the_response_gp_prior_beats_random_on_level_one(tmp_path, default_config):
     """A short run (level 1, 20 updates) of the response_gp prior with curve inputs: the greedy policy's
     normalized improvement on held-out level-1 SCMs is well above random's."""
-    from test_train import greedy_norm_improvement, small_spec
+    from test_train import greedy_norm_improvement, random_norm_improvement, small_spec
 
     from workflow_src.config import suite_slice
-    from workflow_src.evaluate.baselines import baseline_methods
-    from workflow_src.evaluate.run import run_methods
     from workflow_src.paths import train_suite_files
     from workflow_src.suites.build import build_suite
-    from workflow_src.suites.suite_io import load_suite
     from workflow_src.train.loop import TrainPaths, train
 
     for name in ("train-L01", "heldout-L01"):
@@ -248,7 +245,5 @@ def test_training_with_the_response_gp_prior_beats_random_on_level_one(tmp_path,
     train("learn", spec, 0, train_suite_files([1], tmp_path), paths, progress=False)
     heldout = tmp_path / "heldout-L01.json"
     after = greedy_norm_improvement(paths.ckpt("final"), heldout)
-    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10}
-    chance = float(run_methods(baseline_methods(["random"]), None, load_suite(heldout), protocol)[0]
-                   ["norm_improvement"].mean())
+    chance = random_norm_improvement(heldout)
     assert after >= chance + 0.3, f"greedy {after:.3f} vs random {chance:.3f}"
