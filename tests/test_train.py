@@ -639,3 +639,35 @@ def test_another_seeds_checkpoints_are_not_resumed_and_a_users_files_survive(tmp
     for name, data in users.items():
         assert (mine.checkpoint_dir / name).read_bytes() == data, name
     assert not (mine.checkpoint_dir / "episode_00098.ckpt").exists()
+
+
+def test_changed_training_suites_start_fresh_instead_of_resuming(tmp_path, suites_dir, default_config):
+    """A run interrupted on one set of training suites, resumed after the suites changed (other coefficient
+    settings, as `suites.coef_range` edited in the config gives): it starts fresh, saying why, and ends exactly
+    as a fresh run on the new suites does — never as the old model."""
+    import io
+    import shutil
+
+    from workflow_src.config import suite_slice
+    from workflow_src.suites.build import build_suite
+
+    spec = small_spec(default_config, levels=[1], episodes=4, checkpoint_every=2,
+                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+    data = tmp_path / "suites"
+    data.mkdir()
+    shutil.copy(suites_dir / "train-L01.json", data / "train-L01.json")
+    suites = train_suite_files(spec["levels"], data)
+    paths = TrainPaths(tmp_path / "ck", tmp_path / "log.parquet")
+    with pytest.raises(Interrupted):
+        train("x", spec, 0, suites, paths, progress=False, stop_after=2)
+    old = checkpoint.read_header(paths.ckpt("latest"))["data_hash"]
+    changed = deep_merge(default_config, {"suites": {"coef_range": [2.0, 3.0]}})
+    build_suite(suite_slice(changed, "train-L01"), data / "train-L01.json")
+    out = io.StringIO()
+    train("x", spec, 0, suites, paths, progress=False, out=out)
+    assert f"data_hash {old} differs" in out.getvalue() and "starting fresh" in out.getvalue()
+    assert "resuming" not in out.getvalue()
+    fresh = TrainPaths(tmp_path / "fresh", tmp_path / "fresh.parquet")
+    train("x", spec, 0, suites, fresh, progress=False)
+    assert paths.ckpt("final").read_bytes() == fresh.ckpt("final").read_bytes()
+    assert checkpoint.read_header(paths.ckpt("final"))["data_hash"] != old

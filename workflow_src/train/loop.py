@@ -10,6 +10,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import signal
 import sys
@@ -112,6 +113,7 @@ def _header(ctx: dict, episode: int, cur: dict, best: dict, metrics: dict) -> di
         "config": ctx["spec"],
         "config_hash": ctx["config_hash"],
         "code_hash": ctx["code_hash"],
+        "data_hash": ctx["data_hash"],
         "episode": episode,
         "n_max": ctx["n_max"],
         "metrics": metrics,
@@ -137,8 +139,19 @@ def _resume_candidates(paths: TrainPaths) -> list[Path]:
     return [paths.ckpt("latest"), *paths.periodic_checkpoints()]
 
 
-# what a checkpoint must share with this run to be resumed: a run continues only what it would have written itself
-RESUME_IDENTITY = ("seed", "config_hash", "code_hash")
+# what a checkpoint must share with this run to be resumed: a run continues only what it would have written itself,
+# on the very same training data (a suite regenerated with other settings, or a user's edited suite, starts afresh)
+RESUME_IDENTITY = ("seed", "config_hash", "code_hash", "data_hash")
+
+
+def data_hash(suite_files: list[Path]) -> str:
+    """The training data's identity: the sha256 of the training suites' bytes, in the order the run reads them."""
+    sha = hashlib.sha256()
+    for path in suite_files:
+        content = Path(path).read_bytes()
+        sha.update(len(content).to_bytes(8, "little"))
+        sha.update(content)
+    return sha.hexdigest()[:16]
 
 
 def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple | None:
@@ -164,7 +177,7 @@ def _try_resume(paths: TrainPaths, ctx: dict, target: TrainState, say) -> tuple 
         try:
             header = checkpoint.read_header(path)
             if any(header.get(key) != ctx[key] for key in RESUME_IDENTITY):
-                problems.append(f"{path} was written by another seed, config or training code")
+                problems.append(f"{path} was written by another seed, config, training code or training data")
                 continue
             if len(rows) < header["episode"]:
                 problems.append(log_problem or f"{paths.partial_log} holds {len(rows)} episodes, {path.name} "
@@ -218,7 +231,8 @@ def _prepare(name: str, spec: dict, seed: int, suite_files: list[Path]) -> tuple
     state = jax.jit(lambda key: initial_state(policy, optimizer, key))(init_key)  # one program, not one per op
     ctx = {
         "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
-        "config_hash": digest(spec), "code_hash": code_hash("train"), "n_max": pools.n_max,
+        "config_hash": digest(spec), "code_hash": code_hash("train"), "data_hash": data_hash(suite_files),
+        "n_max": pools.n_max,
     }
     update = make_train_update(GRPOSettings.from_experiment(spec), policy, optimizer)
     run = _Run(name, spec, seed, pools, curriculum.CurriculumSettings.from_experiment(spec), schedule, episodes_key,
