@@ -196,6 +196,36 @@ def test_an_output_that_is_an_input_or_another_output_is_refused(tmp_path):
         assert snapshot(tmp_path) == before, command
 
 
+@pytest.mark.parametrize("with_spec", [False, True], ids=["config read", "spec given"])
+def test_the_default_config_is_never_an_output(tmp_path, with_spec):
+    """The config a command reads by default (``config/config.yaml`` of the working folder) is protected like
+    any named input, also when a ``--spec`` stands in for it: one line, nothing written."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config/config.yaml", tmp_path / "config/config.yaml")
+    for name in ("f.ckpt", "s.json", "p.py"):
+        (tmp_path / name).write_bytes(b"the user's " + name.encode())
+    spec = ["--spec", json.dumps({**PROTOCOL, "policy_modes": ["greedy"], "baselines": ["random"]})] * with_spec
+    cases = {
+        "evaluate": ["--checkpoint", "f.ckpt", "--suite", "s.json"],
+        "baselines": ["--suite", "s.json"],
+        "plugin": ["--file", "p.py", "--suite", "s.json"],
+    }
+    before = snapshot(tmp_path)
+    for command, args in cases.items():
+        proc = run_cli(command, *args, "--out", "config/config.yaml", *spec, cwd=tmp_path)
+        assert_refused(proc, command, "--out config/config.yaml: is an input of this command")
+        assert snapshot(tmp_path) == before, command
+
+
+def test_a_config_overwritten_by_a_table_is_one_line(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_bytes(b"PAR1\x15\x04\x15\xff\xfe binary Parquet bytes")
+    (tmp_path / "s.json").write_text("{}")
+    proc = run_cli("baselines", "--suite", "s.json", "--out", "b.parquet", cwd=tmp_path)
+    assert_refused(proc, "baselines", "config/config.yaml: not a config file (not UTF-8 text")
+    assert not (tmp_path / "b.parquet").exists()
+
+
 OUTPUT_OPTIONS = [  # (command, arguments with OUT where the output goes, the option)
     ("train", ["--experiment", "debug", "--seed", "0", "--config", CONFIG, "--checkpoint-dir", "OUT"],
      "--checkpoint-dir"),

@@ -56,6 +56,12 @@ def stage_spec(args, stage, build, template) -> dict:
     return validate_slice(stage, spec)
 
 
+def config_file(args) -> str:
+    """The config file a command reads: ``--config``, else the default one (also where a ``--spec`` stands in for
+    it), so that no output of the command can replace it."""
+    return getattr(args, "config", None) or DEFAULT_CONFIG
+
+
 # --- suite -------------------------------------------------------------------------------------------
 
 
@@ -65,7 +71,7 @@ def run_suite_generate_cli(args) -> int:
 
     spec = stage_spec(args, "suite", lambda cfg: suite_slice(cfg, args.name), lambda cfg: {"name": None})
     out = args.out or paths.suite_file(spec["name"])
-    check_outputs({"--out": (out, "file")}, [spec.get("user_file"), args.config])
+    check_outputs({"--out": (out, "file")}, [spec.get("user_file"), config_file(args)])
     jobstats.ready()
     build_suite(spec, out)
     print(f"wrote {out}")
@@ -135,7 +141,7 @@ def run_train_cli(args) -> int:
     checkpoint_dir = Path(args.checkpoint_dir or paths.checkpoint_dir(args.experiment, args.seed))
     log_table = Path(args.log_table or paths.train_log(args.experiment, args.seed))
     check_outputs({"--checkpoint-dir": (checkpoint_dir, "into"), "--log-table": (log_table, "file")},
-                  [*suites, args.config])
+                  [*suites, config_file(args)])
     configure_jax(args.threads)
     from .train.loop import Interrupted, train
 
@@ -170,7 +176,7 @@ def run_evaluate_cli(args) -> int:
         from .config import check_option
 
         check_option("--seed", args.seed, "seed")
-    check_outputs({"--out": (args.out, "file")}, [args.checkpoint, args.suite, args.config])
+    check_outputs({"--out": (args.out, "file")}, [args.checkpoint, args.suite, config_file(args)])
     modes = _methods_arg(args.methods, protocol["policy_modes"])
     configure_jax(args.threads)
     from .evaluate.methods import policy_methods
@@ -200,7 +206,7 @@ def run_baselines_cli(args) -> int:
     from .config import baselines_slice
 
     protocol = stage_spec(args, "baselines", baselines_slice, baselines_slice)
-    check_outputs({"--out": (args.out, "file")}, [args.suite, args.config])
+    check_outputs({"--out": (args.out, "file")}, [args.suite, config_file(args)])
     names = _methods_arg(args.methods, protocol["baselines"])
     configure_jax(args.threads)
     from .evaluate.baselines import baseline_methods
@@ -225,7 +231,7 @@ def run_plugin_cli(args) -> int:
 
     protocol_keys = lambda cfg: {k: v for k, v in baselines_slice(cfg).items() if k != "baselines"}  # noqa: E731
     spec = stage_spec(args, "plugin", from_config, protocol_keys)
-    check_outputs({"--out": (args.out, "file")}, [args.file, args.suite, args.config])
+    check_outputs({"--out": (args.out, "file")}, [args.file, args.suite, config_file(args)])
     configure_jax(args.threads)
     from .evaluate.plugins import check_act, check_records, load_plugin
     from .evaluate.registry import BASELINES
@@ -260,7 +266,7 @@ def run_summarize_cli(args) -> int:
     out_table = Path(args.out_table or paths.summary_table(name, args.results))
     out_html = Path(args.out_html or paths.summary_html(name, args.results))
     charts_dir = Path(args.charts_dir or paths.charts_dir(name, args.results))
-    read = [*(f for kind in files.values() for f in kind), args.config]
+    read = [*(f for kind in files.values() for f in kind), config_file(args)]
     check_outputs({"--out-table": (out_table, "file"), "--out-html": (out_html, "file"),
                    "--charts-dir": (charts_dir, "replace")}, read)
     problem = charts_dir_problem(charts_dir, SUMMARY_CHARTS)
@@ -288,7 +294,7 @@ def run_compare_cli(args) -> int:
 
 
 def run_bench_cli(args) -> int:
-    check_outputs({"--out": (args.out, "into")}, [args.config])
+    check_outputs({"--out": (args.out, "into")}, [config_file(args)])
     configure_jax(args.threads)
     from .bench import BENCHMARKS, run_bench
 

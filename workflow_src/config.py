@@ -160,6 +160,8 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> dict:
         raw = load_yaml(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a config file (not UTF-8 text; was it overwritten by a table?)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return resolve_config(raw, str(path))
