@@ -13,7 +13,7 @@ from workflow_src.core.mechanisms import FUNCTIONS_NUMPY
 from workflow_src.core.scm import FUNCTIONS, SCM, Terms, reachability, stack_scms, term_bucket, topological_order
 from workflow_src.suites import oracle
 from workflow_src.suites.generators import cbo_toy_scm, classic_suite, literature_suite
-from workflow_src.suites.suite_io import SuiteError, parse_suite, scm_to_dict, suite_to_json
+from workflow_src.suites.suite_io import SuiteError, load_suite, parse_suite, scm_to_dict, suite_to_json
 
 FN = {name: k for k, name in enumerate(FUNCTIONS)}
 
@@ -387,6 +387,56 @@ def test_bad_mechanisms_are_refused_with_one_line_and_no_output(tmp_path, case):
     proc = run_cli("suite", "generate", "--spec", spec, "--out", out)
     assert proc.returncode != 0 and not out.exists()
     assert where in proc.stdout + proc.stderr
+
+
+LYING_ORACLES = {  # what a hand-edited stored oracle claims, and the one line that refuses it
+    "y_star": (lambda o: o.update(y_star=o["y_star"] - 0.5), "y_star is"),
+    "curve": (lambda o: o["curves"]["Z"]["mean"].__setitem__(3, o["curves"]["Z"]["mean"][3] + 0.2), "curves.Z.mean"),
+    "action": (lambda o: o.update(variable="X", value=0.0), "is 'X', recomputed 'Z'"),
+    "out of range": (lambda o: o.update(value=99.0), "value: 99.0 is outside the range"),
+    "method": (lambda o: o.update(method="closed-form"), "method is 'closed-form'"),
+    "samples": (lambda o: o.update(samples=7), "samples is 7"),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(LYING_ORACLES))
+def test_a_stored_oracle_that_lies_is_refused_wherever_the_file_enters(tmp_path, lie):
+    """A suite file whose stored oracle was edited by hand is refused by every command that reads it directly
+    (the baselines, `suite oracle`), in one line naming the SCM and the field, with nothing written."""
+    change, where = LYING_ORACLES[lie]
+    doc = _toy_doc()
+    change(doc["scms"][0]["oracle"])
+    path = tmp_path / "lying.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SuiteError, match="scm 'bad-toy'") as err:
+        load_suite(path)
+    assert len(err.value.problems) == 1 and where in err.value.problems[0], err.value.problems
+    out = tmp_path / "b.parquet"
+    spec = json.dumps({"episodes": 1, "interventions": 2, "n_obs": 3, "seed": 0, "baselines": ["oracle"]})
+    for args in (["baselines", "--suite", path, "--out", out, "--spec", spec], ["suite", "oracle", path]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and where in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists()
+
+
+def test_a_suite_file_is_verified_once_per_content(tmp_path, monkeypatch):
+    """The oracles of a file read a second time are not recomputed; an edited copy of it is."""
+    from workflow_src.suites import suite_io
+
+    monkeypatch.setenv("ACBO_JAX_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "toy.json"
+    path.write_text(suite_to_json(literature_suite("toy")))
+    calls = []
+    compute = oracle.compute_oracle
+    monkeypatch.setattr(oracle, "compute_oracle", lambda scm: calls.append(scm.id) or compute(scm))
+    first = suite_io.load_suite(path)
+    assert len(calls) == len(first.scms) > 0
+    assert suite_to_json(suite_io.load_suite(path)) == suite_to_json(first)
+    assert len(calls) == len(first.scms)  # read as stored: these bytes were verified
+    path.write_text(path.read_text() + "\n")  # the same suite, other bytes: verified again
+    suite_io.load_suite(path)
+    assert len(calls) == 2 * len(first.scms)
 
 
 def test_user_v2_file_is_copied_with_its_oracle(tmp_path):

@@ -85,7 +85,7 @@ def run_suite_validate_cli(args) -> int:
     status = 0
     for path in args.files:
         try:
-            suite = load_suite(path, oracle="verify")  # a suite/2 file's stored oracles are checked too
+            suite = load_suite(path)  # a suite/2 file's stored oracles are checked too
         except SuiteError as err:
             status = 1
             for problem in err.problems:

@@ -36,6 +36,11 @@ _events: list[str] = []
 XLA_DEFAULTS = {"xla_cpu_multi_thread_eigen": "false", "xla_backend_optimization_level": "2"}
 
 
+def cache_dir() -> Path:
+    """The compilation cache folder (``ACBO_JAX_CACHE``, default ``.jax_cache``), shared by a study's jobs."""
+    return Path(os.environ.get("ACBO_JAX_CACHE", ".jax_cache")).resolve()
+
+
 def configure_jax(threads: int | None) -> None:
     """Make XLA's CPU numerics independent of the machine's core count and enable the shared compilation cache.
 
@@ -65,19 +70,19 @@ def configure_jax(threads: int | None) -> None:
 
     _one_thread_client(jax)
 
-    cache_dir = Path(os.environ.get("ACBO_JAX_CACHE", ".jax_cache")).resolve()
-    problem = output_problem(cache_dir, "into")
+    cache = cache_dir()
+    problem = output_problem(cache, "into")
     if problem:  # e.g. run from a read-only folder: every program is compiled in the job, as without a cache
-        print(f"acbo: warning: the compilation cache {cache_dir} {problem}: running without it (set "
+        print(f"acbo: warning: the compilation cache {cache} {problem}: running without it (set "
               "ACBO_JAX_CACHE to a writable folder to keep compiled programs)", file=sys.stderr)
     else:
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+        jax.config.update("jax_compilation_cache_dir", str(cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
         # GPU autotuning results kept in a folder of the cache, whose absolute path JAX puts in every key (on the
         # CPU too): a moved or differently mounted cache would never hit. Compiled executables keep their tuning.
         jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
-        _install_atomic_cache(cache_dir)
+        _install_atomic_cache(cache)
     if not getattr(configure_jax, "_listening", False):
         jax.monitoring.register_event_listener(lambda event, **_: _events.append(event))
         configure_jax._listening = True

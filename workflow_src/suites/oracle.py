@@ -314,15 +314,20 @@ def oracle_mismatch(stored: Oracle, fresh: Oracle, nodes) -> str | None:
         if stored.grid[i].shape != fresh.grid[i].shape or np.any(
                 np.abs(stored.grid[i] - fresh.grid[i]) > tol(stored.grid[i], fresh.grid[i])):
             return f"curves.{nodes[i]}.grid differs from the recomputed grid"
+        if abs(stored.se[i] - fresh.se[i]) > tol(stored.se[i], fresh.se[i]):
+            return f"curves.{nodes[i]}.se is {stored.se[i]:.6g}, recomputed {fresh.se[i]:.6g}"
         diff = np.abs(stored.curve[i] - fresh.curve[i])
         if np.any(diff > tol(stored.curve[i], fresh.curve[i])):
             k = int(np.argmax(diff))
             return (f"curves.{nodes[i]}.mean at {nodes[i]}={fresh.grid[i][k]:g} is {stored.curve[i][k]:.6g}, "
                     f"recomputed {fresh.curve[i][k]:.6g}")
-    for name in ("mu_y", "y_star", "random_value", "value"):
+    if stored.variable != fresh.variable:
+        return f"variable is {nodes[stored.variable]!r}, recomputed {nodes[fresh.variable]!r}"
+    for name in ("method", "samples", "replicates", "seed"):
+        if getattr(stored, name) != getattr(fresh, name):
+            return f"{name} is {getattr(stored, name)!r}, recomputed {getattr(fresh, name)!r}"
+    for name in ("mu_y", "y_star", "random_value", "value", "mu_y_se", "y_star_se"):
         a, b = getattr(stored, name), getattr(fresh, name)
         if abs(a - b) > tol(a, b):
             return f"{name} is {a:.6g}, recomputed {b:.6g}"
-    if stored.variable != fresh.variable:
-        return f"variable is {nodes[stored.variable]!r}, recomputed {nodes[fresh.variable]!r}"
     return None

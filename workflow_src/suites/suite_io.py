@@ -2,8 +2,9 @@
 
 ``acbo-suite/2`` keeps everything of ``/1`` and lets each edge carry mechanism ``terms`` (``mechanisms.py``)
 beside its optional linear ``coef`` (default 0 when terms are given), and each SCM an ``oracle`` (``oracle.py``):
-written at generation, computed on reading when a file lacks it, and verified against a fresh computation when
-asked (``oracle="verify"``: user files copied into the workflow, ``acbo suite validate``).
+written at generation, computed on reading when a file lacks it, and verified against a fresh computation
+wherever a file is read (``load_suite``; once per file content, ``verified``), so a stored oracle that lies is never
+used as the truth.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..atomic import atomic_write_text
 from ..core.mechanisms import value_bounds
 from ..core.scm import FUNCTIONS, MIN_ORACLE_GAP, SCM, Terms, ancestors, cycle_nodes, has_oracle_gap, topological_order
 from ..errors import SuiteError
+from .verified import is_verified, mark_verified
 
 # The compiled path runs in float32 and squares sampled values (standardization, regression): every number of an
 # SCM and every exact quantity derived from it must stay below this magnitude (sqrt(float32 max) is 1.8e19).
@@ -165,6 +167,9 @@ def _oracle_problems(raw: dict, oracle: dict) -> list[str]:
     ranges = raw["ranges"]
     if oracle["variable"] not in ranges:
         problems.append(f"variable: {oracle['variable']!r} is not an intervenable variable")
+    elif not ranges[oracle["variable"]][0] <= oracle["value"] <= ranges[oracle["variable"]][1]:
+        problems.append(f"value: {oracle['value']!r} is outside the range {ranges[oracle['variable']]} of "
+                        f"{oracle['variable']!r}")
     if set(oracle["curves"]) != set(ranges):
         problems.append(f"curves: for {sorted(oracle['curves'])}, expected one per intervenable variable "
                         f"{sorted(ranges)}")
@@ -341,14 +346,20 @@ def parse_suite(doc, path: str = "<suite>", oracle: str = "stored") -> Suite:
     return Suite(name=doc["name"], scms=tuple(scms), level=level, seed=doc.get("seed"), format=doc["format"])
 
 
-def load_suite(path: str | Path, oracle: str = "stored") -> Suite:
+def load_suite(path: str | Path, oracle: str = "verify") -> Suite:
+    """Read and validate a suite file. A suite/2 file's stored oracles are what scoring trusts, so by default
+    (``oracle="verify"``) they are recomputed and a stored one that disagrees is refused, unless these very bytes
+    were computed or verified before (``verified``: then they are read as stored, and only then)."""
     path = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
+        text = data.decode("utf-8")
     except OSError as exc:
         raise SuiteError(path, [f"cannot read file: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:
         raise SuiteError(path, [f"not UTF-8 text: byte {exc.start} cannot be decoded"]) from None
+    if oracle == "verify" and is_verified(data):
+        oracle = "stored"
     too_deep = SuiteError(path, ["(top level): nested too deeply to be a suite file"])
     try:
         doc = json.loads(text, parse_constant=_reject_constant)
@@ -357,9 +368,12 @@ def load_suite(path: str | Path, oracle: str = "stored") -> Suite:
     except ValueError as exc:
         raise SuiteError(path, [f"not valid JSON: {exc}"]) from None
     try:
-        return parse_suite(doc, path, oracle)
+        suite = parse_suite(doc, path, oracle)
     except RecursionError:
         raise too_deep from None
+    if oracle == "verify" and suite.format == SUITE_FORMAT_V2:
+        mark_verified(data)
+    return suite
 
 
 def _edges_v2(scm: SCM) -> list[dict]:
