@@ -77,6 +77,18 @@ def test_user_suite_file_is_an_input_and_must_exist(tmp_path):
     proc = snakemake(workdir, "results/suites/mine.json", "-n", check=False)
     assert proc.returncode != 0 and "suites.user.mine: no suite file 'my_suite.json'" in proc.stdout + proc.stderr
     doc = large_user_suite_doc(4, seed=1)
+    # a user file placed where the workflow writes (its own copy target) is refused, not read unvalidated
+    (workdir / "results/suites").mkdir(parents=True, exist_ok=True)
+    (workdir / "results/suites/mine.json").write_text(json.dumps({**doc, "name": "mine"}))
+    cfg["suites"]["user"] = {"mine": "results/suites/mine.json"}
+    config.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(workdir, "results/suites/mine.json", check=False)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert ("suites.user.mine: 'results/suites/mine.json' is inside results/, where the workflow writes its outputs"
+            in proc.stdout + proc.stderr)
+    (workdir / "results/suites/mine.json").unlink()
+    cfg["suites"]["user"] = {"mine": "my_suite.json"}
+    config.write_text(yaml.safe_dump(cfg))
     (workdir / "my_suite.json").write_text(json.dumps({**doc, "name": "mine"}))
     snakemake(workdir, "results/suites/mine.json")
     assert planned_jobs(workdir, "results/suites/mine.json") == {}

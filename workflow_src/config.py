@@ -21,7 +21,7 @@ import yaml
 
 from .config_schema import config_schema, load_yaml, n_levels
 from .errors import ConfigError
-from .paths import DEFAULT_CONFIG
+from .paths import CHECKPOINTS, DEFAULT_CONFIG, RESULTS, suite_file
 
 # train-LNN / heldout-LNN: the linear families; train-NLNN / heldout-NLNN: the nonlinear ones (suites/nonlinear.py)
 GENERATED_SUITE = re.compile(r"^(train|heldout)-(N?L)(\d{2})$")
@@ -168,10 +168,18 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> dict:
 
 
 def check_user_suite_files(cfg: dict, source: str = "config") -> None:
-    """Every file named under ``suites.user`` exists (checked when the workflow is parsed)."""
+    """Every file named under ``suites.user`` exists and lies outside the workflow's outputs (checked when the
+    workflow is parsed): a file in ``results/`` would be (or be replaced by) the validated copy a suite rule
+    writes there, so it would be read unvalidated, or lost."""
+    outputs = [Path(folder).resolve() for folder in (RESULTS, CHECKPOINTS)]
     for name, path in cfg["suites"]["user"].items():
         if not Path(path).is_file():
             raise ConfigError(f"{source}: suites.user.{name}: no suite file {path!r} (relative to {Path.cwd()})")
+        inside = [folder for folder in outputs if Path(path).resolve().is_relative_to(folder)]
+        if inside:
+            raise ConfigError(f"{source}: suites.user.{name}: {path!r} is inside {inside[0].name}/, where the workflow "
+                              f"writes its outputs (its validated copy goes to {suite_file(name)}): keep user suites "
+                              "elsewhere")
 
 
 def check_plugin_files(cfg: dict, source: str = "config") -> None:
