@@ -310,6 +310,11 @@ SPEC_VALUES = [  # (command, --spec, what the line says)
     ("suite", {k: v for k, v in SUITE_SPEC.items() if k != "generator"}, "'generator' is a required property"),
     ("suite", {**SUITE_SPEC, "size": 0}, "--spec: size: 0 is less than the minimum of 1"),
     ("plugin", {**PROTOCOL, "n_obs": 1}, "--spec: n_obs: 1 is less than the minimum of 2"),
+    # sizes are bounded above too: a huge protocol is one line, not a JAX traceback or an XLA abort
+    ("evaluate", {**PROTOCOL, "episodes": 1e20, "policy_modes": ["greedy"]}, "--spec: episodes: 1e+20 is greater than"),
+    ("baselines", {**PROTOCOL, "interventions": 10**8, "baselines": ["random"]},
+     "--spec: interventions: 100000000 is greater than the maximum of 1000"),
+    ("suite", {**SUITE_SPEC, "size": 10**9}, "--spec: size: 1000000000 is greater than the maximum of 100000"),
     ("summarize", {**json.loads(SUMMARY_SPEC), "bootstrap_seed": -1}, "--spec: bootstrap_seed: -1 is less"),
 ]
 

@@ -671,3 +671,57 @@ def test_changed_training_suites_start_fresh_instead_of_resuming(tmp_path, suite
     train("x", spec, 0, suites, fresh, progress=False)
     assert paths.ckpt("final").read_bytes() == fresh.ckpt("final").read_bytes()
     assert checkpoint.read_header(paths.ckpt("final"))["data_hash"] != old
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_update_in_one_line(tmp_path, suites_dir, default_config):
+    """A learning rate of 1e8 diverges: the command stops at that update with one line naming it, no traceback,
+    no log table, and every checkpoint it wrote before is finite (resuming from them runs)."""
+    from workflow_src.evaluate.run import load_policy
+
+    proc = run_cli("train", "--experiment", "debug", "--seed", "0", "--config", ROOT / "config/config.yaml",
+                   "--suites-dir", suites_dir, "--checkpoint-dir", tmp_path / "ck", "--log-table", tmp_path / "log.pq",
+                   "--episodes", "30", "--no-progress", "--threads", "1",
+                   "--spec", json.dumps(deep_merge(train_slice(default_config, "debug"),
+                                                   {"checkpoint_every": 1, "training": {"learning_rate": 1e8}})))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith("acbo train: error: training diverged at update "), lines
+    assert "learning rate 1e+08" in lines[-1]
+    assert not (tmp_path / "log.pq").exists()
+    diverged_at = int(lines[-1].split("update ")[1].split()[0])
+    latest = tmp_path / "ck/latest.ckpt"
+    if diverged_at > 0:  # the checkpoints before the diverging update hold finite parameters
+        assert checkpoint.read_header(latest)["episode"] == diverged_at
+        load_policy(latest)
+
+
+def test_a_checkpoint_with_non_finite_values_is_never_resumed(tmp_path, suites_dir, default_config):
+    """latest.ckpt with a NaN parameter (an edited file, or a run of older code that diverged): the run falls back
+    to the newest finite checkpoint and ends as an uninterrupted run does."""
+    import io
+
+    spec = small_spec(default_config, levels=[1], episodes=6, checkpoint_every=2,
+                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+    suites = train_suite_files(spec["levels"], suites_dir)
+    whole = TrainPaths(tmp_path / "whole", tmp_path / "whole.parquet")
+    train("nan", spec, 0, suites, whole, progress=False)
+    paths = TrainPaths(tmp_path / "ck", tmp_path / "log.parquet")
+    with pytest.raises(Interrupted):
+        train("nan", spec, 0, suites, paths, progress=False, stop_after=4)
+    header, state = checkpoint.load(paths.ckpt("latest"), grpo_state(spec))
+    poisoned = jax.tree.map(lambda x: x * jnp.nan, state)
+    checkpoint.save(paths.ckpt("latest"), {k: v for k, v in header.items() if k not in ("format", "body_sha256")},
+                    poisoned)
+    out = io.StringIO()
+    train("nan", spec, 0, suites, paths, progress=False, out=out)
+    assert "non-finite values" in out.getvalue() and "resuming from" in out.getvalue()
+    assert "resuming from" in out.getvalue() and "episode_00004.ckpt at episode 4" in out.getvalue()
+    assert paths.ckpt("final").read_bytes() == whole.ckpt("final").read_bytes()
+
+
+def grpo_state(spec):
+    """A freshly initialized train state of ``spec`` (the structure a checkpoint is read into)."""
+    policy = pol.make_policy(spec["policy"])
+    optimizer, _ = grpo.make_optimizer(spec["training"], spec["episodes"])
+    return grpo.initial_state(policy, optimizer, jax.random.PRNGKey(0))

@@ -250,7 +250,7 @@ def slice_schema(stage: str, spec: dict) -> dict:
         suites = root["properties"]["suites"]["properties"]
         generator = {k: v for k, v in suites.items() if k not in ("pool_size", "seed_base", "user", "nonlinear")}
         props = {"name": {"type": "string", "pattern": GENERATED_SUITE.pattern}, "level": {"$ref": "#/$defs/level"},
-                 "size": {"type": "integer", "minimum": 1}, "seed": {"type": "integer", "minimum": 0},
+                 "size": suites["pool_size"]["properties"]["heldout"], "seed": {"type": "integer", "minimum": 0},
                  "generator": {"type": "object", "additionalProperties": False, "properties": generator},
                  "nonlinear": suites["nonlinear"]}  # train-NLNN / heldout-NLNN only
         optional = ("nonlinear",)

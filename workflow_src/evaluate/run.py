@@ -174,12 +174,7 @@ def load_policy(path: str | Path):
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     _, params = checkpoint.read_saved(path, field="params")
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    broken = [jax.tree_util.keystr(key) for key, leaf in leaves if not np.all(np.isfinite(leaf))]
-    if broken:
-        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
-        raise CheckpointError(f"{path}: params: non-finite values (NaN or infinity) in {broken[0]}{more}: the "
-                              "training diverged or the file was edited")
+    checkpoint.check_finite(path, params, "params")
     return header, policy_config, params
 
 

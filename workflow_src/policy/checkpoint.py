@@ -123,7 +123,20 @@ def load(path: str | Path, target, field: str | None = None) -> tuple[dict, obje
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: parameters do not match the architecture: {exc}") from None
     check_shapes(path, target, restored)
+    check_finite(path, restored, field or "state")
     return header, restored
+
+
+def check_finite(path, tree, what: str) -> None:
+    """Refuse a checkpoint whose ``tree`` (its parameters, or the whole saved state) holds NaN or infinity."""
+    import jax
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    broken = [jax.tree_util.keystr(key) for key, leaf in leaves if not np.all(np.isfinite(leaf))]
+    if broken:
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise CheckpointError(f"{path}: {what}: non-finite values (NaN or infinity) in {broken[0]}{more}: the "
+                              "training diverged or the file was edited")
 
 
 def check_shapes(path, target, restored) -> None:

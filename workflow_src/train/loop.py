@@ -29,7 +29,7 @@ from ..atomic import atomic_path
 from ..compile_cache import release_freed_memory
 from ..config import digest
 from ..core.scm import bucket_size, stack_scms
-from ..errors import CheckpointError, SuiteError
+from ..errors import CheckpointError, SuiteError, UserError
 from ..paths import TrainPaths, periodic_checkpoint
 from ..policy import checkpoint
 from ..policy.network import make_policy
@@ -86,6 +86,22 @@ class Pools:
 
 class Interrupted(Exception):
     pass
+
+
+class Diverged(UserError):
+    """An update gave a non-finite loss, statistic or parameter: the run stops there, its checkpoints finite."""
+
+
+def learn_checked(learn):
+    """``learn`` that also says whether the new parameters are all finite (in the same program: no extra round
+    trip to the device)."""
+
+    def run(state, batch):
+        state, stats, detail = learn(state, batch)
+        finite = jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params)]))
+        return state, stats, detail, finite
+
+    return run
 
 
 @contextlib.contextmanager
@@ -236,7 +252,7 @@ def _prepare(name: str, spec: dict, seed: int, suite_files: list[Path]) -> tuple
     }
     update = make_train_update(GRPOSettings.from_experiment(spec), policy, optimizer)
     run = _Run(name, spec, seed, pools, curriculum.CurriculumSettings.from_experiment(spec), schedule, episodes_key,
-               ctx, jax.jit(update.play), jax.jit(update.learn))
+               ctx, jax.jit(update.play), jax.jit(learn_checked(update.learn)))
     return run, state
 
 
@@ -273,12 +289,18 @@ def _update(run: _Run, progress: _Progress, episode: int, compiled_buckets: set)
     lr = float(run.schedule(episode * run.spec["training"]["update_epochs"]))  # updates done before this episode
     pool, indices = pools.locate(members)
     batch = run.play(progress.state.params, pool, indices, jax.random.fold_in(run.episodes_key, episode))
-    progress.state, stats, detail = run.learn(progress.state, batch)
+    state, stats, detail, finite = run.learn(progress.state, batch)
+    per_scm = [{k: float(v) for k, v in zip(stats._fields, values)} for values in zip(*map(np.asarray, stats))]
+    bad = sorted({k for m in per_scm for k, v in m.items() if not np.isfinite(v)})
+    if bad or not finite:
+        what = f"non-finite {', '.join(bad)}" if bad else "non-finite parameters after the gradient step"
+        raise Diverged(f"training diverged at update {episode} ({what}; learning rate {lr:g}): stopped; the "
+                       "checkpoints written before it are finite (lower training.learning_rate)")
+    progress.state = state
     if pool.bias.shape[-1] not in compiled_buckets:  # this update compiled the bucket's programs
         jax.block_until_ready(progress.state)
         release_freed_memory()
         compiled_buckets.add(pool.bias.shape[-1])
-    per_scm = [{k: float(v) for k, v in zip(stats._fields, values)} for values in zip(*map(np.asarray, stats))]
     return _Update(members, level, lr, per_scm, detail)
 
 
