@@ -9,8 +9,9 @@ import pytest
 from conftest import run_cli
 
 from workflow_src.core import sampler
+from workflow_src.core.graph import reachability, topological_order
 from workflow_src.core.mechanisms import FUNCTIONS_NUMPY
-from workflow_src.core.scm import FUNCTIONS, SCM, Terms, reachability, stack_scms, term_bucket, topological_order
+from workflow_src.core.scm import FUNCTIONS, SCM, Terms, stack_scms, term_bucket
 from workflow_src.suites import oracle
 from workflow_src.suites.generators import cbo_toy_scm, classic_suite, literature_suite
 from workflow_src.suites.suite_io import SuiteError, load_suite, parse_suite, scm_to_dict, suite_to_json

@@ -18,7 +18,7 @@ from workflow_src.core.scm import stack_scms
 from workflow_src.errors import CheckpointError
 from workflow_src.evaluate.rollout import StepView
 from workflow_src.evaluate.run import load_policy
-from workflow_src.policy import checkpoint, spec
+from workflow_src.policy import checkpoint, distribution, features, spec
 from workflow_src.policy import network as pol
 from workflow_src.suites.suite_io import parse_suite
 
@@ -32,8 +32,8 @@ def _one(arrays):
 @pytest.mark.parametrize("bandit", [False, True])
 def test_curve_inputs_match_a_direct_float64_computation(bandit):
     view = hand_made_view()
-    obs = pol.observe(view.scm, view.buffer, view.fit, bandit, "none", True)
-    plain = pol.observe(view.scm, view.buffer, view.fit, bandit, "none", False)
+    obs = features.observe(view.scm, view.buffer, view.fit, bandit, "none", True)
+    plain = features.observe(view.scm, view.buffer, view.fit, bandit, "none", False)
     assert obs.variable_features.shape[-1] == spec.variable_channels(bandit, True) == \
         plain.variable_features.shape[-1] + spec.CURVE_CHANNELS
     # the inputs before them are unchanged, and the curve channels come last: mean at 5 points, then std
@@ -54,7 +54,7 @@ def test_curve_inputs_match_a_direct_float64_computation(bandit):
 
 def test_response_gp_prior_inputs_are_the_posterior_argmin():
     view = hand_made_view()
-    obs = pol.observe(view.scm, view.buffer, view.fit, True, "response_gp", False)
+    obs = features.observe(view.scm, view.buffer, view.fit, True, "response_gp", False)
     ref_mu, _, _ = reference_posterior(view)
     grid = np.linspace(0.0, 1.0, 65)
     for i in np.flatnonzero(np.asarray(view.scm.intervenable)):
@@ -71,7 +71,7 @@ def test_response_gp_ei_prior_inputs_are_causal_bos_acquisition():
     from scipy.stats import norm
 
     view = hand_made_view()
-    obs = pol.observe(view.scm, view.buffer, view.fit, True, "response_gp_ei", False)
+    obs = features.observe(view.scm, view.buffer, view.fit, True, "response_gp_ei", False)
     ref_mu, ref_sd, _ = reference_posterior(view)
     intervenable = np.asarray(view.scm.intervenable)
     gain = ref_mu[intervenable].min() - ref_mu
@@ -135,9 +135,9 @@ def greedy_value(prior: str, view, curves: bool = False) -> float:
     policy = pol.make_policy(config)
     params = with_own_heads_zeroed(pol.init_params(policy, jax.random.PRNGKey(0)))
     logits, mu = pol.act_outputs(policy, params, pol.policy_observation(policy, view.scm, view.buffer, view.fit))
-    variable, u = pol.greedy_action(logits, mu)
+    variable, u = distribution.greedy_action(logits, mu)
     assert int(variable) == 0
-    return float(pol.squash(view.scm, variable, u))
+    return float(distribution.squash(view.scm, variable, u))
 
 
 @pytest.mark.parametrize("curves", [False, True])
@@ -166,7 +166,7 @@ def test_the_budget_input_is_the_share_of_interventions_left():
     obs = pol.policy_observation(policy, view.scm, view.buffer, view.fit)
     assert obs.variable_features.shape[-1] == spec.variable_channels(True, False, True) == 16
     np.testing.assert_allclose(obs.variable_features[:, -1], 2 / 7, rtol=1e-6)
-    without = pol.observe(view.scm, view.buffer, view.fit, True, "response_gp")
+    without = features.observe(view.scm, view.buffer, view.fit, True, "response_gp")
     np.testing.assert_array_equal(obs.variable_features[:, :-1], without.variable_features)
     arch = spec.architecture(config)
     assert arch["budget_feature"] is True and arch["variable_channels"] == 16

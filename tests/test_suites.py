@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workflow_src.config import suite_slice
-from workflow_src.core.scm import ancestors, cycle_nodes, reachability, topological_order, total_effects
+from workflow_src.core.graph import ancestors, cycle_nodes, reachability, topological_order
+from workflow_src.core.scm import total_effects
 from workflow_src.suites.generators import LEVELS, GeneratorSettings, generate_level_suite, generate_scm
 from workflow_src.suites.suite_io import SuiteError, load_suite, parse_suite, suite_to_json
 

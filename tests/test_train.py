@@ -14,29 +14,30 @@ from conftest import ROOT, run_cli
 from workflow_src.config import deep_merge, train_slice
 from workflow_src.core import buffer as buffer_mod
 from workflow_src.core.scm import SCM, pad_scm
+from workflow_src.core.surrogate import masked_standardize
 from workflow_src.evaluate.methods import policy_methods
 from workflow_src.evaluate.run import load_policy, run_methods
 from workflow_src.paths import TrainPaths, train_suite_files
-from workflow_src.policy import checkpoint
+from workflow_src.policy import checkpoint, distribution, features
 from workflow_src.policy import network as pol
 from workflow_src.suites.generators import GeneratorSettings, generate_level_suite
-from workflow_src.train import grpo
+from workflow_src.train import grpo, rollout
 from workflow_src.train.loop import Interrupted, train
 
 
 def test_group_advantages_are_standardized():
     reward = jnp.array([0.0, 1.0, 2.0, 5.0])
-    adv = grpo.group_advantages(reward)
+    adv = rollout.group_advantages(reward)
     assert float(adv.mean()) == pytest.approx(0.0, abs=1e-6)
     assert float(adv.std()) == pytest.approx(1.0, abs=1e-4)
     assert np.all(np.diff(np.asarray(adv)) > 0)
-    assert np.allclose(grpo.group_advantages(jnp.full(5, 3.0)), 0.0)
+    assert np.allclose(rollout.group_advantages(jnp.full(5, 3.0)), 0.0)
     # returns equal up to rounding: the default floor blows the rounding up into advantages of order 1, a
     # floor in units of the returns turns them to nearly 0 and leaves a spread-out group standardized
     rounding = jnp.array([3.0, 3.0 + 2e-7, 3.0 - 2e-7, 3.0])
-    assert float(jnp.abs(grpo.group_advantages(rounding)).max()) > 0.1
-    assert float(jnp.abs(grpo.group_advantages(rounding, std_floor=0.05)).max()) < 1e-5
-    assert float(grpo.group_advantages(reward, std_floor=0.05).std()) == pytest.approx(1.0, rel=0.05)
+    assert float(jnp.abs(rollout.group_advantages(rounding)).max()) > 0.1
+    assert float(jnp.abs(rollout.group_advantages(rounding, std_floor=0.05)).max()) < 1e-5
+    assert float(rollout.group_advantages(reward, std_floor=0.05).std()) == pytest.approx(1.0, rel=0.05)
 
 
 def test_clipped_objective_stops_gradient_outside_the_trust_region():
@@ -71,7 +72,7 @@ def test_log_prob_integrates_to_one_over_variables_and_values():
         values = jnp.linspace(lo, hi, 200_001)[1:-1]
         center, radius = (hi + lo) / 2, (hi - lo) / 2
         u = jnp.arctanh((values - center) / radius)
-        density = jnp.exp(jax.vmap(lambda uu, v=v: pol.log_prob(logits, mu, arrays, v, uu, 0.5))(u))
+        density = jnp.exp(jax.vmap(lambda uu, v=v: distribution.log_prob(logits, mu, arrays, v, uu, 0.5))(u))
         total += float(jnp.trapezoid(density, values))
     assert total == pytest.approx(1.0, abs=2e-3)
 
@@ -87,21 +88,22 @@ def test_log_prob_change_of_variables_matches_finite_differences():
         dvalue_du = radius * (np.tanh(u + h) - np.tanh(u - h)) / (2 * h)
         expected = float(jax.nn.log_softmax(logits)[v]) + float(jax.scipy.stats.norm.logpdf(u, 0.0, 0.5)) - np.log(
             dvalue_du)
-        assert float(pol.log_prob(logits, mu, arrays, v, jnp.float32(u), 0.5)) == pytest.approx(expected, abs=1e-3)
+        log_p = float(distribution.log_prob(logits, mu, arrays, v, jnp.float32(u), 0.5))
+        assert log_p == pytest.approx(expected, abs=1e-3)
 
 
 def test_masked_variables_never_get_probability():
     scm, arrays = _scm_arrays()
     policy = pol.make_policy(SMALL_POLICY)
     buffer = buffer_mod.initial_buffer(arrays, jax.random.PRNGKey(0), 10, 20)
-    obs = pol.observe(arrays, buffer, buffer_mod.fit_surrogate(arrays, buffer))
+    obs = features.observe(arrays, buffer, buffer_mod.fit_surrogate(arrays, buffer))
     params = pol.init_params(policy, jax.random.PRNGKey(3))
     logits, mu = jax.jit(policy.apply)(params, obs)
     probs = np.asarray(jax.nn.softmax(logits))
     forbidden = ~np.asarray(arrays.intervenable & arrays.node_mask)
     assert forbidden[scm.target] and forbidden[scm.n:].all()
     assert np.all(probs[forbidden] == 0.0) and probs.sum() == pytest.approx(1.0)
-    draws, _ = pol.sample_actions(jax.random.PRNGKey(1), logits, mu, 0.5, 5000)
+    draws, _ = distribution.sample_actions(jax.random.PRNGKey(1), logits, mu, 0.5, 5000)
     assert not forbidden[np.asarray(draws)].any()
 
 
@@ -255,15 +257,15 @@ def test_trajectory_returns_credit_finding_the_optimum_early():
     found_first = jnp.array([1.0, 0.0, 0.0, 0.0])  # optimum at step 0, then nothing
     found_last = jnp.array([0.0, 0.0, 0.0, 1.0])
     never = jnp.array([0.5, 0.5, 0.5, 0.5])
-    returns = np.asarray(grpo.trajectory_returns(reward, jnp.stack([found_first, found_last, never]), 1.0))
+    returns = np.asarray(rollout.trajectory_returns(reward, jnp.stack([found_first, found_last, never]), 1.0))
     # returns-to-go of the best-so-far: early discovery pays at every later step
     np.testing.assert_allclose(returns[0], [4.0, 3.0, 2.0, 1.0])
     np.testing.assert_allclose(returns[1], [1.0, 1.0, 1.0, 1.0])
     np.testing.assert_allclose(returns[2], [2.0, 1.5, 1.0, 0.5])
     assert returns[0, 0] > returns[2, 0] > returns[1, 0]
     # the per-step reward is summed from each step on, without the bonus when its weight is 0
-    np.testing.assert_allclose(grpo.trajectory_returns(jnp.ones((1, 3)), jnp.zeros((1, 3)), 0.0), [[3.0, 2.0, 1.0]])
-    adv = np.asarray(grpo.group_advantages(jnp.asarray(returns), axis=0))
+    np.testing.assert_allclose(rollout.trajectory_returns(jnp.ones((1, 3)), jnp.zeros((1, 3)), 0.0), [[3.0, 2.0, 1.0]])
+    adv = np.asarray(rollout.group_advantages(jnp.asarray(returns), axis=0))
     np.testing.assert_allclose(adv.mean(0), 0.0, atol=1e-6)
 
 
@@ -282,15 +284,15 @@ def _chain() -> SCM:
 def test_the_kernel_scores_each_action_by_the_reward_formula(default_config, exact):
     arrays = jax.tree.map(jnp.asarray, pad_scm(_chain(), 3))
     spec = small_spec(default_config, policy=SMALL_POLICY)
-    settings = grpo.GRPOSettings.from_experiment(spec)._replace(
+    settings = rollout.GRPOSettings.from_experiment(spec)._replace(
         reward_target=0.9, reward_parent=0.1, reward_info_gain=0.5, exact_reward=exact)
     policy = pol.make_policy(SMALL_POLICY)
     params = pol.init_params(policy, jax.random.PRNGKey(0))
     buffer = buffer_mod.initial_buffer(arrays, jax.random.PRNGKey(1), 5, 8)
     noise = jax.random.normal(jax.random.PRNGKey(2), (64, 3))
-    out = jax.jit(grpo.env_step, static_argnums=(0, 1, 8))(settings, policy, params, arrays, buffer, 5,
+    out = jax.jit(rollout.env_step, static_argnums=(0, 1, 8))(settings, policy, params, arrays, buffer, 5,
                                                            jax.random.PRNGKey(3), noise, 64)
-    variable, value = np.asarray(out.variable), np.asarray(pol.squash(arrays, out.variable, out.u))
+    variable, value = np.asarray(out.variable), np.asarray(distribution.squash(arrays, out.variable, out.u))
     assert set(variable) == {0, 1}  # both intervenable variables drawn, never the target
     expected_y = np.where(variable == 1, -0.5 - 1.5 * value, -2.0 - 3.0 * value)
     y = expected_y if exact else np.asarray(out.x)[:, 2]
@@ -316,11 +318,11 @@ def test_both_rollouts_give_one_transition_layout(default_config, credit):
     arrays = jax.tree.map(jnp.asarray, pad_scm(_chain(), 3))
     spec = small_spec(default_config, policy=SMALL_POLICY,
                       training={"credit": credit, "n_interventions": n_steps, "group_size": group, "n_obs": n_obs})
-    settings = grpo.GRPOSettings.from_experiment(spec)
+    settings = rollout.GRPOSettings.from_experiment(spec)
     policy = pol.make_policy(SMALL_POLICY)
     params = pol.init_params(policy, jax.random.PRNGKey(0))
-    rollout = jax.jit(grpo.ROLLOUTS[credit], static_argnums=(0, 1))
-    buffer, tr, (executed_variable, _) = rollout(settings, policy, params, arrays, jax.random.PRNGKey(4))
+    play = jax.jit(rollout.ROLLOUTS[credit], static_argnums=(0, 1))
+    buffer, tr, (executed_variable, _) = play(settings, policy, params, arrays, jax.random.PRNGKey(4))
     n_states = 1 if credit == "step" else group
     for field in ("variable", "u", "log_prob", "advantage", "reward", "reward_target", "reward_parent"):
         assert getattr(tr, field).shape == (n_steps, group), field
@@ -331,11 +333,11 @@ def test_both_rollouts_give_one_transition_layout(default_config, credit):
     np.testing.assert_array_equal(np.argmax(np.asarray(buffer.intervened)[n_obs:], axis=1), appended)
     assert executed_variable.shape == ((n_steps,) if credit == "step" else (group * n_steps,))
     if credit == "step":  # the group's advantages: its rewards standardized at each step
-        np.testing.assert_allclose(tr.advantage, grpo.group_advantages(tr.reward), atol=1e-5)
-    flat = grpo.per_state(tr)
+        np.testing.assert_allclose(tr.advantage, rollout.group_advantages(tr.reward), atol=1e-5)
+    flat = rollout.per_state(tr)
     assert flat.variable.shape == (n_states * n_steps, group // n_states)
     assert all(leaf.shape[0] == n_states * n_steps for leaf in jax.tree.leaves(flat.obs))
-    for field, value in grpo.per_step(flat).items():
+    for field, value in rollout.per_step(flat).items():
         np.testing.assert_array_equal(value, getattr(tr, field), err_msg=field)
 
 
@@ -366,10 +368,10 @@ def test_bandit_statistics_match_a_direct_computation():
     for row, value in zip(range(6, 10), (-1.0, 1.0, 1.5, -0.5)):
         x = jax.random.normal(jax.random.PRNGKey(row), (7,))
         buffer = buffer_mod.append(buffer, row, x.at[v].set(value), v)
-    z, mean, std = pol.masked_standardize(buffer.values, buffer.sample_mask)
-    marginal = pol.marginal_predictions(arrays, buffer, z, mean, std)
-    count, interventional = pol.interventional_predictions(arrays, buffer, z, mean, std)
-    stats = np.asarray(pol.bandit_statistics(arrays, buffer, z, mean, std, marginal, count, interventional))
+    z, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
+    marginal = features.marginal_predictions(arrays, buffer, z, mean, std)
+    count, interventional = features.interventional_predictions(arrays, buffer, z, mean, std)
+    stats = np.asarray(features.bandit_statistics(arrays, buffer, z, mean, std, marginal, count, interventional))
     assert stats[v, 0] == pytest.approx(np.log1p(4) / 2)
     others = np.asarray(arrays.intervenable) & (np.arange(7) != v)
     assert np.all(stats[others, 0] == 0.0) and np.all(stats[~np.asarray(arrays.intervenable)] == 0.0)
@@ -391,8 +393,9 @@ def test_bandit_statistics_match_a_direct_computation():
     assert np.all(np.asarray(marginal)[~np.asarray(arrays.intervenable)] == 0.0)
     # the priors: marginal_regression's statistic everywhere, or the interventional one where a variable was set
     fit = buffer_mod.fit_surrogate(arrays, buffer)
-    np.testing.assert_array_equal(pol.observe(arrays, buffer, fit, prior="marginal_regression").heuristic, marginal)
-    heuristic = np.asarray(pol.observe(arrays, buffer, fit, prior="interventional_regression").heuristic)
+    marginal_prior = features.observe(arrays, buffer, fit, prior="marginal_regression").heuristic
+    np.testing.assert_array_equal(marginal_prior, marginal)
+    heuristic = np.asarray(features.observe(arrays, buffer, fit, prior="interventional_regression").heuristic)
     np.testing.assert_allclose(heuristic[v], stats[v, 3:5], atol=1e-6)
     np.testing.assert_array_equal(heuristic[others], np.asarray(marginal)[others])
 
@@ -402,7 +405,7 @@ def jitted_update_and_state(spec: dict, optimizer=None):
     config's optimizer unless one is given."""
     policy = pol.make_policy(spec["policy"])
     optimizer = optimizer or grpo.make_optimizer(spec["training"], 10)[0]
-    update = jax.jit(grpo.make_train_update(grpo.GRPOSettings.from_experiment(spec), policy, optimizer))
+    update = jax.jit(grpo.make_train_update(rollout.GRPOSettings.from_experiment(spec), policy, optimizer))
     return update, grpo.initial_state(policy, optimizer, jax.random.PRNGKey(0))
 
 

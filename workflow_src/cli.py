@@ -2,7 +2,7 @@
 
 Each ``run_*_cli`` adapter turns parsed arguments into calls of the library; the library never imports
 from here. A stage's settings come from ``--spec`` (the config slice a rule passes) or from the config
-file, through one parser (``stage_spec``). User-facing errors (``errors.UserError``) become one line on
+file, through one parser (``cli_args.stage_spec``). User-facing errors (``errors.UserError``) become one line on
 stderr and exit status 2. Heavy modules (JAX, numpy) are imported only by the subcommands that need them,
 after the BLAS threads are pinned and XLA is configured.
 """
@@ -10,13 +10,13 @@ after the BLAS threads are pinned and XLA is configured.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from . import jobstats, paths  # jobstats first: it stamps the job start
 from .atomic import check_outputs
+from .cli_args import check_at_least_one, config_file, methods_arg, stage_spec
 from .compile_cache import configure_jax
 from .errors import ConfigError, UserError
 from .interrupt import stop_on_interrupt
@@ -31,35 +31,6 @@ BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 def pin_blas_threads() -> None:
     for var in BLAS_THREAD_VARS:
         os.environ.setdefault(var, "1")
-
-
-def stage_spec(args, stage, build, template) -> dict:
-    """The stage's config slice: ``--spec`` JSON (as a rule passes it), else ``build`` of the config file.
-
-    ``template`` gives the slice of the packaged defaults: a ``--spec`` lacking any of its keys, that is not a
-    JSON object, or with a value the config schema refuses (``config.validate_slice`` of ``stage``) is refused
-    in one line before any work starts.
-    """
-    from .config import load_config_or_packaged, packaged_config, validate_slice
-
-    if not getattr(args, "spec", None):
-        return build(load_config_or_packaged(args.config, getattr(args, "command", "acbo")))
-    try:
-        spec = json.loads(args.spec)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--spec is not valid JSON: {err}") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"--spec must be a JSON object, not {type(spec).__name__}")
-    missing = sorted(set(template(packaged_config())) - set(spec))
-    if missing:
-        raise ConfigError(f"--spec lacks {', '.join(missing)}")
-    return validate_slice(stage, spec)
-
-
-def config_file(args) -> str:
-    """The config file a command reads: ``--config``, else the default one (also where a ``--spec`` stands in for
-    it), so that no output of the command can replace it."""
-    return getattr(args, "config", None) or DEFAULT_CONFIG
 
 
 # --- suite -------------------------------------------------------------------------------------------
@@ -125,9 +96,7 @@ def run_train_cli(args) -> int:
     from .config import check_option, train_slice
 
     check_option("--seed", args.seed, "seed")
-    for option, value in (("--episodes", args.episodes), ("--stop-after", args.stop_after)):
-        if value is not None and value < 1:
-            raise UserError(f"{option}: {value} is less than the minimum of 1")
+    check_at_least_one(("--episodes", args.episodes), ("--stop-after", args.stop_after))
     spec = stage_spec(args, "train", lambda cfg: train_slice(cfg, args.experiment),
                       lambda cfg: train_slice(cfg, "default"))
     if args.episodes is not None:
@@ -156,18 +125,6 @@ def run_train_cli(args) -> int:
     return 0
 
 
-def _methods_arg(value: str | None, default) -> list[str]:
-    if value is None:
-        return list(default)
-    names = [m.strip() for m in value.split(",") if m.strip()]
-    if not names:
-        raise UserError(f"--methods {value!r}: names no method")
-    repeated = sorted({m for m in names if names.count(m) > 1})
-    if repeated:
-        raise UserError(f"--methods {value!r}: names {', '.join(repeated)} more than once")
-    return names
-
-
 def run_evaluate_cli(args) -> int:
     from .config import evaluation_slice
 
@@ -177,7 +134,7 @@ def run_evaluate_cli(args) -> int:
 
         check_option("--seed", args.seed, "seed")
     check_outputs({"--out": (args.out, "file")}, [args.checkpoint, args.suite, config_file(args)])
-    modes = _methods_arg(args.methods, protocol["policy_modes"])
+    modes = methods_arg(args.methods, protocol["policy_modes"])
     configure_jax(args.threads)
     from .evaluate.methods import policy_methods
     from .evaluate.run import load_policy, write_evaluation
@@ -207,7 +164,7 @@ def run_baselines_cli(args) -> int:
 
     protocol = stage_spec(args, "baselines", baselines_slice, baselines_slice)
     check_outputs({"--out": (args.out, "file")}, [args.suite, config_file(args)])
-    names = _methods_arg(args.methods, protocol["baselines"])
+    names = methods_arg(args.methods, protocol["baselines"])
     configure_jax(args.threads)
     from .evaluate.baselines import baseline_methods
     from .evaluate.run import write_evaluation

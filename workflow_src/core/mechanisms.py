@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scm import FUNCTIONS, SCM, topological_order
+from .graph import topological_order
+from .scm import FUNCTIONS, SCM
 
 NOISE_REACH = 10.0  # noise draws counted (in standard deviations) when bounding the values a variable can take
 

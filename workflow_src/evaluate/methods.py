@@ -34,7 +34,8 @@ def make_policy_act(policy_config: dict, greedy: bool, source: str) -> Act:
     fixed_std = policy_config["fixed_std"]
 
     def act(params, view: StepView, key):
-        from ..policy.network import act_outputs, check_params, greedy_action, make_policy, policy_observation, squash
+        from ..policy.distribution import greedy_action, squash
+        from ..policy.network import act_outputs, check_params, make_policy, policy_observation
 
         policy = make_policy(policy_config)
         check_params(policy, params, source)

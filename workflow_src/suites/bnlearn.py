@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.scm import SCM, ancestors, total_effects
+from ..core.graph import ancestors
+from ..core.scm import SCM, total_effects
 from ..errors import SuiteError
 from .generators import _pick_target
 from .nonlinear import NonlinearSettings, _cosines, _Terms, keep

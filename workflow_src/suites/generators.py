@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config_schema import n_levels, section_defaults
-from ..core.scm import FUNCTIONS, SCM, Terms, has_oracle_gap, reachability
+from ..core.graph import reachability
+from ..core.scm import FUNCTIONS, SCM, Terms, has_oracle_gap
 from .suite_io import SUITE_FORMAT_V2, Suite
 
 if TYPE_CHECKING:  # networkx is imported only where a random graph is drawn: it costs ~0.5 s per job

@@ -48,8 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config_schema import config_schema
+from ..core.graph import topological_order
 from ..core.mechanisms import term_value
-from ..core.scm import FUNCTIONS, MIN_ORACLE_GAP, SCM, Terms, topological_order, total_effects
+from ..core.scm import FUNCTIONS, MIN_ORACLE_GAP, SCM, Terms, total_effects
 from .generators import LEVELS, STRUCTURES, GeneratorSettings, _family_nodes, _pick_target
 from .oracle import compute_oracle, estimate_oracle, interior_variables, oracle_problem, with_oracle
 from .suite_io import SUITE_FORMAT_V2, Suite

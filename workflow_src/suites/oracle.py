@@ -48,8 +48,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ..core.curves import COARSE_POINTS, REFINE_POINTS, Oracle, curve_slopes, hermite_mean
+from ..core.graph import reachability, topological_order
 from ..core.mechanisms import FUNCTIONS_NUMPY
-from ..core.scm import MIN_ORACLE_GAP, SCM, exact_quantities, reachability, topological_order
+from ..core.scm import MIN_ORACLE_GAP, SCM, exact_quantities
 
 METHOD = "rqmc-sobol"
 CLOSED_FORM = "closed-form"

@@ -22,8 +22,9 @@ import jsonschema
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..core.graph import ancestors, cycle_nodes, topological_order
 from ..core.mechanisms import value_bounds
-from ..core.scm import FUNCTIONS, MIN_ORACLE_GAP, SCM, Terms, ancestors, cycle_nodes, has_oracle_gap, topological_order
+from ..core.scm import FUNCTIONS, MIN_ORACLE_GAP, SCM, Terms, has_oracle_gap
 from ..errors import SuiteError
 from .verified import is_verified, mark_verified
 

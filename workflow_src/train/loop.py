@@ -38,7 +38,8 @@ from ..provenance import code_hash, git_commit, package_version
 from ..suites.suite_io import load_suite
 from ..tables import TRAIN_LOG_SCHEMA, read_table, write_table
 from . import curriculum
-from .grpo import GRPOSettings, TrainState, initial_state, make_optimizer, make_train_update
+from .grpo import TrainState, initial_state, make_optimizer, make_train_update
+from .rollout import GRPOSettings
 
 SMOOTHING = 0.9  # EMA of the episode reward that selects best.ckpt
 

@@ -1,0 +1,57 @@
+"""The checks of ``acbo``'s arguments that come before any work: a stage's ``--spec`` (or the config file's
+slice), ``--methods`` lists and counts. Each refusal is a ``UserError`` of one line naming the option."""
+
+from __future__ import annotations
+
+import json
+
+from .errors import ConfigError, UserError
+from .paths import DEFAULT_CONFIG
+
+
+def config_file(args) -> str:
+    """The config file a command reads: ``--config``, else the default one (also where a ``--spec`` stands in for
+    it), so that no output of the command can replace it."""
+    return getattr(args, "config", None) or DEFAULT_CONFIG
+
+
+def stage_spec(args, stage, build, template) -> dict:
+    """The stage's config slice: ``--spec`` JSON (as a rule passes it), else ``build`` of the config file.
+
+    ``template`` gives the slice of the packaged defaults: a ``--spec`` lacking any of its keys, that is not a
+    JSON object, or with a value the config schema refuses (``config.validate_slice`` of ``stage``) is refused
+    in one line before any work starts.
+    """
+    from .config import load_config_or_packaged, packaged_config, validate_slice
+
+    if not getattr(args, "spec", None):
+        return build(load_config_or_packaged(args.config, getattr(args, "command", "acbo")))
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--spec is not valid JSON: {err}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"--spec must be a JSON object, not {type(spec).__name__}")
+    missing = sorted(set(template(packaged_config())) - set(spec))
+    if missing:
+        raise ConfigError(f"--spec lacks {', '.join(missing)}")
+    return validate_slice(stage, spec)
+
+
+def methods_arg(value: str | None, default) -> list[str]:
+    if value is None:
+        return list(default)
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    if not names:
+        raise UserError(f"--methods {value!r}: names no method")
+    repeated = sorted({m for m in names if names.count(m) > 1})
+    if repeated:
+        raise UserError(f"--methods {value!r}: names {', '.join(repeated)} more than once")
+    return names
+
+
+def check_at_least_one(*options) -> None:
+    """Refuse any ``(option, value)`` whose value is given and less than 1."""
+    for option, value in options:
+        if value is not None and value < 1:
+            raise UserError(f"{option}: {value} is less than the minimum of 1")
