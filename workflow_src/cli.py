@@ -21,6 +21,7 @@ from .compile_cache import configure_jax
 from .errors import ConfigError, UserError
 from .interrupt import stop_on_interrupt
 from .paths import DEFAULT_CONFIG
+from .suite_catalogue import FIXED_SUITES, GENERATED_NAMES
 
 # Single-threaded BLAS, set by ``main`` before numpy loads: multi-threaded reductions change the last bits
 # of the summary's bootstrap statistics with the number of cores, and the tables must not depend on the
@@ -287,8 +288,8 @@ def add_suite_parser(sub) -> None:
     suite = sub.add_parser("suite", help="generate, validate and inspect SCM suite files")
     suite_sub = suite.add_subparsers(dest="suite_command", required=True)
     gen = suite_sub.add_parser("generate", help="write a suite file from the config")
-    gen.add_argument("name", nargs="?", help="suite name: train-LNN, heldout-LNN, train-NLNN, heldout-NLNN, a fixed "
-                     "suite (heldout-classic, heldout-cbo, heldout-bnlearn, heldout-bnlearn-head) or a user suite")
+    gen.add_argument("name", nargs="?",
+                     help=f"suite name: {GENERATED_NAMES}, a fixed suite ({', '.join(FIXED_SUITES)}) or a user suite")
     gen.add_argument("--out", help=f"output path (default {paths.suite_file('NAME')})")
     add_config(gen)
     gen.set_defaults(func=run_suite_generate_cli)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -22,17 +21,7 @@ import yaml
 from .config_schema import config_schema, load_yaml, n_levels
 from .errors import ConfigError
 from .paths import DEFAULT_CONFIG
-
-# train-LNN / heldout-LNN: the linear families; train-NLNN / heldout-NLNN: the nonlinear ones (suites/nonlinear.py)
-GENERATED_SUITE = re.compile(r"^(train|heldout)-(N?L)(\d{2})$")
-CLASSIC_SUITE = "heldout-classic"
-LITERATURE_SUITE = "heldout-cbo"  # fixed nonlinear SCMs of the causal BO literature (acbo-suite/2)
-BNLEARN_SUITE = "heldout-bnlearn"  # the four Gaussian Bayesian networks pgmpy ships (suites/bnlearn.py)
-BNLEARN_HEAD_SUITE = "heldout-bnlearn-head"  # the same with a nonlinear head on the target
-FIXED_SUITES = (CLASSIC_SUITE, LITERATURE_SUITE, BNLEARN_SUITE, BNLEARN_HEAD_SUITE)
-# the suites.seed_base key of each generated kind: suite seed = base + level
-SEED_BASES = {("train", "L"): "train", ("heldout", "L"): "heldout", ("train", "NL"): "nonlinear_train",
-              ("heldout", "NL"): "nonlinear_heldout"}
+from .suite_catalogue import FIXED_SUITES, GENERATED_NAMES, built_in_name, kind_of, kind_of_slice
 
 
 def experiment_defaults() -> dict:
@@ -86,10 +75,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def known_suite(name: str, cfg: dict) -> bool:
-    match = GENERATED_SUITE.match(name)
-    return bool(match and 1 <= int(match.group(3)) <= n_levels()) or name in FIXED_SUITES or (
-        name in cfg["suites"]["user"]
-    )
+    return kind_of(name, cfg) is not None
 
 
 def _check_experiment(where: str, exp: dict) -> None:
@@ -118,9 +104,9 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
     for name, exp in doc["experiments"].items():
         _check_experiment(f"{source}: experiments.{name}", exp)
     for name in doc["suites"]["user"]:
-        if GENERATED_SUITE.match(name) or name in FIXED_SUITES:
+        if built_in_name(name):
             raise ConfigError(f"{source}: suites.user.{name}: a user suite may not take the name of a generated suite "
-                              f"(train-LNN, heldout-LNN, train-NLNN, heldout-NLNN, {', '.join(FIXED_SUITES)})")
+                              f"({GENERATED_NAMES}, {', '.join(FIXED_SUITES)})")
     plugins = doc["evaluation"]["plugins"]
     builtin = config_schema()["properties"]["evaluation"]["properties"]["baselines"]["items"]["enum"]
     for name, entry in plugins.items():
@@ -227,23 +213,9 @@ def slice_schema(stage: str, spec: dict) -> dict:
                  "plugins": {"type": "array", "uniqueItems": True, "items": name},
                  **{k: ev[k] for k in ("bootstrap_resamples", "bootstrap_seed")}, "train_config_hash": name}
         optional = ("plugins", "train_config_hash")
-    elif stage == "suite" and "user_file" in spec:
-        props = {"name": name, "user_file": name}
-    elif stage == "suite" and "classic" in spec:
-        props = {"name": {"const": CLASSIC_SUITE}, "classic": {"const": True}}
-    elif stage == "suite" and "literature" in spec:
-        props = {"name": {"const": LITERATURE_SUITE}, "literature": {"const": True}}
-    elif stage == "suite" and "bnlearn" in spec:
-        props = {"name": {"enum": [BNLEARN_SUITE, BNLEARN_HEAD_SUITE]}, "bnlearn": {"const": True},
-                 "head": {"type": "boolean"}}
     elif stage == "suite":
-        suites = root["properties"]["suites"]["properties"]
-        generator = {k: v for k, v in suites.items() if k not in ("pool_size", "seed_base", "user", "nonlinear")}
-        props = {"name": {"type": "string", "pattern": GENERATED_SUITE.pattern}, "level": {"$ref": "#/$defs/level"},
-                 "size": {"type": "integer", "minimum": 1}, "seed": {"type": "integer", "minimum": 0},
-                 "generator": {"type": "object", "additionalProperties": False, "properties": generator},
-                 "nonlinear": suites["nonlinear"]}  # train-NLNN / heldout-NLNN only
-        optional = ("nonlinear",)
+        kind = kind_of_slice(spec)
+        props, optional = kind.properties(root), kind.optional
     else:
         raise ValueError(f"no slice schema for stage {stage!r}")
     # other keys at the top are ignored (one spec may serve several commands), but not inside a section
@@ -279,34 +251,14 @@ def digest(obj) -> str:
 
 
 def suite_slice(cfg: dict, suite: str) -> dict:
-    """Settings that determine one suite file."""
-    if not known_suite(suite, cfg):
+    """Settings that determine one suite file (``suite_catalogue``: its kind's slice)."""
+    kind = kind_of(suite, cfg)
+    if kind is None:
         raise ConfigError(
-            f"unknown suite {suite!r} (expected train-LNN, heldout-LNN, train-NLNN or heldout-NLNN with NN in "
-            f"01..{n_levels()}, "
+            f"unknown suite {suite!r} (expected {GENERATED_NAMES} with NN in 01..{n_levels()}, "
             f"{', '.join(FIXED_SUITES)}, or a name under suites.user)"
         )
-    if suite in cfg["suites"]["user"]:
-        return {"name": suite, "user_file": cfg["suites"]["user"][suite]}
-    if suite == CLASSIC_SUITE:
-        return {"name": suite, "classic": True}
-    if suite == LITERATURE_SUITE:
-        return {"name": suite, "literature": True}
-    if suite in (BNLEARN_SUITE, BNLEARN_HEAD_SUITE):
-        return {"name": suite, "bnlearn": True, "head": suite == BNLEARN_HEAD_SUITE}
-    match = GENERATED_SUITE.match(suite)
-    kind, family, level = match.group(1), match.group(2), int(match.group(3))
-    settings = {k: v for k, v in cfg["suites"].items() if k not in ("pool_size", "seed_base", "user", "nonlinear")}
-    spec = {
-        "name": suite,
-        "level": level,
-        "size": cfg["suites"]["pool_size"][kind],
-        "seed": cfg["suites"]["seed_base"][SEED_BASES[kind, family]] + level,
-        "generator": settings,
-    }
-    if family == "NL":
-        spec["nonlinear"] = cfg["suites"]["nonlinear"]
-    return spec
+    return kind.slice(cfg, suite)
 
 
 def train_slice(cfg: dict, name: str) -> dict:

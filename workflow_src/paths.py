@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .suite_catalogue import GENERATED_FAMILIES, generated_suite
+
 DEFAULT_CONFIG = "config/config.yaml"
 RESULTS = "results"
 CHECKPOINTS = "checkpoints"
@@ -29,7 +31,7 @@ def suite_file(suite: str, suites_dir: str = SUITES) -> str:
 
 
 # an experiment's train_suites: the generated training suites each of its levels names
-CURRICULA = {"linear": ("L",), "nonlinear": ("NL",), "mixed": ("L", "NL")}
+CURRICULA = {"linear": ("L",), "nonlinear": ("NL",), "mixed": GENERATED_FAMILIES}
 
 
 def train_suites(level: int, curriculum: str = "linear") -> list[str]:
@@ -37,11 +39,11 @@ def train_suites(level: int, curriculum: str = "linear") -> list[str]:
     (nonlinear), or both (mixed: the level's pool holds both suites' SCMs)."""
     if curriculum not in CURRICULA:
         raise ValueError(f"train_suites must be one of {', '.join(CURRICULA)}, got {curriculum!r}")
-    return [f"train-{kind}{level:02d}" for kind in CURRICULA[curriculum]]
+    return [generated_suite("train", family, level) for family in CURRICULA[curriculum]]
 
 
 def is_train_suite(suite: str) -> bool:
-    return suite.startswith(("train-L", "train-NL"))
+    return suite.startswith(tuple(f"train-{family}" for family in GENERATED_FAMILIES))
 
 
 def train_suite_files(levels, suites_dir: str = SUITES, curriculum: str = "linear") -> list[str]:
