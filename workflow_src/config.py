@@ -4,7 +4,8 @@ The config file holds named experiment configs that override shared ``defaults``
 generated suites, and one global evaluation protocol. ``resolve_config`` validates it against the JSON
 Schema shipped in the package (filling defaults, refusing unknown keys with a message naming the key)
 and returns every experiment fully merged. The ``*_slice`` helpers give each stage exactly the part of
-the config it depends on, as canonical JSON, so that Snakemake reruns exactly what a change made stale.
+the config it depends on, as canonical JSON, so that Snakemake reruns exactly what a change made stale (the
+stages and their slices' schemas: ``stages``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import yaml
 from .config_schema import config_schema, load_yaml, n_levels
 from .errors import ConfigError
 from .paths import DEFAULT_CONFIG
-from .suite_catalogue import FIXED_SUITES, GENERATED_NAMES, built_in_name, kind_of, kind_of_slice
+from .stages import STAGES, slice_schema
+from .suite_catalogue import FIXED_SUITES, GENERATED_NAMES, built_in_name, kind_of
 
 
 def experiment_defaults() -> dict:
@@ -43,7 +45,7 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": properties})
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def describe_error(error: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = set(error.schema.get("properties", {}))
@@ -60,7 +62,7 @@ def validate_config(raw: dict, source: str = "config") -> dict:
     validator = _with_defaults(jsonschema.Draft202012Validator)(config_schema())
     errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        raise ConfigError("\n".join(f"{source}: {_describe(e)}" for e in errors))
+        raise ConfigError("\n".join(f"{source}: {describe_error(e)}" for e in errors))
     return doc
 
 
@@ -173,66 +175,6 @@ def experiment(cfg: dict, name: str) -> dict:
         raise ConfigError(f"unknown experiment config {name!r} (known: {', '.join(cfg['experiments'])})") from None
 
 
-# --- canonical slices: what each stage depends on ---------------------------------------------------
-
-
-def _require_all(schema: dict) -> dict:
-    """``schema`` with every property of every object in it required (a stage's slice is complete), but those
-    marked ``x-optional: true``."""
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _require_all(v) if isinstance(v, dict) else v for k, v in schema.items()}
-    if isinstance(schema.get("properties"), dict):
-        out["properties"] = {k: _require_all(v) for k, v in schema["properties"].items()}
-        # except those marked ``x-optional`` (settings added later, off when left out)
-        out["required"] = sorted(k for k, v in schema["properties"].items()
-                                 if not (isinstance(v, dict) and v.get("x-optional")))
-    return out
-
-
-def slice_schema(stage: str, spec: dict) -> dict:
-    """The JSON Schema of a stage's config slice (``--spec``), made of the config schema's own definitions: the
-    same bounds and types as in the config file, every key required except those a slice may leave out."""
-    root = config_schema()
-    ev, exp = root["properties"]["evaluation"]["properties"], root["$defs"]["experiment"]["properties"]
-    protocol = {k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed")}
-    name = {"type": "string", "minLength": 1}
-    optional = ()
-    if stage == "train":
-        props = {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
-        optional = ("train_suites",)  # left out of the slice when linear (train_slice)
-    elif stage == "evaluate":
-        props = {**protocol, "policy_modes": ev["policy_modes"]}
-    elif stage == "baselines":
-        props = {**protocol, "baselines": ev["baselines"]}
-    elif stage == "plugin":
-        props, optional = {**protocol, "name": name, "file": name, "settings": {"type": "object"}}, ("name", "file",
-                                                                                                    "settings")
-    elif stage == "summary":
-        props = {"config": name, "seeds": exp["seeds"], "eval_suites": exp["eval_suites"],
-                 "plugins": {"type": "array", "uniqueItems": True, "items": name},
-                 **{k: ev[k] for k in ("bootstrap_resamples", "bootstrap_seed")}, "train_config_hash": name}
-        optional = ("plugins", "train_config_hash")
-    elif stage == "suite":
-        kind = kind_of_slice(spec)
-        props, optional = kind.properties(root), kind.optional
-    else:
-        raise ValueError(f"no slice schema for stage {stage!r}")
-    # other keys at the top are ignored (one spec may serve several commands), but not inside a section
-    schema = _require_all({"type": "object", "properties": props})
-    schema["required"] = [k for k in schema["required"] if k not in optional]
-    return {**schema, "$defs": root["$defs"]}
-
-
-def validate_slice(stage: str, spec: dict, source: str = "--spec") -> dict:
-    """Refuse a stage's slice whose values the config schema would refuse (one line per problem)."""
-    validator = jsonschema.Draft202012Validator(slice_schema(stage, spec))
-    errors = sorted(validator.iter_errors(spec), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        raise ConfigError("\n".join(f"{source}: {_describe(e)}" for e in errors))
-    return spec
-
-
 def check_option(option: str, value, definition: str) -> None:
     """Refuse a command-line value that the config schema's ``$defs`` entry ``definition`` refuses."""
     error = jsonschema.exceptions.best_match(
@@ -240,6 +182,31 @@ def check_option(option: str, value, definition: str) -> None:
                                          "$defs": config_schema()["$defs"]}).iter_errors(value))
     if error is not None:
         raise ConfigError(f"{option}: {error.message}")
+
+
+# --- canonical slices: what each stage depends on ---------------------------------------------------
+
+
+def stage_slice(stage: str, cfg: dict, key: str | None = None) -> dict:
+    """The config slice of ``stage`` (``stages.STAGES``) for ``key``, the value of its rule's wildcard."""
+    entry = STAGES[stage]
+    slice_of = globals()[entry.slice]
+    return slice_of(cfg, key) if entry.wildcard else slice_of(cfg)
+
+
+def spec_keys(stage: str) -> set[str]:
+    """The keys every ``--spec`` of ``stage`` must hold."""
+    entry = STAGES[stage]
+    return set(entry.spec_keys or stage_slice(stage, packaged_config(), "default")) - set(entry.unchecked)
+
+
+def validate_slice(stage: str, spec: dict, source: str = "--spec") -> dict:
+    """Refuse a stage's slice whose values the config schema would refuse (one line per problem)."""
+    validator = jsonschema.Draft202012Validator(slice_schema(stage, spec))
+    errors = sorted(validator.iter_errors(spec), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {describe_error(e)}" for e in errors))
+    return spec
 
 
 def canonical_json(obj) -> str:
