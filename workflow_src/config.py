@@ -237,15 +237,18 @@ def train_slice(cfg: dict, name: str) -> dict:
     return out
 
 
+def evaluation_keys(cfg: dict, stage: str) -> dict:
+    """The ``evaluation`` settings ``stage`` depends on (``stages.Stage.keys``)."""
+    return {k: cfg["evaluation"][k] for k in STAGES[stage].keys}
+
+
 def evaluation_slice(cfg: dict) -> dict:
     """The evaluation protocol of the trained policy."""
-    ev = cfg["evaluation"]
-    return {k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed", "policy_modes")}
+    return evaluation_keys(cfg, "evaluate")
 
 
 def baselines_slice(cfg: dict) -> dict:
-    ev = cfg["evaluation"]
-    return {k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed", "baselines")}
+    return evaluation_keys(cfg, "baselines")
 
 
 def plugin_slice(cfg: dict, name: str) -> dict:
@@ -256,7 +259,7 @@ def plugin_slice(cfg: dict, name: str) -> dict:
     except KeyError:
         known = ", ".join(ev["plugins"]) or "none"
         raise ConfigError(f"unknown plug-in {name!r} (evaluation.plugins: {known})") from None
-    return {**{k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed")}, "name": name, **entry}
+    return {**evaluation_keys(cfg, "plugin"), "name": name, **entry}
 
 
 def summary_slice(cfg: dict, name: str) -> dict:
@@ -267,7 +270,6 @@ def summary_slice(cfg: dict, name: str) -> dict:
         "seeds": exp["seeds"],
         "eval_suites": exp["eval_suites"],
         **({"plugins": sorted(ev["plugins"])} if ev["plugins"] else {}),
-        "bootstrap_resamples": ev["bootstrap_resamples"],
-        "bootstrap_seed": ev["bootstrap_seed"],
+        **evaluation_keys(cfg, "summary"),
         "train_config_hash": digest(train_slice(cfg, name)),  # final.ckpt headers must carry this hash
     }

@@ -39,7 +39,7 @@ def _summary_schema(root: dict, spec: dict):
     exp = _experiment(root)
     props = {"config": NAME, "seeds": exp["seeds"], "eval_suites": exp["eval_suites"],
              "plugins": {"type": "array", "uniqueItems": True, "items": NAME},
-             **_evaluation(root, "bootstrap_resamples", "bootstrap_seed"), "train_config_hash": NAME}
+             **_evaluation(root, *STAGES["summary"].keys), "train_config_hash": NAME}
     return props, ("plugins", "train_config_hash")
 
 
@@ -54,25 +54,29 @@ class Stage(NamedTuple):
     entries: tuple[str, ...]  # the modules that command runs (its code hash covers them and what they import)
     slice: str  # the function of ``config`` that gives the settings its jobs depend on: (config[, key]) -> dict
     wildcard: str | None  # the rule wildcard the slice is per (its key), None: one slice for every job
-    schema: Callable[[dict, dict], tuple]  # (config schema, slice) -> (its properties, the keys it may leave out)
+    keys: tuple[str, ...] = ()  # the ``evaluation`` settings its slice holds
+    # (config schema, slice) -> (its properties, the keys it may leave out); default: those of ``keys``, all required
+    schema: Callable[[dict, dict], tuple] | None = None
     spec_keys: tuple[str, ...] = ()  # the keys a ``--spec`` must hold (default: those of the packaged defaults'
     # slice, for the experiment "default", but ``unchecked``)
     unchecked: tuple[str, ...] = ()
 
 
 STAGES = {stage.name: stage for stage in (
-    Stage("suite", "suite generate", ("suites.build",), "suite_slice", "suite", _suite_schema, spec_keys=("name",)),
-    Stage("train", "train", ("train.loop",), "train_slice", "config", _train_schema),
+    Stage("suite", "suite generate", ("suites.build",), "suite_slice", "suite", schema=_suite_schema,
+          spec_keys=("name",)),
+    Stage("train", "train", ("train.loop",), "train_slice", "config", schema=_train_schema),
     Stage("evaluate", "evaluate", ("evaluate.run", "evaluate.methods"), "evaluation_slice", None,
-          lambda root, spec: (_evaluation(root, *PROTOCOL, "policy_modes"), ())),
+          keys=(*PROTOCOL, "policy_modes")),
     Stage("baselines", "baselines", ("evaluate.run", "evaluate.baselines"), "baselines_slice", None,
-          lambda root, spec: (_evaluation(root, *PROTOCOL, "baselines"), ())),
-    Stage("plugin", "plugin", ("evaluate.run", "evaluate.plugins"), "plugin_slice", "method",
-          lambda root, spec: ({**_evaluation(root, *PROTOCOL), "name": NAME, "file": NAME,
-                               "settings": {"type": "object"}}, ("name", "file", "settings")), spec_keys=PROTOCOL),
+          keys=(*PROTOCOL, "baselines")),
+    Stage("plugin", "plugin", ("evaluate.run", "evaluate.plugins"), "plugin_slice", "method", keys=PROTOCOL,
+          schema=lambda root, spec: ({**_evaluation(root, *PROTOCOL), "name": NAME, "file": NAME,
+                                      "settings": {"type": "object"}}, ("name", "file", "settings")),
+          spec_keys=PROTOCOL),
     # train_config_hash may be left out of a --spec written by hand: then no checkpoint hash is compared
     Stage("summary", "summarize", ("report.inputs", "report.summarize", "report.pages"), "summary_slice", "config",
-          _summary_schema, unchecked=("train_config_hash",)),
+          keys=("bootstrap_resamples", "bootstrap_seed"), schema=_summary_schema, unchecked=("train_config_hash",)),
 )}
 
 
@@ -95,7 +99,8 @@ def slice_schema(stage: str, spec: dict) -> dict:
     if stage not in STAGES:
         raise ValueError(f"no slice schema for stage {stage!r}")
     root = config_schema()
-    props, optional = STAGES[stage].schema(root, spec)
+    entry = STAGES[stage]
+    props, optional = entry.schema(root, spec) if entry.schema else (_evaluation(root, *entry.keys), ())
     # other keys at the top are ignored (one spec may serve several commands), but not inside a section
     schema = _require_all({"type": "object", "properties": props})
     schema["required"] = [k for k in schema["required"] if k not in optional]
