@@ -1,9 +1,9 @@
-"""Every stage of the workflow, registered once: the ``acbo`` command its rule runs, the modules that command
-runs (their code is the stage's code hash, ``provenance.code_hash``), the config slice its jobs depend on (a
-function of ``config``) and the rule wildcard it is per, that slice's JSON Schema, and the keys every
-``--spec`` for it must hold. The rules (``rules/common.smk``), ``config.stage_slice`` and
-``config.validate_slice``, the CLI's ``--spec`` parser (``cli_args.stage_spec``) and the training checkpoint's
-code hash read this table. Imports nothing heavy (no ``config``): training's code hash covers it.
+"""Every stage of the workflow, registered once: the modules its command runs (their code is the stage's code
+hash, ``provenance.code_hash``), the config slice its jobs depend on (a function of ``config``) and the rule
+wildcard it is per, that slice's JSON Schema, and the keys every ``--spec`` for it must hold. The rules
+(``rules/common.smk``), ``config.stage_slice`` and ``config.validate_slice``, the CLI's ``--spec`` parser
+(``cli_args.stage_spec``) and the training checkpoint's code hash read this table. Imports nothing heavy (no
+``config``): training's code hash covers it.
 
 A slice's schema is made of the config schema's own definitions: the same bounds and types as in the config
 file, every key required except those a slice may leave out.
@@ -50,8 +50,7 @@ def _suite_schema(root: dict, spec: dict):
 
 class Stage(NamedTuple):
     name: str
-    command: str  # the ``acbo`` command its rule runs
-    entries: tuple[str, ...]  # the modules that command runs (its code hash covers them and what they import)
+    entries: tuple[str, ...]  # the modules its command runs (its code hash covers them and what they import)
     slice: str  # the function of ``config`` that gives the settings its jobs depend on: (config[, key]) -> dict
     wildcard: str | None  # the rule wildcard the slice is per (its key), None: one slice for every job
     keys: tuple[str, ...] = ()  # the ``evaluation`` settings its slice holds
@@ -63,19 +62,18 @@ class Stage(NamedTuple):
 
 
 STAGES = {stage.name: stage for stage in (
-    Stage("suite", "suite generate", ("suites.build",), "suite_slice", "suite", schema=_suite_schema,
-          spec_keys=("name",)),
-    Stage("train", "train", ("train.loop",), "train_slice", "config", schema=_train_schema),
-    Stage("evaluate", "evaluate", ("evaluate.run", "evaluate.methods"), "evaluation_slice", None,
+    Stage("suite", ("suites.build",), "suite_slice", "suite", schema=_suite_schema, spec_keys=("name",)),
+    Stage("train", ("train.loop",), "train_slice", "config", schema=_train_schema),
+    Stage("evaluate", ("evaluate.run", "evaluate.methods"), "evaluation_slice", None,
           keys=(*PROTOCOL, "policy_modes")),
-    Stage("baselines", "baselines", ("evaluate.run", "evaluate.baselines"), "baselines_slice", None,
+    Stage("baselines", ("evaluate.run", "evaluate.baselines"), "baselines_slice", None,
           keys=(*PROTOCOL, "baselines")),
-    Stage("plugin", "plugin", ("evaluate.run", "evaluate.plugins"), "plugin_slice", "method", keys=PROTOCOL,
+    Stage("plugin", ("evaluate.run", "evaluate.plugins"), "plugin_slice", "method", keys=PROTOCOL,
           schema=lambda root, spec: ({**_evaluation(root, *PROTOCOL), "name": NAME, "file": NAME,
                                       "settings": {"type": "object"}}, ("name", "file", "settings")),
           spec_keys=PROTOCOL),
     # train_config_hash may be left out of a --spec written by hand: then no checkpoint hash is compared
-    Stage("summary", "summarize", ("report.inputs", "report.summarize", "report.pages"), "summary_slice", "config",
+    Stage("summary", ("report.inputs", "report.summarize", "report.pages"), "summary_slice", "config",
           keys=("bootstrap_resamples", "bootstrap_seed"), schema=_summary_schema, unchecked=("train_config_hash",)),
 )}
 
