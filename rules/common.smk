@@ -3,15 +3,10 @@
 import shlex
 
 from workflow_src.config import (
-    baselines_slice,
     canonical_json,
     digest,
-    evaluation_slice,
     experiment,
-    plugin_slice,
-    summary_slice,
-    suite_slice,
-    train_slice,
+    stage_slice,
 )
 from workflow_src.paths import (
     baseline_table,
@@ -31,6 +26,7 @@ from workflow_src.paths import (
     train_suite_files,
 )
 from workflow_src.provenance import code_hash, plugin_source_hash
+from workflow_src.stages import STAGES
 
 ENV = "../envs/acbo.yaml"
 
@@ -45,6 +41,20 @@ wildcard_constraints:
 def spec_arg(obj):
     """A config slice as a shell-quoted canonical JSON argument (also what makes params change)."""
     return shlex.quote(canonical_json(obj))
+
+
+def stage_spec(stage):
+    """The ``--spec`` param of a stage's rule: its config slice (``workflow_src/stages.py``), per the value of the
+    stage's wildcard where it has one."""
+    wildcard = STAGES[stage].wildcard
+    if wildcard:
+        return lambda wc: spec_arg(stage_slice(stage, CFG, getattr(wc, wildcard)))
+    return spec_arg(stage_slice(stage, CFG))
+
+
+def stage_code(stage):
+    """The ``code`` param of a stage's rule: the hash of the code its command runs."""
+    return code_hash(STAGES[stage].entries)
 
 
 def per_attempt(mem_mb):
@@ -74,7 +84,7 @@ def user_suite_source(suite):
 
 def trained_config_hash(name):
     """The hash final.ckpt must carry: that of the config's training slice."""
-    return digest(train_slice(CFG, name))
+    return digest(stage_slice("train", CFG, name))
 
 
 def summary_inputs_of(name):
@@ -87,7 +97,7 @@ def plugin_names():
 
 
 def plugin_file(method):
-    return plugin_slice(CFG, method)["file"]
+    return stage_slice("plugin", CFG, method)["file"]
 
 
 def plugin_hash(method):

@@ -21,9 +21,9 @@ rule evaluate:
         mem_mb=per_attempt(1500),
         runtime=15,
     params:
-        spec=spec_arg(evaluation_slice(CFG)),
+        spec=stage_spec("evaluate"),
         trained=lambda wc: trained_config_hash(wc.config),
-        code=code_hash("evaluate"),
+        code=stage_code("evaluate"),
     shell:
         "acbo evaluate --checkpoint {input.checkpoint:q} --suite {input.suite:q} --out {output:q}"
         " --experiment {wildcards.config:q} --seed {wildcards.seed:q} --spec {params.spec} --threads {threads}"
@@ -45,8 +45,8 @@ rule baselines:
         mem_mb=per_attempt(1500),
         runtime=15,
     params:
-        spec=spec_arg(baselines_slice(CFG)),
-        code=code_hash("baselines"),
+        spec=stage_spec("baselines"),
+        code=stage_code("baselines"),
     shell:
         "acbo baselines --suite {input.suite:q} --out {output:q} --spec {params.spec} --threads {threads}"
         " > {log:q} 2>&1"
@@ -67,9 +67,9 @@ rule plugin:
         mem_mb=per_attempt(2000),
         runtime=15,
     params:
-        spec=lambda wc: spec_arg(plugin_slice(CFG, wc.method)),
+        spec=stage_spec("plugin"),
         plugin=lambda wc: plugin_hash(wc.method),
-        code=code_hash("plugin"),
+        code=stage_code("plugin"),
     shell:
         "acbo plugin --file {input.plugin:q} --name {wildcards.method:q} --suite {input.suite:q} --out {output:q}"
         " --spec {params.spec} --threads {threads} > {log:q} 2>&1"

@@ -31,9 +31,9 @@ rule summary:
         mem_mb=lambda wc, input, attempt: max(2000, 1000 + 16 * int(input.size_mb)) * attempt,
         runtime=10,
     params:
-        spec=lambda wc: spec_arg(summary_slice(CFG, wc.config)),
+        spec=stage_spec("summary"),
         plugins=lambda wc: plugin_tables_arg(wc.config),
-        code=code_hash("summary"),
+        code=stage_code("summary"),
     shell:
         "acbo summarize --experiment {wildcards.config:q} --spec {params.spec} --evals {input.evals:q}"
         " --baselines {input.baselines:q} {params.plugins} --train-logs {input.train_logs:q} --final-checkpoints {input.checkpoints:q}"
@@ -60,7 +60,7 @@ rule compare:
         mem_mb=1000,
         runtime=5,
     params:
-        code=code_hash("summary"),
+        code=stage_code("summary"),
     shell:
         "acbo compare {input:q} --out {output:q} > {log:q} 2>&1"
 

@@ -17,7 +17,7 @@ rule suite:
         mem_mb=per_attempt(1000),
         runtime=10,
     params:
-        spec=lambda wc: spec_arg(suite_slice(CFG, wc.suite)),
-        code=code_hash("suite"),
+        spec=stage_spec("suite"),
+        code=stage_code("suite"),
     shell:
         "acbo suite generate --spec {params.spec} --out {output:q} > {log:q} 2>&1"

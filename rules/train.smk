@@ -19,10 +19,10 @@ rule train:
         mem_mb=per_attempt(2000),
         runtime=lambda wc: 10 + experiment(CFG, wc.config)["episodes"] // 20,
     params:
-        spec=lambda wc: spec_arg(train_slice(CFG, wc.config)),
+        spec=stage_spec("train"),
         verbose=lambda wc: "--verbose" if experiment(CFG, wc.config)["verbose"] else "",
         checkpoint_dir=checkpoint_dir("{config}", "{seed}"),
-        code=code_hash("train"),
+        code=stage_code("train"),
     shell:
         "acbo train --experiment {wildcards.config:q} --seed {wildcards.seed:q} --spec {params.spec}"
         " --threads {threads} --suites {input:q} --checkpoint-dir {params.checkpoint_dir:q}"

@@ -21,7 +21,7 @@ from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.evaluate.methods import policy_methods
 from workflow_src.evaluate.registry import BASELINES
 from workflow_src.evaluate.rollout import chunk_size
-from workflow_src.evaluate.run import evaluate_methods, run_methods, write_evaluation
+from workflow_src.evaluate.run import evaluate_methods, read_run_infos, run_methods, write_evaluation
 from workflow_src.policy.network import init_params, make_policy
 from workflow_src.suites.build import build_suite
 from workflow_src.suites.suite_io import load_suite
@@ -82,7 +82,8 @@ def test_table_written_in_pieces_equals_the_whole_table(tmp_path, mixed_suite, a
                      "test table", log=lines.append)
     expected = to_table(frame, EVAL_SCHEMA, "test table").to_pandas()
     pd.testing.assert_frame_equal(read_table(tmp_path / "t.parquet", EVAL_SCHEMA), expected)
-    assert lines[0].startswith("bucket: 8 variables x 16 SCMs per chunk, 1 chunk(s); program ")
+    info = read_run_infos(lines[0])[0]
+    assert (info.bucket, info.chunk, info.chunks) == (8, 16, 1)
 
 
 def test_cold_and_cached_runs_are_byte_identical_and_say_where_the_program_came_from(tmp_path):
@@ -96,12 +97,12 @@ def test_cold_and_cached_runs_are_byte_identical_and_say_where_the_program_came_
         proc = run_cli("baselines", "--suite", suite, "--out", tmp_path / f"{name}.parquet", "--spec", spec, env=env,
                        check=True)
         logs.append(proc.stdout)
-    assert "from compiled (cache miss, now stored)" in logs[0] and " s, traced)" in logs[0], logs[0]
-    assert "from persistent cache" in logs[1] and " s, stored export)" in logs[1], logs[1]
+    cold, warm = (read_run_infos(log)[0] for log in logs)
+    assert (cold.source, cold.origin) == ("compiled (cache miss, now stored)", "traced"), logs[0]
+    assert (warm.source, warm.origin) == ("persistent cache", "stored export"), logs[1]
     assert len(list((tmp_path / "cache" / "exported").glob("*.jaxexport"))) == 1
     assert logs[1].strip().splitlines()[-1].startswith('job stats: {"command": "baselines"'), logs[1]
-    program = [line.split(" program ")[1].split()[0] for line in logs[0].splitlines() if " program " in line]
-    assert program and f"program {program[0]} from persistent cache" in logs[1]
+    assert warm.program == cold.program
     assert (tmp_path / "cold.parquet").read_bytes() == (tmp_path / "warm.parquet").read_bytes()
     assert not list((tmp_path / "cache").glob("*.tmp"))
 

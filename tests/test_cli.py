@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT, run_cli
 
 from workflow_src.config import packaged_config, suite_slice
-from workflow_src.provenance import STAGE_ENTRIES, code_hash, imported_modules
+from workflow_src.provenance import code_hash, imported_modules
+from workflow_src.stages import STAGES
 
 PACKAGE = ROOT / "workflow_src"
 
@@ -80,7 +81,8 @@ def test_the_package_has_no_import_cycle():
 
 # Data flows one way: a module imports from its own stage or an earlier one, never from a later one or the CLI.
 STAGE_ORDER = ["shared", "core", "suites", "policy", "train", "evaluate", "report", "command line"]
-SHARED = {"paths", "errors", "config", "config_schema", "atomic", "tables", "provenance", "compile_cache", "jobstats"}
+SHARED = {"paths", "errors", "config", "config_schema", "atomic", "tables", "provenance", "compile_cache", "jobstats",
+          "suite_catalogue", "stages"}
 
 
 def _stage(module: str) -> str:
@@ -111,11 +113,11 @@ def test_a_stage_code_hash_changes_exactly_when_its_code_does(tmp_path, module, 
 
     root = tmp_path / "workflow_src"
     shutil.copytree(PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
-    before = {stage: code_hash.__wrapped__(stage, root) for stage in STAGE_ENTRIES}
+    before = {stage: code_hash.__wrapped__(STAGES[stage].entries, root) for stage in STAGES}
     with open(root / module, "a") as f:
         f.write("\n# edited\n")
-    after = {stage: code_hash.__wrapped__(stage, root) for stage in STAGE_ENTRIES}
-    assert {stage for stage in STAGE_ENTRIES if before[stage] != after[stage]} == stages
+    after = {stage: code_hash.__wrapped__(STAGES[stage].entries, root) for stage in STAGES}
+    assert {stage for stage in STAGES if before[stage] != after[stage]} == stages
 
 
 def test_importing_the_library_changes_no_environment():

@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT, run_cli
 
 from workflow_src.compile_cache import CACHE_SUFFIX, AtomicFileCache, CompileWatch, configure_jax, seal
+from workflow_src.evaluate.run import read_run_infos
 
 BASELINES_SPEC = json.dumps({"seed": 3, "episodes": 2, "interventions": 3, "n_obs": 4,
                              "baselines": ["random", "thompson_bandit"]})
@@ -50,6 +51,14 @@ def flip_a_byte(path, where: float = 0.5):
     data = bytearray(path.read_bytes())
     data[int(len(data) * where)] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+COMPILED, CACHED = "compiled (cache miss, now stored)", "persistent cache"
+
+
+def program_loads(log: str) -> list[tuple[str, str]]:
+    """(executable source, program origin) of each suite run a job's log reports."""
+    return [(info.source, info.origin) for info in read_run_infos(log)]
 
 
 def damage_lines(text: str) -> list[str]:
@@ -146,10 +155,10 @@ def test_jobs_repair_a_damaged_cache_and_a_moved_cache_hits(tmp_path):
 
     proc = run_cli("baselines", "--suite", suite, "--out", tmp_path / "clean.parquet", "--spec", BASELINES_SPEC,
                    env={**os.environ, "ACBO_JAX_CACHE": str(tmp_path / "first")}, check=True)
-    assert " s, traced)" in proc.stdout
+    assert program_loads(proc.stdout) == [(COMPILED, "traced")], proc.stdout
     (tmp_path / "first").rename(tmp_path / "moved")
     log = job("moved", "moved")
-    assert "from persistent cache" in log and " s, stored export)" in log and not damage_lines(log), log
+    assert program_loads(log) == [(CACHED, "stored export")] and not damage_lines(log), log
 
     cache = tmp_path / "moved"
     (export,) = (cache / "exported").glob("*.jaxexport")
@@ -159,7 +168,7 @@ def test_jobs_repair_a_damaged_cache_and_a_moved_cache_hits(tmp_path):
     log = job("moved", "repaired")
     assert sorted(line.split(":")[0] for line in damage_lines(log)) == ["compilation cache", "program store"], log
     assert len(damage_lines(log)) == 2 and "Traceback" not in log, log
-    assert "from compiled (cache miss, now stored)" in log and " s, traced)" in log, log
+    assert program_loads(log) == [(COMPILED, "traced")], log
     log = job("moved", "after")
-    assert "from persistent cache" in log and " s, stored export)" in log and not damage_lines(log), log
+    assert program_loads(log) == [(CACHED, "stored export")] and not damage_lines(log), log
     assert not list(cache.rglob("*.tmp"))

@@ -49,6 +49,7 @@ def test_an_evaluation_job_whose_program_is_stored_imports_no_flax(tmp_path):
 
     import jax
 
+    from workflow_src.evaluate.run import read_run_infos
     from workflow_src.policy import checkpoint
     from workflow_src.policy.network import init_params, make_policy
     from workflow_src.policy.spec import architecture
@@ -64,7 +65,7 @@ def test_an_evaluation_job_whose_program_is_stored_imports_no_flax(tmp_path):
     for name, origin, flax in (("cold", "traced", True), ("warm", "stored export", False)):
         out, imported = acbo("evaluate", "--checkpoint", ckpt, "--suite", tmp_path / "s.json",
                              "--out", tmp_path / f"{name}.parquet", "--spec", spec, env=env)
-        assert f"s, {origin})" in out, out
+        assert [info.origin for info in read_run_infos(out)] == [origin], out
         assert ("flax" in imported) == flax and "pandas" not in imported
     assert (tmp_path / "cold.parquet").read_bytes() == (tmp_path / "warm.parquet").read_bytes()
 
@@ -78,17 +79,21 @@ def test_the_config_alone_does_not_import_networkx():
 
 def test_study_figures_are_read_from_the_job_logs(tmp_path):
     from workflow_src.bench_study import read_job_logs, summarize_jobs
+    from workflow_src.evaluate.run import RunInfo
+
+    def run_info(chunk, program, source, compile_s, origin):
+        return RunInfo(8, chunk, 1, program, source, compile_s, origin).line()
 
     def stats(command, wall, startup, peak):
         return "job stats: " + json.dumps({"command": command, "wall_s": wall, "startup_s": startup, "peak_mib": peak})
 
     logs = {
-        "baselines/heldout-L01.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program aaa111 from "
-        f"compiled (cache miss, now stored) (20.0 s, traced)\nwrote x\n{stats('baselines', 25.5, 2.5, 800)}\n",
-        "debug/eval/seed_0/heldout-L01.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program bbb222 "
-        f"from persistent cache (1.0 s, traced)\n{stats('evaluate', 6.0, 3.0, 600)}\n",
-        "debug/eval/seed_0/heldout-L02.log": "bucket: 8 variables x 32 SCMs per chunk, 1 chunk(s); program bbb222 "
-        f"from persistent cache (0.4 s, stored export)\n{stats('evaluate', 4.0, 2.0, 650)}\n",
+        "baselines/heldout-L01.log": f"{run_info(32, 'aaa111', 'compiled (cache miss, now stored)', 20.0, 'traced')}"
+        f"\nwrote x\n{stats('baselines', 25.5, 2.5, 800)}\n",
+        "debug/eval/seed_0/heldout-L01.log": f"{run_info(32, 'bbb222', 'persistent cache', 1.0, 'traced')}\n"
+        f"{stats('evaluate', 6.0, 3.0, 600)}\n",
+        "debug/eval/seed_0/heldout-L02.log": f"{run_info(32, 'bbb222', 'persistent cache', 0.4, 'stored export')}\n"
+        f"{stats('evaluate', 4.0, 2.0, 650)}\n",
         "debug/train/seed_0.log": f"{stats('train', 40.0, 3.0, 900)}\n",
         "suites/broken.log": "Traceback ...\n",  # a failed job has no stats line
     }

@@ -25,9 +25,10 @@ from workflow_src.provenance import file_hash
 from workflow_src.report.bootstrap import Units, bootstrap, unit_table, units_of
 from workflow_src.report.inputs import load_inputs
 from workflow_src.report.metrics import METRIC_COLUMNS, episode_metrics
-from workflow_src.report.summarize import POOLS, SUMMARY_SCHEMA, paired_differences, read_summary, summarize
+from workflow_src.report.scopes import POOLS
+from workflow_src.report.summarize import paired_differences, read_summary, summarize
 from workflow_src.suites.suite_io import parse_suite, write_suite
-from workflow_src.tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, write_table
+from workflow_src.tables import EVAL_SCHEMA, SUMMARY_SCHEMA, TRAIN_LOG_SCHEMA, write_table
 
 LINEAR_POOL, NONLINEAR_POOL = POOLS["linear"], POOLS["nonlinear"]
 
@@ -724,8 +725,7 @@ def test_scms_missing_from_their_suite_file_are_refused(tmp_path):
 
 
 def test_scopes_are_ordered_by_mechanism_class():
-    from workflow_src.report.chart_style import with_scope_labels
-    from workflow_src.report.summarize import suite_classes
+    from workflow_src.report.scopes import suite_classes, with_scope_labels
 
     classes = suite_classes({"a": {"x": "linear"}, "b": {"x": "nonlinear", "y": "linear"}, "c": {"x": "nonlinear"},
                              "L02": {"x": "linear"}})

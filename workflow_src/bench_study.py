@@ -2,7 +2,7 @@
 from its job logs.
 
 Every job's log ends with a ``job stats:`` line (``jobstats``) and every evaluation/baseline log names its
-shape bucket and program fingerprint (``evaluate.RunInfo``), so the figures come from what the jobs
+shape bucket and program fingerprint (``evaluate.run.RunInfo``), so the figures come from what the jobs
 themselves measured: study wall time, job-seconds, start-up and peak memory per rule, the number of distinct
 compiled evaluation programs, and evaluation job times with a cold cache and again with a warm one.
 """
@@ -10,7 +10,6 @@ compiled evaluation programs, and evaluation job times with a cold cache and aga
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,8 +20,6 @@ from typing import NamedTuple
 from .jobstats import read_summary_line
 from .paths import LOGS
 
-PROGRAM = re.compile(r"^bucket: (?P<bucket>\d+) variables .*; program (?P<program>\w+) from (?P<source>.+?) "
-                     r"\([\d.]+ s, (?P<origin>[^)]+)\)$", re.MULTILINE)
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs", "report")
 
 
@@ -37,14 +34,16 @@ class ProgramLoad(NamedTuple):
 
 def read_job_logs(logs: Path) -> list[dict]:
     """One record per job log that ends with a job-stats line: command, wall, start-up, peak, program."""
+    from .evaluate.run import read_run_infos
+
     jobs = []
     for path in sorted(logs.rglob("*.log")):
         text = path.read_text(errors="replace")
         stats = read_summary_line(text)
         if not stats:
             continue
-        programs = [ProgramLoad(int(m["bucket"]), m["program"], m["source"].strip() == "persistent cache",
-                                m["origin"] == "stored export") for m in PROGRAM.finditer(text)]
+        programs = [ProgramLoad(info.bucket, info.program, info.source == "persistent cache",
+                                info.origin == "stored export") for info in read_run_infos(text)]
         jobs.append({
             "log": str(path.relative_to(logs)), **stats,
             **({"programs": programs} if programs else {}),

@@ -21,6 +21,7 @@ from .compile_cache import configure_jax
 from .errors import ConfigError, UserError
 from .interrupt import stop_on_interrupt
 from .paths import DEFAULT_CONFIG
+from .suite_catalogue import FIXED_SUITES, GENERATED_NAMES
 
 # Single-threaded BLAS, set by ``main`` before numpy loads: multi-threaded reductions change the last bits
 # of the summary's bootstrap statistics with the number of cores, and the tables must not depend on the
@@ -37,10 +38,9 @@ def pin_blas_threads() -> None:
 
 
 def run_suite_generate_cli(args) -> int:
-    from .config import suite_slice
     from .suites.build import build_suite
 
-    spec = stage_spec(args, "suite", lambda cfg: suite_slice(cfg, args.name), lambda cfg: {"name": None})
+    spec = stage_spec(args, "suite", args.name)
     out = args.out or paths.suite_file(spec["name"])
     check_outputs({"--out": (out, "file")}, [spec.get("user_file"), config_file(args)])
     jobstats.ready()
@@ -93,12 +93,11 @@ def run_suite_show_cli(args) -> int:
 
 
 def run_train_cli(args) -> int:
-    from .config import check_option, train_slice
+    from .config import check_option
 
     check_option("--seed", args.seed, "seed")
     check_at_least_one(("--episodes", args.episodes), ("--stop-after", args.stop_after))
-    spec = stage_spec(args, "train", lambda cfg: train_slice(cfg, args.experiment),
-                      lambda cfg: train_slice(cfg, "default"))
+    spec = stage_spec(args, "train", args.experiment)
     if args.episodes is not None:
         spec = {**spec, "episodes": args.episodes}
     curriculum = spec.get("train_suites", "linear")
@@ -126,9 +125,7 @@ def run_train_cli(args) -> int:
 
 
 def run_evaluate_cli(args) -> int:
-    from .config import evaluation_slice
-
-    protocol = stage_spec(args, "evaluate", evaluation_slice, evaluation_slice)
+    protocol = stage_spec(args, "evaluate")
     if args.seed is not None:
         from .config import check_option
 
@@ -160,9 +157,7 @@ def run_evaluate_cli(args) -> int:
 
 
 def run_baselines_cli(args) -> int:
-    from .config import baselines_slice
-
-    protocol = stage_spec(args, "baselines", baselines_slice, baselines_slice)
+    protocol = stage_spec(args, "baselines")
     check_outputs({"--out": (args.out, "file")}, [args.suite, config_file(args)])
     names = methods_arg(args.methods, protocol["baselines"])
     configure_jax(args.threads)
@@ -186,8 +181,7 @@ def run_plugin_cli(args) -> int:
     def from_config(cfg):
         return plugin_slice(cfg, args.name) if args.name in cfg["evaluation"]["plugins"] else baselines_slice(cfg)
 
-    protocol_keys = lambda cfg: {k: v for k, v in baselines_slice(cfg).items() if k != "baselines"}  # noqa: E731
-    spec = stage_spec(args, "plugin", from_config, protocol_keys)
+    spec = stage_spec(args, "plugin", build=from_config)
     check_outputs({"--out": (args.out, "file")}, [args.file, args.suite, config_file(args)])
     configure_jax(args.threads)
     from .evaluate.plugins import check_act, check_records, load_plugin
@@ -204,15 +198,12 @@ def run_plugin_cli(args) -> int:
 
 
 def run_summarize_cli(args) -> int:
-    from .config import summary_slice
     from .report.inputs import load_inputs
     from .report.page import charts_dir_problem
     from .report.pages import SUMMARY_CHARTS, write_summary_page
     from .report.summarize import provenance, summarize, write_summary
 
-    # train_config_hash may be left out of a --spec written by hand: then no checkpoint hash is compared
-    spec = stage_spec(args, "summary", lambda cfg: summary_slice(cfg, args.experiment),
-                      lambda cfg: {k: v for k, v in summary_slice(cfg, "default").items() if k != "train_config_hash"})
+    spec = stage_spec(args, "summary", args.experiment)
     if spec["config"] != args.experiment:
         raise ConfigError(f"--spec is for config {spec['config']!r}, not {args.experiment!r}")
     name = spec["config"]
@@ -287,8 +278,8 @@ def add_suite_parser(sub) -> None:
     suite = sub.add_parser("suite", help="generate, validate and inspect SCM suite files")
     suite_sub = suite.add_subparsers(dest="suite_command", required=True)
     gen = suite_sub.add_parser("generate", help="write a suite file from the config")
-    gen.add_argument("name", nargs="?", help="suite name: train-LNN, heldout-LNN, train-NLNN, heldout-NLNN, a fixed "
-                     "suite (heldout-classic, heldout-cbo, heldout-bnlearn, heldout-bnlearn-head) or a user suite")
+    gen.add_argument("name", nargs="?",
+                     help=f"suite name: {GENERATED_NAMES}, a fixed suite ({', '.join(FIXED_SUITES)}) or a user suite")
     gen.add_argument("--out", help=f"output path (default {paths.suite_file('NAME')})")
     add_config(gen)
     gen.set_defaults(func=run_suite_generate_cli)

@@ -15,16 +15,17 @@ def config_file(args) -> str:
     return getattr(args, "config", None) or DEFAULT_CONFIG
 
 
-def stage_spec(args, stage, build, template) -> dict:
-    """The stage's config slice: ``--spec`` JSON (as a rule passes it), else ``build`` of the config file.
+def stage_spec(args, stage: str, key: str | None = None, build=None) -> dict:
+    """The stage's config slice: ``--spec`` JSON (as a rule passes it), else ``build`` of the config file (default:
+    the stage's slice of ``key``, ``config.stage_slice``).
 
-    ``template`` gives the slice of the packaged defaults: a ``--spec`` lacking any of its keys, that is not a
-    JSON object, or with a value the config schema refuses (``config.validate_slice`` of ``stage``) is refused
-    in one line before any work starts.
+    A ``--spec`` lacking any of the stage's ``config.spec_keys``, that is not a JSON object, or with a value the
+    config schema refuses (``config.validate_slice``) is refused in one line before any work starts.
     """
-    from .config import load_config_or_packaged, packaged_config, validate_slice
+    from .config import load_config_or_packaged, spec_keys, stage_slice, validate_slice
 
     if not getattr(args, "spec", None):
+        build = build or (lambda cfg: stage_slice(stage, cfg, key))
         return build(load_config_or_packaged(args.config, getattr(args, "command", "acbo")))
     try:
         spec = json.loads(args.spec)
@@ -32,7 +33,7 @@ def stage_spec(args, stage, build, template) -> dict:
         raise ConfigError(f"--spec is not valid JSON: {err}") from None
     if not isinstance(spec, dict):
         raise ConfigError(f"--spec must be a JSON object, not {type(spec).__name__}")
-    missing = sorted(set(template(packaged_config())) - set(spec))
+    missing = sorted(spec_keys(stage) - set(spec))
     if missing:
         raise ConfigError(f"--spec lacks {', '.join(missing)}")
     return validate_slice(stage, spec)

@@ -29,16 +29,12 @@ import sys
 from pathlib import Path
 
 from .atomic import atomic_write_bytes, output_problem
+from .paths import cache_dir
 
 CACHE_SUFFIX = "-cache"  # JAX's file naming: a plain JAX entry found in the folder fails its check and is replaced
 SEAL = b"acbo sealed entry 1\n"  # then the key, a line, the content's sha256 (hex), a line, the content
 _events: list[str] = []
 XLA_DEFAULTS = {"xla_cpu_multi_thread_eigen": "false", "xla_backend_optimization_level": "2"}
-
-
-def cache_dir() -> Path:
-    """The compilation cache folder (``ACBO_JAX_CACHE``, default ``.jax_cache``), shared by a study's jobs."""
-    return Path(os.environ.get("ACBO_JAX_CACHE", ".jax_cache")).resolve()
 
 
 def configure_jax(threads: int | None) -> None:

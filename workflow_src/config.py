@@ -4,7 +4,8 @@ The config file holds named experiment configs that override shared ``defaults``
 generated suites, and one global evaluation protocol. ``resolve_config`` validates it against the JSON
 Schema shipped in the package (filling defaults, refusing unknown keys with a message naming the key)
 and returns every experiment fully merged. The ``*_slice`` helpers give each stage exactly the part of
-the config it depends on, as canonical JSON, so that Snakemake reruns exactly what a change made stale.
+the config it depends on, as canonical JSON, so that Snakemake reruns exactly what a change made stale (the
+stages and their slices' schemas: ``stages``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -22,17 +22,8 @@ import yaml
 from .config_schema import config_schema, load_yaml, n_levels
 from .errors import ConfigError
 from .paths import CHECKPOINTS, DEFAULT_CONFIG, RESULTS, suite_file
-
-# train-LNN / heldout-LNN: the linear families; train-NLNN / heldout-NLNN: the nonlinear ones (suites/nonlinear.py)
-GENERATED_SUITE = re.compile(r"^(train|heldout)-(N?L)(\d{2})$")
-CLASSIC_SUITE = "heldout-classic"
-LITERATURE_SUITE = "heldout-cbo"  # fixed nonlinear SCMs of the causal BO literature (acbo-suite/2)
-BNLEARN_SUITE = "heldout-bnlearn"  # the four Gaussian Bayesian networks pgmpy ships (suites/bnlearn.py)
-BNLEARN_HEAD_SUITE = "heldout-bnlearn-head"  # the same with a nonlinear head on the target
-FIXED_SUITES = (CLASSIC_SUITE, LITERATURE_SUITE, BNLEARN_SUITE, BNLEARN_HEAD_SUITE)
-# the suites.seed_base key of each generated kind: suite seed = base + level
-SEED_BASES = {("train", "L"): "train", ("heldout", "L"): "heldout", ("train", "NL"): "nonlinear_train",
-              ("heldout", "NL"): "nonlinear_heldout"}
+from .stages import STAGES, slice_schema
+from .suite_catalogue import FIXED_SUITES, GENERATED_NAMES, built_in_name, kind_of
 
 
 def experiment_defaults() -> dict:
@@ -54,7 +45,7 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": properties})
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def describe_error(error: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = set(error.schema.get("properties", {}))
@@ -71,7 +62,7 @@ def validate_config(raw: dict, source: str = "config") -> dict:
     validator = _with_defaults(jsonschema.Draft202012Validator)(config_schema())
     errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        raise ConfigError("\n".join(f"{source}: {_describe(e)}" for e in errors))
+        raise ConfigError("\n".join(f"{source}: {describe_error(e)}" for e in errors))
     return doc
 
 
@@ -86,10 +77,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def known_suite(name: str, cfg: dict) -> bool:
-    match = GENERATED_SUITE.match(name)
-    return bool(match and 1 <= int(match.group(3)) <= n_levels()) or name in FIXED_SUITES or (
-        name in cfg["suites"]["user"]
-    )
+    return kind_of(name, cfg) is not None
 
 
 def _check_experiment(where: str, exp: dict) -> None:
@@ -118,9 +106,9 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
     for name, exp in doc["experiments"].items():
         _check_experiment(f"{source}: experiments.{name}", exp)
     for name in doc["suites"]["user"]:
-        if GENERATED_SUITE.match(name) or name in FIXED_SUITES:
+        if built_in_name(name):
             raise ConfigError(f"{source}: suites.user.{name}: a user suite may not take the name of a generated suite "
-                              f"(train-LNN, heldout-LNN, train-NLNN, heldout-NLNN, {', '.join(FIXED_SUITES)})")
+                              f"({GENERATED_NAMES}, {', '.join(FIXED_SUITES)})")
     plugins = doc["evaluation"]["plugins"]
     builtin = config_schema()["properties"]["evaluation"]["properties"]["baselines"]["items"]["enum"]
     for name, entry in plugins.items():
@@ -197,80 +185,6 @@ def experiment(cfg: dict, name: str) -> dict:
         raise ConfigError(f"unknown experiment config {name!r} (known: {', '.join(cfg['experiments'])})") from None
 
 
-# --- canonical slices: what each stage depends on ---------------------------------------------------
-
-
-def _require_all(schema: dict) -> dict:
-    """``schema`` with every property of every object in it required (a stage's slice is complete), but those
-    marked ``x-optional: true``."""
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _require_all(v) if isinstance(v, dict) else v for k, v in schema.items()}
-    if isinstance(schema.get("properties"), dict):
-        out["properties"] = {k: _require_all(v) for k, v in schema["properties"].items()}
-        # except those marked ``x-optional`` (settings added later, off when left out)
-        out["required"] = sorted(k for k, v in schema["properties"].items()
-                                 if not (isinstance(v, dict) and v.get("x-optional")))
-    return out
-
-
-def slice_schema(stage: str, spec: dict) -> dict:
-    """The JSON Schema of a stage's config slice (``--spec``), made of the config schema's own definitions: the
-    same bounds and types as in the config file, every key required except those a slice may leave out."""
-    root = config_schema()
-    ev, exp = root["properties"]["evaluation"]["properties"], root["$defs"]["experiment"]["properties"]
-    protocol = {k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed")}
-    name = {"type": "string", "minLength": 1}
-    optional = ()
-    if stage == "train":
-        props = {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
-        optional = ("train_suites",)  # left out of the slice when linear (train_slice)
-    elif stage == "evaluate":
-        props = {**protocol, "policy_modes": ev["policy_modes"]}
-    elif stage == "baselines":
-        props = {**protocol, "baselines": ev["baselines"]}
-    elif stage == "plugin":
-        props, optional = {**protocol, "name": name, "file": name, "settings": {"type": "object"}}, ("name", "file",
-                                                                                                    "settings")
-    elif stage == "summary":
-        props = {"config": name, "seeds": exp["seeds"], "eval_suites": exp["eval_suites"],
-                 "plugins": {"type": "array", "uniqueItems": True, "items": name},
-                 **{k: ev[k] for k in ("bootstrap_resamples", "bootstrap_seed")}, "train_config_hash": name}
-        optional = ("plugins", "train_config_hash")
-    elif stage == "suite" and "user_file" in spec:
-        props = {"name": name, "user_file": name}
-    elif stage == "suite" and "classic" in spec:
-        props = {"name": {"const": CLASSIC_SUITE}, "classic": {"const": True}}
-    elif stage == "suite" and "literature" in spec:
-        props = {"name": {"const": LITERATURE_SUITE}, "literature": {"const": True}}
-    elif stage == "suite" and "bnlearn" in spec:
-        props = {"name": {"enum": [BNLEARN_SUITE, BNLEARN_HEAD_SUITE]}, "bnlearn": {"const": True},
-                 "head": {"type": "boolean"}}
-    elif stage == "suite":
-        suites = root["properties"]["suites"]["properties"]
-        generator = {k: v for k, v in suites.items() if k not in ("pool_size", "seed_base", "user", "nonlinear")}
-        props = {"name": {"type": "string", "pattern": GENERATED_SUITE.pattern}, "level": {"$ref": "#/$defs/level"},
-                 "size": suites["pool_size"]["properties"]["heldout"], "seed": {"type": "integer", "minimum": 0},
-                 "generator": {"type": "object", "additionalProperties": False, "properties": generator},
-                 "nonlinear": suites["nonlinear"]}  # train-NLNN / heldout-NLNN only
-        optional = ("nonlinear",)
-    else:
-        raise ValueError(f"no slice schema for stage {stage!r}")
-    # other keys at the top are ignored (one spec may serve several commands), but not inside a section
-    schema = _require_all({"type": "object", "properties": props})
-    schema["required"] = [k for k in schema["required"] if k not in optional]
-    return {**schema, "$defs": root["$defs"]}
-
-
-def validate_slice(stage: str, spec: dict, source: str = "--spec") -> dict:
-    """Refuse a stage's slice whose values the config schema would refuse (one line per problem)."""
-    validator = jsonschema.Draft202012Validator(slice_schema(stage, spec))
-    errors = sorted(validator.iter_errors(spec), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        raise ConfigError("\n".join(f"{source}: {_describe(e)}" for e in errors))
-    return spec
-
-
 def check_option(option: str, value, definition: str) -> None:
     """Refuse a command-line value that the config schema's ``$defs`` entry ``definition`` refuses."""
     error = jsonschema.exceptions.best_match(
@@ -278,6 +192,31 @@ def check_option(option: str, value, definition: str) -> None:
                                          "$defs": config_schema()["$defs"]}).iter_errors(value))
     if error is not None:
         raise ConfigError(f"{option}: {error.message}")
+
+
+# --- canonical slices: what each stage depends on ---------------------------------------------------
+
+
+def stage_slice(stage: str, cfg: dict, key: str | None = None) -> dict:
+    """The config slice of ``stage`` (``stages.STAGES``) for ``key``, the value of its rule's wildcard."""
+    entry = STAGES[stage]
+    slice_of = globals()[entry.slice]
+    return slice_of(cfg, key) if entry.wildcard else slice_of(cfg)
+
+
+def spec_keys(stage: str) -> set[str]:
+    """The keys every ``--spec`` of ``stage`` must hold."""
+    entry = STAGES[stage]
+    return set(entry.spec_keys or stage_slice(stage, packaged_config(), "default")) - set(entry.unchecked)
+
+
+def validate_slice(stage: str, spec: dict, source: str = "--spec") -> dict:
+    """Refuse a stage's slice whose values the config schema would refuse (one line per problem)."""
+    validator = jsonschema.Draft202012Validator(slice_schema(stage, spec))
+    errors = sorted(validator.iter_errors(spec), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {describe_error(e)}" for e in errors))
+    return spec
 
 
 def canonical_json(obj) -> str:
@@ -289,34 +228,14 @@ def digest(obj) -> str:
 
 
 def suite_slice(cfg: dict, suite: str) -> dict:
-    """Settings that determine one suite file."""
-    if not known_suite(suite, cfg):
+    """Settings that determine one suite file (``suite_catalogue``: its kind's slice)."""
+    kind = kind_of(suite, cfg)
+    if kind is None:
         raise ConfigError(
-            f"unknown suite {suite!r} (expected train-LNN, heldout-LNN, train-NLNN or heldout-NLNN with NN in "
-            f"01..{n_levels()}, "
+            f"unknown suite {suite!r} (expected {GENERATED_NAMES} with NN in 01..{n_levels()}, "
             f"{', '.join(FIXED_SUITES)}, or a name under suites.user)"
         )
-    if suite in cfg["suites"]["user"]:
-        return {"name": suite, "user_file": cfg["suites"]["user"][suite]}
-    if suite == CLASSIC_SUITE:
-        return {"name": suite, "classic": True}
-    if suite == LITERATURE_SUITE:
-        return {"name": suite, "literature": True}
-    if suite in (BNLEARN_SUITE, BNLEARN_HEAD_SUITE):
-        return {"name": suite, "bnlearn": True, "head": suite == BNLEARN_HEAD_SUITE}
-    match = GENERATED_SUITE.match(suite)
-    kind, family, level = match.group(1), match.group(2), int(match.group(3))
-    settings = {k: v for k, v in cfg["suites"].items() if k not in ("pool_size", "seed_base", "user", "nonlinear")}
-    spec = {
-        "name": suite,
-        "level": level,
-        "size": cfg["suites"]["pool_size"][kind],
-        "seed": cfg["suites"]["seed_base"][SEED_BASES[kind, family]] + level,
-        "generator": settings,
-    }
-    if family == "NL":
-        spec["nonlinear"] = cfg["suites"]["nonlinear"]
-    return spec
+    return kind.slice(cfg, suite)
 
 
 def train_slice(cfg: dict, name: str) -> dict:
@@ -328,15 +247,18 @@ def train_slice(cfg: dict, name: str) -> dict:
     return out
 
 
+def evaluation_keys(cfg: dict, stage: str) -> dict:
+    """The ``evaluation`` settings ``stage`` depends on (``stages.Stage.keys``)."""
+    return {k: cfg["evaluation"][k] for k in STAGES[stage].keys}
+
+
 def evaluation_slice(cfg: dict) -> dict:
     """The evaluation protocol of the trained policy."""
-    ev = cfg["evaluation"]
-    return {k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed", "policy_modes")}
+    return evaluation_keys(cfg, "evaluate")
 
 
 def baselines_slice(cfg: dict) -> dict:
-    ev = cfg["evaluation"]
-    return {k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed", "baselines")}
+    return evaluation_keys(cfg, "baselines")
 
 
 def plugin_slice(cfg: dict, name: str) -> dict:
@@ -347,7 +269,7 @@ def plugin_slice(cfg: dict, name: str) -> dict:
     except KeyError:
         known = ", ".join(ev["plugins"]) or "none"
         raise ConfigError(f"unknown plug-in {name!r} (evaluation.plugins: {known})") from None
-    return {**{k: ev[k] for k in ("episodes", "interventions", "n_obs", "seed")}, "name": name, **entry}
+    return {**evaluation_keys(cfg, "plugin"), "name": name, **entry}
 
 
 def summary_slice(cfg: dict, name: str) -> dict:
@@ -358,7 +280,6 @@ def summary_slice(cfg: dict, name: str) -> dict:
         "seeds": exp["seeds"],
         "eval_suites": exp["eval_suites"],
         **({"plugins": sorted(ev["plugins"])} if ev["plugins"] else {}),
-        "bootstrap_resamples": ev["bootstrap_resamples"],
-        "bootstrap_seed": ev["bootstrap_seed"],
+        **evaluation_keys(cfg, "summary"),
         "train_config_hash": digest(train_slice(cfg, name)),  # final.ckpt headers must carry this hash
     }

@@ -8,15 +8,24 @@ wildcards such as ``"{config}"``); each root is a parameter for use outside the 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from .suite_catalogue import GENERATED_FAMILIES, generated_suite
 
 DEFAULT_CONFIG = "config/config.yaml"
 RESULTS = "results"
 CHECKPOINTS = "checkpoints"
 SUITES = f"{RESULTS}/suites"
 LOGS = "logs"
+
+
+def cache_dir() -> Path:
+    """The compilation cache folder (``ACBO_JAX_CACHE``, default ``.jax_cache``), shared by a study's jobs: compiled
+    programs, the program store and the records of verified suite files."""
+    return Path(os.environ.get("ACBO_JAX_CACHE", ".jax_cache")).resolve()
 
 
 def job_log(*parts: str, logs: str = LOGS) -> str:
@@ -29,7 +38,7 @@ def suite_file(suite: str, suites_dir: str = SUITES) -> str:
 
 
 # an experiment's train_suites: the generated training suites each of its levels names
-CURRICULA = {"linear": ("L",), "nonlinear": ("NL",), "mixed": ("L", "NL")}
+CURRICULA = {"linear": ("L",), "nonlinear": ("NL",), "mixed": GENERATED_FAMILIES}
 
 
 def train_suites(level: int, curriculum: str = "linear") -> list[str]:
@@ -37,11 +46,11 @@ def train_suites(level: int, curriculum: str = "linear") -> list[str]:
     (nonlinear), or both (mixed: the level's pool holds both suites' SCMs)."""
     if curriculum not in CURRICULA:
         raise ValueError(f"train_suites must be one of {', '.join(CURRICULA)}, got {curriculum!r}")
-    return [f"train-{kind}{level:02d}" for kind in CURRICULA[curriculum]]
+    return [generated_suite("train", family, level) for family in CURRICULA[curriculum]]
 
 
 def is_train_suite(suite: str) -> bool:
-    return suite.startswith(("train-L", "train-NL"))
+    return suite.startswith(tuple(f"train-{family}" for family in GENERATED_FAMILIES))
 
 
 def train_suite_files(levels, suites_dir: str = SUITES, curriculum: str = "linear") -> list[str]:

@@ -16,17 +16,10 @@ from pathlib import Path
 
 from . import __version__
 
-# The modules each stage's command runs. A stage's code hash covers these and every module of the package they
-# import, directly or not (read from the source: module-level and function-level imports alike), so the hashes
-# follow the code as it changes; a module that reads a data file of the package brings that file in.
-STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
-    "suite": ("suites.build",),
-    "train": ("train.loop",),
-    "evaluate": ("evaluate.run", "evaluate.methods"),
-    "baselines": ("evaluate.run", "evaluate.baselines"),
-    "plugin": ("evaluate.run", "evaluate.plugins"),
-    "summary": ("report.inputs", "report.summarize", "report.pages"),
-}
+# A stage's code hash covers the modules its command runs (``stages.Stage.entries``, passed in: this module knows no
+# stage) and every module of the package they import, directly or not (read from the source: module-level and
+# function-level imports alike), so the hashes follow the code as it changes; a module that reads a data file of
+# the package brings that file in.
 DATA_FILES = {"suites.suite_io": ("schemas/suite.schema.json",)}
 
 # ``from .x import y``, ``from ..core import a, b`` and their parenthesized forms
@@ -75,10 +68,11 @@ def imported_modules(root: Path, module: str) -> set[str]:
     return found
 
 
-def stage_modules(stage: str, root: Path = PACKAGE_ROOT) -> list[str]:
-    """The entry modules of ``stage`` and everything they import within the package, sorted. A folder imported
-    as a package brings in every module in it (it may load them by name, as ``evaluate.baselines`` does)."""
-    seen, todo = set(), list(STAGE_ENTRIES[stage])
+def stage_modules(entries: tuple[str, ...], root: Path = PACKAGE_ROOT) -> list[str]:
+    """A stage's entry modules (``stages.Stage.entries``) and everything they import within the package, sorted.
+    A folder imported as a package brings in every module in it (it may load them by name, as
+    ``evaluate.baselines`` does)."""
+    seen, todo = set(), list(entries)
     while todo:
         module = todo.pop()
         if module not in seen:
@@ -91,17 +85,18 @@ def stage_modules(stage: str, root: Path = PACKAGE_ROOT) -> list[str]:
     return sorted(seen)
 
 
-def stage_sources(stage: str, root: Path = PACKAGE_ROOT) -> list[str]:
-    """The files (relative to the package) behind ``stage``'s code hash: its modules and the data they read."""
-    modules = stage_modules(stage, root)
+def stage_sources(entries: tuple[str, ...], root: Path = PACKAGE_ROOT) -> list[str]:
+    """The files (relative to the package) behind a stage's code hash: its modules and the data they read."""
+    modules = stage_modules(entries, root)
     files = [module_file(root, m).relative_to(root).as_posix() for m in modules]
     return files + [f for m in modules for f in DATA_FILES.get(m, ())]
 
 
 @cache
-def code_hash(stage: str, root: Path = PACKAGE_ROOT) -> str:
-    """sha256 over the stage's source files (its modules and what they import), 16 hex digits."""
-    return _source_digest(root, stage_sources(stage, root))[:16]
+def code_hash(entries: tuple[str, ...], root: Path = PACKAGE_ROOT) -> str:
+    """sha256 over the source files of a stage with entry modules ``entries`` (its modules and what they import),
+    16 hex digits."""
+    return _source_digest(root, stage_sources(entries, root))[:16]
 
 
 @cache

@@ -1,4 +1,4 @@
-"""Parquet table schemas: the long evaluation table shared by every method, and the training log."""
+"""Parquet table schemas: the long evaluation table shared by every method, the training log and the summary."""
 
 from __future__ import annotations
 
@@ -75,6 +75,33 @@ TRAIN_LOG_SCHEMA = pa.schema(
         pa.field("grad_norm", pa.float64(), nullable=False),
         pa.field("learning_rate", pa.float64(), nullable=False),
         pa.field("wall_time", pa.float64(), nullable=False),  # seconds of training up to this episode, resumes included
+    ]
+)
+
+
+# One long tidy table. kind: "metric" (per method and scope), "paired_difference" (policy mode minus
+# baseline on the same SCM and episode), "step_curve" (best-so-far normalized improvement after each
+# intervention; step = intervention number from 1), "training" (raw training log; step = episode).
+# suite in ``report.scopes.POOLED_SCOPES`` pools the SCMs of one mechanism class over every suite; seed null
+# pools every seed (or a baseline, which has none).
+SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("config", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("baseline", pa.string()),
+        pa.field("suite", pa.string()),
+        pa.field("level", pa.int16()),
+        pa.field("seed", pa.int32()),
+        pa.field("step", pa.int32()),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("better", pa.string()),
+        pa.field("mean", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("n_seeds", pa.int32(), nullable=False),
+        pa.field("n_scms", pa.int32(), nullable=False),
+        pa.field("n_episodes", pa.int32(), nullable=False),
     ]
 )
 

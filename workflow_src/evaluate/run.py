@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -25,10 +26,11 @@ from .program_store import lower_program
 from .rollout import chunk_size, make_run_suite
 
 ROW_GROUP_SCMS = 256  # SCMs per table piece (row group) written at a time
+RUN_INFO_PREFIX = "run info:"
 
 
 class RunInfo(NamedTuple):
-    """How a suite ran: its shape bucket, chunking, and where its program came from."""
+    """How a suite ran: its shape bucket, chunking, and where its program came from (one line of the job's log)."""
 
     bucket: int
     chunk: int
@@ -39,8 +41,14 @@ class RunInfo(NamedTuple):
     origin: str  # of the lowered program: traced / stored export (``program_store``)
 
     def line(self) -> str:
-        return (f"bucket: {self.bucket} variables x {self.chunk} SCMs per chunk, {self.chunks} chunk(s); "
-                f"program {self.program} from {self.source} ({self.compile_s:.1f} s, {self.origin})")
+        """The job log's line (``run info: {JSON}``), read back by ``read_run_infos``."""
+        return f"{RUN_INFO_PREFIX} {json.dumps({**self._asdict(), 'compile_s': round(self.compile_s, 1)})}"
+
+
+def read_run_infos(log: str) -> list[RunInfo]:
+    """Every ``RunInfo`` a job's log holds, in order (none for a job that ran no suite)."""
+    return [RunInfo(**json.loads(line.removeprefix(RUN_INFO_PREFIX))) for line in log.splitlines()
+            if line.startswith(RUN_INFO_PREFIX)]
 
 
 def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, bucket: int | None = None,

@@ -1,15 +1,12 @@
 """The look of every chart and page: one fixed colour per method (so a method looks the same everywhere),
-the theme, the method notes, and the pure helpers that order methods and label scopes and intervals."""
+the theme, the method notes, and the pure helpers that order methods and write intervals."""
 
 from __future__ import annotations
 
 import altair as alt
-import numpy as np
 import pandas as pd
 
 from ..evaluate.registry import METHODS
-from .inputs import LINEAR, NONLINEAR
-from .summarize import POOLS
 
 # Every built-in method's fixed colour and note come from its registration; plug-ins get spare colours.
 METHOD_COLORS = {name: r.color for name, r in METHODS.items()}
@@ -71,39 +68,6 @@ def color_encoding(methods, legend: bool | alt.Legend = True) -> alt.Color:
 LINE_LEGEND = alt.Legend(title="method", symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3, symbolSize=300)
 
 
-MIXED = "mixed"  # a suite holding linear and nonlinear SCMs (``summarize.suite_classes``)
-CLASS_RANK = {LINEAR: 0, MIXED: 1, NONLINEAR: 2}  # linear suites and their pool first, then the nonlinear ones
-POOL_CLASS = {pool: mechanism for mechanism, pool in POOLS.items()}
-
-
-def scope_label(suite: str, level, mechanism: str = LINEAR) -> str:
-    """``heldout-L03 (level 3)``; suites outside the curriculum (level 0 or null) keep their bare name; a suite
-    that is not linear says so (``heldout-cbo (nonlinear)``); pooled scopes keep their name."""
-    if suite in POOL_CLASS:
-        return suite
-    notes = ([f"level {int(level)}"] if _curriculum_level(level) else []) + ([mechanism] if mechanism != LINEAR else [])
-    return f"{suite} ({', '.join(notes)})" if notes else suite
-
-
-def _curriculum_level(level) -> bool:
-    return level is not None and not pd.isna(level) and int(level) >= 1
-
-
-def with_scope_labels(frame: pd.DataFrame, classes: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Add a ``scope`` label column; the order is by mechanism class (``classes``: suite -> class, linear when
-    absent), each class's suites by level then name, followed by that class's pool."""
-    classes = classes or {}
-    frame = frame.copy()
-    mechanism = [POOL_CLASS.get(s) or classes.get(s, LINEAR) for s in frame["suite"]]
-    frame["scope"] = [scope_label(s, lv, m) for s, lv, m in zip(frame["suite"], frame["level"], mechanism, strict=True)]
-    keys = frame.assign(_rank=[CLASS_RANK[m] for m in mechanism])[["suite", "level", "scope", "_rank"]]
-    keys = keys.drop_duplicates().assign(
-        _pooled=lambda k: k["suite"].isin(list(POOL_CLASS)),
-        _level=lambda k: [float(lv) if _curriculum_level(lv) else np.inf for lv in k["level"]],
-    ).sort_values(["_rank", "_pooled", "_level", "suite"], kind="stable")
-    return frame, list(dict.fromkeys(keys["scope"]))
-
-
 def pooled_metrics(summary: pd.DataFrame, metrics, kind: str = "metric") -> pd.DataFrame:
     """Rows of ``kind`` for ``metrics`` pooled over seeds (seed null), with readable CI text."""
     rows = summary[(summary["kind"] == kind) & summary["metric"].isin(metrics) & summary["seed"].isna()]
@@ -114,8 +78,9 @@ def pooled_metrics(summary: pd.DataFrame, metrics, kind: str = "metric") -> pd.D
     return rows
 
 
-def ci_text(mean, low, high, unit: str = "") -> str:
-    """``mean [low, high]``; unit "share" shows a share as percent, "percent" a value already in percent."""
+def ci_text(mean, low, high, shown_as: str = "") -> str:
+    """``mean [low, high]``; ``shown_as`` (``Metric.shown_as``) "share" shows a share as percent, "percent" a value
+    already in percent."""
     if mean is None or pd.isna(mean):
         return "n/a"
     formats = {
@@ -123,7 +88,7 @@ def ci_text(mean, low, high, unit: str = "") -> str:
         "percent": lambda v: f"{v:.1f}%",
         "": lambda v: f"{v:.3g}",
     }
-    f = formats[unit]
+    f = formats[shown_as]
     if low is None or pd.isna(low):
         return f(mean)
     return f"{f(mean)} [{f(low)}, {f(high)}]"

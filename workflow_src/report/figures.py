@@ -19,10 +19,9 @@ from .chart_style import (
     method_order,
     ncols,
     pooled_metrics,
-    with_scope_labels,
 )
 from .metrics import METRICS
-from .summarize import POOLED_SCOPES
+from .scopes import POOLED_SCOPES, with_scope_labels
 
 
 def ci_marks(x_axis, y, methods, tooltip, size: int, **point_encoding):

@@ -23,6 +23,7 @@ class Metric:
     unit: str = ""
     note: str = ""  # how it is computed, for the page's glossary
     axis: str = ""  # a short axis title (panels are narrow)
+    shown_as: str = ""  # how a table prints it (``chart_style.ci_text``): "share" as percent, "percent", else plain
 
 
 RATIO = "ratio: 0 = no change, 1 = oracle"
@@ -51,19 +52,21 @@ METRICS: dict[str, Metric] = {
     "simple_regret": Metric("lower", "simple regret (1 - best normalized improvement)", "ratio"),
     "optimum_found": Metric(
         "higher", f"episodes that found the optimum (>= {OPTIMUM_THRESHOLD})", "share of episodes",
-        f"share of episodes whose best action reached a normalized improvement of at least {OPTIMUM_THRESHOLD}."),
+        f"share of episodes whose best action reached a normalized improvement of at least {OPTIMUM_THRESHOLD}.",
+        shown_as="share"),
     "parent_rate": Metric(
         "higher", "interventions on a true parent of the target", "share of interventions",
-        "share of interventions on a true parent of the target.", "interventions on a true parent"),
+        "share of interventions on a true parent of the target.", "interventions on a true parent", shown_as="share"),
     "optimal_variable_rate": Metric(
         "higher", "interventions on the oracle's variable", "share of interventions",
-        "share of interventions on the variable the oracle intervenes on.", "interventions on the oracle's variable"),
+        "share of interventions on the variable the oracle intervenes on.", "interventions on the oracle's variable",
+        shown_as="share"),
     "range_utilization": Metric(
         None, "range utilization |v - center| / radius", "share of the half-range (0 = centre, 1 = range end)",
         "mean |v - center| / radius of the chosen values, a share of the half-range like the rates above (shown "
         "as percent; 100% = always at a range end, where the optimum of a linear SCM lies). The training log's "
         "column is the same quantity over the executed actions.",
-        "range utilization |v - center| / radius"),
+        "range utilization |v - center| / radius", shown_as="share"),
     "f1": Metric(
         "higher", "structure F1 of the surrogate", "F1",
         "structure F1 of the surrogate's parent predictions, fitted on the data the method collected.",
@@ -73,7 +76,7 @@ METRICS: dict[str, Metric] = {
         "the share of the random-to-oracle gap the method closes, (random - method) / (random - oracle) in "
         "percent, on exact values: the method's exact expected target averaged over the episode, the exact "
         "expected outcome of the uniformly random policy and the oracle's y* on the same SCM (0 = random, 100 = "
-        "the oracle, never above 100). Ratios whose denominator is ~0 are left out (n/a)."),
+        "the oracle, never above 100). Ratios whose denominator is ~0 are left out (n/a).", shown_as="percent"),
     "reward": Metric("higher", "episode reward", axis="episode reward"),
     "norm_improvement": Metric("higher", "normalized improvement of the executed actions", RATIO,
                                axis="normalized improvement (ratio)"),

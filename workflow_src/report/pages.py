@@ -22,21 +22,11 @@ from .figures import (
 from .metrics import METRICS
 from .page import Section, chart_spec, esc, html_table, render_page, swatch, write_pngs
 from .provenance_page import compare_provenance, provenance_html
-from .summarize import POOLED_SCOPES
+from .scopes import POOLED_SCOPES
 
-HEADLINE_OUTCOMES = [  # (metric, unit for ci_text)
-    ("norm_improvement_best", ""),
-    ("norm_improvement_mean", ""),
-    ("optimum_found", "share"),
-    ("target_mean", ""),
-    ("improvement_over_random", "percent"),
-]
-HEADLINE_BEHAVIOUR = [
-    ("parent_rate", "share"),
-    ("optimal_variable_rate", "share"),
-    ("range_utilization", "share"),
-    ("f1", ""),
-]
+HEADLINE_OUTCOMES = ["norm_improvement_best", "norm_improvement_mean", "optimum_found", "target_mean",
+                     "improvement_over_random"]
+HEADLINE_BEHAVIOUR = ["parent_rate", "optimal_variable_rate", "range_utilization", "f1"]
 
 
 # the charts of a summary page, also saved as {name}.png in its charts folder (which may hold nothing else)
@@ -45,7 +35,7 @@ SUMMARY_CHARTS = ("comparison_norm_improvement", "comparison_target_mean", "pair
 
 
 def pools(summary: pd.DataFrame) -> list[str]:
-    """The pooled scopes (``summarize.POOLS``) of a summary, linear first."""
+    """The pooled scopes (``scopes.POOLS``) of a summary, linear first."""
     return [p for p in POOLED_SCOPES if p in set(summary["suite"])]
 
 
@@ -77,11 +67,12 @@ def headline_table(summary: pd.DataFrame, pool: str, seed=None, columns=None) ->
     out = []
     for method in method_order(rows["method"]):
         cells = [swatch(method, colors)]
-        for metric, unit in columns:
+        for metric in columns:
             r = lookup.get((method, metric))
-            cells.append(esc(ci_text(r.mean, r.ci_low, r.ci_high, unit)) if r is not None else "n/a")
+            cells.append(esc(ci_text(r.mean, r.ci_low, r.ci_high, METRICS[metric].shown_as)) if r is not None
+                         else "n/a")
         out.append(cells)
-    header = ["method"] + [esc(METRICS[m].label) for m, _ in columns]
+    header = ["method"] + [esc(METRICS[m].label) for m in columns]
     return html_table(header, out)
 
 
@@ -189,7 +180,7 @@ def glossary(methods, plugins: dict | None = None) -> str:
 def metric_glossary() -> str:
     items = "".join(
         f"<dt>{esc(METRICS[m].label)}</dt><dd>{esc(METRICS[m].note)}</dd>"
-        for m, _ in HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR
+        for m in HEADLINE_OUTCOMES + HEADLINE_BEHAVIOUR
     )
     return f'<dl class="glossary">{items}</dl>'
 

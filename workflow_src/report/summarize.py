@@ -10,7 +10,7 @@ SCM under one training seed), and reported as the mean over units with a percent
 baseline on the same SCM and episode.
 
 Scopes: every (suite, level) alone, then one pool per mechanism class present, "all linear SCMs" and "all
-nonlinear SCMs" (``POOLS``): the class of an SCM is read from its suite file (``inputs.suite_mechanisms``), and
+nonlinear SCMs" (``scopes.POOLS``): the class of an SCM is read from its suite file (``inputs.suite_mechanisms``), and
 there is no pool over both, so that neither class hides the other.
 """
 
@@ -27,60 +27,21 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_path
 from ..errors import UserError
 from ..evaluate.registry import POLICY_PREFIX
+from ..tables import SUMMARY_SCHEMA
 from .bootstrap import CI_LEVEL, SEED_KEY, Units, bootstrap, unit_table, units_of
-from .inputs import LINEAR, NONLINEAR, SummaryInputs
+from .inputs import SummaryInputs
 from .metrics import EPISODE_KEYS, METRIC_COLUMNS, better, episode_metrics, step_curves
+from .scopes import MECHANISM_KEY, scopes, suite_classes
 
-# The pooled scopes, one per mechanism class (not valid suite names), in page order.
-POOLS = {LINEAR: "all linear SCMs", NONLINEAR: "all nonlinear SCMs"}
-POOLED_SCOPES = tuple(POOLS.values())
 PROVENANCE_KEY = b"acbo.provenance"
 
 TRAINING_METRICS = ["reward", "norm_improvement", "f1", "parent_rate", "range_utilization", "level", "loss"]
 CURVE_METRIC = "best_so_far"
 
-# One long tidy table. kind: "metric" (per method and scope), "paired_difference" (policy mode minus
-# baseline on the same SCM and episode), "step_curve" (best-so-far normalized improvement after each
-# intervention; step = intervention number from 1), "training" (raw training log; step = episode).
-# suite in POOLED_SCOPES pools the SCMs of one mechanism class over every suite; seed null pools every seed (or
-# a baseline, which has none).
-SUMMARY_SCHEMA = pa.schema(
-    [
-        pa.field("config", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("method", pa.string(), nullable=False),
-        pa.field("baseline", pa.string()),
-        pa.field("suite", pa.string()),
-        pa.field("level", pa.int16()),
-        pa.field("seed", pa.int32()),
-        pa.field("step", pa.int32()),
-        pa.field("metric", pa.string(), nullable=False),
-        pa.field("better", pa.string()),
-        pa.field("mean", pa.float64()),
-        pa.field("ci_low", pa.float64()),
-        pa.field("ci_high", pa.float64()),
-        pa.field("n_seeds", pa.int32(), nullable=False),
-        pa.field("n_scms", pa.int32(), nullable=False),
-        pa.field("n_episodes", pa.int32(), nullable=False),
-    ]
-)
 SORT_KEYS = ["kind", "method", "baseline", "suite", "level", "seed", "metric", "step"]
 
 
 # --- aggregation ---------------------------------------------------------------------------------------------
-
-
-MECHANISM_KEY = "_mechanism"  # a unit's mechanism class, in the unit tables of ``grouped_rows``
-
-
-def scopes(units: pd.DataFrame):
-    """(suite, level, rows) for each (suite, level) cell of a unit table, then each mechanism class's pool."""
-    for (suite, level), rows in units.groupby(["suite", "level"], sort=True):
-        yield suite, int(level), rows
-    for mechanism, pool in POOLS.items():
-        rows = units[units[MECHANISM_KEY] == mechanism]
-        if len(rows):
-            yield pool, None, rows
 
 
 def with_mechanism(table: pd.DataFrame, mechanisms: dict[str, dict[str, str]]) -> pd.DataFrame:
@@ -261,12 +222,6 @@ def _distinct(values) -> list[str]:
     if isinstance(values, pd.Series):
         values = values.dropna().unique()
     return sorted({str(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))})
-
-
-def suite_classes(mechanisms: dict[str, dict[str, str]]) -> dict[str, str]:
-    """suite -> "linear", "nonlinear" or "mixed" (a user suite may hold both kinds of SCM)."""
-    classes = {suite: sorted(set(by_scm.values())) for suite, by_scm in mechanisms.items()}
-    return {suite: found[0] if len(found) == 1 else "mixed" for suite, found in sorted(classes.items())}
 
 
 def provenance(inputs: SummaryInputs) -> dict:

@@ -7,45 +7,64 @@ import shutil
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..suite_catalogue import kind_of_slice
 from .generators import GeneratorSettings, classic_suite, generate_level_suite, literature_suite
 from .suite_io import SUITE_FORMAT_V2, Suite, SuiteError, load_suite, write_suite
 from .verified import mark_verified
 
 
 def build_suite(spec: dict, out: str | Path) -> None:
-    """Write the suite described by a ``config.suite_slice`` to ``out`` (atomically)."""
-    if "user_file" in spec:
-        # validated, never regenerated; a suite/2 file's oracles are computed afresh (a stored one must agree)
-        suite = load_suite(spec["user_file"], oracle="verify")
-        if suite.name != spec["name"]:
-            raise SuiteError(spec["user_file"], [f"name: {suite.name!r} differs from its config key "
-                                                 f"suites.user.{spec['name']}"])
-        if suite.format == SUITE_FORMAT_V2:  # written back with every SCM's oracle, read by every later stage
-            write_suite(suite, out)
-            mark_verified(Path(out).read_bytes())
-            return
-        with atomic_path(out) as tmp:
-            shutil.copyfile(spec["user_file"], tmp)
-        return
-    if spec.get("classic"):
-        suite = classic_suite(spec["name"])
-    elif spec.get("literature"):
-        suite = literature_suite(spec["name"])
-    elif spec.get("bnlearn"):
-        from .bnlearn import bnlearn_suite
+    """Write the suite described by a ``config.suite_slice`` to ``out`` (atomically): its kind's builder
+    (``suite_catalogue.SuiteKind.builder``), a function of this module."""
+    globals()[kind_of_slice(spec).builder](spec, out)
 
-        suite = bnlearn_suite(spec["name"], head=spec["head"])
-    elif "nonlinear" in spec:
+
+def copy_user_suite(spec: dict, out: str | Path) -> None:
+    """A user's suite, validated, never regenerated; a suite/2 file's oracles are computed afresh (a stored one
+    must agree) and it is written back with every SCM's oracle, read by every later stage."""
+    suite = load_suite(spec["user_file"], oracle="verify")
+    if suite.name != spec["name"]:
+        raise SuiteError(spec["user_file"], [f"name: {suite.name!r} differs from its config key "
+                                             f"suites.user.{spec['name']}"])
+    if suite.format == SUITE_FORMAT_V2:
+        _write(suite, out)
+        return
+    with atomic_path(out) as tmp:
+        shutil.copyfile(spec["user_file"], tmp)
+
+
+def classic(spec: dict, out: str | Path) -> None:
+    _write(classic_suite(spec["name"]), out)
+
+
+def literature(spec: dict, out: str | Path) -> None:
+    _write(literature_suite(spec["name"]), out)
+
+
+def bnlearn(spec: dict, out: str | Path) -> None:
+    from .bnlearn import bnlearn_suite
+
+    _write(bnlearn_suite(spec["name"], head=spec["head"]), out)
+
+
+def generated(spec: dict, out: str | Path) -> None:
+    """A generated level's suite: nonlinear where the slice has the ``nonlinear`` settings."""
+    settings = GeneratorSettings.from_config(spec["generator"])
+    if "nonlinear" in spec:
         from .nonlinear import NonlinearSettings, generate_nonlinear_suite
 
-        suite = generate_nonlinear_suite(spec["name"], spec["level"], spec["size"], spec["seed"],
-                                         GeneratorSettings.from_config(spec["generator"]),
+        suite = generate_nonlinear_suite(spec["name"], spec["level"], spec["size"], spec["seed"], settings,
                                          NonlinearSettings.from_config(spec["nonlinear"]))
     else:
-        settings = GeneratorSettings.from_config(spec["generator"])
         suite = generate_level_suite(spec["name"], spec["level"], spec["size"], spec["seed"], settings)
+    _write(suite, out)
+
+
+def _write(suite: Suite, out: str | Path) -> None:
+    """Write ``suite`` (its oracles computed or verified here), recorded as verified: later reads need not
+    recompute them (``verified``)."""
     write_suite(suite, out)
-    mark_verified(Path(out).read_bytes())  # its oracles were computed here: later reads need not recompute them
+    mark_verified(Path(out).read_bytes())
 
 
 def oracle_table(suite: Suite) -> list[dict]:

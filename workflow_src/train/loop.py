@@ -35,6 +35,7 @@ from ..policy import checkpoint
 from ..policy.network import make_policy
 from ..policy.spec import architecture
 from ..provenance import code_hash, git_commit, package_version
+from ..stages import STAGES
 from ..suites.suite_io import load_suite
 from ..tables import TRAIN_LOG_SCHEMA, read_table, write_table
 from . import curriculum
@@ -248,8 +249,8 @@ def _prepare(name: str, spec: dict, seed: int, suite_files: list[Path]) -> tuple
     state = jax.jit(lambda key: initial_state(policy, optimizer, key))(init_key)  # one program, not one per op
     ctx = {
         "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
-        "config_hash": digest(spec), "code_hash": code_hash("train"), "data_hash": data_hash(suite_files),
-        "n_max": pools.n_max,
+        "config_hash": digest(spec), "code_hash": code_hash(STAGES["train"].entries),
+        "data_hash": data_hash(suite_files), "n_max": pools.n_max,
     }
     update = make_train_update(GRPOSettings.from_experiment(spec), policy, optimizer)
     run = _Run(name, spec, seed, pools, curriculum.CurriculumSettings.from_experiment(spec), schedule, episodes_key,
