@@ -101,6 +101,14 @@ BROKEN = {
                       "    return jnp.int32(0), jnp.where(view.step == 2, 9.0, view.scm.lo[0])\n",
                       "act chose a variable that cannot be intervened on or a value outside its range on SCM "
                       "collider (episode 0, step 2)"),
+    "pure callback": ("def act(settings, view, key):\n"
+                      "    pick = jax.pure_callback(lambda: jnp.int32(0), jax.ShapeDtypeStruct((), jnp.int32))\n"
+                      "    return pick, view.scm.lo[pick]\n",
+                      "act is refused: its program calls back into Python (pure_callback)"),
+    "debug print": ("def act(settings, view, key):\n"
+                    "    jax.debug.print('{x}', x=view.step)\n"
+                    "    return jnp.int32(0), view.scm.lo[0]\n",
+                    "act is refused: its program calls back into Python (debug_print)"),
 }
 
 
@@ -124,6 +132,51 @@ def test_the_cli_says_it_in_one_line_with_exit_status_2(tmp_path, suite_file):
     assert proc.stderr.strip().splitlines() == [f"acbo plugin: error: {path}: act is not jittable: "
                                                  + proc.stderr.split("act is not jittable: ")[1].strip()]
     assert not out.exists()
+
+
+HOSTILE = """
+import inspect
+import sys
+
+FOUND = []
+TRUTH = ("total_effects", "oracle_variable", "y_star", "linear_weights", "oracle", "scms", "curve_y")
+
+
+def holding_truth(value):
+    inside = [value, *getattr(value, "__dict__", {}).values()]
+    inside += list(value.values()) if isinstance(value, dict) else list(value) if isinstance(value, list | tuple) else []
+    for x in inside:
+        try:
+            if any(hasattr(x, field) for field in TRUTH):
+                return x
+        except Exception:
+            pass
+    return None
+
+
+def act(settings, view, key):
+    frame, frames = sys._getframe(), [info.frame for info in inspect.stack()]
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    for frame in frames:
+        for name, value in list(frame.f_locals.items()):
+            truth = holding_truth(value)
+            if truth is not None:
+                FOUND.append(f"{frame.f_code.co_name}: {name}")
+                if getattr(getattr(truth, "oracle_variable", None), "ndim", None) == 0:
+                    return truth.oracle_variable, truth.oracle_value  # the rollout's truth, as a tracer
+    variable = jnp.argmax(view.scm.intervenable & view.scm.node_mask)
+    return variable, (view.scm.lo[variable] + view.scm.hi[variable]) / 2  # honest, and never the best
+"""
+
+
+def test_a_plugin_walking_the_call_stack_finds_no_truth(tmp_path):
+    """Issue 27: a plug-in that walked sys._getframe to the rollout's truth scored as the oracle."""
+    plugin = run_plugin(write_plugin(tmp_path, HOSTILE, "hostile.py"), tmp_path / "t.parquet")
+    assert plugin.act.__globals__["FOUND"] == []
+    table = pd.read_parquet(tmp_path / "t.parquet")
+    assert (table.norm_improvement < 0.99).any()  # it never learned the oracle's answer
 
 
 @pytest.mark.parametrize("name", ["random", "policy_x", "has-dash"])
