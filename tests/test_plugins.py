@@ -144,7 +144,8 @@ TRUTH = ("total_effects", "oracle_variable", "y_star", "linear_weights", "oracle
 
 def holding_truth(value):
     inside = [value, *getattr(value, "__dict__", {}).values()]
-    inside += list(value.values()) if isinstance(value, dict) else list(value) if isinstance(value, list | tuple) else []
+    if isinstance(value, dict | list | tuple):
+        inside += list(value.values() if isinstance(value, dict) else value)
     for x in inside:
         try:
             if any(hasattr(x, field) for field in TRUTH):
