@@ -308,3 +308,23 @@ def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, sui
         proc.kill()
     assert proc.returncode == 130 and stderr == "acbo plugin: interrupted\n", stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_ctrl_c_while_a_plugin_imports_exits_130(tmp_path, suite_file):
+    """Issue 27: the interrupt was taken for a broken plug-in (exit status 2)."""
+    path = write_plugin(tmp_path, """
+        import os
+        import signal
+        import time
+
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the file imports
+        time.sleep(30)
+
+
+        def act(settings, view, key):
+            return jnp.int32(0), view.scm.lo[0]
+        """, "slow_import.py")
+    out = tmp_path / "t.parquet"
+    proc = run_cli("plugin", "--file", path, "--suite", suite_file, "--out", out, "--spec", json.dumps(PROTOCOL))
+    assert proc.returncode == 130 and proc.stderr == "acbo plugin: interrupted\n", proc.stderr
+    assert not out.exists()

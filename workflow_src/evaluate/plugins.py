@@ -104,6 +104,8 @@ def load_plugin(path: str | Path, name: str | None = None, settings: dict | None
         spec.loader.exec_module(module)
     except BaseException as exc:  # a plug-in's import may raise anything, SystemExit included
         sys.modules.pop(spec.name, None)
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C while it imports: the command is interrupted (130)
+            raise
         raise PluginError(f"{path}: cannot import the plug-in: {_first_line(exc)}") from None
     act = getattr(module, "act", None)
     if not callable(act):
