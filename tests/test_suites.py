@@ -121,6 +121,15 @@ MALFORMED = {
                {"parent": "pressure", "child": "yield", "coef": -0.7},
                {"parent": "temp", "child": "yield", "coef": 1.05}],
         ranges={"temp": [-1, 1]}), "oracle gap", "not above 0.1"),
+    # latent variables (acbo-suite/2): simulated, never shown, never intervenable
+    "range on a latent node": (lambda d: d.update(format="acbo-suite/2") or d["scms"][0].update(latent=["temp"]),
+                               "ranges.temp", "a latent variable is never shown and may not be intervened on"),
+    "latent target": (lambda d: d.update(format="acbo-suite/2") or d["scms"][0].update(latent=["yield"]),
+                      "latent[0]", "the target may not be latent"),
+    "unknown latent node": (lambda d: d.update(format="acbo-suite/2") or d["scms"][0].update(latent=["wind"]),
+                            "latent[0]", "unknown node 'wind'"),
+    "latent in acbo-suite/1": (lambda d: d["scms"][0].update(latent=["temp"]), "scm 's0'",
+                               "'latent' was unexpected"),
     # names that would reach the terminal raw
     "ANSI escape in id": (lambda d: d["scms"][0].update(id="s0\x1b[31m"), "id", "control character"),
     "newline in node name": (lambda d: d["scms"][0].update(nodes=["temp", "pres\nsure", "yield"]), "nodes",

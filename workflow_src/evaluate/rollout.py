@@ -117,7 +117,7 @@ def make_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method
         variable, value = jax.lax.switch(method, branches, method_params, view, scm, step_key)
         value = jnp.clip(value, scm.lo[variable], scm.hi[variable])
         x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable, value)
-        buffer = append(buffer, n_obs + t, x, variable)
+        buffer = append(scm, buffer, n_obs + t, x, variable)
         fit = fit_surrogate(scm, buffer)
         record = StepRecord(variable, value, x[scm.target], *step_metrics(scm, variable, value, fit))
         return (buffer, fit), record

@@ -1,7 +1,8 @@
 """Suite files (``acbo-suite/1`` linear, ``acbo-suite/2`` nonlinear): reading, validation and deterministic writing.
 
 ``acbo-suite/2`` keeps everything of ``/1`` and lets each edge carry mechanism ``terms`` (``mechanisms.py``)
-beside its optional linear ``coef`` (default 0 when terms are given), and each SCM an ``oracle`` (``oracle.py``):
+beside its optional linear ``coef`` (default 0 when terms are given), each SCM a list of ``latent`` nodes
+(simulated, never shown to a method nor intervenable) and an ``oracle`` (``oracle.py``):
 written at generation, computed on reading when a file lacks it, and verified against a fresh computation when
 asked (``oracle="verify"``: user files copied into the workflow, ``acbo suite validate``).
 """
@@ -132,11 +133,19 @@ def _scm_problems(raw: dict) -> list[str]:
                 bad(f"{key}.{name}", msg)
             elif key == "noise_std" and value <= 0:
                 bad(f"{key}.{name}", f"must be positive, got {value}")
+    latent = raw.get("latent", [])
+    for k, name in enumerate(latent):
+        if name not in index:
+            bad(f"latent[{k}]", f"unknown node {name!r}")
+        elif name == raw["target"]:
+            bad(f"latent[{k}]", "the target may not be latent")
     for name, (lo, hi) in raw["ranges"].items():
         if name not in index:
             bad(f"ranges.{name}", f"unknown node {name!r}")
         elif name == raw["target"]:
             bad(f"ranges.{name}", "the target may not be intervened on")
+        elif name in latent:
+            bad(f"ranges.{name}", "a latent variable is never shown and may not be intervened on")
         if (msg := _number_problem(lo) or _number_problem(hi)) is not None:
             bad(f"ranges.{name}", msg)
         elif lo >= hi:
@@ -279,6 +288,7 @@ def _build_scm(raw: dict, version: int = 1) -> SCM:
     return SCM(
         id=raw["id"], nodes=nodes, target=index[raw["target"]], weights=weights, bias=bias,
         noise_std=noise, lo=lo, hi=hi, family=raw.get("family", "custom"), level=raw.get("level", 0), terms=terms,
+        latent=tuple(sorted(index[name] for name in raw.get("latent", ()))),
     )
 
 
@@ -399,6 +409,8 @@ def scm_to_dict(scm: SCM, version: int = 1) -> dict:
         "noise_std": {v: float(s) for v, s in zip(names, scm.noise_std)},
         "ranges": {v: [float(scm.lo[i]), float(scm.hi[i])] for i, v in enumerate(names) if allowed[i]},
     }
+    if version == 2 and scm.latent:
+        out["latent"] = [names[i] for i in scm.latent]
     if version == 2:
         from .oracle import compute_oracle, oracle_to_dict
 
