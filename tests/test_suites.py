@@ -181,6 +181,18 @@ def test_large_user_suite_with_free_names(tmp_path):
     assert "big-0" in show and "120" in show
 
 
+def test_show_and_oracle_escape_bidi_and_other_unprintable_characters_in_names(tmp_path):
+    """Issue 27: a right-to-left override in a name was printed raw and reordered the rest of the line."""
+    text = json.dumps(_valid_doc()).replace("pressure", "pres\u202esure").replace('"s0"', '"s\u20280"')
+    path = tmp_path / "bidi.json"
+    path.write_text(text)
+    for command in (("suite", "show", path), ("suite", "oracle", path)):
+        out = run_cli(*command, check=True).stdout
+        assert "\u202e" not in out and "\u2028" not in out, out
+        assert "s\\u20280" in out, out
+    assert "pres\\u202esure" in run_cli("suite", "show", path, check=True).stdout
+
+
 def test_unreadable_files_give_one_line_each_and_validation_goes_on(tmp_path):
     latin1 = tmp_path / "latin1.json"
     latin1.write_bytes(json.dumps(_valid_doc()).replace("temp", "temp\u00e9").encode("latin-1"))

@@ -2,9 +2,10 @@
 
 A method (built-in, plug-in or the trained policy) chooses interventions from the problem alone: the ranges,
 which variables may be set, the padding mask and which variable is the target, beside the samples it has
-collected. Latent variables are masked like padding: never shown, never intervenable. The truth (mechanisms, total effects, parents, response curves, the oracle's answer) stays in
-``scm.SCMArrays``, for simulating outcomes, scoring and the oracle only. A method handed a ``Problem`` that
-reads a field of the truth fails when its program is traced.
+collected. Latent variables are masked like padding: never shown, never intervenable. The truth (mechanisms,
+total effects, parents, response curves, the oracle's answer) stays in ``scm.SCMArrays``, for simulating
+outcomes, scoring and the oracle only. A method handed a ``Problem`` that reads a field of the truth fails when
+its program is traced.
 """
 
 from __future__ import annotations

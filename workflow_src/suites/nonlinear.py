@@ -21,8 +21,8 @@ An edge's amplitude ``A`` is drawn from ``suites.coef_range``.
   gauss((x - m) / l)`` and a hill ``A U(0.5, 1) gauss((x - m') / l)``, ``m, m' ~ U(-0.7 r, 0.7 r)``,
   ``l = lengthscale * 2r * U(0.5, 1)``. Through a linear body ``E[Y | do]`` of such heads has a closed form.
 - ``confounded``: the linear body on one node fewer, plus a latent common cause ``U`` (a root, listed in the
-  SCM's ``latent``: simulated, never shown to a method nor intervenable, ``U ~ N(0, 1)``) of one parent ``X`` of the target and of the target itself (``U -> X`` about as
-  strong as the rest of ``X``). ``X -> Y`` is a
+  SCM's ``latent``: simulated, never shown to a method nor intervenable, ``U ~ N(0, 1)``) of one parent ``X`` of
+  the target and of the target itself (``U -> X`` about as strong as the rest of ``X``). ``X -> Y`` is a
   gentle linear trend ``c`` plus a Gaussian dip inside ``X``'s range; ``U -> X`` and ``U -> Y`` have coefficients
   whose product has the opposite sign of ``c`` and is large, so the observational regression of ``Y`` on ``X``
   slopes the wrong way: a method that trusts it goes to the wrong end of ``X``'s range. Kept only when that
