@@ -364,6 +364,14 @@ BAD_MECHANISMS = {
                                                                                       "scale": 1.0}]}],
                                      noise_std={"X": 1.0, "Z": 2.0, "Y": 0.1}, ranges={"X": [-2, 2]}),
                   "standard error"),
+    # issue 27: a gap <= 0 was reported as too noisy, and too noisy came without a remedy
+    "gap below zero": (lambda s: s.update(edges=[{"parent": "X", "child": "Z", "coef": 1.0},
+                                                 {"parent": "Z", "child": "Y", "terms": [{"fn": "exp", "weight": -0.01,
+                                                                                           "scale": 1.0}]}],
+                                          bias={"Z": 10.0}, noise_std={"X": 1.0, "Z": 1.0, "Y": 0.1},
+                                          ranges={"Z": [-1, 1]}),
+                       "no intervention in the ranges lowers E[Y] below its observational mean"),
+    "too noisy, with the remedy": (lambda s: BAD_MECHANISMS["too noisy"][0](s), "to keep it, lower the noise_std"),
     "stale oracle": (lambda s: s["edges"][1]["terms"][0].update(weight=1.1), "disagrees"),
 }
 

@@ -230,16 +230,26 @@ def with_oracle(scm: SCM, oracle: Oracle | None = None) -> SCM:
     return dataclasses.replace(scm, oracle=compute_oracle(scm) if oracle is None else oracle, _exact={})
 
 
-def oracle_problem(oracle: Oracle) -> str | None:
-    """Why an oracle would be refused (its normalized improvement would mean nothing), or None: a standard
-    error above ``MAX_SE_SHARE`` of the gap (or of ``MIN_ORACLE_GAP``), or a gap of at most ``MIN_ORACLE_GAP``."""
+def oracle_problem(oracle: Oracle, nodes=None) -> str | None:
+    """Why an oracle would be refused (its normalized improvement would mean nothing), or None: a gap of at most
+    ``MIN_ORACLE_GAP`` (said first when no plausible noise could lift it above, a gap <= 0 as what it is: no
+    intervention lowers E[Y]), or a standard error above ``MAX_SE_SHARE`` of the gap (or of ``MIN_ORACLE_GAP``),
+    with what would keep the SCM. ``nodes`` names the variables in the message."""
     gap = oracle.mu_y - oracle.y_star
-    if _too_noisy(oracle):
-        return (f"oracle standard error {oracle.effect_se:.3g} is above {MAX_SE_SHARE:.0%} of the gap "
-                f"mu_y - y* = {gap:.3g}: the Monte-Carlo estimate is too noisy for this SCM")
-    if not gap > MIN_ORACLE_GAP:
+    if not gap + 3 * oracle.effect_se > MIN_ORACLE_GAP or (not _too_noisy(oracle) and not gap > MIN_ORACLE_GAP):
+        if not gap > 0:
+            return (f"oracle gap mu_y - y* = {gap:.3g}: no intervention in the ranges lowers E[Y] below its "
+                    "observational mean, so there is nothing to optimize (widen the ranges or change the mechanisms)")
         return (f"oracle gap mu_y - y* = {gap:.3g} is not above {MIN_ORACLE_GAP:g}: normalized improvement "
                 "would be rounding noise")
+    if _too_noisy(oracle):
+        noisiest = max(oracle.se, key=lambda i: (oracle.se[i], -i)) if oracle.se else None
+        where = ("at the optimum" if noisiest is None or oracle.y_star_se >= oracle.se[noisiest]
+                 else f"on the curve of {nodes[noisiest] if nodes else noisiest!r}")
+        return (f"oracle standard error {oracle.effect_se:.3g} ({where}) is above {MAX_SE_SHARE:.0%} of the gap "
+                f"mu_y - y* = {gap:.3g} even with {oracle.samples} draws: the Monte-Carlo estimate is too noisy "
+                "for this SCM; to keep it, lower the noise_std of the nodes between that variable and the target, "
+                "widen the ranges (a larger gap), or leave the SCM out of the suite")
     return None
 
 

@@ -224,7 +224,7 @@ def _exact_problem(scm: SCM) -> str | None:
     if not scm.is_linear:
         from .oracle import oracle_problem
 
-        return oracle_problem(scm.oracle)
+        return oracle_problem(scm.oracle, scm.nodes)
     allowed = scm.intervenable
     with np.errstate(all="ignore"):
         effects = scm.total_effects
