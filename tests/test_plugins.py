@@ -277,6 +277,43 @@ def test_helper_modules_beside_a_plugin_are_importable_and_part_of_its_hash(tmp_
     assert len(hashes) == 3 and plugin.file_hash != file_hash(path)
 
 
+def test_helpers_imported_by_importlib_and_data_files_are_part_of_the_hash(tmp_path):
+    """Issue 27: a helper loaded with importlib.import_module and a data file the plug-in reads were not hashed."""
+    from workflow_src.provenance import plugin_source_hash, plugin_sources
+
+    (tmp_path / "pick.py").write_text("def first(scm):\n    return 0\n")
+    (tmp_path / "ends.py").write_text("def low(scm, v):\n    return scm.lo[v]\n")
+    (tmp_path / "table.json").write_text('{"variable": 0}')
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/weights.txt").write_text("1 2 3")
+    (tmp_path / "unrelated.txt").write_text("not read")
+    path = write_plugin(tmp_path, """
+        import importlib
+        import json
+        from pathlib import Path
+
+        pick = importlib.import_module("pick")
+        ends = __import__("ends")
+        CHOICE = json.loads(Path(__file__).with_name("table.json").read_text())["variable"]
+        WEIGHTS = (Path(__file__).parent / "data" / "weights.txt").read_text()
+
+
+        def act(settings, view, key):
+            return jnp.int32(CHOICE), ends.low(view.scm, CHOICE)
+        """, "reads.py")
+    assert [p.relative_to(tmp_path).as_posix() for p in plugin_sources(path)] == [
+        "reads.py", "data/weights.txt", "ends.py", "pick.py", "table.json"]
+    hashes = {plugin_source_hash(path)}
+    for name in ("pick.py", "ends.py", "table.json", "data/weights.txt"):
+        with open(tmp_path / name, "a") as f:
+            f.write("\n")
+        hashes.add(plugin_source_hash(path))
+    (tmp_path / "unrelated.txt").write_text("edited")
+    hashes.add(plugin_source_hash(path))
+    assert len(hashes) == 5
+    run_plugin(path, tmp_path / "t.parquet")
+
+
 def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, suite_file):
     """Python's SIGINT handler cannot run while XLA runs a program: the command still stops, in one line."""
     import os
