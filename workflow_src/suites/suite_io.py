@@ -327,6 +327,11 @@ def parse_suite(doc, path: str = "<suite>", oracle: str = "stored") -> Suite:
     problems += [f"scm {i!r}: id: duplicate id" for i in sorted(i for i, c in counts.items() if c > 1)]
     for raw in doc["scms"]:
         problems.extend(_scm_problems(raw))
+    if not problems and version == 2:  # the oracles this read computes: missing ones, or all when verifying
+        from .oracle import oracle_work_problems
+
+        problems = oracle_work_problems([_build_scm(raw, 2) for raw in doc["scms"]
+                                         if "oracle" not in raw or oracle == "verify"])
     if problems:
         raise SuiteError(path, problems)
     level = doc.get("level")
