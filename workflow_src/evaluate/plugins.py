@@ -45,7 +45,7 @@ RANGE_TOLERANCE = 1e-5  # share of a range's width by which a value may overshoo
 class Plugin:
     name: str
     path: Path
-    file_hash: str  # of the file and its helper modules (provenance.plugin_source_hash)
+    file_hash: str  # of the file and what it reads from its folder (provenance.plugin_source_hash)
     settings: dict
     act: Callable  # the file's act(settings, view, key)
 
