@@ -15,6 +15,8 @@ rule suite:
     threads: 1
     resources:
         mem_mb=per_attempt(1000),
+        # minutes; a user suite's oracles are bounded to fit (suites/oracle.py MAX_ORACLE_WORK: about 13 s, under
+        # 4 CPU minutes even when every SCM needs the larger sample); generated suites take well under a minute
         runtime=10,
     params:
         spec=stage_spec("suite"),

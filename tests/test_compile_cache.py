@@ -172,3 +172,16 @@ def test_jobs_repair_a_damaged_cache_and_a_moved_cache_hits(tmp_path):
     log = job("moved", "after")
     assert program_loads(log) == [(CACHED, "stored export")] and not damage_lines(log), log
     assert not list(cache.rglob("*.tmp"))
+
+
+def test_a_cache_folder_that_cannot_be_created_is_one_warning_even_as_root():
+    """Issue 27: permission bits do not bind root, so the pre-check passed and creating the folder failed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "from workflow_src.compile_cache import configure_jax; "
+                           "configure_jax(None)"], cwd=ROOT, env={**os.environ, "ACBO_JAX_CACHE": "/proc/acbo-cache"},
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("acbo: warning: the compilation cache /proc/acbo-cache cannot be")
+    assert proc.stderr.count("\n") == 1 and "running without it" in proc.stderr

@@ -365,6 +365,14 @@ BAD_MECHANISMS = {
                                                                                       "scale": 1.0}]}],
                                      noise_std={"X": 1.0, "Z": 2.0, "Y": 0.1}, ranges={"X": [-2, 2]}),
                   "standard error"),
+    # issue 27: a gap <= 0 was reported as too noisy, and too noisy came without a remedy
+    "gap below zero": (lambda s: s.update(edges=[{"parent": "X", "child": "Z", "coef": 1.0},
+                                                 {"parent": "Z", "child": "Y", "terms": [{"fn": "exp", "weight": -0.01,
+                                                                                           "scale": 1.0}]}],
+                                          bias={"Z": 10.0}, noise_std={"X": 1.0, "Z": 1.0, "Y": 0.1},
+                                          ranges={"Z": [-1, 1]}),
+                       "no intervention in the ranges lowers E[Y] below its observational mean"),
+    "too noisy, with the remedy": (lambda s: BAD_MECHANISMS["too noisy"][0](s), "to keep it, lower the noise_std"),
     "stale oracle": (lambda s: s["edges"][1]["terms"][0].update(weight=1.1), "disagrees"),
 }
 
@@ -438,6 +446,38 @@ def test_a_suite_file_is_verified_once_per_content(tmp_path, monkeypatch):
     path.write_text(path.read_text() + "\n")  # the same suite, other bytes: verified again
     suite_io.load_suite(path)
     assert len(calls) == 2 * len(first.scms)
+def _chain_doc(name: str, n: int, terms_per_edge: int) -> dict:
+    """An acbo-suite/2 SCM: a chain of ``n`` nodes, every edge ``terms_per_edge`` tanh terms, all but Y intervenable."""
+    nodes = [f"X{i}" for i in range(n - 1)] + ["Y"]
+    edges = [{"parent": a, "child": b, "terms": [{"fn": "tanh", "weight": 0.5, "shift": k / 10}
+                                                 for k in range(terms_per_edge)]} for a, b in zip(nodes, nodes[1:])]
+    return {"id": name, "nodes": nodes, "target": "Y", "edges": edges, "ranges": {v: [-1, 1] for v in nodes[:-1]}}
+
+
+def test_oracle_work_is_bounded_per_scm_and_per_suite_in_one_line_each(tmp_path):
+    """Issue 27: a 200-node, 5000-term SCM took minutes to validate, with no size limit and no progress."""
+    huge, big = _chain_doc("huge", 150, 10), _chain_doc("big", 81, 10)
+    assert oracle.oracle_work(parse_suite({"format": "acbo-suite/2", "name": "ok", "scms": [_chain_doc("s", 5, 1)]},
+                                          oracle="verify").scms[0]) == 4 + 3 + 2 + 1
+    cases = {"one.json": ([huge], "scm 'huge': edges: its Monte-Carlo oracle needs 111750 mechanism evaluations"),
+             "two.json": ([big, {**big, "id": "big2"}], "scms: the Monte-Carlo oracles of its SCMs need 64800 "
+                                                         "mechanism evaluations per draw in all, more than the limit")}
+    for name, (scms, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(json.dumps({"format": "acbo-suite/2", "name": "big", "scms": scms}))
+        proc = run_cli("suite", "validate", path)
+        lines = proc.stdout.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"{path}: {message}"), lines
+        assert "split the suite" in lines[0] or "use fewer terms" in lines[0]
+
+
+def test_a_long_oracle_computation_says_how_far_it_is(monkeypatch, capsys):
+    scm = parse_suite({"format": "acbo-suite/2", "name": "s", "scms": [_chain_doc("s", 4, 1)]}).scms[0]
+    assert capsys.readouterr().err == ""  # a quick one says nothing
+    monkeypatch.setattr(oracle, "PROGRESS_EVERY_S", 0.0)
+    oracle.estimate_oracle(scm)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("oracle of SCM 's': 0 of 3 variables' curves after ") and len(lines) == 3, lines
 
 
 def test_user_v2_file_is_copied_with_its_oracle(tmp_path):

@@ -90,6 +90,39 @@ def test_confounded_family_misleads_the_observational_regression():
             assert scm.oracle.expected_target(x, chosen) > scm.exact().best_per_variable[x] + 0.1
 
 
+def test_the_latent_cause_is_simulated_but_never_shown(tmp_path):
+    """Issue 27: U was in every method's samples and the surrogate gave it parent probability 0.99."""
+    from workflow_src.evaluate.baselines import baseline_methods
+    from workflow_src.evaluate.plugins import probe_views
+    from workflow_src.evaluate.run import evaluate_methods
+
+    suite = nl.generate_nonlinear_suite("c", 1, 2, 78, GS, nl.NonlinearSettings(mechanisms=("confounded",)))
+    path = tmp_path / "c.json"
+    path.write_text(suite_to_json(suite))
+    doc = json.loads(path.read_text())
+    assert [raw["latent"] for raw in doc["scms"]] == [["U"], ["U"]] and all("U" not in raw["ranges"]
+                                                                             for raw in doc["scms"])
+    loaded = load_suite(path)
+    u = loaded.scms[0].nodes.index(nl.LATENT)
+    assert [scm.latent for scm in loaded.scms] == [(u,), (u,)]
+    protocol = {"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 200}
+    views = probe_views(loaded, protocol)
+    assert not np.asarray(views.scm.node_mask)[:, u].any() and not np.asarray(views.scm.intervenable)[:, u].any()
+    assert (np.asarray(views.buffer.values)[..., u] == 0).all() and (np.asarray(views.fit.parent_prob)[:, u] == 0).all()
+    # simulated all the same: U moves the samples, and the oracle is the one with U shown
+    arrays = stack_scms(list(loaded.scms), 8)
+    drawn = np.asarray(jax.vmap(sampler.sample_observational, (0, None, None))(arrays, jax.random.PRNGKey(1), 200))
+    assert (drawn[:, :, u].std(axis=1) > 0.5).all()
+    for raw in doc["scms"]:
+        raw.pop("latent")
+    shown = tmp_path / "shown.json"
+    shown.write_text(json.dumps(doc))
+    answer = lambda scms: [s.exact()[:5] for s in scms]  # noqa: E731
+    assert answer(load_suite(shown).scms) == answer(loaded.scms)
+    table = evaluate_methods(baseline_methods(["random", "marginal_regression"]), None, loaded, protocol, {})
+    assert nl.LATENT not in set(table.variable)
+
+
 def test_suite_validates_and_samples_without_nan(tmp_path, level_suites):
     for level, suite in level_suites.items():
         path = tmp_path / f"{suite.name}.json"

@@ -101,6 +101,14 @@ BROKEN = {
                       "    return jnp.int32(0), jnp.where(view.step == 2, 9.0, view.scm.lo[0])\n",
                       "act chose a variable that cannot be intervened on or a value outside its range on SCM "
                       "collider (episode 0, step 2)"),
+    "pure callback": ("def act(settings, view, key):\n"
+                      "    pick = jax.pure_callback(lambda: jnp.int32(0), jax.ShapeDtypeStruct((), jnp.int32))\n"
+                      "    return pick, view.scm.lo[pick]\n",
+                      "act is refused: its program calls back into Python (pure_callback)"),
+    "debug print": ("def act(settings, view, key):\n"
+                    "    jax.debug.print('{x}', x=view.step)\n"
+                    "    return jnp.int32(0), view.scm.lo[0]\n",
+                    "act is refused: its program calls back into Python (debug_print)"),
 }
 
 
@@ -124,6 +132,52 @@ def test_the_cli_says_it_in_one_line_with_exit_status_2(tmp_path, suite_file):
     assert proc.stderr.strip().splitlines() == [f"acbo plugin: error: {path}: act is not jittable: "
                                                  + proc.stderr.split("act is not jittable: ")[1].strip()]
     assert not out.exists()
+
+
+HOSTILE = """
+import inspect
+import sys
+
+FOUND = []
+TRUTH = ("total_effects", "oracle_variable", "y_star", "linear_weights", "oracle", "scms", "curve_y")
+
+
+def holding_truth(value):
+    inside = [value, *getattr(value, "__dict__", {}).values()]
+    if isinstance(value, dict | list | tuple):
+        inside += list(value.values() if isinstance(value, dict) else value)
+    for x in inside:
+        try:
+            if any(hasattr(x, field) for field in TRUTH):
+                return x
+        except Exception:
+            pass
+    return None
+
+
+def act(settings, view, key):
+    frame, frames = sys._getframe(), [info.frame for info in inspect.stack()]
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    for frame in frames:
+        for name, value in list(frame.f_locals.items()):
+            truth = holding_truth(value)
+            if truth is not None:
+                FOUND.append(f"{frame.f_code.co_name}: {name}")
+                if getattr(getattr(truth, "oracle_variable", None), "ndim", None) == 0:
+                    return truth.oracle_variable, truth.oracle_value  # the rollout's truth, as a tracer
+    variable = jnp.argmax(view.scm.intervenable & view.scm.node_mask)
+    return variable, (view.scm.lo[variable] + view.scm.hi[variable]) / 2  # honest, and never the best
+"""
+
+
+def test_a_plugin_walking_the_call_stack_finds_no_truth(tmp_path):
+    """Issue 27: a plug-in that walked sys._getframe to the rollout's truth scored as the oracle."""
+    plugin = run_plugin(write_plugin(tmp_path, HOSTILE, "hostile.py"), tmp_path / "t.parquet")
+    assert plugin.act.__globals__["FOUND"] == []
+    table = pd.read_parquet(tmp_path / "t.parquet")
+    assert (table.norm_improvement < 0.99).any()  # it never learned the oracle's answer
 
 
 @pytest.mark.parametrize("name", ["random", "policy_x", "has-dash"])
@@ -223,6 +277,43 @@ def test_helper_modules_beside_a_plugin_are_importable_and_part_of_its_hash(tmp_
     assert len(hashes) == 3 and plugin.file_hash != file_hash(path)
 
 
+def test_helpers_imported_by_importlib_and_data_files_are_part_of_the_hash(tmp_path):
+    """Issue 27: a helper loaded with importlib.import_module and a data file the plug-in reads were not hashed."""
+    from workflow_src.provenance import plugin_source_hash, plugin_sources
+
+    (tmp_path / "pick.py").write_text("def first(scm):\n    return 0\n")
+    (tmp_path / "ends.py").write_text("def low(scm, v):\n    return scm.lo[v]\n")
+    (tmp_path / "table.json").write_text('{"variable": 0}')
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/weights.txt").write_text("1 2 3")
+    (tmp_path / "unrelated.txt").write_text("not read")
+    path = write_plugin(tmp_path, """
+        import importlib
+        import json
+        from pathlib import Path
+
+        pick = importlib.import_module("pick")
+        ends = __import__("ends")
+        CHOICE = json.loads(Path(__file__).with_name("table.json").read_text())["variable"]
+        WEIGHTS = (Path(__file__).parent / "data" / "weights.txt").read_text()
+
+
+        def act(settings, view, key):
+            return jnp.int32(CHOICE), ends.low(view.scm, CHOICE)
+        """, "reads.py")
+    assert [p.relative_to(tmp_path).as_posix() for p in plugin_sources(path)] == [
+        "reads.py", "data/weights.txt", "ends.py", "pick.py", "table.json"]
+    hashes = {plugin_source_hash(path)}
+    for name in ("pick.py", "ends.py", "table.json", "data/weights.txt"):
+        with open(tmp_path / name, "a") as f:
+            f.write("\n")
+        hashes.add(plugin_source_hash(path))
+    (tmp_path / "unrelated.txt").write_text("edited")
+    hashes.add(plugin_source_hash(path))
+    assert len(hashes) == 5
+    run_plugin(path, tmp_path / "t.parquet")
+
+
 def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, suite_file):
     """Python's SIGINT handler cannot run while XLA runs a program: the command still stops, in one line."""
     import os
@@ -254,3 +345,23 @@ def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, sui
         proc.kill()
     assert proc.returncode == 130 and stderr == "acbo plugin: interrupted\n", stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_ctrl_c_while_a_plugin_imports_exits_130(tmp_path, suite_file):
+    """Issue 27: the interrupt was taken for a broken plug-in (exit status 2)."""
+    path = write_plugin(tmp_path, """
+        import os
+        import signal
+        import time
+
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the file imports
+        time.sleep(30)
+
+
+        def act(settings, view, key):
+            return jnp.int32(0), view.scm.lo[0]
+        """, "slow_import.py")
+    out = tmp_path / "t.parquet"
+    proc = run_cli("plugin", "--file", path, "--suite", suite_file, "--out", out, "--spec", json.dumps(PROTOCOL))
+    assert proc.returncode == 130 and proc.stderr == "acbo plugin: interrupted\n", proc.stderr
+    assert not out.exists()

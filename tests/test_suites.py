@@ -122,6 +122,15 @@ MALFORMED = {
                {"parent": "pressure", "child": "yield", "coef": -0.7},
                {"parent": "temp", "child": "yield", "coef": 1.05}],
         ranges={"temp": [-1, 1]}), "oracle gap", "not above 0.1"),
+    # latent variables (acbo-suite/2): simulated, never shown, never intervenable
+    "range on a latent node": (lambda d: d.update(format="acbo-suite/2") or d["scms"][0].update(latent=["temp"]),
+                               "ranges.temp", "a latent variable is never shown and may not be intervened on"),
+    "latent target": (lambda d: d.update(format="acbo-suite/2") or d["scms"][0].update(latent=["yield"]),
+                      "latent[0]", "the target may not be latent"),
+    "unknown latent node": (lambda d: d.update(format="acbo-suite/2") or d["scms"][0].update(latent=["wind"]),
+                            "latent[0]", "unknown node 'wind'"),
+    "latent in acbo-suite/1": (lambda d: d["scms"][0].update(latent=["temp"]), "scm 's0'",
+                               "'latent' was unexpected"),
     # names that would reach the terminal raw
     "ANSI escape in id": (lambda d: d["scms"][0].update(id="s0\x1b[31m"), "id", "control character"),
     "newline in node name": (lambda d: d["scms"][0].update(nodes=["temp", "pres\nsure", "yield"]), "nodes",
@@ -171,6 +180,18 @@ def test_large_user_suite_with_free_names(tmp_path):
     assert rows[0]["variable"].startswith("gene_") and rows[0]["y_star"] < rows[0]["mu_y"]
     show = run_cli("suite", "show", path, check=True).stdout
     assert "big-0" in show and "120" in show
+
+
+def test_show_and_oracle_escape_bidi_and_other_unprintable_characters_in_names(tmp_path):
+    """Issue 27: a right-to-left override in a name was printed raw and reordered the rest of the line."""
+    text = json.dumps(_valid_doc()).replace("pressure", "pres\u202esure").replace('"s0"', '"s\u20280"')
+    path = tmp_path / "bidi.json"
+    path.write_text(text)
+    for command in (("suite", "show", path), ("suite", "oracle", path)):
+        out = run_cli(*command, check=True).stdout
+        assert "\u202e" not in out and "\u2028" not in out, out
+        assert "s\\u20280" in out, out
+    assert "pres\\u202esure" in run_cli("suite", "show", path, check=True).stdout
 
 
 def test_unreadable_files_give_one_line_each_and_validation_goes_on(tmp_path):

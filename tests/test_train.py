@@ -15,6 +15,7 @@ from workflow_src.config import deep_merge, train_slice
 from workflow_src.core import buffer as buffer_mod
 from workflow_src.core.scm import SCM, pad_scm
 from workflow_src.core.surrogate import masked_standardize
+from workflow_src.errors import CheckpointError
 from workflow_src.evaluate.methods import policy_methods
 from workflow_src.evaluate.run import load_policy, run_methods
 from workflow_src.paths import TrainPaths, train_suite_files
@@ -367,7 +368,7 @@ def test_bandit_statistics_match_a_direct_computation():
     v = int(np.flatnonzero(np.asarray(arrays.intervenable))[0])
     for row, value in zip(range(6, 10), (-1.0, 1.0, 1.5, -0.5)):
         x = jax.random.normal(jax.random.PRNGKey(row), (7,))
-        buffer = buffer_mod.append(buffer, row, x.at[v].set(value), v)
+        buffer = buffer_mod.append(arrays, buffer, row, x.at[v].set(value), v)
     z, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
     marginal = features.marginal_predictions(arrays, buffer, z, mean, std)
     count, interventional = features.interventional_predictions(arrays, buffer, z, mean, std)
@@ -728,3 +729,16 @@ def grpo_state(spec):
     policy = pol.make_policy(spec["policy"])
     optimizer, _ = grpo.make_optimizer(spec["training"], spec["episodes"])
     return grpo.initial_state(policy, optimizer, jax.random.PRNGKey(0))
+def test_another_seeds_finished_run_is_never_deleted(tmp_path, suites_dir, default_config):
+    """Issue 27: training seed 1 into seed 0's finished folder deleted seed 0's final.ckpt without asking."""
+    spec = small_spec(default_config, levels=[1], episodes=2, checkpoint_every=2,
+                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+    suites = train_suite_files(spec["levels"], suites_dir)
+    paths = TrainPaths(tmp_path / "seed_0", tmp_path / "seed_0.parquet")
+    train("x", spec, 0, suites, paths, progress=False)
+    before = {p.name: p.read_bytes() for p in paths.checkpoint_dir.iterdir()}
+    with pytest.raises(CheckpointError) as err:
+        train("x", spec, 1, suites, paths, progress=False)
+    assert str(err.value) == (f"{paths.checkpoint_dir}: holds the finished run of seed 0 (final.ckpt), which training "
+                              "seed 1 here would delete: give seed 1 a folder of its own")
+    assert {p.name: p.read_bytes() for p in paths.checkpoint_dir.iterdir()} == before

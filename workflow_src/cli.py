@@ -67,7 +67,7 @@ def run_suite_validate_cli(args) -> int:
 
 
 def run_suite_oracle_cli(args) -> int:
-    from .suites.build import oracle_json, oracle_table
+    from .suites.build import oracle_json, oracle_table, printable
     from .suites.suite_io import load_suite
 
     suite = load_suite(args.file)
@@ -76,7 +76,7 @@ def run_suite_oracle_cli(args) -> int:
     else:
         for row in oracle_table(suite):
             se = f" (se {row['max_se']:.2g}, {row['method']})" if "max_se" in row else ""
-            print(f"{row['id']}: do({row['variable']}={row['value']:g}) y*={row['y_star']:.4f} "
+            print(f"{printable(row['id'])}: do({printable(row['variable'])}={row['value']:g}) y*={row['y_star']:.4f} "
                   f"mu_y={row['mu_y']:.4f}{se}")
     return 0
 

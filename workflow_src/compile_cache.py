@@ -67,7 +67,7 @@ def configure_jax(threads: int | None) -> None:
     _one_thread_client(jax)
 
     cache = cache_dir()
-    problem = output_problem(cache, "into")
+    problem = output_problem(cache, "into") or _creation_problem(cache)
     if problem:  # e.g. run from a read-only folder: every program is compiled in the job, as without a cache
         print(f"acbo: warning: the compilation cache {cache} {problem}: running without it (set "
               "ACBO_JAX_CACHE to a writable folder to keep compiled programs)", file=sys.stderr)
@@ -82,6 +82,16 @@ def configure_jax(threads: int | None) -> None:
     if not getattr(configure_jax, "_listening", False):
         jax.monitoring.register_event_listener(lambda event, **_: _events.append(event))
         configure_jax._listening = True
+
+
+def _creation_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created, or None once it exists: tried, since permission bits do not bind root
+    (``os.access`` says yes to root where ``/proc`` or a read-only mount still refuses)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror or exc})"
+    return None
 
 
 def _one_thread_client(jax) -> None:

@@ -120,10 +120,48 @@ def file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+IMPORT_CALLS = ("import_module", "__import__")  # importlib.import_module("helper"), __import__("helper")
+
+
+def _imported_names(node) -> list[str]:
+    """The module names an AST node imports: ``import``/``from ... import`` statements and calls of
+    ``IMPORT_CALLS`` with a literal name."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return [node.module] if node.level == 0 and node.module else []
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+        callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+        if callee in IMPORT_CALLS and isinstance(node.args[0].value, str):
+            return [node.args[0].value]
+    return []
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(
+        part.startswith(".") or part == "__pycache__" for part in p.relative_to(folder).parts))
+
+
+def _named_data(folder: Path, text: str) -> list[Path]:
+    """The files in ``folder`` that the string literal ``text`` names (a file, or a folder's files), if any."""
+    parts = Path(text).parts
+    if not text.strip() or "\0" in text or "\n" in text or Path(text).is_absolute() or ".." in parts or (
+            parts in ((), (".",))):
+        return []
+    try:
+        candidate = folder / text
+        return [candidate] if candidate.is_file() else _files_under(candidate) if candidate.is_dir() else []
+    except (OSError, ValueError):  # not a name this file system can hold
+        return []
+
+
 def plugin_sources(path: str | Path) -> list[Path]:
-    """A plug-in file and the modules it imports from its own folder, and those they import, in a fixed order:
-    ``import helper`` or ``from helper import x`` names ``helper.py`` or the package folder ``helper/`` (all of
-    its ``.py`` files) beside the plug-in. Imports of anything else (installed packages) are not its code."""
+    """A plug-in file and what it reads from its own folder, in a fixed order: the modules it imports from there
+    (``import helper``, ``from helper import x``, ``importlib.import_module("helper")`` or
+    ``__import__("helper")`` with a literal name: ``helper.py`` or every file of the package folder ``helper/``),
+    the modules those import, and every file or folder there that a string literal of that code names
+    (``"weights.npz"``, ``"data"``, as in ``Path(__file__).parent / "data"``). Imports of anything else
+    (installed packages), and file names computed at run time, are not its code."""
     path = Path(path)
     folder, found, todo = path.parent, [], [path]
     while todo:
@@ -131,29 +169,27 @@ def plugin_sources(path: str | Path) -> list[Path]:
         if source in found:
             continue
         found.append(source)
+        if source.suffix != ".py":
+            continue
         try:
             tree = ast.parse(source.read_bytes())
         except (SyntaxError, ValueError):  # a file that does not parse is refused when the plug-in is imported
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for top in {name.split(".")[0] for name in names}:
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                todo += _named_data(folder, node.value)
+            for top in {name.split(".")[0] for name in _imported_names(node)}:
                 if (folder / f"{top}.py").is_file():
                     todo.append(folder / f"{top}.py")
                 elif (folder / top).is_dir():
-                    todo += sorted((folder / top).rglob("*.py"))
-    return [path, *sorted(found[1:])]
+                    todo += _files_under(folder / top)
+    return [path, *sorted(set(found[1:]) - {path})]
 
 
 def plugin_source_hash(path: str | Path) -> str:
-    """sha256 (16 hex digits) of a plug-in's code: the file's own hash when it imports nothing from its folder,
-    else over the file and those modules (``plugin_sources``), each with its name, so editing a helper module
-    reruns the plug-in's jobs as editing the file does."""
+    """sha256 (16 hex digits) of a plug-in's code and data: the file's own hash when it reads nothing else from its
+    folder, else over the file and what it reads there (``plugin_sources``), each with its name, so editing a
+    helper module or a data file reruns the plug-in's jobs as editing the file does."""
     sources = plugin_sources(path)
     if len(sources) == 1:
         return file_hash(path)

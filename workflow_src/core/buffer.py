@@ -18,7 +18,7 @@ OBS_WEIGHT = 0.1  # weight of an observational sample in a per-variable interven
 
 
 class Buffer(NamedTuple):
-    values: jnp.ndarray  # (S, N) samples collected so far (rows beyond ``count`` are zero)
+    values: jnp.ndarray  # (S, N) samples collected so far (rows beyond ``count`` and latent variables are zero)
     intervened: jnp.ndarray  # (S, N) bool, which variable was set in each sample
     sample_mask: jnp.ndarray  # (S,) bool
 
@@ -34,16 +34,22 @@ def empty_buffer(n_samples: int, n_vars: int) -> Buffer:
 def initial_buffer(scm: SCMArrays, key, n_obs: int, n_samples: int) -> Buffer:
     """A buffer of ``n_samples`` rows whose first ``n_obs`` hold observational samples."""
     buffer = empty_buffer(n_samples, scm.bias.shape[0])
-    obs = sampler.sample_observational(scm, key, n_obs)
+    obs = shown(scm, sampler.sample_observational(scm, key, n_obs))
     return buffer._replace(
         values=buffer.values.at[:n_obs].set(obs), sample_mask=buffer.sample_mask.at[:n_obs].set(True)
     )
 
 
-def append(buffer: Buffer, row, x, variable) -> Buffer:
+def shown(scm: SCMArrays, x) -> jnp.ndarray:
+    """Samples ``x`` (..., N) as a method sees them: latent (and padded) variables at 0."""
+    return jnp.where(scm.node_mask, x, 0.0)
+
+
+def append(scm: SCMArrays, buffer: Buffer, row, x, variable) -> Buffer:
+    """``buffer`` with the sample ``x`` (its ``shown`` part) in ``row``, ``variable`` marked as set."""
     n_vars = buffer.values.shape[1]
     return Buffer(
-        values=buffer.values.at[row].set(x),
+        values=buffer.values.at[row].set(shown(scm, x)),
         intervened=buffer.intervened.at[row].set(jnp.arange(n_vars) == variable),
         sample_mask=buffer.sample_mask.at[row].set(True),
     )

@@ -2,9 +2,10 @@
 
 A method (built-in, plug-in or the trained policy) chooses interventions from the problem alone: the ranges,
 which variables may be set, the padding mask and which variable is the target, beside the samples it has
-collected. The truth (mechanisms, total effects, parents, response curves, the oracle's answer) stays in
-``scm.SCMArrays``, for simulating outcomes, scoring and the oracle only. A method handed a ``Problem`` that
-reads a field of the truth fails when its program is traced.
+collected. Latent variables are masked like padding: never shown, never intervenable. The truth (mechanisms,
+total effects, parents, response curves, the oracle's answer) stays in ``scm.SCMArrays``, for simulating
+outcomes, scoring and the oracle only. A method handed a ``Problem`` that reads a field of the truth fails when
+its program is traced.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ class Problem(NamedTuple):
     lo: jnp.ndarray  # (..., N) range ends, 0 where not intervenable
     hi: jnp.ndarray  # (..., N)
     intervenable: jnp.ndarray  # (..., N) bool; padded variables never are
-    node_mask: jnp.ndarray  # (..., N) bool, the real variables
+    node_mask: jnp.ndarray  # (..., N) bool, the real variables that are not latent
     target: jnp.ndarray  # (...,) int32
 
 

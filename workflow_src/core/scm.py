@@ -67,6 +67,7 @@ class SCM:
     level: int = 0
     terms: Terms | None = None  # acbo-suite/2 mechanism terms (None: an acbo-suite/1 SCM)
     oracle: Oracle | None = None  # stored exact quantities of a nonlinear SCM
+    latent: tuple[int, ...] = ()  # simulated but never shown to a method (acbo-suite/2 ``latent``)
     _exact: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -76,6 +77,13 @@ class SCM:
     @property
     def intervenable(self) -> np.ndarray:
         return ~np.isnan(self.lo)
+
+    @property
+    def observed(self) -> np.ndarray:
+        """(n,) bool: the variables a method sees (every one but the latent ones)."""
+        mask = np.ones(self.n, bool)
+        mask[list(self.latent)] = False
+        return mask
 
     @property
     def nonlinear_terms(self) -> Terms | None:
@@ -242,7 +250,8 @@ class SCMArrays(NamedTuple):
     """An SCM (or a stack of SCMs) padded to ``n_max`` variables, ready for compiled code.
 
     Padded variables have zero weights, bias and noise, are not intervenable and have
-    ``node_mask == False``; they stay exactly 0 in every sample.
+    ``node_mask == False``; they stay exactly 0 in every sample. Latent variables are simulated like the others
+    but have ``node_mask == False`` too: everything a method sees treats them as padding (``buffer.shown``).
 
     Nonlinear SCMs (suite/2) add their nonlinear terms, padded to ``K`` entries (``term_bucket``), and their
     oracle curves, padded to ``MAX_CURVE_POINTS`` per variable; ``weights`` and ``bias`` then hold the
@@ -258,7 +267,7 @@ class SCMArrays(NamedTuple):
     lo: np.ndarray  # (..., N), 0 where not intervenable
     hi: np.ndarray  # (..., N)
     intervenable: np.ndarray  # (..., N) bool
-    node_mask: np.ndarray  # (..., N) bool
+    node_mask: np.ndarray  # (..., N) bool, the variables a method sees: real and not latent
     target: np.ndarray  # (...,) int32
     parents: np.ndarray  # (..., N) bool, true parents of the target (an edge into it)
     mu: np.ndarray  # (..., N), observational means of the linear part
@@ -359,7 +368,7 @@ def pad_scm(scm: SCM, n_max: int, n_terms: int = 0) -> SCMArrays:
         lo=vec(np.where(allowed, scm.lo, 0.0)),
         hi=vec(np.where(allowed, scm.hi, 0.0)),
         intervenable=vec(allowed, False, bool),
-        node_mask=vec(np.ones(n, bool), False, bool),
+        node_mask=vec(scm.observed, False, bool),
         target=np.int32(scm.target),
         parents=vec(scm.parents_of_target, False, bool),
         mu=vec(scm.mu),

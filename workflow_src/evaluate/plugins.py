@@ -8,8 +8,8 @@ name) and ``SETTINGS`` (a dict of Python values, passed as ``settings``; the con
 
 Before a plug-in's table is written it is checked, and a broken one is refused with one line naming the
 file and the problem (it cannot be imported, has no ``act``, returns the wrong shape or dtype, cannot be
-traced by ``jit``, or chooses a variable that cannot be intervened on or a value outside the range), and
-nothing is written.
+traced by ``jit``, calls back into Python (``act_trace``), or chooses a variable that cannot be intervened on
+or a value outside the range), and nothing is written.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -31,6 +32,7 @@ from ..core.scm import bucket_size, stack_scms, term_bucket
 from ..errors import PluginError
 from ..provenance import plugin_source_hash
 from ..suites.suite_io import Suite
+from .act_trace import CallbackError, call_traced, trace_apart
 from .methods import Method
 from .registry import POLICY_PREFIX, is_policy
 from .rollout import StepView, chunk_size
@@ -43,7 +45,7 @@ RANGE_TOLERANCE = 1e-5  # share of a range's width by which a value may overshoo
 class Plugin:
     name: str
     path: Path
-    file_hash: str  # of the file and its helper modules (provenance.plugin_source_hash)
+    file_hash: str  # of the file and what it reads from its folder (provenance.plugin_source_hash)
     settings: dict
     act: Callable  # the file's act(settings, view, key)
 
@@ -102,6 +104,8 @@ def load_plugin(path: str | Path, name: str | None = None, settings: dict | None
         spec.loader.exec_module(module)
     except BaseException as exc:  # a plug-in's import may raise anything, SystemExit included
         sys.modules.pop(spec.name, None)
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C while it imports: the command is interrupted (130)
+            raise
         raise PluginError(f"{path}: cannot import the plug-in: {_first_line(exc)}") from None
     act = getattr(module, "act", None)
     if not callable(act):
@@ -147,10 +151,13 @@ def check_act(plugin: Plugin, suite: Suite, protocol: dict) -> None:
     views = probe_views(suite, protocol)
     keys = jax.random.split(jax.random.PRNGKey(0), views.scm.lo.shape[0])
     act = jax.vmap(lambda view, key: plugin.act(plugin.settings, view, key))
-    try:
-        shapes = jax.eval_shape(act, views, keys)
+    try:  # traced in a thread where no frame holds the suite (``act_trace``)
+        traced = trace_apart(act, views, keys)
+    except CallbackError as exc:
+        raise PluginError(f"{plugin.path}: act is refused: {exc}") from None
     except Exception as exc:  # whatever tracing raises: a Python branch on a traced value, a bad index, ...
         raise PluginError(f"{plugin.path}: act is not jittable: {_first_line(exc)}") from None
+    shapes = traced.out_shapes
     expected = "(variable: an integer scalar, value: a float scalar)"
     if not (isinstance(shapes, tuple | list) and len(shapes) == 2):
         raise PluginError(f"{plugin.path}: act must return {expected}, got {_describe(shapes)}")
@@ -158,7 +165,7 @@ def check_act(plugin: Plugin, suite: Suite, protocol: dict) -> None:
     if variable.shape != () or value.shape != () or not jnp.issubdtype(variable.dtype, jnp.integer) or (
             not jnp.issubdtype(value.dtype, jnp.floating)):
         raise PluginError(f"{plugin.path}: act must return {expected}, got {_describe((variable, value))}")
-    chosen, values = (np.asarray(x) for x in jax.jit(act)(views, keys))
+    chosen, values = (np.asarray(x) for x in jax.jit(partial(call_traced, traced))(views, keys))
     lo, hi = np.asarray(views.scm.lo), np.asarray(views.scm.hi)
     allowed = np.asarray(views.scm.intervenable)
     for k, (v, x) in enumerate(zip(chosen.tolist(), values.tolist())):

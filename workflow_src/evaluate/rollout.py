@@ -29,6 +29,7 @@ from ..core.buffer import Buffer, append, fit_surrogate, initial_buffer
 from ..core.problem import Problem, problem_of
 from ..core.scm import SCMArrays
 from ..core.step_metrics import step_metrics
+from .act_trace import call_apart
 
 
 class StepView(NamedTuple):
@@ -85,13 +86,15 @@ def make_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method
     """``start(scm, key, method) -> (carry, inputs)`` and ``step(method_params, method, scm, carry, input) ->
     (carry, record)``: one episode with ``acts[method]`` is ``start`` then a scan of ``step`` over ``inputs``.
 
-    A method's view holds the problem alone; one whose ``reads_truth`` is set (the oracle) gets the whole SCM."""
+    A method's view holds the problem alone and its ``act`` is traced apart from the truth (``act_trace``); one
+    whose ``reads_truth`` is set (the oracle) gets the whole SCM."""
     streams = jnp.array([method_stream(name) for name in method_names], dtype=jnp.uint32)
     reads_truth = reads_truth or (False,) * len(acts)
 
     def branch(act, truth_reader: bool):
         def run(params, view, truth, key):
-            out = act(params, view._replace(scm=truth) if truth_reader else view, key)
+            # a method's Python runs in a thread of its own, where no frame holds the truth (``act_trace``)
+            out = act(params, view._replace(scm=truth), key) if truth_reader else call_apart(act, params, view, key)
             return tuple(jnp.asarray(x, dtype) for x, dtype in zip(out, (jnp.int32, jnp.float32)))
 
         return run
@@ -114,7 +117,7 @@ def make_episode(acts: tuple[Act, ...], n_obs: int, n_interventions: int, method
         variable, value = jax.lax.switch(method, branches, method_params, view, scm, step_key)
         value = jnp.clip(value, scm.lo[variable], scm.hi[variable])
         x = sampler.intervene(scm, sampler.from_noise(scm, eps), variable, value)
-        buffer = append(buffer, n_obs + t, x, variable)
+        buffer = append(scm, buffer, n_obs + t, x, variable)
         fit = fit_surrogate(scm, buffer)
         record = StepRecord(variable, value, x[scm.target], *step_metrics(scm, variable, value, fit))
         return (buffer, fit), record

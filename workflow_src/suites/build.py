@@ -89,23 +89,28 @@ def oracle_table(suite: Suite) -> list[dict]:
     return rows
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would not show as itself escaped (``\\u202e``): control and
+    format characters (a right-to-left override would reorder the rest of the line), separators but the space."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def show_suite(suite: Suite) -> str:
-    """A readable table: one line per SCM with its size, target, parents and oracle action."""
-    header = f"suite {suite.name}" + (f" (level {suite.level}, seed {suite.seed})" if suite.level else "")
+    """A readable table: one line per SCM with its size, target, parents and oracle action; names escaped
+    (``printable``)."""
+    header = f"suite {printable(suite.name)}" + (f" (level {suite.level}, seed {suite.seed})" if suite.level else "")
     lines = [header, f"{len(suite.scms)} SCMs", ""]
     cols = ("id", "family", "nodes", "edges", "target", "parents", "oracle", "y*", "mu_y", "random")
     rows = []
     for scm in suite.scms:
         ex = scm.exact()
         parents = [scm.nodes[i] for i in range(scm.n) if scm.parents_of_target[i]]
-        rows.append(
-            (
-                scm.id, scm.family, str(scm.n), str(int(scm.adjacency.sum())), scm.nodes[scm.target],
-                ",".join(parents) if len(parents) <= 4 else f"{len(parents)} nodes",
-                f"do({scm.nodes[ex.oracle_variable]}={ex.oracle_value:g})",
-                f"{ex.y_star:.3f}", f"{ex.mu_y:.3f}", f"{ex.random_value:.3f}",
-            )
-        )
+        rows.append(tuple(map(printable, (
+            scm.id, scm.family, str(scm.n), str(int(scm.adjacency.sum())), scm.nodes[scm.target],
+            ",".join(parents) if len(parents) <= 4 else f"{len(parents)} nodes",
+            f"do({scm.nodes[ex.oracle_variable]}={ex.oracle_value:g})",
+            f"{ex.y_star:.3f}", f"{ex.mu_y:.3f}", f"{ex.random_value:.3f}",
+        ))))
     widths = [max(len(c), *(len(r[k]) for r in rows)) for k, c in enumerate(cols)]
     lines.append("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     lines.append("  ".join("-" * w for w in widths))

@@ -20,9 +20,9 @@ An edge's amplitude ``A`` is drawn from ``suites.coef_range``.
 - ``head_gauss``: the linear body with Gaussian bumps on the target: per parent a dip ``-A U(1, 2)
   gauss((x - m) / l)`` and a hill ``A U(0.5, 1) gauss((x - m') / l)``, ``m, m' ~ U(-0.7 r, 0.7 r)``,
   ``l = lengthscale * 2r * U(0.5, 1)``. Through a linear body ``E[Y | do]`` of such heads has a closed form.
-- ``confounded``: the linear body on one node fewer, plus a latent common cause ``U`` (a root, never
-  intervenable, ``U ~ N(0, 1)``) of one parent ``X`` of the target and of the target itself (``U -> X`` about as
-  strong as the rest of ``X``). ``X -> Y`` is a
+- ``confounded``: the linear body on one node fewer, plus a latent common cause ``U`` (a root, listed in the
+  SCM's ``latent``: simulated, never shown to a method nor intervenable, ``U ~ N(0, 1)``) of one parent ``X`` of
+  the target and of the target itself (``U -> X`` about as strong as the rest of ``X``). ``X -> Y`` is a
   gentle linear trend ``c`` plus a Gaussian dip inside ``X``'s range; ``U -> X`` and ``U -> Y`` have coefficients
   whose product has the opposite sign of ``c`` and is large, so the observational regression of ``Y`` on ``X``
   slopes the wrong way: a method that trusts it goes to the wrong end of ``X``'s range. Kept only when that
@@ -220,7 +220,7 @@ def draw_candidate(scm_id: str, level: int, graph: str, mechanism: str, rng, gs:
         id=scm_id, nodes=nodes, target=int(target), weights=np.round(weights, gs.decimals),
         bias=np.round(bias, gs.decimals), noise_std=np.round(noise, gs.decimals),
         lo=np.where(allowed, -radius, np.nan), hi=np.where(allowed, radius, np.nan),
-        family=f"{graph}-{mechanism}", level=level, terms=terms.build(),
+        family=f"{graph}-{mechanism}", level=level, terms=terms.build(), latent=(n_graph,) if latent else (),
     )
 
 

@@ -42,6 +42,8 @@ their ranges.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -61,6 +63,16 @@ MORE_POINTS = 1024  # an SCM whose standard errors are too large at POINTS is es
 CHECK_POINTS = 1024  # per replicate for the independent estimate at the optimum: 16384 draws
 MAX_SE_SHARE = 0.01  # every standard error must be at most this share of the gap mu_y - y*
 SIGNIFICANT = 9  # digits kept of every stored number (more than float32 holds)
+# Oracle time is proportional to ``oracle_work``: 3.2e-4 CPU s per unit at POINTS (one core of a shared 2-core
+# machine: random DAGs of 150 nodes and 2940 tanh terms, work 53060, took 16.6 s; of 100 nodes and 1170 terms,
+# work 14358, 5.1 s). An SCM estimated again with MORE_POINTS takes far longer: a 100-node chain of 10 tanh
+# terms per edge, work 49500, took 229 s of user and 49 s of system CPU (9 min wall on the loaded machine).
+SECONDS_PER_WORK = 3.2e-4
+# The most work a suite's oracles may need (so one SCM too): about 13 s, and by the chain's measure under 4 CPU
+# minutes even if every SCM needed MORE_POINTS, within the suite rule's 10-minute runtime. Generated SCMs need a
+# few hundred each.
+MAX_ORACLE_WORK = 40_000
+PROGRESS_EVERY_S = 5.0  # a long oracle computation says how far it is on stderr this often
 
 
 def _round(x):
@@ -145,6 +157,50 @@ class _Simulator:
         return self.x_obs[:, self.scm.target].reshape(self.shape).mean(-1)
 
 
+def oracle_work(scm: SCM) -> int:
+    """The Monte-Carlo oracle's work in mechanism evaluations per draw and grid value: per intervenable ancestor
+    of the target, the inputs (edges and terms) of every node it causes that the target depends on (what
+    ``_Simulator.draws`` recomputes). Its time is proportional (``SECONDS_PER_WORK``)."""
+    adjacency = scm.adjacency
+    reach = reachability(adjacency)
+    terms = scm.nonlinear_terms
+    inputs = (scm.linear_weights != 0).sum(0) + (0 if terms is None else np.bincount(terms.child, minlength=scm.n))
+    feeds = reach[:, scm.target] | (np.arange(scm.n) == scm.target)
+    causes = np.flatnonzero(scm.intervenable & reach[:, scm.target])
+    return int(((reach[causes] & feeds).astype(np.int64) @ inputs.astype(np.int64)).sum()) if len(causes) else 0
+
+
+def oracle_work_problems(scms: list[SCM]) -> list[str]:
+    """The oracles of ``scms`` (to be computed) against ``MAX_ORACLE_WORK``: a line per SCM above it, else one
+    when their total is."""
+    works = {scm.id: 0 if scm.is_linear else oracle_work(scm) for scm in scms}
+    limit = f"the limit of {MAX_ORACLE_WORK} for a suite (about {MAX_ORACLE_WORK * SECONDS_PER_WORK:.0f} s"
+    problems = [f"scm {scm_id!r}: edges: its Monte-Carlo oracle needs {work} mechanism evaluations per draw (the "
+                "edges and terms into every node that an intervenable variable causes on its way to the target, "
+                f"summed over those variables), more than {limit}; this one about {work * SECONDS_PER_WORK:.0f} s): "
+                "use fewer terms or intervenable variables" for scm_id, work in works.items() if work > MAX_ORACLE_WORK]
+    total = sum(works.values())
+    if not problems and total > MAX_ORACLE_WORK:
+        problems.append(f"scms: the Monte-Carlo oracles of its SCMs need {total} mechanism evaluations per draw in "
+                        f"all, more than {limit}; these about {total * SECONDS_PER_WORK:.0f} s): split the suite")
+    return problems
+
+
+class _Progress:
+    """One line on stderr every ``PROGRESS_EVERY_S`` seconds of an SCM's oracle computation (none for a quick one)."""
+
+    def __init__(self, scm_id: str, total: int):
+        self.scm_id, self.total = scm_id, total
+        self.start = self.last = time.monotonic()
+
+    def say(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            print(f"oracle of SCM {self.scm_id!r}: {done} of {self.total} variables' curves after "
+                  f"{now - self.start:.0f} s", file=sys.stderr, flush=True)
+
+
 def _mean_se(replicate_means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r = replicate_means.shape[-1]
     return replicate_means.mean(-1), replicate_means.std(-1, ddof=1) / np.sqrt(r)
@@ -170,7 +226,10 @@ def estimate_oracle(scm: SCM, replicates: int = REPLICATES, points: int = POINTS
     mu_y, mu_y_se = _mean_se(sim.mu_y())
     ancestors = sim.reach[:, scm.target]
     grid, curve, se = {}, {}, {}
-    for i in map(int, np.flatnonzero(scm.intervenable)):
+    variables = list(map(int, np.flatnonzero(scm.intervenable)))
+    progress = _Progress(scm.id, len(variables))
+    for done, i in enumerate(variables):
+        progress.say(done)
         lo, hi = float(scm.lo[i]), float(scm.hi[i])
         if not ancestors[i]:
             grid[i], curve[i], se[i] = np.array([lo, hi]), np.array([mu_y, mu_y]), 0.0
@@ -231,16 +290,26 @@ def with_oracle(scm: SCM, oracle: Oracle | None = None) -> SCM:
     return dataclasses.replace(scm, oracle=compute_oracle(scm) if oracle is None else oracle, _exact={})
 
 
-def oracle_problem(oracle: Oracle) -> str | None:
-    """Why an oracle would be refused (its normalized improvement would mean nothing), or None: a standard
-    error above ``MAX_SE_SHARE`` of the gap (or of ``MIN_ORACLE_GAP``), or a gap of at most ``MIN_ORACLE_GAP``."""
+def oracle_problem(oracle: Oracle, nodes=None) -> str | None:
+    """Why an oracle would be refused (its normalized improvement would mean nothing), or None: a gap of at most
+    ``MIN_ORACLE_GAP`` (said first when no plausible noise could lift it above, a gap <= 0 as what it is: no
+    intervention lowers E[Y]), or a standard error above ``MAX_SE_SHARE`` of the gap (or of ``MIN_ORACLE_GAP``),
+    with what would keep the SCM. ``nodes`` names the variables in the message."""
     gap = oracle.mu_y - oracle.y_star
-    if _too_noisy(oracle):
-        return (f"oracle standard error {oracle.effect_se:.3g} is above {MAX_SE_SHARE:.0%} of the gap "
-                f"mu_y - y* = {gap:.3g}: the Monte-Carlo estimate is too noisy for this SCM")
-    if not gap > MIN_ORACLE_GAP:
+    if not gap + 3 * oracle.effect_se > MIN_ORACLE_GAP or (not _too_noisy(oracle) and not gap > MIN_ORACLE_GAP):
+        if not gap > 0:
+            return (f"oracle gap mu_y - y* = {gap:.3g}: no intervention in the ranges lowers E[Y] below its "
+                    "observational mean, so there is nothing to optimize (widen the ranges or change the mechanisms)")
         return (f"oracle gap mu_y - y* = {gap:.3g} is not above {MIN_ORACLE_GAP:g}: normalized improvement "
                 "would be rounding noise")
+    if _too_noisy(oracle):
+        noisiest = max(oracle.se, key=lambda i: (oracle.se[i], -i)) if oracle.se else None
+        where = ("at the optimum" if noisiest is None or oracle.y_star_se >= oracle.se[noisiest]
+                 else f"on the curve of {nodes[noisiest] if nodes else noisiest!r}")
+        return (f"oracle standard error {oracle.effect_se:.3g} ({where}) is above {MAX_SE_SHARE:.0%} of the gap "
+                f"mu_y - y* = {gap:.3g} even with {oracle.samples} draws: the Monte-Carlo estimate is too noisy "
+                "for this SCM; to keep it, lower the noise_std of the nodes between that variable and the target, "
+                "widen the ranges (a larger gap), or leave the SCM out of the suite")
     return None
 
 

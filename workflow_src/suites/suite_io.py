@@ -1,10 +1,10 @@
 """Suite files (``acbo-suite/1`` linear, ``acbo-suite/2`` nonlinear): reading, validation and deterministic writing.
 
 ``acbo-suite/2`` keeps everything of ``/1`` and lets each edge carry mechanism ``terms`` (``mechanisms.py``)
-beside its optional linear ``coef`` (default 0 when terms are given), and each SCM an ``oracle`` (``oracle.py``):
-written at generation, computed on reading when a file lacks it, and verified against a fresh computation
-wherever a file is read (``load_suite``; once per file content, ``verified``), so a stored oracle that lies is never
-used as the truth.
+beside its optional linear ``coef`` (default 0 when terms are given), each SCM a list of ``latent`` nodes
+(simulated, never shown to a method nor intervenable) and an ``oracle`` (``oracle.py``): written at generation,
+computed on reading when a file lacks it, and verified against a fresh computation wherever a file is read
+(``load_suite``; once per file content, ``verified``), so a stored oracle that lies is never used as the truth.
 """
 
 from __future__ import annotations
@@ -135,11 +135,19 @@ def _scm_problems(raw: dict) -> list[str]:
                 bad(f"{key}.{name}", msg)
             elif key == "noise_std" and value <= 0:
                 bad(f"{key}.{name}", f"must be positive, got {value}")
+    latent = raw.get("latent", [])
+    for k, name in enumerate(latent):
+        if name not in index:
+            bad(f"latent[{k}]", f"unknown node {name!r}")
+        elif name == raw["target"]:
+            bad(f"latent[{k}]", "the target may not be latent")
     for name, (lo, hi) in raw["ranges"].items():
         if name not in index:
             bad(f"ranges.{name}", f"unknown node {name!r}")
         elif name == raw["target"]:
             bad(f"ranges.{name}", "the target may not be intervened on")
+        elif name in latent:
+            bad(f"ranges.{name}", "a latent variable is never shown and may not be intervened on")
         if (msg := _number_problem(lo) or _number_problem(hi)) is not None:
             bad(f"ranges.{name}", msg)
         elif lo >= hi:
@@ -221,7 +229,7 @@ def _exact_problem(scm: SCM) -> str | None:
     if not scm.is_linear:
         from .oracle import oracle_problem
 
-        return oracle_problem(scm.oracle)
+        return oracle_problem(scm.oracle, scm.nodes)
     allowed = scm.intervenable
     with np.errstate(all="ignore"):
         effects = scm.total_effects
@@ -285,6 +293,7 @@ def _build_scm(raw: dict, version: int = 1) -> SCM:
     return SCM(
         id=raw["id"], nodes=nodes, target=index[raw["target"]], weights=weights, bias=bias,
         noise_std=noise, lo=lo, hi=hi, family=raw.get("family", "custom"), level=raw.get("level", 0), terms=terms,
+        latent=tuple(sorted(index[name] for name in raw.get("latent", ()))),
     )
 
 
@@ -323,6 +332,11 @@ def parse_suite(doc, path: str = "<suite>", oracle: str = "stored") -> Suite:
     problems += [f"scm {i!r}: id: duplicate id" for i in sorted(i for i, c in counts.items() if c > 1)]
     for raw in doc["scms"]:
         problems.extend(_scm_problems(raw))
+    if not problems and version == 2:  # the oracles this read computes: missing ones, or all when verifying
+        from .oracle import oracle_work_problems
+
+        problems = oracle_work_problems([_build_scm(raw, 2) for raw in doc["scms"]
+                                         if "oracle" not in raw or oracle == "verify"])
     if problems:
         raise SuiteError(path, problems)
     level = doc.get("level")
@@ -414,6 +428,8 @@ def scm_to_dict(scm: SCM, version: int = 1) -> dict:
         "noise_std": {v: float(s) for v, s in zip(names, scm.noise_std)},
         "ranges": {v: [float(scm.lo[i]), float(scm.hi[i])] for i, v in enumerate(names) if allowed[i]},
     }
+    if version == 2 and scm.latent:
+        out["latent"] = [names[i] for i in scm.latent]
     if version == 2:
         from .oracle import compute_oracle, oracle_to_dict
 

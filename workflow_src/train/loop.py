@@ -260,12 +260,25 @@ def _prepare(name: str, spec: dict, seed: int, suite_files: list[Path]) -> tuple
 
 def _start(run: _Run, state: TrainState, paths: TrainPaths, say) -> _Progress:
     """Resume from the checkpoints in ``paths`` (``_try_resume``), or start fresh in a cleared directory."""
+    _keep_another_seeds_finished_run(paths, run.seed)
     resumed = _try_resume(paths, run.ctx, state, say)
     if resumed:
         header, state, rows = resumed
         return _Progress(state, header["episode"], header["curriculum"], header["best"], rows)
     paths.clear()  # files of an earlier run with another config must not leak into this one
     return _Progress(state, 0, curriculum.initial_state(), {"score": None, "smoothed": None, "episode": None}, [])
+
+
+def _keep_another_seeds_finished_run(paths: TrainPaths, seed: int) -> None:
+    """Refuse to start fresh in a folder whose final.ckpt is another seed's finished run (it would be cleared)."""
+    final = paths.ckpt("final")
+    try:
+        other = checkpoint.read_header(final, verify_body=False).get("seed") if final.exists() else None
+    except CheckpointError:  # a damaged final.ckpt is no finished run: cleared like the other files
+        return
+    if other is not None and other != seed:
+        raise CheckpointError(f"{paths.checkpoint_dir}: holds the finished run of seed {other} ({final.name}), which "
+                              f"training seed {seed} here would delete: give seed {seed} a folder of its own")
 
 
 def _save(run: _Run, progress: _Progress, paths: TrainPaths, which: str, episode: int, metrics: dict) -> None:

@@ -145,7 +145,7 @@ def info_gain(scm: SCMArrays, buffer: Buffer, fit, row, x, variable):
     """The drop in the surrogate's entropy when each sample ``x[g]`` is appended (one refit per action)."""
 
     def entropy_after(xg, vg):
-        return fit_surrogate(scm, append(buffer, row, xg, vg)).entropy
+        return fit_surrogate(scm, append(scm, buffer, row, xg, vg)).entropy
 
     # a batch of one refit rounds differently from the refit itself: one action is refitted unbatched
     after = entropy_after(x[0], variable[0])[None] if x.shape[0] == 1 else jax.vmap(entropy_after)(x, variable)
@@ -198,7 +198,7 @@ def play_steps(settings: GRPOSettings, policy, params, scm: SCMArrays, key) -> E
         out = env_step(s, policy, params, scm, buffer, s.n_obs + t, k_act, noise, s.group_size)
         pick = jax.random.randint(k_pick, (), 0, s.group_size)
         advantage = group_advantages(out.reward, -1, s.advantage_std_floor)
-        return append(buffer, s.n_obs + t, out.x[pick], out.variable[pick]), (out, advantage, pick)
+        return append(scm, buffer, s.n_obs + t, out.x[pick], out.variable[pick]), (out, advantage, pick)
 
     steps = (jnp.arange(s.n_interventions), jax.random.split(key_steps, s.n_interventions))
     buffer, (out, advantage, pick) = jax.lax.scan(step, buffer, steps)
@@ -221,7 +221,7 @@ def play_trajectories(settings: GRPOSettings, policy, params, scm: SCMArrays, ke
         def step(buffer, inputs):
             t, eps, step_key = inputs
             out = env_step(s, policy, params, scm, buffer, s.n_obs + t, step_key, eps, 1)
-            return append(buffer, s.n_obs + t, out.x[0], out.variable[0]), out
+            return append(scm, buffer, s.n_obs + t, out.x[0], out.variable[0]), out
 
         steps = (jnp.arange(s.n_interventions), noise, jax.random.split(act_key, s.n_interventions))
         return jax.lax.scan(step, start, steps)
