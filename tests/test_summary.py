@@ -124,6 +124,7 @@ CHART_NAMES = (
     "comparison_norm_improvement",
     "comparison_target_mean",
     "paired_differences",
+    "pool_step_curves",
     "step_curves",
     "training_curves",
     "behaviour",

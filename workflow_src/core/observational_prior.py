@@ -5,6 +5,8 @@
   **adjustment set** ``A_i``, ``f(x, a) = c + b x + g(x) + beta . a``: an intercept and a slope of ``X_i``
   (``c``, ``b``: affine responses, as in linear SCMs), an RBF ``g`` on ``X_i``'s position in its range
   (curved responses, reverting to the line where the data are silent) and a slope per adjustment variable;
+  whether ``b`` is there at all (``SLOPE_VARS``: an affine trend extrapolated over the range, or a curve
+  reverting to the mean beyond the data, as CBO's RBF prior) is chosen with the other hyperparameters;
 - **back-door average**: the prior of ``E[Y | do(X_i = v)]`` is ``f(v, a)`` averaged over the observational
   adjustment values, ``f(v, mean a)`` for a model additive in ``a``: with the adjustment variables centred on
   their observational means, its covariance with each sample leaves ``beta`` out;
@@ -15,7 +17,7 @@
 - **uncertainty**: the regression's posterior mean and standard deviation at each value; the response GP
   adds ``sigma(v) sigma(v')`` to its kernel (CBO's causal kernel), so it explores where the data are silent;
 - **hyperparameters** per variable by type-II maximum likelihood over ``CANDIDATES`` (every combination of
-  ``LENGTHSCALES`` and ``NOISE_VARS``), the variances of the affine and adjustment parts fixed.
+  ``SLOPE_VARS``, ``LENGTHSCALES`` and ``NOISE_VARS``), the other variances fixed.
 
 Units: ``Y`` and the variables standardized over the buffer, positions on each range scaled to [0, 1]. The
 first ``OBS_ROWS`` observational rows enter the regression (static shapes: the buffer's observational rows
@@ -37,12 +39,12 @@ from .surrogate import Surrogate
 
 OBS_ROWS = 16  # observational rows the regression reads (the protocol takes 10)
 INTERCEPT_VAR = 0.1  # prior variance of the regression's intercept (around the observational mean of Y)
-SLOPE_VAR = 1.0  # of its slope on X_i (standardized Y per standardized X_i)
-ADJUST_VAR = 1.0  # of its slope on each adjustment variable
+SLOPE_VARS = (0.0, 4.0)  # of its slope on X_i (standardized Y per standardized X_i): mean-reverting or affine
+ADJUST_VAR = 4.0  # of its slope on each adjustment variable
 RBF_VAR = 0.5  # of the RBF part (curves)
 LENGTHSCALES = (0.05, 0.15, 0.5)  # of the RBF part, on the range scaled to [0, 1]
-NOISE_VARS = (0.1, 0.4, 1.0)
-CANDIDATES = np.array(list(itertools.product(LENGTHSCALES, NOISE_VARS)), np.float32)  # (H, 2)
+NOISE_VARS = (0.02, 0.2, 1.0)
+CANDIDATES = np.array(list(itertools.product(SLOPE_VARS, LENGTHSCALES, NOISE_VARS)), np.float32)  # (H, 3)
 PARENT_THRESHOLD = 0.5
 EPS = 1e-9
 
@@ -55,6 +57,7 @@ class Prior(NamedTuple):
     d: jnp.ndarray  # (N, C) their standardized offsets from the variable's observational mean
     inverse: jnp.ndarray  # (N, C, C) the inverse Cholesky factor of each regression's Gram matrix
     alpha: jnp.ndarray  # (N, C) Gram^-1 (y - mean y) of each regression
+    slope_var: jnp.ndarray  # (N,) the chosen hyperparameters
     lengthscale: jnp.ndarray  # (N,)
     y_mean: jnp.ndarray  # () the observational mean of Y
     causal: bool  # False: the constant prior (``y_mean``, no variance) of a GP without the causal prior
@@ -84,14 +87,15 @@ def fit_prior(problem: Problem, buffer: Buffer, fit: Surrogate, z: jnp.ndarray, 
     d = (z[rows] - center).T * valid  # (N, C)
     if not causal:
         n = z.shape[1]
-        return Prior(valid, u, d, jnp.zeros((n, n_rows, n_rows)), jnp.zeros((n, n_rows)), jnp.ones(n), y_mean, False)
+        return Prior(valid, u, d, jnp.zeros((n, n_rows, n_rows)), jnp.zeros((n, n_rows)), jnp.zeros(n), jnp.ones(n),
+                     y_mean, False)
     y = jnp.where(valid, z[rows, problem.target] - y_mean, 0.0)  # (C,)
     a = d.T  # (C, N) every variable centred: the adjustment inputs
     adjust = ADJUST_VAR * jnp.einsum("cj,ij,ej->ice", a, adjustment_weights(fit).astype(z.dtype), a)  # (N, C, C)
-    affine = INTERCEPT_VAR + SLOPE_VAR * d[:, :, None] * d[:, None, :] + adjust  # (N, C, C)
     pair = valid[:, None] & valid[None, :]
     eye = jnp.eye(n_rows, dtype=bool)
-    lengthscale, noise = (jnp.asarray(CANDIDATES[:, k])[:, None, None, None] for k in (0, 1))
+    slope_var, lengthscale, noise = (jnp.asarray(CANDIDATES[:, k])[:, None, None, None] for k in (0, 1, 2))
+    affine = INTERCEPT_VAR + slope_var * d[:, :, None] * d[:, None, :] + adjust  # (H, N, C, C)
 
     def gram(k_rbf_part, noise):
         return jnp.where(pair, k_rbf_part, 0.0) + jnp.where(eye, jnp.where(valid, noise, 1.0), 0.0)
@@ -104,7 +108,8 @@ def fit_prior(problem: Problem, buffer: Buffer, fit: Surrogate, z: jnp.ndarray, 
     chol = jnp.take_along_axis(chol, best[None, :, None, None], 0)[0]  # (N, C, C)
     inverse = linalg.solve_lower(chol, jnp.broadcast_to(jnp.eye(n_rows), chol.shape))
     alpha = jnp.einsum("nec,ne->nc", inverse, jnp.einsum("nce,e->nc", inverse, y))
-    return Prior(valid, u, d, inverse, alpha, jnp.asarray(CANDIDATES[:, 0])[best], y_mean, True)
+    chosen = jnp.asarray(CANDIDATES)[best]  # (N, 3)
+    return Prior(valid, u, d, inverse, alpha, chosen[:, 0], chosen[:, 1], y_mean, True)
 
 
 def prior_at(prior: Prior, u: jnp.ndarray, d: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -112,10 +117,11 @@ def prior_at(prior: Prior, u: jnp.ndarray, d: jnp.ndarray) -> tuple[jnp.ndarray,
     (N, P) of each range, ``d`` (N, P) their standardized offsets from the observational means."""
     if not prior.causal:
         return jnp.full(u.shape, prior.y_mean), jnp.zeros(u.shape)
-    cross = INTERCEPT_VAR + SLOPE_VAR * d[:, :, None] * prior.d[:, None, :] + RBF_VAR * _rbf(
+    slope_var = prior.slope_var[:, None, None]
+    cross = INTERCEPT_VAR + slope_var * d[:, :, None] * prior.d[:, None, :] + RBF_VAR * _rbf(
         u, prior.u, prior.lengthscale[:, None, None])  # (N, P, C)
     cross = cross * prior.valid  # rows without a sample: no covariance
     mean = prior.y_mean + jnp.einsum("npc,nc->np", cross, prior.alpha)
     solved = jnp.einsum("nce,npe->npc", prior.inverse, cross)
-    var = INTERCEPT_VAR + SLOPE_VAR * d**2 + RBF_VAR - (solved**2).sum(-1)
+    var = INTERCEPT_VAR + prior.slope_var[:, None] * d**2 + RBF_VAR - (solved**2).sum(-1)
     return mean, jnp.sqrt(jnp.maximum(var, EPS))
