@@ -125,6 +125,7 @@ CHART_NAMES = (
     "comparison_norm_improvement",
     "comparison_target_mean",
     "paired_differences",
+    "pool_step_curves",
     "step_curves",
     "training_curves",
     "behaviour",
@@ -443,7 +444,7 @@ def snapshot_of(folder: Path) -> dict:
 def test_summary_html_is_self_contained(study):
     page = Path(study["args"].out_html).read_text()
     assert page.count("window.vegaEmbed=") == 1  # the Vega bundle is inlined once
-    assert page.count('<div class="chart"') == 6
+    assert page.count('<div class="chart"') == len(CHART_NAMES)
     assert "<script src" not in page and "<link" not in page
     assert "http://" not in page.replace("http://www.w3.org", "")  # only XML namespaces inside the bundle
     for text in (

@@ -41,9 +41,10 @@ REGISTRATIONS = (
                  "#e67e22", "marginal_regression"),
     Registration("thompson_bandit", "a Thompson-sampling linear bandit over the intervenable variables", "#c0392b",
                  "thompson_bandit"),
-    Registration("causal_bo", "GP-based causal Bayesian optimization (CBO family): per variable a GP around a "
-                 "causal prior from the observational data, expected improvement over each range", "#d4a017",
-                 "causal_bo"),
+    Registration("causal_bo", "causal Bayesian optimization (CBO): per variable a GP around the do-calculus prior "
+                 "from the observational data, expected improvement over each range", "#d4a017", "causal_bo"),
+    Registration("gp_ei", "causal_bo without the causal prior: per variable a plain GP, expected improvement",
+                 "#7f6000", "gp_ei"),
     Registration("random", "a random variable at a uniformly random value (the reference every method must beat)",
                  "#8a8a8a", "random"),
 )

@@ -12,7 +12,7 @@ except that a variable once set is judged by the regression on the samples where
 confounded marginal slope cannot mislead. ``response_gp``: per variable the response-curve GP's posterior mean
 of ``E[Y | do(X_i = v)]`` (``core.response_gp``, shared with ``causal_bo``) over a grid of values, its lowest
 value and where it is. ``response_gp_ei``: the same posterior's expected improvement
-(``response_gp.acquisition``), the log of its best value and where it is.
+(``response_gp.search``), the log of its best value and where it is.
 """
 
 from __future__ import annotations
@@ -112,11 +112,11 @@ def curve_statistics(scm: Problem, mu, sd) -> jnp.ndarray:
     return jnp.where(scm.intervenable[:, None], stats, 0.0)
 
 
-def grid_u(grid, position) -> jnp.ndarray:
-    """The pre-squash value ``u`` of grid points ``position``: ``arctanh`` of their place in ``[-1, 1]``, the
-    range ends held to ``+-PRIOR_VALUE_SCALE`` (``tanh(3) = 0.995`` of the half-range)."""
+def position_u(position) -> jnp.ndarray:
+    """The pre-squash value ``u`` of positions in the range (``[0, 1]``): ``arctanh`` of their place in
+    ``[-1, 1]``, the range ends held to ``+-PRIOR_VALUE_SCALE`` (``tanh(3) = 0.995`` of the half-range)."""
     edge = jnp.tanh(PRIOR_VALUE_SCALE)
-    return jnp.arctanh(jnp.clip(2.0 * grid[position] - 1.0, -edge, edge))
+    return jnp.arctanh(jnp.clip(2.0 * position - 1.0, -edge, edge))
 
 
 def response_gp_prior(scm: Problem, mu, grid) -> jnp.ndarray:
@@ -124,16 +124,16 @@ def response_gp_prior(scm: Problem, mu, grid) -> jnp.ndarray:
     (clipped) and the pre-squash value ``u`` of that grid point."""
     best = jnp.argmin(mu, 1)
     lowest = jnp.clip(jnp.take_along_axis(mu, best[:, None], 1)[:, 0], -PREDICTION_CLIP, PREDICTION_CLIP)
-    return jnp.where(scm.intervenable[:, None], jnp.stack([lowest, grid_u(grid, best)], -1), 0.0)
+    return jnp.where(scm.intervenable[:, None], jnp.stack([lowest, position_u(grid[best])], -1), 0.0)
 
 
-def response_gp_ei_prior(scm: Problem, mu, sd, grid) -> jnp.ndarray:
-    """(N, 2) the ``response_gp_ei`` prior's inputs: each variable's highest expected improvement over the grid
-    (``causal_bo``'s acquisition), as a log floored at ``LOG_EI_FLOOR``, and the ``u`` of where it is."""
-    ei = response_gp.acquisition(scm, mu, sd)
-    best = jnp.argmax(ei, 1)
-    log_ei = jnp.maximum(jnp.log(jnp.maximum(jnp.take_along_axis(ei, best[:, None], 1)[:, 0], 0.0)), LOG_EI_FLOOR)
-    return jnp.where(scm.intervenable[:, None], jnp.stack([log_ei, grid_u(grid, best)], -1), 0.0)
+def response_gp_ei_prior(scm: Problem, gp: response_gp.ResponseGP) -> jnp.ndarray:
+    """(N, 2) the ``response_gp_ei`` prior's inputs: each variable's highest expected improvement
+    (``causal_bo``'s acquisition, ``response_gp.search``), as a log floored at ``LOG_EI_FLOOR``, and the ``u`` of
+    where it is."""
+    ei, position = response_gp.search(scm, gp)
+    log_ei = jnp.maximum(jnp.log(jnp.maximum(ei, 0.0)), LOG_EI_FLOOR)
+    return jnp.where(scm.intervenable[:, None], jnp.stack([log_ei, position_u(position)], -1), 0.0)
 
 
 def budget_left(buffer: Buffer) -> jnp.ndarray:
@@ -187,18 +187,20 @@ def observe(scm: Problem, buffer: Buffer, surrogate: Surrogate, bandit_features:
         variable_features = jnp.concatenate(
             [variable_features, bandit_statistics(scm, buffer, z, mean, std, marginal, count, interventional)], -1)
     if curves or prior in GP_PRIORS:
-        # one posterior for both: the prior on causal_bo's grid, the inputs at every 16th of its points
-        points = response_gp.GRID if prior in GP_PRIORS else CURVE_POINTS
-        curve_mu, curve_sd, grid = response_gp.posterior(scm, buffer, surrogate, points)
+        gp = response_gp.fit_gp(scm, buffer, surrogate)  # one fit for the inputs and the prior
     if curves:
+        points = jnp.broadcast_to(jnp.linspace(0.0, 1.0, CURVE_POINTS), (z.shape[1], CURVE_POINTS))
+        curve_mu, curve_sd = response_gp.posterior_at(scm, gp, points)
         variable_features = jnp.concatenate([variable_features, curve_statistics(scm, curve_mu, curve_sd)], -1)
     if budget:
         left = jnp.broadcast_to(budget_left(buffer), (z.shape[1], 1)).astype(z.dtype)
         variable_features = jnp.concatenate([variable_features, left], -1)
     if prior == "response_gp":
-        heuristic = response_gp_prior(scm, curve_mu, grid)
+        grid = jnp.linspace(0.0, 1.0, response_gp.GRID)
+        grid_mu, _ = response_gp.posterior_at(scm, gp, jnp.broadcast_to(grid, (z.shape[1], response_gp.GRID)))
+        heuristic = response_gp_prior(scm, grid_mu, grid)
     elif prior == "response_gp_ei":
-        heuristic = response_gp_ei_prior(scm, curve_mu, curve_sd, grid)
+        heuristic = response_gp_ei_prior(scm, gp)
     else:
         heuristic = jnp.where(scm.intervenable[:, None], prior_predictions(prior, marginal, count, interventional),
                               0.0)

@@ -125,8 +125,11 @@ def paired_chart(summary: pd.DataFrame, metric: str = "norm_improvement_best",
     )
 
 
-def step_chart(summary: pd.DataFrame, classes: dict | None = None) -> alt.FacetChart:
+def step_chart(summary: pd.DataFrame, classes: dict | None = None, pools_only: bool = False) -> alt.FacetChart:
+    """Best-so-far curves of every method, one panel per scope (``pools_only``: the pooled scopes alone)."""
     rows = summary[summary["kind"] == "step_curve"].copy()
+    if pools_only:
+        rows = rows[rows["suite"].isin(POOLED_SCOPES)]
     rows, order = with_scope_labels(rows, classes)
     rows["ci_text"] = [
         ci_text(m, lo, hi) for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"], strict=True)

@@ -30,8 +30,8 @@ HEADLINE_BEHAVIOUR = ["parent_rate", "optimal_variable_rate", "range_utilization
 
 
 # the charts of a summary page, also saved as {name}.png in its charts folder (which may hold nothing else)
-SUMMARY_CHARTS = ("comparison_norm_improvement", "comparison_target_mean", "paired_differences", "step_curves",
-                  "training_curves", "behaviour")
+SUMMARY_CHARTS = ("comparison_norm_improvement", "comparison_target_mean", "paired_differences",
+                  "pool_step_curves", "step_curves", "training_curves", "behaviour")
 
 
 def pools(summary: pd.DataFrame) -> list[str]:
@@ -244,6 +244,13 @@ def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
                 body=by_pool(summary, lambda pool: answer_html(summary, pool))),
         headline_section(summary, meta),
         comparison_section(summary, classes),
+        Section(
+            "convergence", "Convergence per pool",
+            '<p class="note">Every method\'s best-so-far normalized improvement after each intervention, over all '
+            "linear and over all nonlinear SCMs: where each method stands against random search (dashed grey) "
+            "at every budget up to the episode's last intervention.</p>",
+            charts=(("pool_step_curves", chart_spec(step_chart(summary, classes, pools_only=True))),),
+        ),
         Section(
             "curves", "Step-by-step curves",
             '<p class="note">How fast each method finds good interventions within an evaluation episode.</p>',

@@ -1,41 +1,21 @@
-"""``causal_bo``: a GP-based causal Bayesian optimization baseline (the CBO family), in the common interface.
+"""``causal_bo``: causal Bayesian optimization (CBO, Aglietti et al. 2020) in the common interface.
 
-The posterior of ``E[Y | do(X_i = v)]`` per intervenable variable ``X_i`` is the response-curve GP of
-``core.response_gp`` (a causal prior mean from the observational samples, a GP of the residual over the
-samples in which ``X_i`` was set, hyperparameters per variable by type-II maximum likelihood over a grid),
-evaluated at ``GRID`` values spanning each range (both ends included). **Acquisition**: expected improvement
-(for minimization) over those values, against the lowest posterior mean over all candidates; the best
-(variable, value) is chosen, ties to the first.
+Per intervenable variable ``X_i``, the GP posterior of ``E[Y | do(X_i = v)]`` of ``core.response_gp`` with
+its causal prior (``core.observational_prior``: a regression of Y on ``X_i`` and its adjustment set over the
+observational samples, averaged over the adjustment values, its uncertainty in the kernel), hyperparameters
+by marginal likelihood, and expected improvement against the lowest posterior mean at the values tried,
+over 65 values per range refined around each variable's best; the best (variable, value) is chosen.
+``gp_ei`` is the same method without the causal prior.
 
 It sees only the problem view (ranges, masks, target, the buffer's samples and the surrogate fitted on them).
-Everything is in units of ``Y`` standardized over the buffer. The method is deterministic (it ignores its
-key), jittable, and uses static shapes.
+The method is deterministic (it ignores its key), jittable, and uses static shapes.
 """
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from ...core import response_gp
-from ...core.response_gp import GRID
 from ..rollout import StepView
 
 
-def prior_slopes(view: StepView, z: jnp.ndarray) -> jnp.ndarray:
-    """(N,) slope of standardized Y on each standardized variable: adjusted for likely parents, else marginal."""
-    return response_gp.prior_slopes(view.scm, view.buffer, view.fit, z)
-
-
-def posterior(view: StepView):
-    """Posterior mean and standard deviation (N, GRID) of standardized E[Y | do(X_i = grid)], and the grid."""
-    return response_gp.posterior(view.scm, view.buffer, view.fit, GRID)
-
-
 def act(_, view: StepView, key):
-    scm = view.scm
-    mu, sd, grid = posterior(view)
-    score = response_gp.acquisition(scm, mu, sd)
-    best = jnp.argmax(score.ravel())
-    variable, position = best // GRID, best % GRID
-    return variable, scm.lo[variable] + grid[position] * (scm.hi[variable] - scm.lo[variable])
-
+    return response_gp.choose(view.scm, view.buffer, view.fit, causal=True)
