@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import call_cli
 
 from workflow_src.core import sampler
 from workflow_src.core.mechanisms import FUNCTIONS_NUMPY
@@ -384,7 +384,7 @@ def test_bad_mechanisms_are_refused_with_one_line_and_no_output(tmp_path, case):
     assert "scm 'bad-toy'" in line and where in line, line
     out = tmp_path / "copy.json"
     spec = json.dumps({"name": "bad", "user_file": str(path)})
-    proc = run_cli("suite", "generate", "--spec", spec, "--out", out)
+    proc = call_cli("suite", "generate", "--spec", spec, "--out", out)
     assert proc.returncode != 0 and not out.exists()
     assert where in proc.stdout + proc.stderr
 
@@ -395,13 +395,13 @@ def test_user_v2_file_is_copied_with_its_oracle(tmp_path):
     del doc["scms"][0]["oracle"]
     src, out = tmp_path / "mine.json", tmp_path / "copy.json"
     src.write_text(json.dumps(doc))
-    run_cli("suite", "generate", "--spec", json.dumps({"name": "mine", "user_file": str(src)}), "--out", out,
+    call_cli("suite", "generate", "--spec", json.dumps({"name": "mine", "user_file": str(src)}), "--out", out,
             check=True)
     copied = json.loads(out.read_text())
     assert copied["scms"][0]["oracle"]["method"] == "rqmc-sobol"
-    proc = run_cli("suite", "validate", out)
+    proc = call_cli("suite", "validate", out)
     assert proc.returncode == 0, proc.stdout
-    proc = run_cli("suite", "oracle", out)
+    proc = call_cli("suite", "oracle", out)
     assert "do(Z=" in proc.stdout and "rqmc-sobol" in proc.stdout
 
 
@@ -437,7 +437,7 @@ def test_nonlinear_suite_runs_through_baselines_training_and_evaluation(tmp_path
     path = tmp_path / "nl.json"
     write_suite(suite, path)
     base = tmp_path / "base.parquet"
-    run_cli("baselines", "--suite", path, "--out", base, check=True)
+    call_cli("baselines", "--suite", path, "--out", base, check=True)
     table = pd.read_parquet(base)
     numeric = table.select_dtypes("number").drop(columns=["seed"], errors="ignore")
     assert not numeric.isna().any().any()
@@ -450,6 +450,6 @@ def test_nonlinear_suite_runs_through_baselines_training_and_evaluation(tmp_path
     log = pd.read_parquet(paths.log_table)
     assert np.isfinite(log[["reward", "norm_improvement", "loss"]].to_numpy()).all()
     out = tmp_path / "eval.parquet"
-    run_cli("evaluate", "--checkpoint", paths.ckpt("final"), "--suite", path, "--out", out, check=True)
+    call_cli("evaluate", "--checkpoint", paths.ckpt("final"), "--suite", path, "--out", out, check=True)
     table = pd.read_parquet(out)
     assert not table[["expected_target", "norm_improvement", "target"]].isna().any().any()
