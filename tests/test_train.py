@@ -541,7 +541,8 @@ def test_a_saved_train_state_reads_back_without_flax_as_flax_reads_it(tmp_path, 
 
 
 def test_cli_train_writes_every_checkpoint(tmp_path, suites_dir):
-    proc = call_cli("train", "--experiment", "debug", "--seed", "1", "--config", ROOT / "config/config.yaml",
+    # in a process of its own: the verbose lines go to the stderr the command starts with
+    proc = run_cli("train", "--experiment", "debug", "--seed", "1", "--config", ROOT / "config/config.yaml",
                    "--suites-dir", suites_dir, "--checkpoint-dir", tmp_path / "ck",
                    "--log-table", tmp_path / "log.parquet",
                    "--episodes", "4", "--no-progress", "--verbose", "--threads", "1")
