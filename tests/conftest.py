@@ -1,8 +1,13 @@
+import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -36,6 +41,44 @@ def run_cli(*args, cwd=ROOT, check=False, env=None, timeout=600, cpus=None):
     if check and proc.returncode != 0:
         raise AssertionError(f"acbo {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def call_cli(*args, cwd=ROOT, check=False):
+    """Run the `acbo` CLI's ``main`` in this process, in the folder ``cwd``, and return a CompletedProcess with
+    its exit status and what it wrote to stdout and stderr. For the tests that are not about the command's
+    start-up, imports or signals: no interpreter start, and programs JAX already traced are reused. The
+    environment, the working folder and the signal handlers are as before when it returns."""
+    from workflow_src import cli
+
+    argv = list(map(str, args))
+    out, err = io.StringIO(), io.StringIO()
+    environ, here = dict(os.environ), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with redirect_stdout(out), redirect_stderr(err), mock.patch.object(cli, "stop_on_interrupt", lambda _: None):
+            try:
+                status = cli.main(argv)
+            except SystemExit as exc:  # argparse's usage errors
+                status = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
+    proc = subprocess.CompletedProcess(["acbo", *argv], status, out.getvalue(), err.getvalue())
+    if check and status != 0:
+        raise AssertionError(f"acbo {' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_for(condition, timeout=300, what="condition"):
+    """Poll ``condition`` until it returns something true (returned) or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def snakemake_bin() -> str:
@@ -123,21 +166,54 @@ def large_user_suite_doc(n_nodes: int, seed: int = 0) -> dict:
     }
 
 
-# --- finished studies shared by the whole session ---------------------------------------------------------
+# --- the finished study shared by the whole session ------------------------------------------------------
 
-STUDY_FIXTURES = {"debug_study", "finished_study"}
+STUDY_CONFIG = ROOT / "tests/data/study.yaml"
+EXAMPLE_PLUGIN = ROOT / "examples/plugins/surrogate_greedy.py"
+STUDY_SUMMARIES = ("results/tiny_a/summary.html", "results/tiny_b/summary.html", "results/tiny_nl/summary.html")
+# a test that needs a finished Snakemake study (directly or through a fixture built on it) is a `study` test
+STUDY_FIXTURES = {"tiny_study"}
+
+
+def cbo_toy_doc(cos_weight: float = 1.0) -> dict:
+    """The CBO paper's toy graph as a user's acbo-suite/2 file, without oracles (computed when it is copied)."""
+    return {
+        "format": "acbo-suite/2", "name": "mine",
+        "scms": [{"id": "cbo-toy", "nodes": ["X", "Z", "Y"], "target": "Y",
+                  "edges": [{"parent": "X", "child": "Z", "terms": [{"fn": "exp", "weight": 1, "scale": -1}]},
+                            {"parent": "Z", "child": "Y", "terms": [{"fn": "cos", "weight": cos_weight},
+                                                                    {"fn": "exp", "weight": -1, "scale": -0.05}]}],
+                  "ranges": {"X": [-5, 5], "Z": [-5, 20]}}],
+    }
+
+
+def study_definition(dest: Path) -> Path:
+    """The tiny study's definition in ``dest``: the workflow, its package sources (so code edits are seen), the
+    config tests/data/study.yaml, the example plug-in as methods/greedy.py and the user suite mine.json."""
+    copy_workflow(dest)
+    shutil.copytree(ROOT / "workflow_src", dest / "workflow_src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(STUDY_CONFIG, dest / "config/config.yaml")
+    (dest / "methods").mkdir()
+    shutil.copy(EXAMPLE_PLUGIN, dest / "methods/greedy.py")
+    (dest / "mine.json").write_text(json.dumps(cbo_toy_doc()))
+    return dest
 
 
 @pytest.fixture(scope="session")
-def debug_study(tmp_path_factory) -> Path:
-    """A temporary copy of the workflow in which `snakemake results/debug/summary.html` has finished.
-
-    Built once per test session and shared by every module that needs a real finished study (the report,
-    browser and SLURM tests); tests must not modify it (copy it first).
-    """
-    workdir = copy_workflow(tmp_path_factory.mktemp("debug_study"))
-    snakemake(workdir, "results/debug/summary.html", timeout=1800)
+def tiny_study(tmp_path_factory) -> Path:
+    """The tiny study run to the summaries of its three configs, built once per test session and shared by every
+    test that needs a real finished study (report, plug-in, user suite, nonlinear, staleness, browser, SLURM).
+    Tests that only read it use it directly; a test that changes anything works on ``copy_study`` of it."""
+    workdir = study_definition(tmp_path_factory.mktemp("tiny_study") / "wf")
+    snakemake(workdir, *STUDY_SUMMARIES, timeout=1800)
+    assert planned_jobs(workdir, *STUDY_SUMMARIES) == {}
     return workdir
+
+
+def copy_study(study: Path, dest: Path) -> Path:
+    """A private copy of a finished study (outputs, Snakemake's metadata and timestamps included)."""
+    shutil.copytree(study, dest, symlinks=True)
+    return dest
 
 
 def pytest_collection_modifyitems(config, items):

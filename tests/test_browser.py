@@ -260,9 +260,8 @@ def test_broken_chart_is_reported(chromium, tmp_path):
 
 
 @pytest.mark.slow
-def test_debug_summary_renders_offline(chromium, debug_study, tmp_path):
-    workdir = debug_study
-    page = workdir / "results" / "debug" / "summary.html"
+def test_study_summary_renders_offline(chromium, tiny_study, tmp_path):
+    page = tiny_study / "results" / "tiny_a" / "summary.html"
     shot = tmp_path / "summary_screenshot.png"
     report = open_page(page, shot, tmp_path / "profile")
     assert_rendered(report, expected_charts=6)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, call_cli
 
 from workflow_src.config import packaged_config, suite_slice
 from workflow_src.provenance import code_hash, imported_modules
@@ -32,7 +32,7 @@ STAGE_ARGS = {
     + [("train", "[1]", "--spec must be a JSON object")],
 )
 def test_a_bad_spec_gives_one_line_and_no_output(tmp_path, command, spec, message):
-    proc = run_cli(command, *STAGE_ARGS[command], "--spec", spec, cwd=tmp_path)
+    proc = call_cli(command, *STAGE_ARGS[command], "--spec", spec, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"acbo {command}: error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
     assert not any(tmp_path.iterdir())
@@ -152,7 +152,7 @@ def snapshot(folder) -> dict:
 
 
 def summarize_into(cwd, charts_dir, *extra):
-    return run_cli("summarize", "--experiment", "synth", "--spec", SUMMARY_SPEC, "--results", cwd / "results",
+    return call_cli("summarize", "--experiment", "synth", "--spec", SUMMARY_SPEC, "--results", cwd / "results",
                    "--checkpoints", cwd / "ck", "--out-table", cwd / "s.parquet", "--out-html", cwd / "s.html",
                    "--charts-dir", charts_dir, *extra, cwd=cwd)
 
@@ -194,7 +194,7 @@ def test_an_output_that_is_an_input_or_another_output_is_refused(tmp_path):
     before = snapshot(tmp_path)
     for command, args, message in cases:
         spec_args = ["--spec", SUMMARY_SPEC if command == "summarize" else spec] if command != "compare" else []
-        assert_refused(run_cli(command, *args, *spec_args, cwd=tmp_path), command, message)
+        assert_refused(call_cli(command, *args, *spec_args, cwd=tmp_path), command, message)
         assert snapshot(tmp_path) == before, command
 
 
@@ -214,7 +214,7 @@ def test_the_default_config_is_never_an_output(tmp_path, with_spec):
     }
     before = snapshot(tmp_path)
     for command, args in cases.items():
-        proc = run_cli(command, *args, "--out", "config/config.yaml", *spec, cwd=tmp_path)
+        proc = call_cli(command, *args, "--out", "config/config.yaml", *spec, cwd=tmp_path)
         assert_refused(proc, command, "--out config/config.yaml: is an input of this command")
         assert snapshot(tmp_path) == before, command
 
@@ -223,7 +223,7 @@ def test_a_config_overwritten_by_a_table_is_one_line(tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config/config.yaml").write_bytes(b"PAR1\x15\x04\x15\xff\xfe binary Parquet bytes")
     (tmp_path / "s.json").write_text("{}")
-    proc = run_cli("baselines", "--suite", "s.json", "--out", "b.parquet", cwd=tmp_path)
+    proc = call_cli("baselines", "--suite", "s.json", "--out", "b.parquet", cwd=tmp_path)
     assert_refused(proc, "baselines", "config/config.yaml: not a config file (not UTF-8 text")
     assert not (tmp_path / "b.parquet").exists()
 
@@ -296,7 +296,7 @@ def test_bad_option_values_are_one_line_and_nothing_is_written(tmp_path, command
     base = ["--experiment", "debug", "--config", CONFIG, "--checkpoint-dir", "ck"] if command == "train" else []
     spec = ["--spec", json.dumps({**PROTOCOL, "policy_modes": ["greedy"], "baselines": ["random"]})] if command in (
         "evaluate", "baselines") else []
-    assert_refused(run_cli(command, *base, *args, *spec, cwd=tmp_path), command, message)
+    assert_refused(call_cli(command, *base, *args, *spec, cwd=tmp_path), command, message)
     assert snapshot(tmp_path) == before
 
 
@@ -327,7 +327,7 @@ def test_spec_values_are_checked_with_the_config_schema(tmp_path, command, spec,
             "baselines": ["--suite", "x.json", "--out", "o.parquet"], "suite": ["generate", "--out", "s.json"],
             "plugin": ["--file", "x.py", "--suite", "x.json", "--out", "o.parquet"],
             "summarize": ["--experiment", "synth"]}[command]
-    proc = run_cli(command, *args, "--spec", json.dumps(spec), cwd=tmp_path)
+    proc = call_cli(command, *args, "--spec", json.dumps(spec), cwd=tmp_path)
     assert_refused(proc, command if command != "suite" else "suite", message)
     assert not any(tmp_path.iterdir())
 
@@ -337,7 +337,7 @@ def test_a_train_spec_lacking_a_nested_key_is_refused(tmp_path, default_config):
 
     spec = json.loads(json.dumps(train_slice(default_config, "debug")))  # a copy: the fixture is shared
     del spec["policy"]["hidden_dim"]
-    proc = run_cli("train", "--experiment", "debug", "--seed", "0", "--spec", json.dumps(spec), cwd=tmp_path)
+    proc = call_cli("train", "--experiment", "debug", "--seed", "0", "--spec", json.dumps(spec), cwd=tmp_path)
     assert_refused(proc, "train", "--spec: policy: 'hidden_dim' is a required property")
     assert not any(tmp_path.iterdir())
 

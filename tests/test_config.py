@@ -120,11 +120,3 @@ def test_the_schema_names_exactly_the_registered_methods():
     assert sorted(evaluation["policy_modes"]["items"]["enum"]) == sorted(POLICY_MODES)
     assert evaluation["plugins"]["propertyNames"]["not"]["pattern"] == f"^{POLICY_PREFIX}"
     assert set(METHODS) == set(BASELINES) | {policy_method(mode) for mode in POLICY_MODES}
-
-
-def test_every_registered_baseline_has_its_act():
-    from workflow_src.evaluate.baselines import baseline_methods
-    from workflow_src.evaluate.registry import BASELINES
-
-    assert [m.name for m in baseline_methods(BASELINES)] == list(BASELINES)
-    assert all(callable(m.act) for m in baseline_methods(BASELINES))

@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, large_user_suite_doc, run_cli
+from conftest import ROOT, call_cli, large_user_suite_doc, run_cli
 
 from workflow_src.config import deep_merge, suite_slice, train_slice
 from workflow_src.core.problem import Problem
 from workflow_src.errors import TableError
 from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.evaluate.methods import Method
-from workflow_src.evaluate.registry import BASELINES
-from workflow_src.evaluate.run import evaluate_methods
+from workflow_src.evaluate.registry import BASELINES, METHODS
+from workflow_src.evaluate.run import evaluate_methods, write_evaluation
 from workflow_src.paths import TrainPaths, train_suite_files
 from workflow_src.report.metrics import episode_metrics
 from workflow_src.suites.build import build_suite
@@ -46,6 +46,22 @@ def test_oracle_reaches_one_at_every_step(baseline_table):
     oracle = table[table.method == "oracle"]
     assert np.allclose(oracle.norm_improvement, 1.0, atol=1e-5)
     assert oracle.is_optimal_variable.all()
+
+
+def test_every_registered_baseline_acts_on_every_step_within_the_ranges(baseline_table):
+    """Each registered baseline's ``act`` ran on every SCM, episode and step and set an intervenable variable of
+    the SCM to a value inside its range; only the oracle reads the truth."""
+    suite, table = baseline_table
+    assert sorted(set(table.method)) == sorted(BASELINES)
+    per_method = len(suite.scms) * PROTOCOL["episodes"] * PROTOCOL["interventions"]
+    assert table.groupby("method").size().to_dict() == dict.fromkeys(BASELINES, per_method)
+    for scm in suite.scms:
+        index = {name: i for i, name in enumerate(scm.nodes)}
+        rows = table[table.scm_id == scm.id]
+        chosen = rows.variable.map(index).to_numpy()
+        assert scm.intervenable[chosen].all(), scm.id
+        assert (scm.lo[chosen] - 1e-6 <= rows.value).all() and (rows.value <= scm.hi[chosen] + 1e-6).all(), scm.id
+    assert [name for name in BASELINES if METHODS[name].reads_truth] == ["oracle"]
 
 
 def test_random_matches_its_exact_expectation(baseline_table):
@@ -126,8 +142,8 @@ def test_a_methods_rows_do_not_depend_on_the_methods_beside_it(suites_dir):
 def test_reruns_give_identical_tables(tmp_path, suites_dir):
     spec = json.dumps({**PROTOCOL, "baselines": ["random", "thompson_bandit"]})
     outs = [tmp_path / f"{k}.parquet" for k in "ab"]
-    for out in outs:
-        run_cli("baselines", "--suite", suites_dir / "heldout-L01.json", "--out", out, "--spec", spec, check=True)
+    for run, out in zip((run_cli, call_cli), outs):  # in a process of its own, and again in this one
+        run("baselines", "--suite", suites_dir / "heldout-L01.json", "--out", out, "--spec", spec, check=True)
     assert outs[0].read_bytes() == outs[1].read_bytes()
     assert pq.read_schema(outs[0]).remove_metadata() == EVAL_SCHEMA
 
@@ -143,7 +159,7 @@ def test_bad_inputs_give_one_line_and_no_output(tmp_path, suites_dir):
     ]
     for args, message in cases:
         out = tmp_path / "out.parquet"
-        proc = run_cli("baselines", *args, "--out", out, "--spec", spec)
+        proc = call_cli("baselines", *args, "--out", out, "--spec", spec)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not out.exists()
 
@@ -164,7 +180,7 @@ def test_policy_trained_on_small_graphs_runs_on_a_60_node_user_suite(tmp_path, c
     suite_file.write_text(json.dumps(large_user_suite_doc(60, seed=4)))
     out = tmp_path / "big.parquet"
     spec = json.dumps({"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 5, "policy_modes": ["greedy", "sampled"]})
-    proc = run_cli("evaluate", "--checkpoint", checkpoint_l12, "--suite", suite_file, "--out", out, "--spec", spec)
+    proc = call_cli("evaluate", "--checkpoint", checkpoint_l12, "--suite", suite_file, "--out", out, "--spec", spec)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_parquet(out)
     assert len(table) == 2 * 2 * 3 and set(table.method) == {"policy_greedy", "policy_sampled"}
@@ -181,7 +197,7 @@ def test_evaluation_commands_run_from_any_folder_with_the_packaged_protocol(tmp_
     plugin = ROOT / "examples/plugins/surrogate_greedy.py"
     for command, extra in (("evaluate", ["--checkpoint", checkpoint_l12]), ("baselines", ["--methods", "oracle"]),
                            ("plugin", ["--file", plugin])):
-        proc = run_cli(command, *extra, "--suite", "my.json", "--out", "t.parquet", cwd=elsewhere)
+        proc = call_cli(command, *extra, "--suite", "my.json", "--out", "t.parquet", cwd=elsewhere)
         assert proc.returncode == 0, proc.stderr
         notes = [line for line in proc.stderr.splitlines() if "packaged default protocol" in line]
         assert len(notes) == 1 and "config/config.yaml" in notes[0], proc.stderr
@@ -189,7 +205,7 @@ def test_evaluation_commands_run_from_any_folder_with_the_packaged_protocol(tmp_
         assert table.episode.nunique() == 10 and table.step.nunique() == 20  # the packaged protocol
         (elsewhere / "t.parquet").unlink()
     # a config named on the command line must exist
-    proc = run_cli("baselines", "--suite", "my.json", "--out", "t.parquet", "--config", "nope.yaml", cwd=elsewhere)
+    proc = call_cli("baselines", "--suite", "my.json", "--out", "t.parquet", "--config", "nope.yaml", cwd=elsewhere)
     assert proc.returncode == 2 and "nope.yaml: cannot read config" in proc.stderr
     assert not (elsewhere / "t.parquet").exists()
 
@@ -227,17 +243,29 @@ def test_bad_arguments_and_checkpoint_headers_give_one_line_and_no_output(tmp_pa
          f"config_hash {json.loads(head)['config_hash']} differs from beef"),
     ]
     for command, args, message in cases:
-        proc = run_cli(command, *args, "--spec", spec)
+        proc = call_cli(command, *args, "--spec", spec)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
         assert not out.exists() and not any(folder.iterdir())
 
 
-def test_every_documented_column_is_in_the_readme():
+def test_a_written_table_has_the_documented_columns_with_their_documented_meaning(tmp_path, suites_dir):
+    """What the evaluation stage writes: exactly the schema's columns, each documented in the README's section
+    on evaluation tables, and the documented definitions hold on its rows."""
+    suite = load_suite(suites_dir / "heldout-L01.json")
+    out = tmp_path / "t.parquet"
+    write_evaluation(baseline_methods(["random", "oracle"]), None, suite, PROTOCOL, {}, out, "baseline table",
+                     log=lambda line: None)
+    assert pq.read_schema(out).remove_metadata() == EVAL_SCHEMA
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Evaluation tables"):]
     for field in EVAL_SCHEMA:
         assert f"`{field.name}`" in section, field.name
+    table = pd.read_parquet(out)
+    gap = table.mu_target - table.oracle_target
+    np.testing.assert_allclose(table.norm_improvement, (table.mu_target - table.expected_target) / gap, atol=1e-6)
+    assert table.range_utilization.between(0, 1).all() and table.config.isna().all()
+    assert np.allclose(table[table.method == "oracle"].expected_target, table[table.method == "oracle"].oracle_target)
 
 
 def test_tables_built_from_buffers_equal_tables_built_by_pandas():
@@ -275,7 +303,7 @@ def test_non_finite_parameters_and_actions_are_refused(tmp_path, suites_dir, che
     checkpoint.save(nan, {k: v for k, v in header.items() if k not in ("format", "body_sha256")}, state)
     out = tmp_path / "out.parquet"
     spec = json.dumps({**PROTOCOL, "policy_modes": ["greedy"]})
-    proc = run_cli("evaluate", "--checkpoint", nan, "--suite", suites_dir / "heldout-L01.json", "--out", out,
+    proc = call_cli("evaluate", "--checkpoint", nan, "--suite", suites_dir / "heldout-L01.json", "--out", out,
                    "--spec", spec)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert f"{nan}: params: non-finite values (NaN or infinity) in {jax.tree_util.keystr(path)}" in proc.stderr

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import call_cli
 
 from workflow_src.core import sampler
 from workflow_src.core.graph import reachability, topological_order
@@ -393,7 +393,7 @@ def test_bad_mechanisms_are_refused_with_one_line_and_no_output(tmp_path, case):
     assert "scm 'bad-toy'" in line and where in line, line
     out = tmp_path / "copy.json"
     spec = json.dumps({"name": "bad", "user_file": str(path)})
-    proc = run_cli("suite", "generate", "--spec", spec, "--out", out)
+    proc = call_cli("suite", "generate", "--spec", spec, "--out", out)
     assert proc.returncode != 0 and not out.exists()
     assert where in proc.stdout + proc.stderr
 
@@ -423,7 +423,7 @@ def test_a_stored_oracle_that_lies_is_refused_wherever_the_file_enters(tmp_path,
     out = tmp_path / "b.parquet"
     spec = json.dumps({"episodes": 1, "interventions": 2, "n_obs": 3, "seed": 0, "baselines": ["oracle"]})
     for args in (["baselines", "--suite", path, "--out", out, "--spec", spec], ["suite", "oracle", path]):
-        proc = run_cli(*args)
+        proc = call_cli(*args)
         assert proc.returncode == 2 and where in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not out.exists()
@@ -465,7 +465,7 @@ def test_oracle_work_is_bounded_per_scm_and_per_suite_in_one_line_each(tmp_path)
     for name, (scms, message) in cases.items():
         path = tmp_path / name
         path.write_text(json.dumps({"format": "acbo-suite/2", "name": "big", "scms": scms}))
-        proc = run_cli("suite", "validate", path)
+        proc = call_cli("suite", "validate", path)
         lines = proc.stdout.strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"{path}: {message}"), lines
         assert "split the suite" in lines[0] or "use fewer terms" in lines[0]
@@ -486,13 +486,13 @@ def test_user_v2_file_is_copied_with_its_oracle(tmp_path):
     del doc["scms"][0]["oracle"]
     src, out = tmp_path / "mine.json", tmp_path / "copy.json"
     src.write_text(json.dumps(doc))
-    run_cli("suite", "generate", "--spec", json.dumps({"name": "mine", "user_file": str(src)}), "--out", out,
+    call_cli("suite", "generate", "--spec", json.dumps({"name": "mine", "user_file": str(src)}), "--out", out,
             check=True)
     copied = json.loads(out.read_text())
     assert copied["scms"][0]["oracle"]["method"] == "rqmc-sobol"
-    proc = run_cli("suite", "validate", out)
+    proc = call_cli("suite", "validate", out)
     assert proc.returncode == 0, proc.stdout
-    proc = run_cli("suite", "oracle", out)
+    proc = call_cli("suite", "oracle", out)
     assert "do(Z=" in proc.stdout and "rqmc-sobol" in proc.stdout
 
 
@@ -528,7 +528,7 @@ def test_nonlinear_suite_runs_through_baselines_training_and_evaluation(tmp_path
     path = tmp_path / "nl.json"
     write_suite(suite, path)
     base = tmp_path / "base.parquet"
-    run_cli("baselines", "--suite", path, "--out", base, check=True)
+    call_cli("baselines", "--suite", path, "--out", base, check=True)
     table = pd.read_parquet(base)
     numeric = table.select_dtypes("number").drop(columns=["seed"], errors="ignore")
     assert not numeric.isna().any().any()
@@ -541,6 +541,6 @@ def test_nonlinear_suite_runs_through_baselines_training_and_evaluation(tmp_path
     log = pd.read_parquet(paths.log_table)
     assert np.isfinite(log[["reward", "norm_improvement", "loss"]].to_numpy()).all()
     out = tmp_path / "eval.parquet"
-    run_cli("evaluate", "--checkpoint", paths.ckpt("final"), "--suite", path, "--out", out, check=True)
+    call_cli("evaluate", "--checkpoint", paths.ckpt("final"), "--suite", path, "--out", out, check=True)
     table = pd.read_parquet(out)
     assert not table[["expected_target", "norm_improvement", "target"]].isna().any().any()

@@ -1,13 +1,11 @@
 """The nonlinear curriculum suites (train-NLnn / heldout-NLnn), the pgmpy Gaussian networks and the configs on them."""
 
-import copy
 import json
 
 import jax
 import numpy as np
 import pytest
-import yaml
-from conftest import copy_workflow, require, snakemake
+from conftest import require
 
 from workflow_src.config import ConfigError, known_suite, resolve_config, suite_slice, train_slice
 from workflow_src.core import sampler
@@ -219,19 +217,31 @@ def test_pgmpy_networks_with_a_nonlinear_head(tmp_path, default_config):
         assert interior_variables(scm, scm.oracle).any()
 
 
-@pytest.mark.slow
-def test_nonlinear_debug_study_runs_end_to_end(tmp_path):
-    work = copy_workflow(tmp_path / "wf")
-    raw = yaml.safe_load((work / "config/config.yaml").read_text())
-    raw["suites"]["pool_size"] = {"train": 8, "heldout": 8}
-    raw["evaluation"].update(episodes=2, interventions=5, bootstrap_resamples=100)
-    raw["experiments"] = {"nldebug": {"train_suites": "nonlinear", "levels": [1, 2], "episodes": 4,
-                                      "checkpoint_every": 2, "eval_suites": ["heldout-NL01"]}}
-    (work / "config/config.yaml").write_text(yaml.safe_dump(copy.deepcopy(raw)))
-    snakemake(work, "results/nldebug/summary.html", timeout=1800)
-    assert (work / "results/nldebug/summary.html").stat().st_size > 0
-    assert {p.name for p in (work / "results/suites").iterdir()} == {
-        "train-NL01.json", "train-NL02.json", "heldout-NL01.json"}
+def test_a_study_trains_on_the_nonlinear_curriculum_and_reports_its_scms_as_nonlinear(tiny_study):
+    """The tiny study's config tiny_nl: trained on train-NL01/02, evaluated on heldout-NL01, summarized."""
+    import pandas as pd
+
+    from workflow_src.report.summarize import POOLS, read_summary
+
+    results = tiny_study / "results"
+    for name, size in (("train-NL01", 4), ("train-NL02", 4), ("heldout-NL01", 3)):  # tests/data/study.yaml's pools
+        suite = load_suite(results / "suites" / f"{name}.json")
+        assert len(suite.scms) == size and not any(scm.is_linear for scm in suite.scms), name
+    log = pd.read_parquet(results / "tiny_nl/train/seed_0.parquet")
+    assert log["episode"].tolist() == list(range(4)) and np.isfinite(log["loss"]).all()
+    assert log["scm_ids"].str.split(",").map(lambda ids: all(i.startswith("train-NL01-") for i in ids)).all()
+    summary, meta = read_summary(results / "tiny_nl/summary.parquet")
+    assert meta["mechanisms"] == {"heldout-NL01": "nonlinear"}
+    best = summary[(summary["kind"] == "metric") & summary["seed"].isna()
+                   & (summary["metric"] == "norm_improvement_best")].set_index(["method", "suite"])
+    methods = {"policy_greedy", "policy_sampled", "random", "oracle", "marginal_regression", "thompson_bandit",
+               "causal_bo", "greedy"}
+    assert set(best.index) == {(m, s) for m in methods for s in ("heldout-NL01", POOLS["nonlinear"])}
+    assert (best["n_scms"] == 3).all() and np.isfinite(best["mean"]).all()
+    assert (best.loc["oracle", "mean"] == 1.0).all() and (best["mean"] <= 1.0 + 1e-9).all()
+    assert {"training", "step_curve", "paired_difference"} <= set(summary["kind"])
+    assert "mechanisms (pooled apart)</b></td><td>nonlinear: heldout-NL01</td>" in (
+        results / "tiny_nl/summary.html").read_text()
 
 
 def test_bnlearn_suites_without_pgmpy_say_what_to_install(tmp_path, default_config, monkeypatch):

@@ -1,13 +1,12 @@
 """Plug-in methods: a user's method in one file runs like a baseline; a broken one gets one line, no output."""
 
 import json
-import shutil
 import textwrap
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, copy_workflow, planned_jobs, run_cli, snakemake
+from conftest import EXAMPLE_PLUGIN, ROOT, call_cli, copy_study, planned_jobs, run_cli, snakemake, wait_for
 
 from workflow_src.errors import PluginError
 from workflow_src.evaluate.plugins import check_act, check_records, load_plugin
@@ -15,7 +14,7 @@ from workflow_src.evaluate.registry import BASELINES
 from workflow_src.evaluate.run import write_evaluation
 from workflow_src.suites.suite_io import parse_suite
 
-EXAMPLE = ROOT / "examples/plugins/surrogate_greedy.py"
+EXAMPLE = EXAMPLE_PLUGIN
 PROTOCOL = {"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 5}
 SUITE_DOC = {
     "format": "acbo-suite/1", "name": "tiny",
@@ -53,7 +52,7 @@ def run_plugin(path, out, settings=None):
 
 def test_example_plugin_runs_from_the_cli_with_its_name_and_hash(tmp_path, suite_file):
     out = tmp_path / "t.parquet"
-    proc = run_cli("plugin", "--file", EXAMPLE, "--suite", suite_file, "--out", out, "--spec", json.dumps(PROTOCOL),
+    proc = call_cli("plugin", "--file", EXAMPLE, "--suite", suite_file, "--out", out, "--spec", json.dumps(PROTOCOL),
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_parquet(out)
@@ -127,7 +126,7 @@ def test_a_broken_plugin_gets_one_line_naming_the_file_and_no_output(tmp_path, c
 def test_the_cli_says_it_in_one_line_with_exit_status_2(tmp_path, suite_file):
     path = write_plugin(tmp_path, BROKEN["not jittable"][0])
     out = tmp_path / "t.parquet"
-    proc = run_cli("plugin", "--file", path, "--suite", suite_file, "--out", out, "--spec", json.dumps(PROTOCOL))
+    proc = call_cli("plugin", "--file", path, "--suite", suite_file, "--out", out, "--spec", json.dumps(PROTOCOL))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"acbo plugin: error: {path}: act is not jittable: "
                                                  + proc.stderr.split("act is not jittable: ")[1].strip()]
@@ -186,60 +185,56 @@ def test_names_that_clash_or_are_malformed_are_refused(tmp_path, name):
         load_plugin(EXAMPLE, name=name, reserved=BASELINES)
 
 
-def test_example_is_the_readme_worked_example():
+def test_the_readme_worked_example_runs_as_the_shipped_plugin(tmp_path):
+    """The README's worked example, copied from it into a file, is the shipped example: the same code, and as a
+    plug-in it writes the same rows."""
     readme = (ROOT / "README.md").read_text()
-    code = EXAMPLE.read_text().split('"""', 2)[2].strip()
-    assert "\n".join(f"    {line}" if line else "" for line in code.splitlines()) in readme
+    start = readme.index("    import jax\n", readme.index("The example shipped in `examples/plugins/"))
+    code = textwrap.dedent(readme[start:readme.index("    # config/config.yaml", start)]).strip()
+    assert code == EXAMPLE.read_text().split('"""', 2)[2].strip()
     assert len([line for line in code.splitlines() if line.strip()]) <= 16
+    copied = tmp_path / "readme_example.py"
+    copied.write_text(code + "\n")
+    tables = []
+    for path in (EXAMPLE, copied):
+        run_plugin(path, tmp_path / f"{path.stem}.parquet")
+        tables.append(pd.read_parquet(tmp_path / f"{path.stem}.parquet").drop(columns="plugin_hash"))
+    assert set(tables[0].method) == {"surrogate_greedy"} and len(tables[0]) == 2 * 2 * 3
+    pd.testing.assert_frame_equal(*tables)
 
 
-# --- end to end: a study with a plug-in ------------------------------------------------------------------
+# --- end to end: the session's tiny study has the example plug-in ------------------------------------------
 
 SUMMARY = "results/tiny_b/summary.html"
 
 
-@pytest.fixture(scope="module")
-def plugin_study(tmp_path_factory):
-    """The tiny study (one config, one suite) with the example plug-in, run to its summary."""
-    study = copy_workflow(tmp_path_factory.mktemp("plugin_study") / "wf")
-    (study / "methods").mkdir()
-    shutil.copy(EXAMPLE, study / "methods/greedy.py")
-    cfg = yaml.safe_load((ROOT / "tests/data/study.yaml").read_text())
-    cfg["experiments"] = {"tiny_b": cfg["experiments"]["tiny_b"]}
-    cfg["evaluation"].update(baselines=["random", "oracle"], plugins={"greedy": "methods/greedy.py"})
-    (study / "config/config.yaml").write_text(yaml.safe_dump(cfg))
-    snakemake(study, SUMMARY)
-    return study
-
-
-def test_a_study_with_a_plugin_has_its_rows_everywhere(plugin_study):
+def test_a_study_with_a_plugin_has_its_rows_everywhere(tiny_study):
     from workflow_src.provenance import file_hash
 
-    table = pd.read_parquet(plugin_study / "results/plugins/greedy/heldout-L01.parquet")
+    table = pd.read_parquet(tiny_study / "results/plugins/greedy/heldout-L01.parquet")
     assert set(table.method) == {"greedy"} and len(table) == 3 * 2 * 3  # SCMs x episodes x interventions
-    assert (table.plugin_hash == file_hash(plugin_study / "methods/greedy.py")).all()
-    summary = pd.read_parquet(plugin_study / "results/tiny_b/summary.parquet")
+    assert (table.plugin_hash == file_hash(tiny_study / "methods/greedy.py")).all()
+    summary = pd.read_parquet(tiny_study / "results/tiny_b/summary.parquet")
     metrics = summary[summary.kind == "metric"]
     assert {"greedy", "random", "oracle", "policy_greedy"} <= set(metrics.method)
     assert set(metrics[metrics.method == "greedy"].metric) == set(metrics[metrics.method == "random"].metric)
     assert "greedy" in set(summary[summary.kind == "step_curve"].method)
     assert "greedy" in set(summary[summary.kind == "paired_difference"].baseline)  # the policy against it
-    html = (plugin_study / SUMMARY).read_text()
-    assert html.count(">greedy<") >= 2 and file_hash(plugin_study / "methods/greedy.py") in html
+    html = (tiny_study / SUMMARY).read_text()
+    assert html.count(">greedy<") >= 2 and file_hash(tiny_study / "methods/greedy.py") in html
 
 
-def test_editing_the_plugin_reruns_only_its_jobs_and_the_summary(plugin_study, tmp_path):
-    study = tmp_path / "wf"
-    shutil.copytree(plugin_study, study, symlinks=True)
+def test_editing_the_plugin_reruns_only_its_jobs_and_the_summary(tiny_study, tmp_path):
+    study = copy_study(tiny_study, tmp_path / "wf")
     assert planned_jobs(study, SUMMARY) == {}
     with open(study / "methods/greedy.py", "a") as f:
         f.write("\n# an edit\n")
-    assert planned_jobs(study, SUMMARY) == {"plugin": 1, "summary": 1}
+    assert planned_jobs(study, SUMMARY) == {"plugin": 2, "summary": 1}  # on heldout-L01 and mine
     path = study / "config/config.yaml"
     cfg = yaml.safe_load(path.read_text())
     cfg["evaluation"]["plugins"]["greedy"] = {"file": "methods/greedy.py", "settings": {"epsilon": 0.5}}
     path.write_text(yaml.safe_dump(cfg))
-    assert planned_jobs(study, SUMMARY) == {"plugin": 1, "summary": 1}
+    assert planned_jobs(study, SUMMARY) == {"plugin": 2, "summary": 1}
     # a plug-in named in the config whose file is missing: one line at parse time
     (study / "methods/greedy.py").unlink()
     proc = snakemake(study, SUMMARY, "-n", check=False)
@@ -320,9 +315,10 @@ def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, sui
     import signal
     import subprocess
     import sys
-    import time
 
-    traced = tmp_path / "traced"
+    from workflow_src.compile_cache import CACHE_SUFFIX
+
+    traced, cache = tmp_path / "traced", tmp_path / "cache"
     path = write_plugin(tmp_path, f"""
         def act(settings, view, key):
             open({str(traced)!r}, "w").close()  # when traced: then compiled and run forever
@@ -333,11 +329,14 @@ def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, sui
     out = tmp_path / "t.parquet"
     proc = subprocess.Popen([sys.executable, "-m", "workflow_src", "plugin", "--file", path, "--suite", suite_file,
                              "--out", out, "--spec", json.dumps(PROTOCOL)], cwd=ROOT, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.DEVNULL, text=True, env={**os.environ, "ACBO_JAX_CACHE": str(cache)})
+    entries = lambda: set(cache.glob(f"*{CACHE_SUFFIX}"))  # noqa: E731
     try:
-        while not traced.exists() and proc.poll() is None:
-            time.sleep(0.2)
-        time.sleep(3)  # into compilation or the endless run, where Python's handler never runs
+        wait_for(lambda: traced.exists() or proc.poll() is not None, timeout=120, what="act traced")
+        traced_with = entries()
+        # act's program is compiled (its entry in the fresh compilation cache): it runs, endlessly, where
+        # Python's handler never runs
+        wait_for(lambda: entries() - traced_with or proc.poll() is not None, timeout=120, what="act compiled")
         assert proc.poll() is None, proc.stderr.read()
         os.kill(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import call_cli
 from test_causal_bo import hand_made_view, reference_posterior
 from test_train import SMALL_POLICY, with_own_heads_zeroed
 
@@ -218,7 +218,7 @@ def test_a_checkpoint_with_another_input_layout_is_refused_in_one_line(tmp_path,
 
     suite.write_text(suite_to_json(QUADRATIC))
     out_file = tmp_path / "out.parquet"
-    proc = run_cli("evaluate", "--checkpoint", saved("cli", layouts["points"]), "--suite", suite, "--out", out_file,
+    proc = call_cli("evaluate", "--checkpoint", saved("cli", layouts["points"]), "--suite", suite, "--out", out_file,
                    "--spec", json.dumps({"episodes": 1, "interventions": 1, "n_obs": 3, "seed": 0,
                                          "policy_modes": ["greedy"]}))
     assert proc.returncode == 2, proc.stderr

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, run_cli, snakemake
+from conftest import ROOT, call_cli, copy_study, snakemake
 
 from workflow_src.cli import run_compare_cli, run_summarize_cli
 from workflow_src.errors import UserError
@@ -464,7 +464,7 @@ def test_missing_table_names_the_file(tmp_path):
     missing.unlink()
     with pytest.raises(UserError, match="heldout-L01.parquet"):
         run_summarize_cli(summarize_args(tmp_path, spec))
-    proc = run_cli(
+    proc = call_cli(
         "summarize",
         "--experiment",
         "synth",
@@ -533,18 +533,19 @@ def test_compare_page(study, tmp_path):
         run_compare_cli(Namespace(summaries=[str(tmp_path / "nope.parquet")], out=str(out)))
 
 
-# --- the real debug study through Snakemake -------------------------------------------------------------------
+# --- the session's tiny study through Snakemake ----------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_snakemake_report_contains_the_charts(debug_study):
+def test_snakemake_report_contains_the_charts(tiny_study, tmp_path):
     """`snakemake --report` embeds every PNG chart (labelled by name) and the summary page, with captions."""
-    snakemake(debug_study, "--report", "report.html", "results/debug/summary.html")
-    report = (debug_study / "report.html").read_text(errors="replace")
+    study = copy_study(tiny_study, tmp_path / "wf")
+    snakemake(study, "--report", "report.html", "results/tiny_a/summary.html")
+    report = (study / "report.html").read_text(errors="replace")
     for caption in ("Amortized causal Bayesian optimization benchmark", "The summary page of config",
                     "Intervals are 95% percentile bootstrap intervals"):  # report/workflow.rst, summary.rst, chart.rst
         assert caption in report, caption
-    results = debug_study / "results" / "debug"
+    results = study / "results" / "tiny_a"
     pngs = sorted((results / "charts").glob("*.png"))
     assert [p.stem for p in pngs] == sorted(CHART_NAMES)
     for png in pngs:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, call_cli, run_cli
 
 from workflow_src.config import deep_merge, train_slice
 from workflow_src.core import buffer as buffer_mod
@@ -516,7 +516,7 @@ def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, s
     unknown_prior = with_architecture("unknown_prior", prior="oracle")
     for bad, message in ((truncated, "body_sha256"), (alien, "architecture"), (unknown_prior, "unknown prior")):
         out_file = tmp_path / f"{bad.stem}.parquet"
-        proc = run_cli("evaluate", "--checkpoint", bad, "--suite", suites_dir / "heldout-L01.json", "--out", out_file,
+        proc = call_cli("evaluate", "--checkpoint", bad, "--suite", suites_dir / "heldout-L01.json", "--out", out_file,
                        "--spec", json.dumps({"episodes": 1, "interventions": 1, "n_obs": 3, "seed": 0,
                                              "policy_modes": ["greedy"]}))
         assert proc.returncode == 2, proc.stderr
@@ -545,6 +545,7 @@ def test_a_saved_train_state_reads_back_without_flax_as_flax_reads_it(tmp_path, 
 
 
 def test_cli_train_writes_every_checkpoint(tmp_path, suites_dir):
+    # in a process of its own: the verbose lines go to the stderr the command starts with
     proc = run_cli("train", "--experiment", "debug", "--seed", "1", "--config", ROOT / "config/config.yaml",
                    "--suites-dir", suites_dir, "--checkpoint-dir", tmp_path / "ck",
                    "--log-table", tmp_path / "log.parquet",

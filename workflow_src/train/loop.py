@@ -10,7 +10,9 @@ uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import json
 import shutil
 import signal
 import sys
@@ -240,21 +242,31 @@ class _Progress:
     rows: list
 
 
+@functools.lru_cache(maxsize=4)
+def _programs(spec_json: str) -> tuple:
+    """The jitted programs of a training spec (canonical JSON) and its learning-rate schedule, built once per
+    process: another run of the same spec in the process (a resumed run, a test) traces nothing again."""
+    spec = json.loads(spec_json)
+    policy = make_policy(spec["policy"])
+    optimizer, schedule = make_optimizer(spec["training"], spec["episodes"])
+    update = make_train_update(GRPOSettings.from_experiment(spec), policy, optimizer)
+    init = jax.jit(lambda key: initial_state(policy, optimizer, key))  # one program, not one per op
+    return init, jax.jit(update.play), jax.jit(learn_checked(update.learn)), schedule
+
+
 def _prepare(name: str, spec: dict, seed: int, suite_files: list[Path]) -> tuple[_Run, TrainState]:
     """The run's fixed parts and its initial state (parameters from the seed)."""
     pools = Pools(suite_files, spec["levels"])
-    policy = make_policy(spec["policy"])
-    optimizer, schedule = make_optimizer(spec["training"], spec["episodes"])
+    init, play, learn, schedule = _programs(json.dumps(spec, sort_keys=True))
     init_key, episodes_key = jax.random.split(jax.random.PRNGKey(seed))
-    state = jax.jit(lambda key: initial_state(policy, optimizer, key))(init_key)  # one program, not one per op
+    state = init(init_key)
     ctx = {
         "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
         "config_hash": digest(spec), "code_hash": code_hash(STAGES["train"].entries),
         "data_hash": data_hash(suite_files), "n_max": pools.n_max,
     }
-    update = make_train_update(GRPOSettings.from_experiment(spec), policy, optimizer)
     run = _Run(name, spec, seed, pools, curriculum.CurriculumSettings.from_experiment(spec), schedule, episodes_key,
-               ctx, jax.jit(update.play), jax.jit(learn_checked(update.learn)))
+               ctx, play, learn)
     return run, state
 
 
