@@ -20,6 +20,7 @@ from conftest import require
 from test_summary import make_study, summarize_args
 
 from workflow_src.cli import run_compare_cli, run_summarize_cli
+from workflow_src.report.pages import SUMMARY_CHARTS
 
 pytestmark = pytest.mark.browser
 
@@ -235,7 +236,7 @@ def test_synthetic_pages_render_offline(chromium, tmp_path):
     assert run_summarize_cli(args) == 0
     shot = tmp_path / "summary_screenshot.png"
     report = open_page(Path(args.out_html), shot, tmp_path / "profile")
-    assert_rendered(report, expected_charts=6)
+    assert_rendered(report, expected_charts=len(SUMMARY_CHARTS))
     assert shot.stat().st_size > 50_000
     compare = tmp_path / "compare.html"
     assert run_compare_cli(Namespace(summaries=[args.out_table], out=str(compare))) == 0
@@ -255,7 +256,8 @@ def test_broken_chart_is_reported(chromium, tmp_path):
     end = text.index("</script>", start)
     page.write_text(text[:start] + '{"mark": 42}' + text[end:])
     report = open_page(page, tmp_path / "broken.png", tmp_path / "profile")
-    assert report["state"]["rendered"] == "5" and report["state"]["total"] == "6"
+    total = len(SUMMARY_CHARTS)
+    assert report["state"]["rendered"] == str(total - 1) and report["state"]["total"] == str(total)
     assert any("step_curves" in e for e in report["errors"]), report["errors"]
 
 
@@ -264,4 +266,4 @@ def test_study_summary_renders_offline(chromium, tiny_study, tmp_path):
     page = tiny_study / "results" / "tiny_a" / "summary.html"
     shot = tmp_path / "summary_screenshot.png"
     report = open_page(page, shot, tmp_path / "profile")
-    assert_rendered(report, expected_charts=6)
+    assert_rendered(report, expected_charts=len(SUMMARY_CHARTS))

@@ -221,7 +221,8 @@ def test_a_study_trains_on_the_nonlinear_curriculum_and_reports_its_scms_as_nonl
     """The tiny study's config tiny_nl: trained on train-NL01/02, evaluated on heldout-NL01, summarized."""
     import pandas as pd
 
-    from workflow_src.report.summarize import POOLS, read_summary
+    from workflow_src.report.scopes import POOLS
+    from workflow_src.report.summarize import read_summary
 
     results = tiny_study / "results"
     for name, size in (("train-NL01", 4), ("train-NL02", 4), ("heldout-NL01", 3)):  # tests/data/study.yaml's pools
