@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..atomic import atomic_path
 from ..compile_cache import release_freed_memory
 from ..config import digest
+from ..config_schema import canonical_slice
 from ..core.scm import bucket_size, stack_scms
 from ..errors import CheckpointError, SuiteError, UserError
 from ..paths import TrainPaths, periodic_checkpoint
@@ -246,10 +247,11 @@ def _prepare(name: str, spec: dict, seed: int, suite_files: list[Path]) -> tuple
     policy = make_policy(spec["policy"])
     optimizer, schedule = make_optimizer(spec["training"], spec["episodes"])
     init_key, episodes_key = jax.random.split(jax.random.PRNGKey(seed))
+    canonical = canonical_slice("train", spec)  # the header's form: as before the keys added later
     state = jax.jit(lambda key: initial_state(policy, optimizer, key))(init_key)  # one program, not one per op
     ctx = {
-        "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
-        "config_hash": digest(spec), "code_hash": code_hash(STAGES["train"].entries),
+        "architecture": architecture(spec["policy"]), "name": name, "seed": seed,
+        "spec": canonical, "config_hash": digest(canonical), "code_hash": code_hash(STAGES["train"].entries),
         "data_hash": data_hash(suite_files), "n_max": pools.n_max,
     }
     update = make_train_update(GRPOSettings.from_experiment(spec), policy, optimizer)
