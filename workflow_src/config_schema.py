@@ -1,6 +1,7 @@
 """The configuration's JSON Schema (``schemas/config.schema.yaml``), the one home of every default setting:
 the config loader fills missing keys from it, and the library's own defaults (e.g. the suite generator's)
-are read from it."""
+are read from it. Beside it the frozen table of what keys added later meant before they existed, and the two
+forms of a stage's slice it defines: canonical (hashed, passed as ``--spec``) and complete (read by the code)."""
 
 from __future__ import annotations
 
