@@ -87,7 +87,7 @@ def test_override_is_deep(raw):
         (lambda c: c["suites"].update(user={"heldout-classic": "mine.json"}), "suites.user.heldout-classic"),
         (lambda c: c["experiments"]["debug"].update(policy={"hidden_dim": 30, "n_heads": 4}),
          "experiments.debug.policy.hidden_dim: 30 is not divisible by policy.n_heads 4"),
-        (lambda c: c["defaults"]["curriculum"].update(min_episodes_per_level=200),
+        (lambda c: c.update(defaults={"curriculum": {"min_episodes_per_level": 200}}),
          "experiments.debug.curriculum.min_episodes_per_level: 200 is above max_episodes_per_level 150"),
     ],
 )
@@ -108,6 +108,28 @@ def test_slices_are_independent(default_config):
     assert evaluation_slice(cfg) != before[2]
     cfg["experiments"]["debug"]["verbose"] = False
     assert train_slice(cfg, "debug") == before[0]
+
+
+def test_the_canonical_slice_drops_exactly_the_legacy_defaults_and_a_spec_gets_them_back(default_config):
+    """Keys added to the training slice later are left out of its hash and ``--spec`` while they hold what they
+    meant before they existed; a received slice is filled back to the form the code reads."""
+    from types import SimpleNamespace
+
+    from workflow_src.cli_args import stage_spec
+    from workflow_src.config import canonical_json, stage_slice
+    from workflow_src.config_schema import LEGACY_DEFAULTS, canonical_slice, complete_slice
+
+    full = train_slice(default_config, "debug")
+    canonical = stage_slice("train", default_config, "debug")
+    legacy = LEGACY_DEFAULTS["train"]
+    assert {path for path in legacy if _at(full, path) == legacy[path]} == set(legacy)  # debug: every one legacy
+    assert not any(path[-1] in _at(canonical, path[:-1]) for path in legacy)
+    assert complete_slice("train", canonical) == full
+    assert stage_spec(SimpleNamespace(spec=canonical_json(canonical)), "train") == full
+    floored = {**full, "training": {**full["training"], "advantage_std_floor": 0.05}}
+    assert canonical_slice("train", floored)["training"]["advantage_std_floor"] == 0.05  # another value is kept
+    with pytest.raises(TypeError):
+        legacy[("policy", "curve_features")] = True  # frozen
 
 
 def test_the_schema_names_exactly_the_registered_methods():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import require
 
-from workflow_src.config import ConfigError, known_suite, resolve_config, suite_slice, train_slice
+from workflow_src.config import ConfigError, known_suite, resolve_config, stage_slice, suite_slice, train_slice
 from workflow_src.core import sampler
 from workflow_src.core.scm import stack_scms
 from workflow_src.paths import train_suite_files
@@ -143,7 +143,8 @@ def test_config_names_seeds_and_training_suites(default_config):
     assert exp["train_suites"] == "nonlinear"
     assert train_suite_files(exp["levels"][:2], curriculum=exp["train_suites"]) == [
         "results/suites/train-NL01.json", "results/suites/train-NL02.json"]
-    assert "train_suites" not in train_slice(cfg, "quick_test")  # linear: training hashes stand
+    assert "train_suites" not in stage_slice("train", cfg, "quick_test")  # linear: training hashes stand
+    assert train_slice(cfg, "quick_test")["train_suites"] == "linear"
     assert train_slice(cfg, "production")["train_suites"] == "mixed"  # one checkpoint for both kinds
     assert train_slice(cfg, "nonlinear")["train_suites"] == "nonlinear"
     assert {s for s in exp["eval_suites"] if not s.startswith("heldout-NL")} == {"heldout-cbo"}

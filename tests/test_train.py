@@ -28,17 +28,17 @@ from workflow_src.train.loop import Interrupted, train
 
 def test_group_advantages_are_standardized():
     reward = jnp.array([0.0, 1.0, 2.0, 5.0])
-    adv = rollout.group_advantages(reward)
+    adv = rollout.group_advantages(reward, -1, 1e-6)
     assert float(adv.mean()) == pytest.approx(0.0, abs=1e-6)
     assert float(adv.std()) == pytest.approx(1.0, abs=1e-4)
     assert np.all(np.diff(np.asarray(adv)) > 0)
-    assert np.allclose(rollout.group_advantages(jnp.full(5, 3.0)), 0.0)
+    assert np.allclose(rollout.group_advantages(jnp.full(5, 3.0), -1, 1e-6), 0.0)
     # returns equal up to rounding: the default floor blows the rounding up into advantages of order 1, a
     # floor in units of the returns turns them to nearly 0 and leaves a spread-out group standardized
     rounding = jnp.array([3.0, 3.0 + 2e-7, 3.0 - 2e-7, 3.0])
-    assert float(jnp.abs(rollout.group_advantages(rounding)).max()) > 0.1
-    assert float(jnp.abs(rollout.group_advantages(rounding, std_floor=0.05)).max()) < 1e-5
-    assert float(rollout.group_advantages(reward, std_floor=0.05).std()) == pytest.approx(1.0, rel=0.05)
+    assert float(jnp.abs(rollout.group_advantages(rounding, -1, 1e-6)).max()) > 0.1
+    assert float(jnp.abs(rollout.group_advantages(rounding, -1, 0.05)).max()) < 1e-5
+    assert float(rollout.group_advantages(reward, -1, 0.05).std()) == pytest.approx(1.0, rel=0.05)
 
 
 def test_clipped_objective_stops_gradient_outside_the_trust_region():
@@ -55,7 +55,7 @@ def test_clipped_objective_stops_gradient_outside_the_trust_region():
 
 SMALL_POLICY = {"name": "simple_permutation_invariant", "hidden_dim": 16, "n_heads": 2, "n_layers": 1,
                 "fixed_std": 0.5, "bandit_features": False, "effect_head": False,
-                "prior": "none"}
+                "prior": "none", "curve_features": False, "budget_feature": False}
 
 
 def _scm_arrays():
@@ -266,7 +266,7 @@ def test_trajectory_returns_credit_finding_the_optimum_early():
     assert returns[0, 0] > returns[2, 0] > returns[1, 0]
     # the per-step reward is summed from each step on, without the bonus when its weight is 0
     np.testing.assert_allclose(rollout.trajectory_returns(jnp.ones((1, 3)), jnp.zeros((1, 3)), 0.0), [[3.0, 2.0, 1.0]])
-    adv = np.asarray(rollout.group_advantages(jnp.asarray(returns), axis=0))
+    adv = np.asarray(rollout.group_advantages(jnp.asarray(returns), 0, 1e-6))
     np.testing.assert_allclose(adv.mean(0), 0.0, atol=1e-6)
 
 
@@ -334,7 +334,7 @@ def test_both_rollouts_give_one_transition_layout(default_config, credit):
     np.testing.assert_array_equal(np.argmax(np.asarray(buffer.intervened)[n_obs:], axis=1), appended)
     assert executed_variable.shape == ((n_steps,) if credit == "step" else (group * n_steps,))
     if credit == "step":  # the group's advantages: its rewards standardized at each step
-        np.testing.assert_allclose(tr.advantage, rollout.group_advantages(tr.reward), atol=1e-5)
+        np.testing.assert_allclose(tr.advantage, rollout.group_advantages(tr.reward, -1, 1e-6), atol=1e-5)
     flat = rollout.per_state(tr)
     assert flat.variable.shape == (n_states * n_steps, group // n_states)
     assert all(leaf.shape[0] == n_states * n_steps for leaf in jax.tree.leaves(flat.obs))
@@ -498,8 +498,9 @@ def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, s
     train("x", changed, 0, train_suite_files(changed["levels"], suites_dir), paths, progress=False, out=out)
     assert "starting fresh" in out.getvalue()
     from workflow_src.config import digest
+    from workflow_src.config_schema import canonical_slice
 
-    assert checkpoint.read_header(paths.ckpt("final"))["config_hash"] == digest(changed)
+    assert checkpoint.read_header(paths.ckpt("final"))["config_hash"] == digest(canonical_slice("train", changed))
     # a truncated checkpoint and one of another architecture give one clear line and no output file
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(paths.ckpt("final").read_bytes()[:-100])

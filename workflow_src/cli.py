@@ -100,7 +100,7 @@ def run_train_cli(args) -> int:
     spec = stage_spec(args, "train", args.experiment)
     if args.episodes is not None:
         spec = {**spec, "episodes": args.episodes}
-    curriculum = spec.get("train_suites", "linear")
+    curriculum = spec["train_suites"]
     suites = args.suites or paths.train_suite_files(spec["levels"], args.suites_dir, curriculum)
     per_level = len(paths.CURRICULA[curriculum])
     if len(suites) != per_level * len(spec["levels"]):

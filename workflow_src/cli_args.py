@@ -16,17 +16,19 @@ def config_file(args) -> str:
 
 
 def stage_spec(args, stage: str, key: str | None = None, build=None) -> dict:
-    """The stage's config slice: ``--spec`` JSON (as a rule passes it), else ``build`` of the config file (default:
-    the stage's slice of ``key``, ``config.stage_slice``).
+    """The stage's config slice in its complete form (``config_schema.complete_slice``: every key the canonical
+    form leaves out at its legacy default): ``--spec`` JSON (as a rule passes it), else ``build`` of the config
+    file (default: the stage's slice of ``key``, ``config.stage_slice``).
 
     A ``--spec`` lacking any of the stage's ``config.spec_keys``, that is not a JSON object, or with a value the
     config schema refuses (``config.validate_slice``) is refused in one line before any work starts.
     """
     from .config import load_config_or_packaged, spec_keys, stage_slice, validate_slice
+    from .config_schema import complete_slice
 
     if not getattr(args, "spec", None):
         build = build or (lambda cfg: stage_slice(stage, cfg, key))
-        return build(load_config_or_packaged(args.config, getattr(args, "command", "acbo")))
+        return complete_slice(stage, build(load_config_or_packaged(args.config, getattr(args, "command", "acbo"))))
     try:
         spec = json.loads(args.spec)
     except json.JSONDecodeError as err:
@@ -36,7 +38,7 @@ def stage_spec(args, stage: str, key: str | None = None, build=None) -> dict:
     missing = sorted(spec_keys(stage) - set(spec))
     if missing:
         raise ConfigError(f"--spec lacks {', '.join(missing)}")
-    return validate_slice(stage, spec)
+    return validate_slice(stage, complete_slice(stage, spec))
 
 
 def methods_arg(value: str | None, default) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .config_schema import config_schema, load_yaml, n_levels
+from .config_schema import canonical_slice, config_schema, load_yaml, n_levels
 from .errors import ConfigError
 from .paths import CHECKPOINTS, DEFAULT_CONFIG, RESULTS, suite_file
 from .stages import STAGES, slice_schema
@@ -198,10 +198,11 @@ def check_option(option: str, value, definition: str) -> None:
 
 
 def stage_slice(stage: str, cfg: dict, key: str | None = None) -> dict:
-    """The config slice of ``stage`` (``stages.STAGES``) for ``key``, the value of its rule's wildcard."""
+    """The config slice of ``stage`` (``stages.STAGES``) for ``key``, the value of its rule's wildcard, in its
+    canonical form (``config_schema.canonical_slice``): what rules pass as ``--spec`` and hashes cover."""
     entry = STAGES[stage]
     slice_of = globals()[entry.slice]
-    return slice_of(cfg, key) if entry.wildcard else slice_of(cfg)
+    return canonical_slice(stage, slice_of(cfg, key) if entry.wildcard else slice_of(cfg))
 
 
 def spec_keys(stage: str) -> set[str]:
@@ -241,10 +242,7 @@ def suite_slice(cfg: dict, suite: str) -> dict:
 def train_slice(cfg: dict, name: str) -> dict:
     """Settings that determine a training run (seeds are a wildcard; logging and evaluation are not here)."""
     exp = experiment(cfg, name)
-    out = {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
-    if out["train_suites"] == "linear":  # the meaning of every slice from before the key: their hashes stand
-        del out["train_suites"]
-    return out
+    return {k: v for k, v in exp.items() if k not in ("description", "seeds", "eval_suites", "verbose")}
 
 
 def evaluation_keys(cfg: dict, stage: str) -> dict:
@@ -281,5 +279,5 @@ def summary_slice(cfg: dict, name: str) -> dict:
         "eval_suites": exp["eval_suites"],
         **({"plugins": sorted(ev["plugins"])} if ev["plugins"] else {}),
         **evaluation_keys(cfg, "summary"),
-        "train_config_hash": digest(train_slice(cfg, name)),  # final.ckpt headers must carry this hash
+        "train_config_hash": digest(stage_slice("train", cfg, name)),  # final.ckpt headers must carry this hash
     }

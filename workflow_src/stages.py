@@ -32,7 +32,7 @@ def _experiment(root: dict) -> dict:
 
 def _train_schema(root: dict, spec: dict):
     props = {k: v for k, v in _experiment(root).items() if k not in ("description", "seeds", "eval_suites", "verbose")}
-    return props, ("train_suites",)  # left out of the slice when linear (train_slice)
+    return props, ()
 
 
 def _summary_schema(root: dict, spec: dict):
@@ -79,21 +79,18 @@ STAGES = {stage.name: stage for stage in (
 
 
 def _require_all(schema: dict) -> dict:
-    """``schema`` with every property of every object in it required (a stage's slice is complete), but those
-    marked ``x-optional: true``."""
+    """``schema`` with every property of every object in it required (a stage's slice is complete)."""
     if not isinstance(schema, dict):
         return schema
     out = {k: _require_all(v) if isinstance(v, dict) else v for k, v in schema.items()}
     if isinstance(schema.get("properties"), dict):
         out["properties"] = {k: _require_all(v) for k, v in schema["properties"].items()}
-        # except those marked ``x-optional`` (settings added later, off when left out)
-        out["required"] = sorted(k for k, v in schema["properties"].items()
-                                 if not (isinstance(v, dict) and v.get("x-optional")))
+        out["required"] = sorted(schema["properties"])
     return out
 
 
 def slice_schema(stage: str, spec: dict) -> dict:
-    """The JSON Schema of a stage's config slice (``--spec``)."""
+    """The JSON Schema of a stage's config slice (``--spec``) in its complete form (``complete_slice``)."""
     if stage not in STAGES:
         raise ValueError(f"no slice schema for stage {stage!r}")
     root = config_schema()

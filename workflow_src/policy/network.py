@@ -27,9 +27,7 @@ from .sample_pooling import pooled_embedding
 from .spec import (
     GP_PRIORS,
     SAMPLE_CHANNELS,
-    budget_feature,
     check_policy_config,
-    curve_features,
     variable_channels,
 )
 
@@ -152,8 +150,8 @@ def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
     return PermutationInvariantPolicy(
         hidden_dim=policy_config["hidden_dim"], n_heads=policy_config["n_heads"], n_layers=policy_config["n_layers"],
         bandit_features=policy_config["bandit_features"], effect_head=policy_config["effect_head"],
-        prior=policy_config["prior"], curve_features=curve_features(policy_config),
-        budget_feature=budget_feature(policy_config),
+        prior=policy_config["prior"], curve_features=policy_config["curve_features"],
+        budget_feature=policy_config["budget_feature"],
     )
 
 

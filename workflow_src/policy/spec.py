@@ -8,10 +8,12 @@ the tracing of the network's initialization (0.25 s of a warm 1.6 s job).
 
 from __future__ import annotations
 
+from ..config_schema import complete_slice
+
 POLICY_NAMES = ("simple_permutation_invariant",)
 POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head", "prior")
-# settings a config may leave out (off), recorded in a checkpoint only when on: a network without them has the
-# record (and the program-store identity) it had before they existed
+# settings added later, recorded in a checkpoint only when on: a network without them has the record (and the
+# program-store identity) it had before they existed
 OPTIONAL_KEYS = ("curve_features", "budget_feature")
 PRIORS = ("none", "marginal_regression", "interventional_regression", "response_gp", "response_gp_ei")
 GP_PRIORS = ("response_gp", "response_gp_ei")  # priors read from the response-curve GP's posterior
@@ -23,14 +25,6 @@ CURVE_CHANNELS = 2 * CURVE_POINTS  # its mean and standard deviation at each
 BUDGET_CHANNELS = 1  # the share of the episode's interventions still to come
 
 
-def curve_features(policy_config: dict) -> bool:
-    return bool(policy_config.get("curve_features", False))
-
-
-def budget_feature(policy_config: dict) -> bool:
-    return bool(policy_config.get("budget_feature", False))
-
-
 def variable_channels(bandit_features: bool, curves: bool = False, budget: bool = False) -> int:
     return (BASE_VARIABLE_CHANNELS + (BANDIT_CHANNELS if bandit_features else 0) + (CURVE_CHANNELS if curves else 0)
             + (BUDGET_CHANNELS if budget else 0))
@@ -39,7 +33,7 @@ def variable_channels(bandit_features: bool, curves: bool = False, budget: bool 
 def architecture(policy_config: dict) -> dict:
     """What a checkpoint records to rebuild the network (and to refuse a mismatching one): the settings, and the
     input layout (channel counts; with curve inputs, their number of points per variable)."""
-    curves, budget = curve_features(policy_config), budget_feature(policy_config)
+    curves, budget = policy_config["curve_features"], policy_config["budget_feature"]
     settings = {k: v for k, v in policy_config.items() if k not in OPTIONAL_KEYS}
     layout = {"curve_features": True, "curve_points": CURVE_POINTS} if curves else {}
     if budget:
@@ -65,7 +59,9 @@ def policy_config_of(arch) -> dict:
     if None in policy_config.values():
         raise ValueError(f"architecture: {arch} does not match this version's policy inputs "
                          f"({architecture(policy_config)})")
-    policy_config.update({k: arch[k] for k in OPTIONAL_KEYS if k in arch})
+    # those recorded only when on: the training slice's legacy defaults otherwise
+    policy_config = complete_slice("train", {"policy": {**policy_config, **{k: arch[k] for k in OPTIONAL_KEYS
+                                                                              if k in arch}}})["policy"]
     if arch != architecture(policy_config):
         raise ValueError(f"architecture: {arch} does not match this version's policy inputs "
                          f"({architecture(policy_config)})")

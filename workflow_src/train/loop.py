@@ -30,6 +30,7 @@ from tqdm import tqdm
 from ..atomic import atomic_path
 from ..compile_cache import release_freed_memory
 from ..config import digest
+from ..config_schema import canonical_slice
 from ..core.scm import bucket_size, stack_scms
 from ..errors import CheckpointError, SuiteError, UserError
 from ..paths import TrainPaths, periodic_checkpoint
@@ -259,10 +260,11 @@ def _prepare(name: str, spec: dict, seed: int, suite_files: list[Path]) -> tuple
     pools = Pools(suite_files, spec["levels"])
     init, play, learn, schedule = _programs(json.dumps(spec, sort_keys=True))
     init_key, episodes_key = jax.random.split(jax.random.PRNGKey(seed))
+    canonical = canonical_slice("train", spec)  # the header's form: as before the keys added later
     state = init(init_key)
     ctx = {
-        "architecture": architecture(spec["policy"]), "name": name, "seed": seed, "spec": spec,
-        "config_hash": digest(spec), "code_hash": code_hash(STAGES["train"].entries),
+        "architecture": architecture(spec["policy"]), "name": name, "seed": seed,
+        "spec": canonical, "config_hash": digest(canonical), "code_hash": code_hash(STAGES["train"].entries),
         "data_hash": data_hash(suite_files), "n_max": pools.n_max,
     }
     run = _Run(name, spec, seed, pools, curriculum.CurriculumSettings.from_experiment(spec), schedule, episodes_key,

@@ -27,8 +27,6 @@ from ..policy.distribution import log_prob, sample_actions, squash
 from ..policy.features import Observation
 from ..policy.network import act_outputs, policy_observation
 
-ADVANTAGE_STD_FLOOR = 1e-6  # added to a group's std of returns (training.advantage_std_floor, README)
-
 
 class GRPOSettings(NamedTuple):
     group_size: int
@@ -46,7 +44,7 @@ class GRPOSettings(NamedTuple):
     exact_reward: bool
     best_weight: float
     effect_coef: float
-    advantage_std_floor: float = ADVANTAGE_STD_FLOOR
+    advantage_std_floor: float  # added to a group's std of returns (training.advantage_std_floor, README)
 
     @classmethod
     def from_experiment(cls, exp: dict) -> GRPOSettings:
@@ -57,7 +55,7 @@ class GRPOSettings(NamedTuple):
             kl_coef=t["kl_coef"], update_epochs=t["update_epochs"], reward_target=r["target"],
             reward_parent=r["parent"], reward_info_gain=r["info_gain"], credit=t["credit"],
             exact_reward=r["exact"], best_weight=r["best_so_far"], effect_coef=t["effect_coef"],
-            advantage_std_floor=t.get("advantage_std_floor", ADVANTAGE_STD_FLOOR),
+            advantage_std_floor=t["advantage_std_floor"],
         )
 
 class Transition(NamedTuple):
@@ -113,7 +111,7 @@ def execute(scm: SCMArrays, noise, variable, value):
     return jax.vmap(sampler.intervene, (None, 0, 0, 0))(scm, x_obs, variable, value)
 
 
-def group_advantages(reward: jnp.ndarray, axis: int = -1, std_floor: float = ADVANTAGE_STD_FLOOR) -> jnp.ndarray:
+def group_advantages(reward: jnp.ndarray, axis: int, std_floor: float) -> jnp.ndarray:
     """GRPO's group-relative advantages: rewards standardized within the group (along ``axis``), the standard
     deviation plus ``std_floor``."""
     mean = reward.mean(axis, keepdims=True)
