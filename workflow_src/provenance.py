@@ -20,7 +20,7 @@ from . import __version__
 # stage) and every module of the package they import, directly or not (read from the source: module-level and
 # function-level imports alike), so the hashes follow the code as it changes; a module that reads a data file of
 # the package brings that file in.
-DATA_FILES = {"suites.suite_io": ("schemas/suite.schema.json",)}
+DATA_FILES = {"suites.validation": ("schemas/suite.schema.json",)}
 
 # ``from .x import y``, ``from ..core import a, b`` and their parenthesized forms
 _RELATIVE_IMPORT = re.compile(r"^[ \t]*from[ \t]+(\.+)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]*)", re.M)
