@@ -1,6 +1,6 @@
 # make run   - set up .venv from the lock and run the main study (CONFIG=production by default)
 # make test  - set up .venv and run the whole test suite (CI)
-# make test-fast - the edit-test loop: no SLURM, no browser, no finished studies, no slow end-to-end runs
+# make test-fast - the edit-test loop: no SLURM, no browser, no finished studies, no slow end-to-end runs; two workers
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -33,7 +33,7 @@ test: setup
 	python -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 test-fast: setup
-	python -m pytest -q -m "not slow and not study and not slurm and not browser" $(PYTEST_ARGS)
+	python -m pytest -q -n 2 -m "not slow and not study and not slurm and not browser" $(PYTEST_ARGS)
 
 bench: setup
 	acbo bench --out results/bench
