@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from workflow_src.policy.network import LayerNorm, head_major_attention
+from workflow_src.policy.layers import LayerNorm, head_major_attention
 from workflow_src.policy.sample_pooling import pooled_embedding
 
 

@@ -55,7 +55,7 @@ def test_clipped_objective_stops_gradient_outside_the_trust_region():
 
 SMALL_POLICY = {"name": "simple_permutation_invariant", "hidden_dim": 16, "n_heads": 2, "n_layers": 1,
                 "fixed_std": 0.5, "bandit_features": False, "effect_head": False,
-                "prior": "none", "curve_features": False, "budget_feature": False}
+                "prior": "none", "curve_features": False, "budget_feature": False, "response_model": False}
 
 
 def _scm_arrays():
@@ -99,7 +99,8 @@ def test_masked_variables_never_get_probability():
     buffer = buffer_mod.initial_buffer(arrays, jax.random.PRNGKey(0), 10, 20)
     obs = features.observe(arrays, buffer, buffer_mod.fit_surrogate(arrays, buffer))
     params = pol.init_params(policy, jax.random.PRNGKey(3))
-    logits, mu = jax.jit(policy.apply)(params, obs)
+    out = jax.jit(policy.apply)(params, obs)
+    logits, mu = out.logits, out.mu
     probs = np.asarray(jax.nn.softmax(logits))
     forbidden = ~np.asarray(arrays.intervenable & arrays.node_mask)
     assert forbidden[scm.target] and forbidden[scm.n:].all()

@@ -143,7 +143,8 @@ def run_evaluate_cli(args) -> int:
     header, policy_config, params = load_policy(args.checkpoint)
     check_config_hash(args.checkpoint, header, getattr(args, "train_config_hash", None))
     try:
-        methods = policy_methods(policy_config, modes, source=str(args.checkpoint))
+        methods = policy_methods(policy_config, modes, source=str(args.checkpoint),
+                                 skip_unavailable=args.methods is None)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     identity = {

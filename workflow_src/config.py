@@ -91,6 +91,22 @@ def _check_experiment(where: str, exp: dict) -> None:
                           f"max_episodes_per_level {cur['max_episodes_per_level']}")
 
 
+# settings that need another one on: (section, key, its "on" test) -> (section, key) that must be true
+NEEDS = (
+    (("training", "effect_coef"), lambda v: v > 0, ("policy", "effect_head")),
+    (("training", "response_steps"), lambda v: v > 0, ("policy", "response_model")),
+    (("training", "response_coef"), lambda v: v > 0, ("policy", "response_model")),
+    (("training", "anchor_coef"), lambda v: v > 0, ("policy", "response_model")),
+    (("policy", "prior"), lambda v: v == "amortized_ei", ("policy", "response_model")),
+)
+
+
+def _check_needs(where: str, exp: dict) -> None:
+    for (section, key), on, (needs_section, needs_key) in NEEDS:
+        if on(exp[section][key]) and not exp[needs_section][needs_key]:
+            raise ConfigError(f"{where}.{section}.{key}: {exp[section][key]!r} needs {needs_section}.{needs_key}: true")
+
+
 def resolve_config(raw: dict, source: str = "config") -> dict:
     """Validate and merge: every experiment gets ``defaults`` (built-in, then the file's) under it."""
     doc = validate_config(raw, source)
@@ -98,8 +114,7 @@ def resolve_config(raw: dict, source: str = "config") -> dict:
     doc["experiments"] = {name: deep_merge(defaults, exp) for name, exp in doc["experiments"].items()}
     doc["defaults"] = defaults
     for name, exp in doc["experiments"].items():
-        if exp["training"]["effect_coef"] > 0 and not exp["policy"]["effect_head"]:
-            raise ConfigError(f"{source}: experiments.{name}.training.effect_coef: needs policy.effect_head: true")
+        _check_needs(f"{source}: experiments.{name}", exp)
         for suite in exp["eval_suites"]:
             if not known_suite(suite, doc):
                 raise ConfigError(f"{source}: experiments.{name}.eval_suites: unknown suite {suite!r}")

@@ -42,6 +42,12 @@ LEGACY_DEFAULTS = MappingProxyType({"train": MappingProxyType({
     ("training", "advantage_std_floor"): 1e-6,
     ("policy", "curve_features"): False,
     ("policy", "budget_feature"): False,
+    ("policy", "response_model"): False,
+    ("training", "response_steps"): 0,
+    ("training", "response_batch"): 16,
+    ("training", "response_learning_rate"): 1e-3,
+    ("training", "response_coef"): 0.0,
+    ("training", "anchor_coef"): 0.0,
 })})
 
 

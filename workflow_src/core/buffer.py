@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from . import sampler, surrogate
@@ -70,3 +71,22 @@ def candidates(scm: SCMArrays) -> jnp.ndarray:
 
 def fit_surrogate(scm: SCMArrays, buffer: Buffer) -> surrogate.Surrogate:
     return surrogate.fit(buffer.values, buffer.sample_mask, candidates(scm), scm.target)
+
+
+def random_buffer(scm: SCMArrays, key, n_obs: int, n_interventions: int, k) -> Buffer:
+    """``n_obs`` observational samples, then ``k`` (traced, at most ``n_interventions``) interventions on a
+    uniformly random intervenable variable at a uniform value of its range; the rows after them empty."""
+    k_obs, k_var, k_val, k_noise = jax.random.split(key, 4)
+    n_vars = scm.bias.shape[0]
+    buffer = initial_buffer(scm, k_obs, n_obs, n_obs + n_interventions)
+    allowed = jnp.where(scm.intervenable, 0.0, -jnp.inf)
+    variable = jax.vmap(sampler.per_variable_categorical, (0, None))(jax.random.split(k_var, n_interventions),
+                                                                     allowed)
+    value = scm.lo[variable] + jax.random.uniform(k_val, (n_interventions,)) * (scm.hi - scm.lo)[variable]
+    x = sampler.execute(scm, sampler.per_variable_normal(k_noise, (n_interventions,), n_vars), variable, value)
+    filled = jnp.arange(n_interventions) < k
+    rows = n_obs + jnp.arange(n_interventions)
+    set_here = filled[:, None] & (jnp.arange(n_vars) == variable[:, None])
+    return Buffer(values=buffer.values.at[rows].set(jnp.where(filled[:, None], shown(scm, x), 0.0)),
+                  intervened=buffer.intervened.at[rows].set(set_here),
+                  sample_mask=buffer.sample_mask.at[rows].set(filled))

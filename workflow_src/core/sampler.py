@@ -67,6 +67,14 @@ def intervene(scm: SCMArrays, x_obs: jnp.ndarray, variable: jnp.ndarray, value: 
     return _sweep(scm, update, jnp.where(fixed, value, x_obs))
 
 
+def execute(scm: SCMArrays, noise, variable, value):
+    """Samples (k, N) of the interventions ``do(X_variable[g] = value[g])`` under standard-normal ``noise``:
+    (N,), one draw common to every action, or (k, N), one per action."""
+    x_obs = from_noise(scm, noise)
+    x_obs = jnp.broadcast_to(x_obs, variable.shape + x_obs.shape[-1:])
+    return jax.vmap(intervene, (None, 0, 0, 0))(scm, x_obs, variable, value)
+
+
 def sample_observational(scm: SCMArrays, key: jax.Array, n: int) -> jnp.ndarray:
     """``n`` observational samples, padding-invariant (``per_variable_normal``)."""
     return from_noise(scm, per_variable_normal(key, (n,), scm.bias.shape[-1]))

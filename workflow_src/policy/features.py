@@ -33,6 +33,8 @@ DATA_AMOUNT_SCALE = 4.0  # log1p(samples) / this: the amount of data, about 1 fo
 SPREAD_CLIP = 10.0  # reach and offset of a variable's range in units of its observed spread
 PRIOR_VALUE_SCALE = 3.0  # initial pull of the value towards the prior's better range end: tanh(3) = 0.995
 LOG_EI_FLOOR = -20.0  # log EI below this (no improvement expected) counts as this
+# channels of ``Observation.sample_features`` (the order of ``observe``'s stack) that the response model reads
+Y_CHANNEL, SCALED_CHANNEL, SET_CHANNEL = 1, 3, 4
 assert (response_gp.GRID - 1) % (CURVE_POINTS - 1) == 0  # the curve inputs are points of the prior's grid
 
 
@@ -201,6 +203,8 @@ def observe(scm: Problem, buffer: Buffer, surrogate: Surrogate, bandit_features:
         heuristic = response_gp_prior(scm, grid_mu, grid)
     elif prior == "response_gp_ei":
         heuristic = response_gp_ei_prior(scm, gp)
+    elif prior == "amortized_ei":  # the network computes it from its response model
+        heuristic = jnp.zeros((z.shape[1], 2), z.dtype)
     else:
         heuristic = jnp.where(scm.intervenable[:, None], prior_predictions(prior, marginal, count, interventional),
                               0.0)

@@ -9,10 +9,14 @@ trained on small graphs runs on any graph.
 
 With a ``prior`` the network is a residual on a heuristic (``features``): its logits and values are added to
 the heuristic's choice made soft, so training starts from the heuristic and learns where to depart from it;
-with ``response_gp_ei`` it learns when to stop exploring. Its action distribution is ``distribution``'s.
+with ``response_gp_ei`` it learns when to stop exploring. With ``response_model`` an amortized response model
+(``response_model``) sits beside it, with parameters of its own: its expected improvement is the
+``amortized_ei`` prior and the ``amortized_ei`` evaluation mode. Its action distribution is ``distribution``'s.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -22,8 +26,9 @@ from ..core.buffer import Buffer
 from ..core.problem import Problem
 from ..core.surrogate import Surrogate
 from . import checkpoint
-from .features import PRIOR_VALUE_SCALE, Observation, observe
-from .sample_pooling import pooled_embedding
+from .features import PRIOR_VALUE_SCALE, Observation, observe, position_u
+from .layers import LayerNorm, SampleEmbedding, VariableBlock
+from .response_model import ResponseModel, acquisition
 from .spec import (
     GP_PRIORS,
     SAMPLE_CHANNELS,
@@ -36,60 +41,16 @@ EFFECT_LOGIT_SCALE = 10.0  # initial logit per unit of predicted normalized impr
 EFFECT_VALUE_SCALE = 5.0  # initial pull of the value towards the better range end
 PRIOR_LOGIT_SCALE = 30.0  # initial logit per unit of the prior's predicted fall of Y (in Y's observed spread)
 PRIOR_VALUE_GAIN = 10.0  # how sharply the pull turns with the difference between the two ends' predictions
-EI_LOGIT_SCALE = 10.0  # initial logit per unit of log expected improvement (response_gp_ei)
+EI_LOGIT_SCALE = 10.0  # initial logit per unit of log expected improvement (response_gp_ei, amortized_ei)
+EI_PRIORS = ("response_gp_ei", "amortized_ei")
 
 
-class SampleEmbedding(nn.Module):
-    """A dense layer with GELU on every (sample, variable), pooled over the samples: ``(mean, max)``."""
+class PolicyOutputs(NamedTuple):
+    """What the network gives for one observation; the optional parts are None where its settings leave them out."""
 
-    features: int
-
-    @nn.compact
-    def __call__(self, sample_features, sample_mask):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (sample_features.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return pooled_embedding(sample_features, sample_mask, kernel, bias)
-
-
-class LayerNorm(nn.Module):
-    """Flax's ``nn.LayerNorm`` (the same parameters, names and epsilon) written as the plain formula, whose
-    gradient XLA's CPU backend computes about 2.5 times faster than Flax's (measured at (400, 20, 32): 4.0
-    vs 1.5 ms forward and backward)."""
-
-    epsilon: float = 1e-6
-
-    @nn.compact
-    def __call__(self, x):
-        scale = self.param("scale", nn.initializers.ones_init(), x.shape[-1:])
-        bias = self.param("bias", nn.initializers.zeros_init(), x.shape[-1:])
-        centered = x - x.mean(-1, keepdims=True)
-        return centered * jax.lax.rsqrt((centered**2).mean(-1, keepdims=True) + self.epsilon) * scale + bias
-
-
-def head_major_attention(query, key, value, mask=None):
-    """Flax's dot-product attention (no dropout), its value product computed head by head: ``(h, k, d)``
-    values, ``(h, q, d)`` outputs. The same numbers; XLA's CPU backend runs Flax's ``...hqk,...khd->...qhd``
-    layout as a slow strided loop (measured on a 64-variable evaluation: 1.7 of 5.4 s)."""
-    weights = nn.dot_product_attention_weights(query, key, mask=mask)  # (..., h, q, k)
-    per_head = jnp.einsum("...hqk,...hkd->...hqd", weights, jnp.swapaxes(value, -3, -2))
-    return jnp.swapaxes(per_head, -3, -2)
-
-
-class VariableBlock(nn.Module):
-    """Pre-norm transformer block across variables."""
-
-    hidden_dim: int
-    n_heads: int
-
-    @nn.compact
-    def __call__(self, h, mask):
-        attn_mask = nn.make_attention_mask(mask, mask)
-        attention = nn.MultiHeadDotProductAttention(num_heads=self.n_heads, qkv_features=self.hidden_dim,
-                                                    attention_fn=head_major_attention)
-        a = attention(LayerNorm()(h), mask=attn_mask)
-        h = h + a
-        m = nn.Dense(2 * self.hidden_dim)(LayerNorm()(h))
-        return h + nn.Dense(self.hidden_dim)(nn.gelu(m))
+    logits: jnp.ndarray  # (N,) of choosing each variable (masked ones at ``NEG_INF``)
+    mu: jnp.ndarray  # (N,) the mean pre-squash value of each
+    effect: jnp.ndarray | None = None  # (N, 2) the effect head's predictions at both range ends
 
 
 class PermutationInvariantPolicy(nn.Module):
@@ -101,9 +62,13 @@ class PermutationInvariantPolicy(nn.Module):
     prior: str = "none"
     curve_features: bool = False  # no parameters: which inputs ``observe`` builds for this network
     budget_feature: bool = False  # no parameters: which inputs ``observe`` builds for this network
+    # an amortized response model beside the network, with parameters of its own (``params["response_model"]``,
+    # ``policy_inputs``): it adds nothing to the network's own layers
+    response_model: bool = False
 
     @nn.compact
-    def __call__(self, obs: Observation):
+    def __call__(self, obs: Observation) -> PolicyOutputs:
+        heuristic = obs.heuristic
         # one layer per (sample, variable): the costliest tensor, so the depth comes after pooling
         mean, peak = SampleEmbedding(self.hidden_dim)(obs.sample_features, obs.sample_mask)  # (N, H) each
         h = jnp.concatenate([mean, peak, obs.variable_features], -1)
@@ -118,20 +83,21 @@ class PermutationInvariantPolicy(nn.Module):
             # a residual policy: the network's logits and values are added to the heuristic's choice,
             # made soft — a variable's logit grows as its better end's predicted Y falls, its value leans to
             # that end — with learned scales, so training starts from the heuristic and improves on it
-            initial_logit_scale = EI_LOGIT_SCALE if self.prior == "response_gp_ei" else PRIOR_LOGIT_SCALE
+            initial_logit_scale = EI_LOGIT_SCALE if self.prior in EI_PRIORS else PRIOR_LOGIT_SCALE
             logit_scale = self.param("prior_logit_scale", nn.initializers.constant(initial_logit_scale), ())
             value_scale = self.param("prior_value_scale", nn.initializers.constant(PRIOR_VALUE_SCALE), ())
-            if self.prior in GP_PRIORS:
+            if self.prior in GP_PRIORS or self.prior == "amortized_ei":
                 # the lowest predicted Y anywhere in the range (response_gp) or the log of the highest expected
-                # improvement (response_gp_ei), and the value where it is (at the initial scale, the network's
-                # own value head at 0 puts the value on that grid point)
-                score, best_u = obs.heuristic[:, 0], obs.heuristic[:, 1]
-                logits = logits + logit_scale * (score if self.prior == "response_gp_ei" else -score)
+                # improvement (response_gp_ei, amortized_ei), and the value where it is (at the initial scale,
+                # the network's own value head at 0 puts the value on that grid point)
+                score, best_u = heuristic[:, 0], heuristic[:, 1]
+                logits = logits + logit_scale * (score if self.prior in EI_PRIORS else -score)
                 mu = mu + value_scale * best_u / PRIOR_VALUE_SCALE
             else:
-                lo, hi = obs.heuristic[:, 0], obs.heuristic[:, 1]
+                lo, hi = heuristic[:, 0], heuristic[:, 1]
                 logits = logits - logit_scale * jnp.minimum(lo, hi)
                 mu = mu + value_scale * jnp.tanh(PRIOR_VALUE_GAIN * (lo - hi))
+        effect = None
         if self.effect_head:
             # each variable's predicted normalized improvement at its two range ends (trained against the
             # exact values by the auxiliary loss) guides the choice: the variable's logit grows with its
@@ -141,8 +107,7 @@ class PermutationInvariantPolicy(nn.Module):
             value_scale = self.param("effect_value_scale", nn.initializers.constant(EFFECT_VALUE_SCALE), ())
             logits = logits + logit_scale * effect.max(-1)
             mu = mu + value_scale * (effect[:, 1] - effect[:, 0])
-            return jnp.where(allowed, logits, NEG_INF), mu, effect
-        return jnp.where(allowed, logits, NEG_INF), mu
+        return PolicyOutputs(jnp.where(allowed, logits, NEG_INF), mu, effect)
 
 
 def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
@@ -151,19 +116,56 @@ def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
         hidden_dim=policy_config["hidden_dim"], n_heads=policy_config["n_heads"], n_layers=policy_config["n_layers"],
         bandit_features=policy_config["bandit_features"], effect_head=policy_config["effect_head"],
         prior=policy_config["prior"], curve_features=policy_config["curve_features"],
-        budget_feature=policy_config["budget_feature"],
+        budget_feature=policy_config["budget_feature"], response_model=policy_config["response_model"],
     )
 
 
 def policy_observation(policy: PermutationInvariantPolicy, scm: Problem, buffer: Buffer, fit: Surrogate):
-    """The observation ``policy`` was built for."""
+    """The observation ``policy`` was built for, without what its response model adds (``policy_inputs``)."""
     return observe(scm, buffer, fit, policy.bandit_features, policy.prior, policy.curve_features,
                    policy.budget_feature)
 
 
+def response_model_of(policy: PermutationInvariantPolicy) -> ResponseModel:
+    return ResponseModel(policy.hidden_dim, policy.n_heads, policy.n_layers)
+
+
+def response_acquisition(policy: PermutationInvariantPolicy, params, obs: Observation) -> jnp.ndarray:
+    """(N, 2) the response model's expected improvement per variable (``response_model.acquisition``): the log of
+    its best value and the position in the range where it is. A constant of the policy's loss (stop_gradient):
+    the model learns from the simulator's truth alone."""
+    model, variables = response_model_of(policy), {"params": params["params"]["response_model"]}
+    return jax.lax.stop_gradient(acquisition(lambda u: model.apply(variables, obs, u), obs))
+
+
+def policy_inputs(policy: PermutationInvariantPolicy, params, scm: Problem, buffer: Buffer, fit: Surrogate):
+    """What the network reads: its observation, and with the ``amortized_ei`` prior the response model's
+    acquisition as its heuristic (the log of the best expected improvement and the ``u`` of where it is)."""
+    obs = policy_observation(policy, scm, buffer, fit)
+    if policy.prior != "amortized_ei":
+        return obs
+    found = response_acquisition(policy, params, obs)
+    return obs._replace(heuristic=jnp.where(scm.intervenable[:, None],
+                                            jnp.stack([found[:, 0], position_u(found[:, 1])], -1), 0.0))
+
+
+def anchor_outputs(obs: Observation) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``(logits, mu)`` of the starting acquisition alone (prior ``amortized_ei``, the network's own heads at 0):
+    what the KL anchor pulls the policy towards."""
+    allowed = obs.action_mask & obs.node_mask
+    return jnp.where(allowed, EI_LOGIT_SCALE * obs.heuristic[:, 0], NEG_INF), obs.heuristic[:, 1]
+
+
 def act_outputs(policy: PermutationInvariantPolicy, params, obs: Observation):
-    """``(logits, mu)`` of the policy, whether or not it has the auxiliary effect head."""
-    return policy.apply(params, obs)[:2]
+    """``(logits, mu)`` of the policy, whatever optional outputs it has."""
+    out = policy.apply(params, obs)
+    return out.logits, out.mu
+
+
+def response_predictions(policy: PermutationInvariantPolicy, params, obs: Observation, points: jnp.ndarray):
+    """The response model's (mean, sd) (N, P) at positions ``points`` (N, P), from its own parameters alone (the
+    policy's part of the network is not run)."""
+    return response_model_of(policy).apply({"params": params["params"]["response_model"]}, obs, points)
 
 
 def check_params(policy: PermutationInvariantPolicy, params, source: str) -> None:
@@ -182,4 +184,9 @@ def init_params(policy: PermutationInvariantPolicy, key, n_vars: int = 3, n_samp
         action_mask=jnp.ones(n_vars, bool),
         heuristic=jnp.zeros((n_vars, 2)),
     )
-    return policy.init(key, obs)
+    params = policy.init(key, obs)
+    if policy.response_model:
+        points = jnp.zeros((n_vars, 2))
+        model = response_model_of(policy).init(jax.random.fold_in(key, 1), obs, points)
+        params = {"params": {**params["params"], "response_model": model["params"]}}
+    return params

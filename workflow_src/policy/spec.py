@@ -14,8 +14,8 @@ POLICY_NAMES = ("simple_permutation_invariant",)
 POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head", "prior")
 # settings added later, recorded in a checkpoint only when on: a network without them has the record (and the
 # program-store identity) it had before they existed
-OPTIONAL_KEYS = ("curve_features", "budget_feature")
-PRIORS = ("none", "marginal_regression", "interventional_regression", "response_gp", "response_gp_ei")
+OPTIONAL_KEYS = ("curve_features", "budget_feature", "response_model")
+PRIORS = ("none", "marginal_regression", "interventional_regression", "response_gp", "response_gp_ei", "amortized_ei")
 GP_PRIORS = ("response_gp", "response_gp_ei")  # priors read from the response-curve GP's posterior
 SAMPLE_CHANNELS = 7
 BASE_VARIABLE_CHANNELS = 9
@@ -38,6 +38,8 @@ def architecture(policy_config: dict) -> dict:
     layout = {"curve_features": True, "curve_points": CURVE_POINTS} if curves else {}
     if budget:
         layout["budget_feature"] = True
+    if policy_config["response_model"]:
+        layout["response_model"] = True
     return {**settings, **layout, "sample_channels": SAMPLE_CHANNELS,
             "variable_channels": variable_channels(policy_config["bandit_features"], curves, budget)}
 
@@ -48,6 +50,8 @@ def check_policy_config(policy_config: dict) -> None:
         raise ValueError(f"unknown policy {policy_config['name']!r}")
     if policy_config["prior"] not in PRIORS:
         raise ValueError(f"unknown prior {policy_config['prior']!r} (one of {', '.join(PRIORS)})")
+    if policy_config["prior"] == "amortized_ei" and not policy_config["response_model"]:
+        raise ValueError("prior amortized_ei needs the response model (policy.response_model: true)")
 
 
 def policy_config_of(arch) -> dict:

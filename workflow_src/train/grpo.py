@@ -23,10 +23,11 @@ import optax
 
 from ..core import sampler
 from ..core.buffer import Buffer, fit_surrogate
+from ..core.response_scoring import ResponseStats, grid_points, response_loss
 from ..core.scm import SCMArrays
 from ..core.step_metrics import step_metrics
 from ..policy.distribution import categorical_entropy, squash
-from ..policy.network import init_params
+from ..policy.network import anchor_outputs, init_params, response_predictions
 from .rollout import Batch, GRPOSettings, Transition, group_log_prob, per_step, play_batch
 
 EFFECT_TARGET_FLOOR = 1.0
@@ -55,6 +56,8 @@ class EpisodeStats(NamedTuple):
     f1: jnp.ndarray
     loss: jnp.ndarray
     effect_loss: jnp.ndarray
+    response_nll: jnp.ndarray  # the response model's loss on the episode's states (0 without it)
+    response_rmse: jnp.ndarray
     grad_norm: jnp.ndarray
 
 
@@ -78,33 +81,63 @@ def exact_effects(scm: SCMArrays) -> jnp.ndarray:
     return jnp.where(scm.intervenable[:, None], effect, 0.0)
 
 
+class Auxiliary(NamedTuple):
+    """The supervised parts of one episode's loss, logged beside it (0 where off)."""
+
+    effect: jnp.ndarray  # the effect head's squared error
+    response: ResponseStats  # the response model's NLL and RMSE on the states acted from
+
+
+def anchor_kl(logits, mu, obs, fixed_std: float) -> jnp.ndarray:
+    """KL(policy || starting acquisition) in one state: over the variable, plus the expected KL of the value's
+    Gaussians (the same spread, so half the squared gap of their means over the variance)."""
+    anchor_logits, anchor_mu = anchor_outputs(obs)
+    p = jax.nn.softmax(logits)
+    log_ratio = jax.nn.log_softmax(logits) - jax.nn.log_softmax(anchor_logits)
+    value_kl = 0.5 * ((mu - anchor_mu) / fixed_std) ** 2
+    return (p * jnp.where(p > 0, log_ratio + value_kl, 0.0)).sum(-1)
+
+
 def grpo_loss(settings: GRPOSettings, policy, params, scm: SCMArrays, tr: Transition):
-    """The loss of one episode's transitions ``per_state`` and the effect head's error (0 without it): the
-    clipped policy-gradient objective, an entropy bonus, the k3 estimate of KL(behaviour || current) and the
-    effect head's squared error, each by its coefficient."""
+    """The loss of one episode's transitions ``per_state`` and its ``Auxiliary`` parts: the clipped
+    policy-gradient objective, an entropy bonus, the k3 estimate of KL(behaviour || current), the KL to the
+    starting acquisition, the effect head's squared error and the response model's NLL on the states, each by
+    its coefficient."""
     s = settings
     outputs = jax.vmap(policy.apply, (None, 0))(params, tr.obs)
-    logits, mu = outputs[:2]
+    logits, mu = outputs.logits, outputs.mu
     logp = jax.vmap(group_log_prob, (0, 0, None, 0, 0, None))(logits, mu, scm, tr.variable, tr.u, s.fixed_std)
     objective = clipped_objective(logp, tr.log_prob, tr.advantage, s.clip_eps)
     entropy = jax.vmap(categorical_entropy)(logits).mean()
     log_ratio = logp - tr.log_prob
     kl = (jnp.exp(log_ratio) - 1.0 - log_ratio).mean()
-    aux = jnp.zeros(())
+    loss = -objective - s.entropy_coef * entropy + s.kl_coef * kl
+    effect = jnp.zeros(())
     if s.effect_coef:
         mask = scm.intervenable[:, None]  # padded variables are never intervenable
-        error = jnp.where(mask, outputs[2] - exact_effects(scm), 0.0)
-        aux = (error**2).sum((-1, -2)).mean() / jnp.maximum(mask.sum() * 2, 1)
-    return -objective - s.entropy_coef * entropy + s.kl_coef * kl + s.effect_coef * aux, aux
+        error = jnp.where(mask, outputs.effect - exact_effects(scm), 0.0)
+        effect = (error**2).sum((-1, -2)).mean() / jnp.maximum(mask.sum() * 2, 1)
+        loss = loss + s.effect_coef * effect
+    response = ResponseStats(jnp.zeros(()), jnp.zeros(()))
+    if s.response_coef:
+        points = grid_points(scm.bias.shape[0])
+        per_state = jax.vmap(lambda obs, target: response_loss(
+            response_predictions(policy, params, obs, points), target, scm.intervenable))(tr.obs, tr.response_target)
+        response = jax.tree.map(jnp.mean, per_state)
+        loss = loss + s.response_coef * response.nll
+    if s.anchor_coef:
+        loss = loss + s.anchor_coef * jax.vmap(anchor_kl, (0, 0, 0, None))(logits, mu, tr.obs, s.fixed_std).mean()
+    return loss, Auxiliary(effect, response)
 
 
 def batch_loss(settings: GRPOSettings, policy, params, scms: SCMArrays, tr: Transition):
-    """``grpo_loss`` averaged over the SCMs of a batch (and their effect errors, per SCM)."""
+    """``grpo_loss`` averaged over the SCMs of a batch (and its ``Auxiliary`` parts, per SCM)."""
     losses, aux = jax.vmap(functools.partial(grpo_loss, settings, policy), (None, 0, 0))(params, scms, tr)
     return losses.mean(), aux
 
 
-def episode_stats(scm: SCMArrays, buffer: Buffer, tr: Transition, executed, loss, aux, grad_norm) -> EpisodeStats:
+def episode_stats(scm: SCMArrays, buffer: Buffer, tr: Transition, executed, loss, aux: Auxiliary,
+                  grad_norm) -> EpisodeStats:
     """One episode's statistics (transitions ``per_state``): its mean rewards, and the normalized improvement,
     parent rate and range utilization of its executed actions, the surrogate's F1 on its buffer, with the
     update's loss."""
@@ -119,7 +152,8 @@ def episode_stats(scm: SCMArrays, buffer: Buffer, tr: Transition, executed, loss
         parent_rate=metrics.is_parent.mean(),
         range_utilization=metrics.range_utilization.mean(),
         f1=metrics.f1,
-        loss=loss, effect_loss=aux, grad_norm=grad_norm,
+        loss=loss, effect_loss=aux.effect, response_nll=aux.response.nll, response_rmse=aux.response.rmse,
+        grad_norm=grad_norm,
     )
 
 
@@ -148,7 +182,8 @@ def learn(settings: GRPOSettings, policy, optimizer: optax.GradientTransformatio
 
     state, (losses, aux, grad_norms) = jax.lax.scan(update, state, None, length=settings.update_epochs)
     stats = jax.vmap(episode_stats, (0, 0, 0, 0, None, 0, None))(
-        batch.scms, batch.buffers, batch.transitions, batch.executed, losses[0], aux[0], grad_norms[0])
+        batch.scms, batch.buffers, batch.transitions, batch.executed, losses[0], jax.tree.map(lambda a: a[0], aux),
+        grad_norms[0])
     return state, stats, step_detail(batch.scms, batch.transitions)
 
 

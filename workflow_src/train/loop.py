@@ -42,6 +42,7 @@ from ..suites.suite_io import load_suite
 from ..tables import TRAIN_LOG_SCHEMA, write_table
 from . import curriculum
 from .grpo import TrainState, initial_state, make_optimizer, make_train_update
+from .response import pretrain_response
 from .resume import data_hash, keep_another_seeds_finished_run, try_resume
 from .rollout import GRPOSettings
 
@@ -126,7 +127,7 @@ def sigterm_flag():
             signal.signal(signal.SIGTERM, previous)
 
 
-def _header(ctx: dict, episode: int, cur: dict, best: dict, metrics: dict) -> dict:
+def _header(ctx: dict, episode: int, cur: dict, best: dict, metrics: dict, pretrain: dict) -> dict:
     return {
         "architecture": ctx["architecture"],
         "config_name": ctx["name"],
@@ -142,6 +143,7 @@ def _header(ctx: dict, episode: int, cur: dict, best: dict, metrics: dict) -> di
         "best": best,
         "package_version": package_version(),
         "git_commit": git_commit(),
+        **({"response_pretrain": pretrain} if pretrain else {}),
     }
 
 
@@ -170,6 +172,7 @@ class _Progress:
     cur: dict
     best: dict
     rows: list
+    pretrain: dict  # the response model's supervised steps before the updates: their count, last loss, seconds
 
 
 @functools.lru_cache(maxsize=4)
@@ -207,13 +210,18 @@ def _start(run: _Run, state: TrainState, paths: TrainPaths, say) -> _Progress:
     resumed = try_resume(paths, run.ctx, state, say)
     if resumed:
         header, state, rows = resumed
-        return _Progress(state, header["episode"], header["curriculum"], header["best"], rows)
+        return _Progress(state, header["episode"], header["curriculum"], header["best"], rows,
+                         header.get("response_pretrain", {}))
     paths.clear()  # files of an earlier run with another config must not leak into this one
-    return _Progress(state, 0, curriculum.initial_state(), {"score": None, "smoothed": None, "episode": None}, [])
+    params, pretrain = pretrain_response(run.spec, run.seed, run.pools.stacked, run.pools.level_bucket, state.params,
+                                         say)
+    state = state._replace(params=params)
+    return _Progress(state, 0, curriculum.initial_state(), {"score": None, "smoothed": None, "episode": None}, [],
+                     pretrain)
 
 
 def _save(run: _Run, progress: _Progress, paths: TrainPaths, which: str, episode: int, metrics: dict) -> None:
-    header = _header(run.ctx, episode, progress.cur, progress.best, metrics)
+    header = _header(run.ctx, episode, progress.cur, progress.best, metrics, progress.pretrain)
     checkpoint.save(paths.ckpt(which), header, progress.state)
 
 

@@ -22,10 +22,11 @@ import jax.numpy as jnp
 from ..core import sampler
 from ..core.buffer import Buffer, append, fit_surrogate, initial_buffer
 from ..core.problem import problem_of
+from ..core.response_scoring import grid_points, response_targets
 from ..core.scm import SCMArrays
 from ..policy.distribution import log_prob, sample_actions, squash
 from ..policy.features import Observation
-from ..policy.network import act_outputs, policy_observation
+from ..policy.network import act_outputs, policy_inputs
 
 
 class GRPOSettings(NamedTuple):
@@ -45,6 +46,8 @@ class GRPOSettings(NamedTuple):
     best_weight: float
     effect_coef: float
     advantage_std_floor: float  # added to a group's std of returns (training.advantage_std_floor, README)
+    response_coef: float  # weight of the response model's loss on the episodes' states (``response``)
+    anchor_coef: float  # weight of KL(policy || the starting acquisition)
 
     @classmethod
     def from_experiment(cls, exp: dict) -> GRPOSettings:
@@ -55,7 +58,8 @@ class GRPOSettings(NamedTuple):
             kl_coef=t["kl_coef"], update_epochs=t["update_epochs"], reward_target=r["target"],
             reward_parent=r["parent"], reward_info_gain=r["info_gain"], credit=t["credit"],
             exact_reward=r["exact"], best_weight=r["best_so_far"], effect_coef=t["effect_coef"],
-            advantage_std_floor=t["advantage_std_floor"],
+            advantage_std_floor=t["advantage_std_floor"], response_coef=t["response_coef"],
+            anchor_coef=t["anchor_coef"],
         )
 
 class Transition(NamedTuple):
@@ -67,6 +71,7 @@ class Transition(NamedTuple):
     """
 
     obs: Observation  # (T, S, ...)
+    response_target: jnp.ndarray  # (T, S, N, P) the truth the response model is trained on (P = 0: no loss)
     variable: jnp.ndarray  # (T, G)
     u: jnp.ndarray  # (T, G) pre-squash values
     log_prob: jnp.ndarray  # (T, G) under the behaviour policy
@@ -82,6 +87,7 @@ class StepOutcome(NamedTuple):
     """One environment step (``env_step``): the state seen and k actions from it, executed and scored."""
 
     obs: Observation
+    response_target: jnp.ndarray  # (N, P) ``response.response_targets`` of the state (P = 0 without the loss)
     variable: jnp.ndarray  # (k,)
     u: jnp.ndarray  # (k,)
     log_prob: jnp.ndarray  # (k,)
@@ -101,14 +107,6 @@ class Episode(NamedTuple):
     buffer: Buffer
     transitions: Transition
     executed: tuple
-
-
-def execute(scm: SCMArrays, noise, variable, value):
-    """Samples (k, N) of the interventions ``do(X_variable[g] = value[g])`` under standard-normal ``noise``:
-    (N,), one draw common to every action, or (k, N), one per action."""
-    x_obs = sampler.from_noise(scm, noise)
-    x_obs = jnp.broadcast_to(x_obs, variable.shape + x_obs.shape[-1:])
-    return jax.vmap(sampler.intervene, (None, 0, 0, 0))(scm, x_obs, variable, value)
 
 
 def group_advantages(reward: jnp.ndarray, axis: int, std_floor: float) -> jnp.ndarray:
@@ -158,18 +156,22 @@ def env_step(settings: GRPOSettings, policy, params, scm: SCMArrays, buffer: Buf
     outcome (``settings.exact_reward``), normalized per SCM."""
     s = settings
     fit = fit_surrogate(scm, buffer)
-    obs = policy_observation(policy, problem_of(scm), buffer, fit)  # the policy sees the problem, not the truth
+    obs = policy_inputs(policy, params, problem_of(scm), buffer, fit)  # the problem, not the truth
     logits, mu = act_outputs(policy, params, obs)
     variable, u = sample_actions(key, logits, mu, s.fixed_std, n_actions)
     value = squash(scm, variable, u)
-    x = execute(scm, noise, variable, value)
+    x = sampler.execute(scm, noise, variable, value)
     exact = sampler.norm_improvement(scm, sampler.expected_target(scm, variable, value))
     r_target = exact if s.exact_reward else sampler.norm_improvement(scm, x[..., scm.target])
     r_parent = scm.parents[variable].astype(jnp.float32)
     # one surrogate refit per action: only when its reward counts
     r_info = info_gain(scm, buffer, fit, row, x, variable) if s.reward_info_gain else jnp.zeros_like(r_target)
+    n_vars = scm.bias.shape[0]
+    response_target = (response_targets(scm, buffer, grid_points(n_vars)) if s.response_coef
+                       else jnp.zeros((n_vars, 0)))
     return StepOutcome(
-        obs=obs, variable=variable, u=u, log_prob=group_log_prob(logits, mu, scm, variable, u, s.fixed_std), x=x,
+        obs=obs, response_target=response_target, variable=variable, u=u,
+        log_prob=group_log_prob(logits, mu, scm, variable, u, s.fixed_std), x=x,
         reward=step_reward(s, r_target, r_parent, r_info), reward_target=r_target, reward_parent=r_parent,
         reward_info_gain=r_info, norm_improvement=exact,
     )
@@ -200,7 +202,8 @@ def play_steps(settings: GRPOSettings, policy, params, scm: SCMArrays, key) -> E
 
     steps = (jnp.arange(s.n_interventions), jax.random.split(key_steps, s.n_interventions))
     buffer, (out, advantage, pick) = jax.lax.scan(step, buffer, steps)
-    tr = _transitions(out._replace(obs=jax.tree.map(lambda a: a[:, None], out.obs)), advantage, pick)
+    per_state_fields = {f: jax.tree.map(lambda a: a[:, None], getattr(out, f)) for f in STATE_FIELDS}
+    tr = _transitions(out._replace(**per_state_fields), advantage, pick)
     steps = jnp.arange(s.n_interventions)
     variable, u = tr.variable[steps, pick], tr.u[steps, pick]
     return Episode(buffer, tr, (variable, squash(scm, variable, u)))
@@ -225,7 +228,7 @@ def play_trajectories(settings: GRPOSettings, policy, params, scm: SCMArrays, ke
         return jax.lax.scan(step, start, steps)
 
     buffers, out = jax.vmap(trajectory)(jax.random.split(key_act, s.group_size))  # (G, T), one action each
-    out = out._replace(**{f: getattr(out, f)[..., 0] for f in StepOutcome._fields if f not in ("obs", "x")})
+    out = out._replace(**{f: getattr(out, f)[..., 0] for f in StepOutcome._fields if f not in (*STATE_FIELDS, "x")})
     returns = trajectory_returns(out.reward, out.norm_improvement, s.best_weight)
     advantage = group_advantages(returns, 0, s.advantage_std_floor)
     tr = _transitions(jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out), advantage.T,
@@ -237,7 +240,8 @@ def play_trajectories(settings: GRPOSettings, policy, params, scm: SCMArrays, ke
 ROLLOUTS = {"step": play_steps, "trajectory": play_trajectories}
 
 
-_PER_ACTION = [f for f in Transition._fields if f not in ("obs", "executed")]
+STATE_FIELDS = ("obs", "response_target")  # per state acted from, not per action
+_PER_ACTION = [f for f in Transition._fields if f not in (*STATE_FIELDS, "executed")]
 
 
 def per_state(tr: Transition) -> Transition:
@@ -250,7 +254,8 @@ def per_state(tr: Transition) -> Transition:
         return jnp.swapaxes(a, 0, 1).reshape((n_states * n_steps, *a.shape[2:]))
 
     per_action = {f: states_first(getattr(tr, f).reshape(n_steps, n_states, -1)) for f in _PER_ACTION}
-    return tr._replace(obs=jax.tree.map(states_first, tr.obs), **per_action)
+    per_state_fields = {f: jax.tree.map(states_first, getattr(tr, f)) for f in STATE_FIELDS}
+    return tr._replace(**per_state_fields, **per_action)
 
 
 def per_step(tr: Transition) -> dict:

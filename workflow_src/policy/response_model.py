@@ -1,0 +1,115 @@
+"""The amortized response model: from the buffer alone, per intervenable variable ``X_i``, a predictive
+distribution (mean and standard deviation) of ``E[Y | do(X_i = v)]`` at any positions ``v`` of its range, in
+units of ``Y`` standardized over the buffer (the policy's inputs' scale). Trained by supervised learning on
+simulated SCMs against their exact response curves (``train.response``), as prior-data fitted networks are
+(PFNs4BO, Müller et al. 2023); the truth enters the loss only, never an input.
+
+The network reads the policy's ``Observation`` and nothing else:
+
+- a **trunk** as the policy's (samples embedded and pooled, then attention across variables), so what a
+  variable's curve looks like can depend on the surrogate's view of the graph and on the other variables;
+- per variable, its **samples as (position, outcome) pairs**: the samples where ``X_i`` was set and the
+  observational ones (flagged apart: they may be confounded), each embedded with the position's Fourier
+  features; samples that set another variable are left out;
+- per query position, **cross-attention** from the position (its Fourier features and the variable's trunk
+  state) to those pairs plus a learned null pair (a variable without samples), then a small head giving the
+  mean and a softplus standard deviation.
+
+``acquisition`` turns the predictions into expected improvement over a grid refined around each variable's
+best value, against the best outcome observed (``response_gp``'s incumbent, read from the same inputs).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..core.response_gp import expected_improvement
+from .features import SCALED_CHANNEL, SET_CHANNEL, Y_CHANNEL, Observation
+from .layers import LayerNorm, SampleEmbedding, VariableBlock
+
+FREQUENCIES = (0.5, 1.0, 2.0, 4.0)  # cycles per range width of the position's Fourier features
+MIN_SD = 0.01  # the smallest predicted standard deviation (standardized Y)
+ACT_GRID = 33  # positions per range where the acquisition is evaluated (ends included) ...
+ACT_REFINE = 8  # ... then this many within half a grid step of each variable's best
+LOG_EI_FLOOR = -30.0  # log of an expected improvement of (about) zero
+
+
+def fourier(position: jnp.ndarray) -> jnp.ndarray:
+    """(..., 1 + 2 F) the position itself and its sines and cosines at ``FREQUENCIES``."""
+    angle = 2.0 * jnp.pi * position[..., None] * jnp.asarray(FREQUENCIES)
+    return jnp.concatenate([position[..., None], jnp.sin(angle), jnp.cos(angle)], -1)
+
+
+def sample_pairs(obs: Observation):
+    """Per (variable, sample): the sample's position in the variable's range, its outcome, whether it set the
+    variable, whether it is observational, as (N, S, 4) features, and (N, S) which pairs count."""
+    features = jnp.swapaxes(obs.sample_features, 0, 1)  # (N, S, C)
+    position = (features[..., SCALED_CHANNEL] + 1.0) / 2.0
+    y = features[..., Y_CHANNEL]
+    set_here = features[..., SET_CHANNEL] > 0
+    observational = ~(obs.sample_features[..., SET_CHANNEL] > 0).any(1)  # (S,)
+    counts = obs.sample_mask[None, :] & (set_here | observational[None, :])
+    pairs = jnp.stack([position, y, set_here, jnp.broadcast_to(observational, y.shape)], -1).astype(y.dtype)
+    return jnp.concatenate([pairs, fourier(position)], -1), counts
+
+
+class ResponseModel(nn.Module):
+    hidden_dim: int = 32
+    n_heads: int = 4
+    n_layers: int = 2
+
+    @nn.compact
+    def __call__(self, obs: Observation, points: jnp.ndarray):
+        """Mean and standard deviation (N, P) of standardized ``E[Y | do(X_i = v)]`` at the positions ``points``
+        (N, P) of each variable's range (0 at the low end, 1 at the high end)."""
+        width = self.hidden_dim
+        mean, peak = SampleEmbedding(width)(obs.sample_features, obs.sample_mask)
+        h = jnp.concatenate([mean, peak, obs.variable_features], -1)
+        h = nn.Dense(width)(nn.gelu(nn.Dense(2 * width)(h)))
+        for _ in range(self.n_layers):
+            h = VariableBlock(width, self.n_heads)(h, obs.node_mask)
+        h = LayerNorm()(h)  # (N, H)
+
+        pairs, counts = sample_pairs(obs)
+        keys = nn.Dense(width)(nn.gelu(nn.Dense(width)(pairs)))  # (N, S, H)
+        null = self.param("null_pair", nn.initializers.normal(1.0), (width,))
+        keys = jnp.concatenate([jnp.broadcast_to(null, keys.shape[:1] + (1, width)), keys], 1)
+        counts = jnp.concatenate([jnp.ones(counts.shape[:1] + (1,), bool), counts], 1)
+        position = fourier(points)  # (N, P, F)
+        query = nn.Dense(width)(position) + nn.Dense(width)(h)[:, None, :]
+        attention = nn.MultiHeadDotProductAttention(num_heads=self.n_heads, qkv_features=width)
+        mask = jnp.broadcast_to(counts[:, None, None, :], (counts.shape[0], 1, points.shape[1], counts.shape[1]))
+        attended = attention(LayerNorm()(query), keys, mask=mask)  # (N, P, H)
+        z = jnp.concatenate([attended, query, jnp.broadcast_to(h[:, None, :], query.shape)], -1)
+        out = nn.Dense(2)(nn.gelu(nn.Dense(width)(nn.gelu(nn.Dense(width)(z)))))
+        return out[..., 0], jax.nn.softplus(out[..., 1]) + MIN_SD
+
+
+def incumbent(obs: Observation) -> jnp.ndarray:
+    """The best outcome observed, standardized: the lowest Y of an intervention, or the observational mean of Y
+    (doing nothing) when lower (as ``response_gp.incumbent``)."""
+    y = obs.sample_features[:, 0, Y_CHANNEL]  # every variable's column holds the sample's Y
+    intervention = (obs.sample_features[..., SET_CHANNEL] > 0).any(1) & obs.sample_mask
+    observational = obs.sample_mask & ~intervention
+    obs_mean = jnp.where(observational, y, 0.0).sum() / jnp.maximum(observational.sum(), 1)
+    return jnp.minimum(jnp.min(jnp.where(intervention, y, jnp.inf)), obs_mean)
+
+
+def acquisition(predict, obs: Observation) -> jnp.ndarray:
+    """(N, 2) per variable the log of its highest expected improvement (floored at ``LOG_EI_FLOOR``; the floor
+    where not intervenable) and the position in its range where it is: the best of ``ACT_GRID`` positions, then
+    of ``ACT_REFINE`` around it. ``predict(points)`` gives the model's (mean, sd) at positions (N, P)."""
+    n_vars, best_so_far = obs.node_mask.shape[0], incumbent(obs)
+    grid = jnp.linspace(0.0, 1.0, ACT_GRID)
+    ei = expected_improvement(*predict(jnp.broadcast_to(grid, (n_vars, ACT_GRID))), best_so_far)
+    best = jnp.argmax(ei, 1)
+    fine = jnp.clip(grid[best][:, None] + jnp.linspace(-0.5, 0.5, ACT_REFINE) / (ACT_GRID - 1), 0.0, 1.0)
+    positions = jnp.concatenate([grid[best][:, None], fine], 1)
+    scores = jnp.concatenate([jnp.take_along_axis(ei, best[:, None], 1), expected_improvement(*predict(fine),
+                                                                                               best_so_far)], 1)
+    pick = jnp.argmax(scores, 1)
+    score = jnp.log(jnp.maximum(jnp.take_along_axis(scores, pick[:, None], 1)[:, 0], 0.0))
+    score = jnp.where(obs.action_mask & obs.node_mask, jnp.maximum(score, LOG_EI_FLOOR), LOG_EI_FLOOR)
+    return jnp.stack([score, jnp.take_along_axis(positions, pick[:, None], 1)[:, 0]], -1)
