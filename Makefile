@@ -30,7 +30,7 @@ run: setup
 	snakemake --cores $(CORES) results/$(CONFIG)/summary.html
 
 test: setup
-	python -m pytest -q --durations=20 $(PYTEST_ARGS)
+	python -m pytest -q -n 2 --dist loadgroup --durations=20 $(PYTEST_ARGS)
 
 test-fast: setup
 	python -m pytest -q -n 2 -m "not slow and not study and not slurm and not browser" $(PYTEST_ARGS)

@@ -199,13 +199,30 @@ def study_definition(dest: Path) -> Path:
     return dest
 
 
+def run_folder(tmp_path_factory) -> Path:
+    """The temporary folder of this test run: shared by the workers of `pytest -n N` (each has its own
+    base folder inside it), the base folder itself without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory) -> Path:
-    """The tiny study run to the summaries of its three configs, built once per test session and shared by every
+    """The tiny study run to the summaries of its three configs, built once per test run and shared by every
     test that needs a real finished study (report, plug-in, user suite, nonlinear, staleness, browser, SLURM).
-    Tests that only read it use it directly; a test that changes anything works on ``copy_study`` of it."""
-    workdir = study_definition(tmp_path_factory.mktemp("tiny_study") / "wf")
-    snakemake(workdir, *STUDY_SUMMARIES, timeout=1800)
+    Tests that only read it use it directly; a test that changes anything works on ``copy_study`` of it.
+    Under `pytest -n N` the first worker that needs it builds it while the others wait on a file lock."""
+    from filelock import FileLock
+
+    folder = run_folder(tmp_path_factory) / "tiny_study"
+    folder.mkdir(exist_ok=True)
+    workdir, built = folder / "wf", folder / "built"
+    with FileLock(folder / "lock"):
+        if not built.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # a worker's failed attempt
+            study_definition(workdir)
+            snakemake(workdir, *STUDY_SUMMARIES, timeout=1800)
+            built.touch()
     assert planned_jobs(workdir, *STUDY_SUMMARIES) == {}
     return workdir
 
@@ -217,7 +234,11 @@ def copy_study(study: Path, dest: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test that needs a finished Snakemake study is a `study` test (left out by `make test-fast`)."""
+    """A test that needs a finished Snakemake study is a `study` test (left out by `make test-fast`). The SLURM
+    tests share one local cluster (a session fixture with fixed daemon ports): under `pytest -n N --dist
+    loadgroup` they run on one worker."""
     for item in items:
         if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.study)
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
