@@ -12,7 +12,8 @@
 - ``nonlinear_suites``: per level, the time (wall and CPU, oracle included) to generate ``heldout-NLnn`` and
   the share of its SCMs whose best intervention (the oracle action) is interior, the share with at least one
   interior variable (every kept SCM) and the mean share of interior variables; and ``heldout-bnlearn-head``
-  when pgmpy is installed.
+  when pgmpy is installed;
+- ``causal_bo``: a ``causal_bo`` job alone on ``heldout-NL10`` (32 SCMs) on one core, cold and warm cache.
 """
 
 from __future__ import annotations
@@ -173,7 +174,19 @@ def bench_evaluate(cfg: dict, config_path: str, suites_dir: Path, work: Path, th
     return result
 
 
-BENCHMARKS = ("suites", "train", "evaluate", "programs", "study", "nonlinear_suites")
+def bench_causal_bo(suites_dir: Path, work: Path, suite: str = "heldout-NL10") -> dict:
+    """A ``causal_bo`` job alone on one 32-SCM nonlinear held-out suite, on one core (target: 30 s), twice: the
+    first run fills the persistent compilation cache, the second reads it."""
+    result = {"suite": suite}
+    for run in ("first_s", "second_s"):
+        res = _run(_acbo("baselines", "--suite", suites_dir / f"{suite}.json", "--methods", "causal_bo",
+                         "--out", work / "causal_bo.parquet", "--threads", 1), dict(os.environ))
+        result[run] = round(res["wall_s"], 2)
+        result["peak_rss_mib"] = round(res["peak_rss_mib"], 1)
+    return result
+
+
+BENCHMARKS = ("suites", "train", "evaluate", "programs", "study", "nonlinear_suites", "causal_bo")
 STUDY_CONFIG = "debug"
 
 
@@ -202,6 +215,8 @@ def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: i
             figures["study"] = bench_study(Path.cwd(), work, STUDY_CONFIG)
         if "nonlinear_suites" in only:
             figures["nonlinear_suites"] = bench_nonlinear_suites(cfg, suites_dir)
+        if "causal_bo" in only:
+            figures["causal_bo"] = bench_causal_bo(suites_dir, work)
     figures["machine"] = {"cpus": os.cpu_count(), "threads": threads}
     for name, data in figures.items():
         if name != "machine" and name in only:

@@ -15,8 +15,9 @@ follows CBO (Aglietti et al. 2020):
   noise variance (the noise model is estimated, never assumed). Starts: every combination of
   ``START_RBF_VARS``, ``START_LENGTHSCALES`` and ``START_NOISE_VARS``; the one with the highest log marginal
   likelihood is refined by ``FIT_STEPS`` Adam steps (``FIT_LEARNING_RATE``) on the log hyperparameters,
-  held within ``BOUNDS`` (lengthscales down to 0.02 of the range); the refined values are kept where the
-  likelihood rose (a variable never set keeps ``DEFAULT``);
+  held within ``BOUNDS`` (lengthscales down to 0.02 of the range, RBF variances down to 0.01: an affine
+  curve needs none, and a floor of 0.2 kept interior values uncertain on linear SCMs); the refined values are
+  kept where the likelihood rose (a variable never set keeps ``DEFAULT``);
 - **acquisition** (``search``): expected improvement (for minimization) against the best outcome observed,
   CBO's incumbent: the lowest ``Y`` of an intervention so far (or the observational mean of ``Y``, doing
   nothing). The noise-robust alternative, the lowest posterior mean at the values tried, was measured and
@@ -53,12 +54,12 @@ GRID = 65  # values per variable, evenly spaced over each range (ends included)
 REFINE = 8  # values within half a grid step of a variable's best grid value
 INTERCEPT_VAR = 0.1  # prior variance of the prior mean's error at the observational mean of X_i
 SLOPE_VAR = 1.0  # of its slope error (standardized Y per range width, centred on the observational mean)
-START_RBF_VARS = (0.5,)
+START_RBF_VARS = (0.05, 0.5)
 START_LENGTHSCALES = (0.03, 0.08, 0.2, 0.5)  # on the range scaled to [0, 1]
 START_NOISE_VARS = (0.05, 0.3, 0.9)
 STARTS = np.array(list(itertools.product(START_RBF_VARS, START_LENGTHSCALES, START_NOISE_VARS)), np.float32)
 DEFAULT = int(np.flatnonzero(np.isclose(STARTS, (0.5, 0.2, 0.3)).all(1))[0])  # a variable without data
-BOUNDS = np.array([[0.2, 0.02, 0.01], [2.0, 0.5, 1.0]], np.float32)  # (low, high) of each hyperparameter
+BOUNDS = np.array([[0.01, 0.02, 0.01], [2.0, 0.5, 1.0]], np.float32)  # (low, high) of each hyperparameter
 FIT_STEPS = 8
 FIT_LEARNING_RATE = 0.1
 EPS = 1e-9

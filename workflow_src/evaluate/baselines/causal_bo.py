@@ -3,8 +3,8 @@
 Per intervenable variable ``X_i``, the GP posterior of ``E[Y | do(X_i = v)]`` of ``core.response_gp`` with
 its causal prior (``core.observational_prior``: a regression of Y on ``X_i`` and its adjustment set over the
 observational samples, averaged over the adjustment values, its uncertainty in the kernel), hyperparameters
-by marginal likelihood, and expected improvement against the lowest posterior mean at the values tried,
-over 65 values per range refined around each variable's best; the best (variable, value) is chosen.
+by marginal likelihood, and expected improvement against the best outcome observed (CBO's incumbent), over
+65 values per range refined around each variable's best; the best (variable, value) is chosen.
 ``gp_ei`` is the same method without the causal prior.
 
 It sees only the problem view (ranges, masks, target, the buffer's samples and the surrogate fitted on them).
