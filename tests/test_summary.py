@@ -113,6 +113,8 @@ def train_frame(config, seed, episodes=12):
             "f1": rng.uniform(0, 1, episodes),
             "loss": rng.normal(0, 1, episodes),
             "effect_loss": np.zeros(episodes),
+            "response_nll": np.zeros(episodes),
+            "response_rmse": np.zeros(episodes),
             "grad_norm": rng.uniform(0, 1, episodes),
             "learning_rate": 5e-4,
             "wall_time": np.arange(episodes) * 0.5,
