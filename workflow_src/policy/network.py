@@ -68,7 +68,6 @@ class PermutationInvariantPolicy(nn.Module):
 
     @nn.compact
     def __call__(self, obs: Observation) -> PolicyOutputs:
-        heuristic = obs.heuristic
         # one layer per (sample, variable): the costliest tensor, so the depth comes after pooling
         mean, peak = SampleEmbedding(self.hidden_dim)(obs.sample_features, obs.sample_mask)  # (N, H) each
         h = jnp.concatenate([mean, peak, obs.variable_features], -1)
@@ -90,11 +89,11 @@ class PermutationInvariantPolicy(nn.Module):
                 # the lowest predicted Y anywhere in the range (response_gp) or the log of the highest expected
                 # improvement (response_gp_ei, amortized_ei), and the value where it is (at the initial scale,
                 # the network's own value head at 0 puts the value on that grid point)
-                score, best_u = heuristic[:, 0], heuristic[:, 1]
+                score, best_u = obs.heuristic[:, 0], obs.heuristic[:, 1]
                 logits = logits + logit_scale * (score if self.prior in EI_PRIORS else -score)
                 mu = mu + value_scale * best_u / PRIOR_VALUE_SCALE
             else:
-                lo, hi = heuristic[:, 0], heuristic[:, 1]
+                lo, hi = obs.heuristic[:, 0], obs.heuristic[:, 1]
                 logits = logits - logit_scale * jnp.minimum(lo, hi)
                 mu = mu + value_scale * jnp.tanh(PRIOR_VALUE_GAIN * (lo - hi))
         effect = None
