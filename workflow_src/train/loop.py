@@ -172,7 +172,7 @@ class _Progress:
     cur: dict
     best: dict
     rows: list
-    pretrain: dict  # the response model's supervised steps before the updates: their count, last loss, seconds
+    pretrain: dict  # the response model's supervised steps before the updates: their count and last loss
 
 
 @functools.lru_cache(maxsize=4)

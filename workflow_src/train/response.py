@@ -111,7 +111,8 @@ def pretrain_schedule(level_bucket: dict, steps: int) -> list[tuple[int, int]]:
 def pretrain_response(spec: dict, seed: int, stacks: dict, level_bucket: dict, params, say) -> tuple[dict, dict]:
     """``params`` with the response model trained for ``training.response_steps`` supervised steps on random
     buffers of every level's SCMs (``stacks``: the training pool's stack per shape bucket, ``level_bucket``: each
-    level's bucket; ``pretrain_schedule``), and a summary of them for the checkpoints (empty without steps)."""
+    level's bucket; ``pretrain_schedule``), and a summary of them for the checkpoints (empty without steps; no
+    timing, as a checkpoint is a function of its config and seed)."""
     steps = spec["training"]["response_steps"]
     if not steps:
         return params, {}
@@ -130,5 +131,4 @@ def pretrain_response(spec: dict, seed: int, stacks: dict, level_bucket: dict, p
                            "(lower training.response_learning_rate)")
         say(f"response model: {done}/{steps} supervised steps ({bucket} variables), NLL {nll:.3f}, RMSE {rmse:.3f} "
             f"(standardized Y), {time.perf_counter() - t0:.0f}s")
-    summary = {"steps": steps, "nll": nll, "rmse": rmse, "seconds": round(time.perf_counter() - t0, 1)}
-    return params, summary
+    return params, {"steps": steps, "nll": nll, "rmse": rmse}
