@@ -6,6 +6,7 @@ from workflow_src.config import (
     canonical_json,
     digest,
     experiment,
+    has_response_model,
     stage_slice,
 )
 from workflow_src.paths import (
@@ -18,6 +19,7 @@ from workflow_src.paths import (
     is_train_suite,
     job_log,
     plugin_table,
+    response_quality_table,
     suite_file,
     summary_html,
     summary_inputs,
@@ -89,7 +91,13 @@ def trained_config_hash(name):
 
 def summary_inputs_of(name):
     exp = experiment(CFG, name)
-    return summary_inputs(name, exp["seeds"], exp["eval_suites"], plugins=plugin_names())
+    return summary_inputs(
+        name,
+        exp["seeds"],
+        exp["eval_suites"],
+        plugins=plugin_names(),
+        response_model=has_response_model(CFG, name),
+    )
 
 
 def plugin_names():
@@ -110,3 +118,19 @@ def plugin_tables_arg(name):
     """``--plugins FILE...`` for a config's summary, empty without plug-ins."""
     files = summary_inputs_of(name)["plugins"]
     return shlex.join(["--plugins", *files]) if files else ""
+
+
+def response_quality_arg(name):
+    """``--response-quality FILE...`` for a config's summary, empty for a config without a response model."""
+    files = summary_inputs_of(name)["response_quality"]
+    return shlex.join(["--response-quality", *files]) if files else ""
+
+
+def response_model_config(wildcards):
+    """Input function of the response quality rule: refuses a config without a response model (no such job)."""
+    if not has_response_model(CFG, wildcards.config):
+        raise ValueError(
+            f"config {wildcards.config!r} has no response model (policy.response_model: false): "
+            "no response quality table"
+        )
+    return []

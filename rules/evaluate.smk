@@ -32,6 +32,34 @@ rule evaluate:
         " > {log:q} 2>&1"
 
 
+# The response model of a checkpoint measured as a model on one suite (configs with policy.response_model only:
+# the summary of any other config does not ask for it).
+rule response_quality:
+    input:
+        response_model_config,
+        checkpoint=checkpoint_file("{config}", "{seed}", "final"),
+        suite=suite_file("{suite}"),
+    output:
+        response_quality_table("{config}", "{seed}", "{suite}"),
+    log:
+        job_log("{config}", "response_quality", "seed_{seed}", "{suite}"),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=per_attempt(1500),
+        runtime=15,
+    params:
+        spec=stage_spec("response_quality"),
+        trained=lambda wc: trained_config_hash(wc.config),
+        code=stage_code("response_quality"),
+    shell:
+        "acbo response-quality --checkpoint {input.checkpoint:q} --suite {input.suite:q} --out {output:q}"
+        " --experiment {wildcards.config:q} --seed {wildcards.seed:q} --spec {params.spec} --threads {threads}"
+        " --train-config-hash {params.trained}"
+        " > {log:q} 2>&1"
+
+
 rule baselines:
     input:
         suite=suite_file("{suite}"),

@@ -33,11 +33,12 @@ rule summary:
     params:
         spec=stage_spec("summary"),
         plugins=lambda wc: plugin_tables_arg(wc.config),
+        response=lambda wc: response_quality_arg(wc.config),
         code=stage_code("summary"),
     shell:
         "acbo summarize --experiment {wildcards.config:q} --spec {params.spec} --evals {input.evals:q}"
         " --baselines {input.baselines:q} {params.plugins} --train-logs {input.train_logs:q} --final-checkpoints {input.checkpoints:q}"
-        " --suites {input.suites:q}"
+        " --suites {input.suites:q} {params.response}"
         " --out-table {output.table:q} --out-html {output.html:q} --charts-dir {output.charts:q} > {log:q} 2>&1"
 
 

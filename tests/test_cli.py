@@ -100,12 +100,14 @@ def test_no_module_imports_from_a_later_stage():
 
 @pytest.mark.parametrize(
     "module, stages",
-    [("compile_cache.py", {"train", "evaluate", "baselines", "plugin"}),
+    [("compile_cache.py", {"train", "evaluate", "baselines", "plugin", "response_quality"}),
      # the summary reads suite files (which SCMs are linear); an edit reruns every suite, so summaries anyway
-     ("core/scm.py", {"suite", "train", "evaluate", "baselines", "plugin", "summary"}),
+     ("core/scm.py", {"suite", "train", "evaluate", "baselines", "plugin", "response_quality", "summary"}),
      ("evaluate/baselines/causal_bo.py", {"baselines"}), ("report/figures.py", {"summary"}),
-     ("evaluate/registry.py", {"evaluate", "baselines", "plugin", "summary"}),
-     ("train/grpo.py", {"train"}), ("policy/checkpoint.py", {"train", "evaluate", "baselines", "plugin", "summary"}),
+     ("evaluate/registry.py", {"evaluate", "baselines", "plugin", "response_quality", "summary"}),
+     ("train/grpo.py", {"train"}),
+     ("policy/checkpoint.py", {"train", "evaluate", "baselines", "plugin", "response_quality", "summary"}),
+     ("evaluate/response_eval.py", {"response_quality"}), ("report/response_quality.py", {"summary"}),
      ("bench.py", set())],
 )
 def test_a_stage_code_hash_changes_exactly_when_its_code_does(tmp_path, module, stages):

@@ -27,18 +27,29 @@ def expected_jobs(cfg: dict, name: str) -> dict[str, int]:
     exp = cfg["experiments"][name]
     seeds, levels, suites = exp["seeds"], exp["levels"], exp["eval_suites"]
     suite_files = {suite for lv in levels for suite in train_suites(lv, exp["train_suites"])} | set(suites)
-    return {
+    jobs = {
         "suite": len(suite_files),
         "train": len(seeds),
         "evaluate": len(seeds) * len(suites),
         "baselines": len(suites),
         "summary": 1,
     }
+    if exp["policy"]["response_model"]:  # its response model measured as a model, per checkpoint and suite
+        jobs["response_quality"] = len(seeds) * len(suites)
+    return jobs
 
 
 @pytest.mark.parametrize("name", ["debug", "quick_test", "production", "nonlinear"])
 def test_summary_plans_expected_jobs(workdir, default_config, name):
+    has_model = default_config["experiments"][name]["policy"]["response_model"]
+    assert has_model == (name in ("production", "nonlinear"))  # both kinds of config are planned here
     assert planned_jobs(workdir, f"results/{name}/summary.html") == expected_jobs(default_config, name)
+
+
+def test_a_response_quality_table_of_a_config_without_a_response_model_is_refused(workdir):
+    proc = snakemake(workdir, "results/debug/response_quality/seed_0/heldout-L01.parquet", "-n", check=False)
+    assert proc.returncode != 0
+    assert "config 'debug' has no response model" in proc.stdout + proc.stderr
 
 
 def test_training_suites_and_training_jobs_are_scheduled_first(workdir):

@@ -124,36 +124,63 @@ def run_train_cli(args) -> int:
     return 0
 
 
-def run_evaluate_cli(args) -> int:
-    protocol = stage_spec(args, "evaluate")
+def _checked_spec(args, stage: str) -> dict:
+    """The slice of a checkpoint's stage (``evaluate``, ``response-quality``), its ``--seed`` and outputs checked."""
+    spec = stage_spec(args, stage)
     if args.seed is not None:
         from .config import check_option
 
         check_option("--seed", args.seed, "seed")
     check_outputs({"--out": (args.out, "file")}, [args.checkpoint, args.suite, config_file(args)])
-    modes = methods_arg(args.methods, protocol["policy_modes"])
+    return spec
+
+
+def _load_checkpoint(args):
+    """``(policy_config, params, identity)`` of ``--checkpoint``, checked; identity: what its table records."""
     configure_jax(args.threads)
-    from .evaluate.methods import policy_methods
-    from .evaluate.run import load_policy, write_evaluation
+    from .evaluate.run import load_policy
     from .policy.checkpoint import check_config_hash
     from .provenance import file_hash
+
+    header, policy_config, params = load_policy(args.checkpoint)
+    check_config_hash(args.checkpoint, header, getattr(args, "train_config_hash", None))
+    return policy_config, params, {"config": args.experiment or header.get("config_name"),
+                                   "seed": args.seed if args.seed is not None else header.get("seed"),
+                                   "checkpoint_hash": file_hash(args.checkpoint)}
+
+
+def run_evaluate_cli(args) -> int:
+    protocol = _checked_spec(args, "evaluate")
+    modes = methods_arg(args.methods, protocol["policy_modes"])
+    policy_config, params, identity = _load_checkpoint(args)
+    from .evaluate.methods import policy_methods
+    from .evaluate.run import write_evaluation
     from .suites.suite_io import load_suite
 
     suite = load_suite(args.suite)
-    header, policy_config, params = load_policy(args.checkpoint)
-    check_config_hash(args.checkpoint, header, getattr(args, "train_config_hash", None))
     try:
         methods = policy_methods(policy_config, modes, source=str(args.checkpoint),
                                  skip_unavailable=args.methods is None)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    identity = {
-        "config": args.experiment or header.get("config_name"),
-        "seed": args.seed if args.seed is not None else header.get("seed"),
-        "checkpoint_hash": file_hash(args.checkpoint),
-    }
     jobstats.ready()
     write_evaluation(methods, params, suite, protocol, identity, args.out, "evaluation table")
+    return 0
+
+
+def run_response_quality_cli(args) -> int:
+    protocol = _checked_spec(args, "response_quality")
+    policy_config, params, identity = _load_checkpoint(args)
+    from .evaluate.response_eval import check_response_model, write_response_quality
+    from .policy.network import make_policy
+    from .suites.suite_io import load_suite
+
+    check_response_model(policy_config, args.checkpoint)
+    suite = load_suite(args.suite)
+    jobstats.ready()
+    frame = write_response_quality(make_policy(policy_config), params, suite, protocol, identity, args.out)
+    means = frame.groupby(["interventions", "model"])[["rmse", "nll", "best_improvement"]].mean()
+    print(f"wrote {args.out} ({len(frame)} rows); means per interventions and model:\n{means.round(3).to_string()}")
     return 0
 
 
@@ -201,7 +228,7 @@ def run_plugin_cli(args) -> int:
 def run_summarize_cli(args) -> int:
     from .report.inputs import load_inputs
     from .report.page import charts_dir_problem
-    from .report.pages import SUMMARY_CHARTS, write_summary_page
+    from .report.pages import OPTIONAL_CHARTS, SUMMARY_CHARTS, write_summary_page
     from .report.summarize import provenance, summarize, write_summary
 
     spec = stage_spec(args, "summary", args.experiment)
@@ -209,7 +236,7 @@ def run_summarize_cli(args) -> int:
         raise ConfigError(f"--spec is for config {spec['config']!r}, not {args.experiment!r}")
     name = spec["config"]
     files = paths.summary_inputs(name, spec["seeds"], spec["eval_suites"], args.results, args.checkpoints,
-                                 spec.get("plugins", []))
+                                 spec.get("plugins", []), spec["response_model"])
     for kind in files:  # the files a rule passes, else the standard layout under --results and --checkpoints
         files[kind] = getattr(args, f"{kind}_files", None) or files[kind]
     out_table = Path(args.out_table or paths.summary_table(name, args.results))
@@ -218,7 +245,7 @@ def run_summarize_cli(args) -> int:
     read = [*(f for kind in files.values() for f in kind), config_file(args)]
     check_outputs({"--out-table": (out_table, "file"), "--out-html": (out_html, "file"),
                    "--charts-dir": (charts_dir, "replace")}, read)
-    problem = charts_dir_problem(charts_dir, SUMMARY_CHARTS)
+    problem = charts_dir_problem(charts_dir, SUMMARY_CHARTS + OPTIONAL_CHARTS)
     if problem:
         raise UserError(f"--charts-dir {charts_dir}: {problem}")
     inputs = load_inputs(spec, files)
@@ -321,7 +348,8 @@ def add_evaluation_parsers(sub) -> None:
         p = sub.add_parser(name, help=help)
         p.add_argument("--suite", required=True, help="suite file")
         p.add_argument("--out", required=True, help="output Parquet table")
-        p.add_argument("--methods", help=methods_help)
+        if methods_help:
+            p.add_argument("--methods", help=methods_help)
         add_config(p, packaged=True)
         add_threads(p)
         p.set_defaults(func=func)
@@ -329,11 +357,14 @@ def add_evaluation_parsers(sub) -> None:
 
     ev = add_evaluation("evaluate", "evaluate a trained checkpoint on a suite",
                         "comma-separated policy modes (default from config: greedy,sampled)", run_evaluate_cli)
-    ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--experiment", help="config name recorded in the table (default: the checkpoint's)")
-    ev.add_argument("--seed", type=int, help="seed recorded in the table (default: the checkpoint's)")
-    ev.add_argument("--train-config-hash", help="refuse a checkpoint whose config_hash differs (the rule passes "
-                    "the hash of the config's training slice)")
+    rq = add_evaluation("response-quality", "measure a checkpoint's response model as a model on a suite (RMSE, "
+                        "NLL, predicted best), beside the response-curve GP", None, run_response_quality_cli)
+    for p in (ev, rq):
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--experiment", help="config name recorded in the table (default: the checkpoint's)")
+        p.add_argument("--seed", type=int, help="seed recorded in the table (default: the checkpoint's)")
+        p.add_argument("--train-config-hash", help="refuse a checkpoint whose config_hash differs (the rule passes "
+                       "the hash of the config's training slice)")
     add_evaluation("baselines", "run the non-learned baselines on a suite",
                    "comma-separated baselines (default from config)", run_baselines_cli)
     plug = sub.add_parser("plugin", help="check a plug-in method file and run it on a suite")
@@ -364,6 +395,8 @@ def add_summarize_parser(sub) -> None:
                       help=f"the final checkpoints, {inputs_help}")
     summ.add_argument("--suites", dest="suites_files", nargs="+", metavar="FILE",
                       help=f"the suite files (which SCMs are linear), {inputs_help}")
+    summ.add_argument("--response-quality", dest="response_quality_files", nargs="+", metavar="FILE",
+                      help=f"the response quality tables (configs with a response model), seed-major, {inputs_help}")
     summ.add_argument("--out-table", help=f"default {paths.summary_table('EXPERIMENT')}")
     summ.add_argument("--out-html", help=f"default {paths.summary_html('EXPERIMENT')}")
     summ.add_argument("--charts-dir", help=f"default {paths.charts_dir('EXPERIMENT')}")
@@ -426,9 +459,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # the commands that workflow rules run: their logs end with a job-stats line (read by ``make bench``)
-JOB_COMMANDS = ("suite generate", "train", "evaluate", "baselines", "summarize", "compare")
+JOB_COMMANDS = ("suite generate", "train", "evaluate", "response-quality", "baselines", "summarize", "compare")
 # the commands that run compiled programs, which Python's own Ctrl-C handling cannot stop
-INTERRUPTIBLE = ("train", "evaluate", "baselines", "plugin", "bench")
+INTERRUPTIBLE = ("train", "evaluate", "response-quality", "baselines", "plugin", "bench")
 
 
 if __name__ == "__main__":

@@ -285,11 +285,22 @@ def plugin_slice(cfg: dict, name: str) -> dict:
     return {**evaluation_keys(cfg, "plugin"), "name": name, **entry}
 
 
+def response_quality_slice(cfg: dict) -> dict:
+    """The protocol of the response model measured as a model (``evaluate.response_eval``)."""
+    return evaluation_keys(cfg, "response_quality")
+
+
+def has_response_model(cfg: dict, name: str) -> bool:
+    """Whether experiment ``name``'s policy has a response model (its checkpoints are measured as a model)."""
+    return bool(experiment(cfg, name)["policy"]["response_model"])
+
+
 def summary_slice(cfg: dict, name: str) -> dict:
     exp = experiment(cfg, name)
     ev = cfg["evaluation"]
     return {
         "config": name,
+        "response_model": exp["policy"]["response_model"],  # left out when false (``LEGACY_DEFAULTS``)
         "seeds": exp["seeds"],
         "eval_suites": exp["eval_suites"],
         **({"plugins": sorted(ev["plugins"])} if ev["plugins"] else {}),

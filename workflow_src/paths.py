@@ -119,6 +119,11 @@ def eval_table(config: str, seed, suite: str, results: str = RESULTS) -> str:
     return f"{results}/{config}/eval/seed_{seed}/{suite}.parquet"
 
 
+def response_quality_table(config: str, seed, suite: str, results: str = RESULTS) -> str:
+    """The response model of a checkpoint measured as a model on one suite (``acbo response-quality``)."""
+    return f"{results}/{config}/response_quality/seed_{seed}/{suite}.parquet"
+
+
 def baseline_table(suite: str, results: str = RESULTS) -> str:
     return f"{results}/baselines/{suite}.parquet"
 
@@ -144,10 +149,11 @@ def compare_html(results: str = RESULTS) -> str:
 
 
 def summary_inputs(config: str, seeds, suites, results: str = RESULTS, checkpoints: str = CHECKPOINTS,
-                   plugins=()) -> dict:
-    """The files a config's summary reads, per kind, in sorted seed and suite order (evaluation tables:
-    seed-major; plug-in tables: method-major), which is the order ``summarize.load_inputs`` expects them in.
-    The suite files tell which SCMs are linear (the summary pools linear and nonlinear SCMs apart)."""
+                   plugins=(), response_model: bool = False) -> dict:
+    """The files a config's summary reads, per kind, in sorted seed and suite order (evaluation and response
+    quality tables: seed-major; plug-in tables: method-major), which is the order ``summarize.load_inputs`` expects
+    them in. The suite files tell which SCMs are linear (the summary pools linear and nonlinear SCMs apart). Response
+    quality tables only where the config's policy has a response model."""
     seeds, suites = sorted(seeds), sorted(suites)
     return {
         "evals": [eval_table(config, seed, suite, results) for seed in seeds for suite in suites],
@@ -156,4 +162,6 @@ def summary_inputs(config: str, seeds, suites, results: str = RESULTS, checkpoin
         "train_logs": [train_log(config, seed, results) for seed in seeds],
         "checkpoints": [checkpoint_file(config, seed, "final", checkpoints) for seed in seeds],
         "suites": [suite_file(suite, f"{results}/suites") for suite in suites],
+        "response_quality": [response_quality_table(config, seed, suite, results) for seed in seeds for suite in suites]
+        if response_model else [],
     }

@@ -39,8 +39,9 @@ def _summary_schema(root: dict, spec: dict):
     exp = _experiment(root)
     props = {"config": NAME, "seeds": exp["seeds"], "eval_suites": exp["eval_suites"],
              "plugins": {"type": "array", "uniqueItems": True, "items": NAME},
-             **_evaluation(root, *STAGES["summary"].keys), "train_config_hash": NAME}
-    return props, ("plugins", "train_config_hash")
+             **_evaluation(root, *STAGES["summary"].keys), "train_config_hash": NAME,
+             "response_model": {"type": "boolean"}}
+    return props, ("plugins", "train_config_hash", "response_model")
 
 
 def _suite_schema(root: dict, spec: dict):
@@ -72,6 +73,9 @@ STAGES = {stage.name: stage for stage in (
           schema=lambda root, spec: ({**_evaluation(root, *PROTOCOL), "name": NAME, "file": NAME,
                                       "settings": {"type": "object"}}, ("name", "file", "settings")),
           spec_keys=PROTOCOL),
+    # the response model measured as a model, per checkpoint and held-out suite (configs with policy.response_model)
+    Stage("response_quality", ("evaluate.response_eval", "evaluate.run"), "response_quality_slice", None,
+          keys=("n_obs", "seed", "response_replicates", "response_sizes")),
     # train_config_hash may be left out of a --spec written by hand: then no checkpoint hash is compared
     Stage("summary", ("report.inputs", "report.summarize", "report.pages"), "summary_slice", "config",
           keys=("bootstrap_resamples", "bootstrap_seed"), schema=_summary_schema, unchecked=("train_config_hash",)),

@@ -81,9 +81,39 @@ TRAIN_LOG_SCHEMA = pa.schema(
 )
 
 
+# One row per (SCM, replicate, buffer size, model): the response model measured as a model beside the response-curve
+# GP (``evaluate.response_eval``). The protocol that made it (n_obs, replicates, sizes, seed, grid) is in the file's
+# schema metadata (``RESPONSE_PROTOCOL_KEY``).
+RESPONSE_QUALITY_SCHEMA = pa.schema(
+    [
+        # identity
+        pa.field("config", pa.string()),
+        pa.field("seed", pa.int32()),
+        pa.field("suite", pa.string(), nullable=False),
+        pa.field("scm_id", pa.string(), nullable=False),
+        pa.field("family", pa.string(), nullable=False),
+        pa.field("level", pa.int16(), nullable=False),
+        pa.field("replicate", pa.int32(), nullable=False),  # buffers of one replicate are nested over the sizes
+        pa.field("interventions", pa.int32(), nullable=False),  # k: random interventions beside the n_obs samples
+        pa.field("model", pa.string(), nullable=False),  # response_model, response_gp or flat
+        # scores against the exact curve
+        pa.field("rmse", pa.float64(), nullable=False),  # in units of Y's spread over the buffer
+        pa.field("nll", pa.float64(), nullable=False),  # Gaussian negative log likelihood, same units
+        pa.field("best_improvement", pa.float64(), nullable=False),  # normalized improvement of the predicted best
+        # provenance
+        pa.field("package_version", pa.string(), nullable=False),
+        pa.field("git_commit", pa.string(), nullable=False),
+        pa.field("checkpoint_hash", pa.string()),
+    ]
+)
+RESPONSE_PROTOCOL_KEY = b"acbo.response_protocol"
+
 # One long tidy table. kind: "metric" (per method and scope), "paired_difference" (policy mode minus
 # baseline on the same SCM and episode), "step_curve" (best-so-far normalized improvement after each
-# intervention; step = intervention number from 1), "training" (raw training log; step = episode).
+# intervention; step = intervention number from 1), "training" (raw training log; step = episode),
+# "response_quality" (the response model measured as a model: method = model, step = interventions in the buffer,
+# metric = rmse / nll / best_improvement) and "response_paired" (response_model minus response_gp on the same
+# buffers).
 # suite in ``report.scopes.POOLED_SCOPES`` pools the SCMs of one mechanism class over every suite; seed null
 # pools every seed (or a baseline, which has none).
 SUMMARY_SCHEMA = pa.schema(
@@ -152,9 +182,13 @@ def _arrow_column(value, kind: pa.DataType, rows: int) -> pa.Array:
     return pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(data)])
 
 
-def write_table(frame: pd.DataFrame, schema: pa.Schema, path: str | Path, what: str = "table") -> None:
-    """Write ``frame`` with exactly ``schema`` (atomically); deterministic bytes for equal frames."""
+def write_table(frame: pd.DataFrame, schema: pa.Schema, path: str | Path, what: str = "table",
+                metadata: dict | None = None) -> None:
+    """Write ``frame`` with exactly ``schema`` (atomically), with ``metadata`` (bytes -> bytes) in its schema;
+    deterministic bytes for equal frames."""
     table = to_table(frame, schema, what)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", write_statistics=False)
 

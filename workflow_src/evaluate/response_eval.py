@@ -15,9 +15,14 @@ A ``flat`` prediction (the buffer's mean of Y everywhere, standard deviation 1) 
 reference a model must beat to have learnt anything.
 
 A suite runs in its shape bucket, in chunks of the evaluation's size (``rollout.chunk_size``), one compiled program.
+``write_response_quality`` writes a suite's rows as a table (``tables.RESPONSE_QUALITY_SCHEMA``, the protocol in its
+metadata): the ``acbo response-quality`` command and its workflow rule.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +34,10 @@ from ..core.buffer import fit_surrogate, random_buffer
 from ..core.problem import problem_of
 from ..core.response_scoring import grid_points, response_loss, response_targets
 from ..core.scm import bucket_size, stack_scms, term_bucket
+from ..errors import CheckpointError
+from ..provenance import git_commit, package_version
 from ..suites.suite_io import Suite
+from ..tables import RESPONSE_PROTOCOL_KEY, RESPONSE_QUALITY_SCHEMA, write_table
 from .rollout import chunk_size
 
 GRID = 33  # positions per range where the predictions are scored (ends included)
@@ -92,3 +100,29 @@ def measure_suite(policy, params, suite: Suite, n_obs: int = 10, replicates: int
                                        names=["scm_id", "replicate", "interventions", "model"])
     frame = pd.DataFrame(scores.reshape(-1, len(SCORES)), index=index, columns=list(SCORES))
     return frame.reset_index().assign(suite=suite.name)
+
+
+def check_response_model(policy_config: dict, source) -> None:
+    """Refuse a policy without a response model: there is nothing to measure (one line naming ``source``)."""
+    if not policy_config["response_model"]:
+        raise CheckpointError(f"{source}: this checkpoint has no response model (policy.response_model: false), so "
+                              "there is nothing to measure")
+
+
+def write_response_quality(policy, params, suite: Suite, protocol: dict, identity: dict,
+                           out: str | Path) -> pd.DataFrame:
+    """Measure the suite (``measure_suite`` under ``protocol``: the ``response_quality`` stage's slice) and write its
+    table atomically, the protocol in its metadata; ``identity``: config, seed, checkpoint_hash. Returns the rows."""
+    sizes = tuple(protocol["response_sizes"])
+    frame = measure_suite(policy, params, suite, protocol["n_obs"], protocol["response_replicates"],
+                          protocol["seed"], sizes)
+    by_id = {scm.id: scm for scm in suite.scms}
+    frame = frame.assign(
+        config=identity.get("config"), seed=identity.get("seed"),
+        family=[by_id[i].family for i in frame["scm_id"]], level=[by_id[i].level for i in frame["scm_id"]],
+        package_version=package_version(), git_commit=git_commit(), checkpoint_hash=identity.get("checkpoint_hash"))
+    meta = {"n_obs": protocol["n_obs"], "replicates": protocol["response_replicates"], "sizes": list(sizes),
+            "seed": protocol["seed"], "grid": GRID}
+    write_table(frame, RESPONSE_QUALITY_SCHEMA, out, "response quality table",
+                metadata={RESPONSE_PROTOCOL_KEY: json.dumps(meta, sort_keys=True).encode()})
+    return frame

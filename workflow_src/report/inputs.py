@@ -1,7 +1,8 @@
 """The summary's inputs: the policy's evaluation tables (one per seed and suite), the shared baseline tables,
-the training logs, the JSON headers of the final checkpoints and the suite files (which SCMs are linear), each
-checked to hold what its place says (config, seed, suite, methods); a missing or foreign file is refused in
-one line naming it."""
+the training logs, the JSON headers of the final checkpoints, the suite files (which SCMs are linear) and, for a
+config whose policy has a response model, its response quality tables (one per seed and suite), each checked
+to hold what its place says (config, seed, suite, methods); a missing or foreign file is refused in one line
+naming it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ..evaluate.registry import POLICY_PREFIX
 from ..policy.checkpoint import check_config_hash, read_header
 from ..provenance import file_hash
 from ..suites.suite_io import load_suite
-from ..tables import EVAL_SCHEMA, TRAIN_LOG_SCHEMA, read_table
+from ..tables import EVAL_SCHEMA, RESPONSE_QUALITY_SCHEMA, TRAIN_LOG_SCHEMA, read_table
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class SummaryInputs:
     checkpoint_hashes: dict[int, str] = field(default_factory=dict)  # seed -> final.ckpt file hash
     # suite -> scm_id -> "linear" / "nonlinear" (``SCM.is_linear``: no mechanism terms but linear ones)
     mechanisms: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the response model measured as a model (``tables.RESPONSE_QUALITY_SCHEMA``), None without a response model
+    response: pd.DataFrame | None = None
 
 
 LINEAR, NONLINEAR = "linear", "nonlinear"  # the mechanism classes, in the order the summary pools them
@@ -65,8 +68,9 @@ def _read(path: Path, schema: pa.Schema, what: str) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read {what}: {err}") from None
 
 
-def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, methods: str) -> None:
-    """Refuse a table that holds rows of another config, seed or suite, or unexpected methods."""
+def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, methods: str | None) -> None:
+    """Refuse a table that holds rows of another config, seed or suite, or unexpected methods (None: no method
+    column)."""
     if frame.empty:
         raise UserError(f"{path}: the table has no rows")
     checks = {"config": config, "seed": seed, "suite": suite}
@@ -79,6 +83,8 @@ def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, m
                 f"{path}: column {column} holds {', '.join(found)}, "
                 f"expected {expected if expected is not None else 'null'}"
             )
+    if methods is None:
+        return
     is_policy = frame["method"].str.startswith(POLICY_PREFIX)
     if methods in ("policy", "baseline"):
         bad = frame["method"][~is_policy if methods == "policy" else is_policy]
@@ -91,12 +97,13 @@ def _check_identity(frame: pd.DataFrame, path: Path, config, seed, suite: str, m
 def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
     """Read and check the files of ``paths.summary_inputs`` (same keys and order): each table must hold the
     config, seed and suite of its position."""
-    kinds = ("evals", "baselines", "plugins", "train_logs", "checkpoints", "suites")
+    kinds = ("evals", "baselines", "plugins", "train_logs", "checkpoints", "suites", "response_quality")
     paths = {kind: [Path(p) for p in files.get(kind, [])] for kind in kinds}
     name, seeds, suites = spec["config"], sorted(spec["seeds"]), sorted(spec["eval_suites"])
     plugins = sorted(spec.get("plugins", []))
     counts = {"evals": len(seeds) * len(suites), "baselines": len(suites), "plugins": len(plugins) * len(suites),
-              "train_logs": len(seeds), "checkpoints": len(seeds), "suites": len(suites)}
+              "train_logs": len(seeds), "checkpoints": len(seeds), "suites": len(suites),
+              "response_quality": len(seeds) * len(suites) if spec.get("response_model") else 0}
     for kind, count in counts.items():
         if len(paths[kind]) != count:
             raise UserError(f"{kind}: {len(paths[kind])} files given, {name}'s seeds and suites need {count}")
@@ -133,4 +140,19 @@ def load_inputs(spec: dict, files: dict[str, list]) -> SummaryInputs:
     check_mechanisms(evals, mechanisms)
     train = pd.concat(logs, ignore_index=True)
     return SummaryInputs(spec=spec, evals=evals, train=train, headers=headers, checkpoint_hashes=hashes,
-                         mechanisms=mechanisms)
+                         mechanisms=mechanisms, response=_response_tables(paths["response_quality"], name, seeds,
+                                                                          suites, mechanisms))
+
+
+def _response_tables(paths: list[Path], name: str, seeds, suites, mechanisms) -> pd.DataFrame | None:
+    """The response quality tables (seed-major), each checked to hold its config, seed and suite; None if none."""
+    if not paths:  # a config without a response model (``load_inputs`` checked the count)
+        return None
+    frames = []
+    for path, (seed, suite) in zip(paths, [(s, x) for s in seeds for x in suites], strict=True):
+        frame = _read(path, RESPONSE_QUALITY_SCHEMA, "response quality table")
+        _check_identity(frame, path, name, seed, suite, None)
+        frames.append(frame)
+    response = pd.concat(frames, ignore_index=True)
+    check_mechanisms(response, mechanisms)
+    return response

@@ -22,6 +22,8 @@ from .figures import (
 from .metrics import METRICS
 from .page import Section, chart_spec, esc, html_table, render_page, swatch, write_pngs
 from .provenance_page import compare_provenance, provenance_html
+from .response_quality import CHART as RESPONSE_CHART
+from .response_quality import response_section
 from .scopes import POOLED_SCOPES
 
 HEADLINE_OUTCOMES = ["norm_improvement_best", "norm_improvement_mean", "optimum_found", "target_mean",
@@ -32,6 +34,7 @@ HEADLINE_BEHAVIOUR = ["parent_rate", "optimal_variable_rate", "range_utilization
 # the charts of a summary page, also saved as {name}.png in its charts folder (which may hold nothing else)
 SUMMARY_CHARTS = ("comparison_norm_improvement", "comparison_target_mean", "paired_differences",
                   "pool_step_curves", "step_curves", "training_curves", "behaviour")
+OPTIONAL_CHARTS = (RESPONSE_CHART,)  # on the pages of configs with a response model only
 
 
 def pools(summary: pd.DataFrame) -> list[str]:
@@ -268,6 +271,7 @@ def summary_sections(summary: pd.DataFrame, meta: dict) -> list[Section]:
             "of the target, mostly on the oracle's variable, and at the ends of the range (high utilization).</p>",
             charts=(("behaviour", chart_spec(behaviour_chart(summary, classes))),),
         ),
+        *filter(None, [response_section(summary)]),
         Section("provenance", "Provenance", '<p class="note">What produced these numbers.</p>',
                 body=provenance_html(meta)),
     ]

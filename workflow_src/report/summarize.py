@@ -189,6 +189,30 @@ def training_rows(train: pd.DataFrame) -> list[dict]:
     ]
 
 
+# The response model measured as a model: the scores of ``evaluate.response_eval`` and which way is better.
+RESPONSE_SCORES = {"rmse": "lower", "nll": "lower", "best_improvement": "higher"}
+RESPONSE_PAIR = ("response_model", "response_gp")  # the paired difference: the first minus the second
+RESPONSE_KEYS = ["seed", "suite", "level", "scm_id", "replicate", "step"]  # a pair: the same buffer
+
+
+def response_rows(response: pd.DataFrame, spec: dict, mechanisms: dict) -> pd.DataFrame:
+    """Mean and CI of each score per (model, buffer size k, scope) (kind ``response_quality``; step = k) and of
+    the paired difference response_model minus response_gp on the same suite, SCM, replicate and k (kind
+    ``response_paired``); a unit is one SCM under one seed (the mean over its replicates)."""
+    scores = list(RESPONSE_SCORES)
+    frame = response.rename(columns={"model": "method", "interventions": "step"})
+    table = unit_table(frame, ["method", "step"], scores)
+    rows = grouped_rows(table, ["method", "step"], scores, spec, "response_quality", mechanisms)
+    first, second = (frame[frame["method"] == m].set_index(RESPONSE_KEYS)[scores] for m in RESPONSE_PAIR)
+    diffs = (first - second.reindex(first.index)).dropna(how="all").reset_index()
+    diffs = diffs.assign(method=RESPONSE_PAIR[0], baseline=RESPONSE_PAIR[1])
+    if len(diffs):
+        table = unit_table(diffs, ["method", "baseline", "step"], scores)
+        rows += grouped_rows(table, ["method", "baseline", "step"], scores, spec, "response_paired", mechanisms)
+    out = pd.DataFrame(rows)
+    return out.assign(config=spec["config"], better=out["metric"].map(RESPONSE_SCORES))
+
+
 def summarize(inputs: SummaryInputs) -> pd.DataFrame:
     """The summary table (SUMMARY_SCHEMA), sorted, from the loaded inputs."""
     spec = inputs.spec
@@ -201,6 +225,8 @@ def summarize(inputs: SummaryInputs) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame["config"] = spec["config"]
     frame["better"] = frame["metric"].map(better)
+    if inputs.response is not None:
+        frame = pd.concat([frame, response_rows(inputs.response, spec, mechanisms)], ignore_index=True)
     return sort_summary(frame)
 
 
@@ -245,6 +271,9 @@ def provenance(inputs: SummaryInputs) -> dict:
                 "checkpoint_metrics": header.get("metrics"),
                 "checkpoint_file_hash": inputs.checkpoint_hashes.get(seed),
                 "evaluated_checkpoint_hashes": _distinct(ev["checkpoint_hash"]),
+                **({"response_quality_checkpoint_hashes": _distinct(
+                    inputs.response["checkpoint_hash"][inputs.response["seed"] == seed])}
+                   if inputs.response is not None else {}),
                 "training_episodes": int(log["episode"].nunique()),
                 "final_level": int(log["level"].iloc[-1]),
                 "training_wall_time_s": float(log["wall_time"].iloc[-1]),
@@ -275,6 +304,7 @@ def provenance(inputs: SummaryInputs) -> dict:
             "policy evaluation": _distinct(policy["git_commit"]),
             "baselines": _distinct(baselines["git_commit"]),
             "training": _distinct(h.get("git_commit") for h in inputs.headers.values()),
+            **({"response quality": _distinct(inputs.response["git_commit"])} if inputs.response is not None else {}),
         },
         "training": seeds,
         "plugins": {  # plug-in method -> hashes of the files its rows came from
