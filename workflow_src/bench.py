@@ -13,7 +13,10 @@
   the share of its SCMs whose best intervention (the oracle action) is interior, the share with at least one
   interior variable (every kept SCM) and the mean share of interior variables; and ``heldout-bnlearn-head``
   when pgmpy is installed;
-- ``causal_bo``: a ``causal_bo`` job alone on ``heldout-NL10`` (32 SCMs) on one core, cold and warm cache.
+- ``causal_bo``: a ``causal_bo`` job alone on ``heldout-NL10`` (32 SCMs) on one core, cold and warm cache;
+- ``response_quality``: an ``acbo response-quality`` job on ``heldout-NL10`` (32 SCMs, the protocol's replicates and
+  buffer sizes) for a small checkpoint with a response model (untrained: the time does not depend on what it
+  learnt), on one core, cold and warm cache.
 """
 
 from __future__ import annotations
@@ -174,9 +177,18 @@ def bench_evaluate(cfg: dict, config_path: str, suites_dir: Path, work: Path, th
     return result
 
 
-def bench_causal_bo(suites_dir: Path, work: Path, suite: str = "heldout-NL10") -> dict:
+def _suite(cfg: dict, suites_dir: Path, suite: str) -> Path:
+    """The suite file ``suite`` in ``suites_dir``, built from the config when it is not there yet."""
+    path = paths.suite_file(suite, suites_dir)
+    if not Path(path).exists():
+        build_suite(suite_slice(cfg, suite), path)
+    return Path(path)
+
+
+def bench_causal_bo(cfg: dict, suites_dir: Path, work: Path, suite: str = "heldout-NL10") -> dict:
     """A ``causal_bo`` job alone on one 32-SCM nonlinear held-out suite, on one core (target: 30 s), twice: the
     first run fills the persistent compilation cache, the second reads it."""
+    _suite(cfg, suites_dir, suite)
     result = {"suite": suite}
     for run in ("first_s", "second_s"):
         res = _run(_acbo("baselines", "--suite", suites_dir / f"{suite}.json", "--methods", "causal_bo",
@@ -186,7 +198,34 @@ def bench_causal_bo(suites_dir: Path, work: Path, suite: str = "heldout-NL10") -
     return result
 
 
-BENCHMARKS = ("suites", "train", "evaluate", "programs", "study", "nonlinear_suites", "causal_bo")
+def bench_response_quality(cfg: dict, suites_dir: Path, work: Path, suite: str = "heldout-NL10") -> dict:
+    """An ``acbo response-quality`` job alone on one 32-SCM nonlinear held-out suite, on one core, twice (cold, then
+    warm persistent cache), for the production network with a response model, its parameters as initialized."""
+    import jax
+
+    from .policy import checkpoint
+    from .policy.network import init_params, make_policy
+    from .policy.spec import architecture
+
+    policy = {**cfg["experiments"]["production"]["policy"], "response_model": True}
+    ckpt = work / "response_quality" / "final.ckpt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    params = init_params(make_policy(policy), jax.random.PRNGKey(0))
+    checkpoint.save(ckpt, {"architecture": architecture(policy), "config_hash": "bench", "episode": 0},
+                    {"params": params})
+    path = _suite(cfg, suites_dir, suite)
+    env = {**os.environ, "ACBO_JAX_CACHE": str(work / "cache-response_quality")}
+    ev = cfg["evaluation"]
+    result = {"suite": suite, "replicates": ev["response_replicates"], "sizes": ev["response_sizes"]}
+    for run in ("cold_s", "warm_s"):
+        res = _run(_acbo("response-quality", "--checkpoint", ckpt, "--suite", path, "--out", work / "rq.parquet",
+                         "--threads", 1), env)
+        result[run] = round(res["wall_s"], 2)
+        result["peak_rss_mib"] = round(res["peak_rss_mib"], 1)
+    return result
+
+
+BENCHMARKS = ("suites", "train", "evaluate", "programs", "study", "nonlinear_suites", "causal_bo", "response_quality")
 STUDY_CONFIG = "debug"
 
 
@@ -204,7 +243,9 @@ def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: i
     with tempfile.TemporaryDirectory(prefix="acbo-bench-") as tmp:
         work = Path(tmp)
         suites_dir = work / "suites"
-        figures = {"suites": bench_suites(cfg, config_path, suites_dir)}
+        figures = {}
+        if only & {"suites", "train", "evaluate", "programs"}:  # the others build the one suite they time
+            figures["suites"] = bench_suites(cfg, config_path, suites_dir)
         if "train" in only or "evaluate" in only:
             figures["train"] = bench_train(cfg, config_path, suites_dir, work, threads)
         if "evaluate" in only:
@@ -216,7 +257,9 @@ def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: i
         if "nonlinear_suites" in only:
             figures["nonlinear_suites"] = bench_nonlinear_suites(cfg, suites_dir)
         if "causal_bo" in only:
-            figures["causal_bo"] = bench_causal_bo(suites_dir, work)
+            figures["causal_bo"] = bench_causal_bo(cfg, suites_dir, work)
+        if "response_quality" in only:
+            figures["response_quality"] = bench_response_quality(cfg, suites_dir, work)
     figures["machine"] = {"cpus": os.cpu_count(), "threads": threads}
     for name, data in figures.items():
         if name != "machine" and name in only:
