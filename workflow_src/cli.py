@@ -16,7 +16,14 @@ from pathlib import Path
 
 from . import jobstats, paths  # jobstats first: it stamps the job start
 from .atomic import check_outputs
-from .cli_args import check_at_least_one, config_file, methods_arg, stage_spec
+from .cli_args import (
+    check_at_least_one,
+    checkpoint_stage_spec,
+    config_file,
+    load_checkpoint_args,
+    methods_arg,
+    stage_spec,
+)
 from .compile_cache import configure_jax
 from .errors import ConfigError, UserError
 from .interrupt import stop_on_interrupt
@@ -124,35 +131,10 @@ def run_train_cli(args) -> int:
     return 0
 
 
-def _checked_spec(args, stage: str) -> dict:
-    """The slice of a checkpoint's stage (``evaluate``, ``response-quality``), its ``--seed`` and outputs checked."""
-    spec = stage_spec(args, stage)
-    if args.seed is not None:
-        from .config import check_option
-
-        check_option("--seed", args.seed, "seed")
-    check_outputs({"--out": (args.out, "file")}, [args.checkpoint, args.suite, config_file(args)])
-    return spec
-
-
-def _load_checkpoint(args):
-    """``(policy_config, params, identity)`` of ``--checkpoint``, checked; identity: what its table records."""
-    configure_jax(args.threads)
-    from .evaluate.run import load_policy
-    from .policy.checkpoint import check_config_hash
-    from .provenance import file_hash
-
-    header, policy_config, params = load_policy(args.checkpoint)
-    check_config_hash(args.checkpoint, header, getattr(args, "train_config_hash", None))
-    return policy_config, params, {"config": args.experiment or header.get("config_name"),
-                                   "seed": args.seed if args.seed is not None else header.get("seed"),
-                                   "checkpoint_hash": file_hash(args.checkpoint)}
-
-
 def run_evaluate_cli(args) -> int:
-    protocol = _checked_spec(args, "evaluate")
+    protocol = checkpoint_stage_spec(args, "evaluate")
     modes = methods_arg(args.methods, protocol["policy_modes"])
-    policy_config, params, identity = _load_checkpoint(args)
+    policy_config, params, identity = load_checkpoint_args(args)
     from .evaluate.methods import policy_methods
     from .evaluate.run import write_evaluation
     from .suites.suite_io import load_suite
@@ -169,8 +151,8 @@ def run_evaluate_cli(args) -> int:
 
 
 def run_response_quality_cli(args) -> int:
-    protocol = _checked_spec(args, "response_quality")
-    policy_config, params, identity = _load_checkpoint(args)
+    protocol = checkpoint_stage_spec(args, "response_quality")
+    policy_config, params, identity = load_checkpoint_args(args)
     from .evaluate.response_eval import check_response_model, write_response_quality
     from .policy.network import make_policy
     from .suites.suite_io import load_suite

@@ -1,10 +1,12 @@
 """The checks of ``acbo``'s arguments that come before any work: a stage's ``--spec`` (or the config file's
-slice), ``--methods`` lists and counts. Each refusal is a ``UserError`` of one line naming the option."""
+slice), ``--methods`` lists and counts, a checkpoint command's options and checkpoint. Each refusal is a
+``UserError`` of one line naming the option."""
 
 from __future__ import annotations
 
 import json
 
+from .atomic import check_outputs
 from .errors import ConfigError, UserError
 from .paths import DEFAULT_CONFIG
 
@@ -58,3 +60,30 @@ def check_at_least_one(*options) -> None:
     for option, value in options:
         if value is not None and value < 1:
             raise UserError(f"{option}: {value} is less than the minimum of 1")
+
+
+def checkpoint_stage_spec(args, stage: str) -> dict:
+    """The slice of a checkpoint's stage (``evaluate``, ``response-quality``), its ``--seed`` and outputs checked."""
+    spec = stage_spec(args, stage)
+    if args.seed is not None:
+        from .config import check_option
+
+        check_option("--seed", args.seed, "seed")
+    check_outputs({"--out": (args.out, "file")}, [args.checkpoint, args.suite, config_file(args)])
+    return spec
+
+
+def load_checkpoint_args(args):
+    """``(policy_config, params, identity)`` of ``--checkpoint``, checked; identity: what its table records."""
+    from .compile_cache import configure_jax
+
+    configure_jax(args.threads)
+    from .evaluate.run import load_policy
+    from .policy.checkpoint import check_config_hash
+    from .provenance import file_hash
+
+    header, policy_config, params = load_policy(args.checkpoint)
+    check_config_hash(args.checkpoint, header, getattr(args, "train_config_hash", None))
+    return policy_config, params, {"config": args.experiment or header.get("config_name"),
+                                   "seed": args.seed if args.seed is not None else header.get("seed"),
+                                   "checkpoint_hash": file_hash(args.checkpoint)}
