@@ -188,10 +188,10 @@ def _suite(cfg: dict, suites_dir: Path, suite: str) -> Path:
 def bench_causal_bo(cfg: dict, suites_dir: Path, work: Path, suite: str = "heldout-NL10") -> dict:
     """A ``causal_bo`` job alone on one 32-SCM nonlinear held-out suite, on one core (target: 30 s), twice: the
     first run fills the persistent compilation cache, the second reads it."""
-    _suite(cfg, suites_dir, suite)
+    path = _suite(cfg, suites_dir, suite)
     result = {"suite": suite}
     for run in ("first_s", "second_s"):
-        res = _run(_acbo("baselines", "--suite", suites_dir / f"{suite}.json", "--methods", "causal_bo",
+        res = _run(_acbo("baselines", "--suite", path, "--methods", "causal_bo",
                          "--out", work / "causal_bo.parquet", "--threads", 1), dict(os.environ))
         result[run] = round(res["wall_s"], 2)
         result["peak_rss_mib"] = round(res["peak_rss_mib"], 1)

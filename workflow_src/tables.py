@@ -16,17 +16,28 @@ from .errors import TableError
 if TYPE_CHECKING:  # pandas is imported by the stages that build or read frames, not by evaluation jobs
     import pandas as pd
 
+# The identity of a row about one SCM of a suite (config, seed and checkpoint hash null for baselines), and the
+# provenance of the code and checkpoint that wrote it: shared by the evaluation and response quality tables.
+SCM_IDENTITY_FIELDS = [
+    pa.field("config", pa.string()),
+    pa.field("seed", pa.int32()),
+    pa.field("suite", pa.string(), nullable=False),
+    pa.field("scm_id", pa.string(), nullable=False),
+    pa.field("family", pa.string(), nullable=False),
+    pa.field("level", pa.int16(), nullable=False),
+]
+PROVENANCE_FIELDS = [
+    pa.field("package_version", pa.string(), nullable=False),
+    pa.field("git_commit", pa.string(), nullable=False),
+    pa.field("checkpoint_hash", pa.string()),
+]
+
 # One row per (method, SCM, episode, step). Baseline and plug-in rows have null config, seed and checkpoint
 # hash; only plug-in rows have a plugin_hash.
 EVAL_SCHEMA = pa.schema(
     [
         # identity
-        pa.field("config", pa.string()),
-        pa.field("seed", pa.int32()),
-        pa.field("suite", pa.string(), nullable=False),
-        pa.field("scm_id", pa.string(), nullable=False),
-        pa.field("family", pa.string(), nullable=False),
-        pa.field("level", pa.int16(), nullable=False),
+        *SCM_IDENTITY_FIELDS,
         pa.field("method", pa.string(), nullable=False),
         pa.field("episode", pa.int32(), nullable=False),
         pa.field("step", pa.int32(), nullable=False),
@@ -45,9 +56,7 @@ EVAL_SCHEMA = pa.schema(
         pa.field("norm_improvement", pa.float64(), nullable=False),  # (mu - expected) / (mu - y*)
         pa.field("f1", pa.float64(), nullable=False),  # surrogate structure F1 on the data collected so far
         # provenance
-        pa.field("package_version", pa.string(), nullable=False),
-        pa.field("git_commit", pa.string(), nullable=False),
-        pa.field("checkpoint_hash", pa.string()),
+        *PROVENANCE_FIELDS,
         pa.field("plugin_hash", pa.string()),  # sha256 (16 hex digits) of a plug-in method's file
     ]
 )
@@ -87,12 +96,7 @@ TRAIN_LOG_SCHEMA = pa.schema(
 RESPONSE_QUALITY_SCHEMA = pa.schema(
     [
         # identity
-        pa.field("config", pa.string()),
-        pa.field("seed", pa.int32()),
-        pa.field("suite", pa.string(), nullable=False),
-        pa.field("scm_id", pa.string(), nullable=False),
-        pa.field("family", pa.string(), nullable=False),
-        pa.field("level", pa.int16(), nullable=False),
+        *SCM_IDENTITY_FIELDS,
         pa.field("replicate", pa.int32(), nullable=False),  # buffers of one replicate are nested over the sizes
         pa.field("interventions", pa.int32(), nullable=False),  # k: random interventions beside the n_obs samples
         pa.field("model", pa.string(), nullable=False),  # response_model, response_gp or flat
@@ -101,9 +105,7 @@ RESPONSE_QUALITY_SCHEMA = pa.schema(
         pa.field("nll", pa.float64(), nullable=False),  # Gaussian negative log likelihood, same units
         pa.field("best_improvement", pa.float64(), nullable=False),  # normalized improvement of the predicted best
         # provenance
-        pa.field("package_version", pa.string(), nullable=False),
-        pa.field("git_commit", pa.string(), nullable=False),
-        pa.field("checkpoint_hash", pa.string()),
+        *PROVENANCE_FIELDS,
     ]
 )
 RESPONSE_PROTOCOL_KEY = b"acbo.response_protocol"

@@ -21,7 +21,6 @@ MODELS = {"response_model": METHOD_COLORS["policy_amortized_ei"], "response_gp":
           "flat": METHOD_COLORS[RANDOM]}
 SCORES = {"rmse": "RMSE of the predicted mean (Y's spread)", "nll": "NLL of the exact curve (nats)",
           "best_improvement": "normalized improvement of the predicted best"}
-BETTER = {"rmse": "lower", "nll": "lower", "best_improvement": "higher"}
 
 
 def has_response_quality(summary: pd.DataFrame) -> bool:
@@ -92,7 +91,7 @@ def paired_table(summary: pd.DataFrame, pool: str) -> str:
         cells = [esc(k)]
         for score in SCORES:
             r = lookup.get((k, score))
-            verdict = "" if r is None else _verdict(r.ci_low, r.ci_high, BETTER[score])
+            verdict = "" if r is None else _verdict(r.ci_low, r.ci_high, r.better)
             cells.append("n/a" if r is None else f"{esc(r.ci_text)}<br>{esc(verdict)}")
         out.append(cells)
     header = ["k"] + [f"&Delta; {esc(SCORES[s])} [{CI_PERCENT} CI]" for s in SCORES]
