@@ -44,8 +44,8 @@ class Cluster:
         return dict(re.findall(r"(\S+?)=(\S*)", out))
 
 
-def cluster_cmd(action: str, d: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(CLUSTER_SCRIPT), action, str(d)]
+def cluster_cmd(action: str, d: Path, *options: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(CLUSTER_SCRIPT), action, str(d), *options]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
 
 
@@ -55,7 +55,8 @@ def slurm_cluster(tmp_path_factory):
     require(all(shutil.which(p, path=search) for p in SLURM_PROGRAMS), "slurm (apt-get install slurm-wlm munge)")
     require(os.geteuid() == 0, "slurm (root, to run the cluster's daemons)")
     d = tmp_path_factory.mktemp("slurm-cluster")
-    started = cluster_cmd("start", d)
+    # owned by this test process: a later run's start stops it if this run is killed before its teardown
+    started = cluster_cmd("start", d, "--owner", str(os.getpid()))
     try:
         if started.returncode != 0:
             pytest.fail(f"local SLURM cluster did not start:\n{started.stdout}\n{started.stderr}")

@@ -4,6 +4,7 @@
     python scripts/slurm/local_cluster.py start  DIR   # write DIR/slurm.conf, start munged/slurmctld/slurmd
     python scripts/slurm/local_cluster.py status DIR   # exit 0 when the node is up and idle or busy
     python scripts/slurm/local_cluster.py stop   DIR   # cancel jobs, stop the daemons started from DIR
+    python scripts/slurm/local_cluster.py reap         # stop this script's clusters whose owner process is gone
     eval "$(python scripts/slurm/local_cluster.py env DIR)"   # export SLURM_CONF for sbatch/squeue/snakemake
 
 Everything the cluster writes (config, state, spool, logs, pid files, munge key) lives in DIR, except two
@@ -18,6 +19,8 @@ gather, no accounting storage. select/cons_tres with CR_Core_Memory makes cores 
 every job's --mem is checked against the node's memory and recorded in its TRES. MinJobAge keeps finished
 jobs visible to `squeue --states=all` (what Snakemake's squeue status command needs without sacct).
 Daemons run as root; starting twice is harmless (a running cluster is reused), and stop is idempotent.
+`start --owner PID` ties the cluster to a process (a test session): when that process is gone, `reap` stops
+the cluster, so a killed test run leaves no daemons holding the ports for the next one.
 """
 
 from __future__ import annotations
@@ -25,12 +28,25 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from processes import (
+    ClusterError,
+    alive,
+    kill,
+    log,
+    pids_named,
+    port_free,
+    process_conf,
+    run,
+    spawn_daemon,
+    start_time,
+    tail,
+    terminate,
+    wait_for,
+)
 
 NODE = "localhost"
 PARTITION = "local"
@@ -39,19 +55,13 @@ SLURMD_PORT = 6818
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 CONF_CACHE_LINK = Path("/run/slurm/conf")
 SYSTEM_SLURM_CONF = Path("/etc/slurm/slurm.conf")
+CONF_HEADER = "# Single-node SLURM cluster on localhost, written by scripts/slurm/local_cluster.py."
+SLURMD_COMMAND = ["slurmd", "-N", NODE, "--conf-server", f"{NODE}:{CTLD_PORT}"]
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 REQUIRED = ("munged", "mungekey", "munge", "unmunge", "slurmctld", "slurmd", "sinfo", "scontrol", "squeue", "scancel")
 
 
-class ClusterError(RuntimeError):
-    pass
-
-
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def log(msg: str) -> None:
-    print(f"[local_cluster] {msg}", file=sys.stderr, flush=True)
 
 
 def which_all(names) -> list[str]:
@@ -66,89 +76,6 @@ def client_env(d: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["SLURM_CONF"] = str(conf_path(d))
     return env
-
-
-def run(cmd, *, env=None, timeout=20, check=False) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
-    if check and proc.returncode != 0:
-        raise ClusterError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
-
-
-def spawn_daemon(cmd, *, env, logfile: Path) -> None:
-    """Start a self-daemonizing program detached from our session and stdio; fail if it exits non-zero."""
-    with open(logfile, "ab") as out:
-        proc = subprocess.run(
-            cmd, check=False, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-            start_new_session=True, timeout=60,
-        )
-    if proc.returncode != 0:
-        raise ClusterError(f"{' '.join(map(str, cmd))} exited with {proc.returncode}; see {logfile}")
-
-
-def read_pid(pidfile: Path) -> int | None:
-    try:
-        return int(pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def process_name(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-
-
-def alive(pidfile: Path, name: str) -> int | None:
-    """The pid in ``pidfile`` when that process exists and is ``name`` (guards against reused pids)."""
-    pid = read_pid(pidfile)
-    if pid is not None and process_name(pid) == name:
-        return pid
-    return None
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
-def terminate(pidfile: Path, name: str, timeout: float = 20) -> None:
-    pid = alive(pidfile, name)
-    if pid is None:
-        pidfile.unlink(missing_ok=True)
-        return
-    log(f"stopping {name} (pid {pid})")
-    os.kill(pid, signal.SIGTERM)
-    if not wait_for(lambda: process_name(pid) != name, timeout):
-        log(f"{name} (pid {pid}) ignored SIGTERM for {timeout:.0f}s, sending SIGKILL")
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: process_name(pid) != name, 5)
-    pidfile.unlink(missing_ok=True)
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"({path} not readable)"
 
 
 # ----------------------------------------------------------------------------------------------- munge
@@ -226,7 +153,7 @@ def write_conf(d: Path, min_job_age: int) -> Path:
     for sub in ("state", "spool", "log"):
         (d / sub).mkdir(exist_ok=True)
     text = f"""\
-# Single-node SLURM cluster on localhost, written by scripts/slurm/local_cluster.py.
+{CONF_HEADER}
 ClusterName=acbo-local
 SlurmctldHost={NODE}
 SlurmctldPort={CTLD_PORT}
@@ -296,7 +223,55 @@ def running_daemons(d: Path) -> dict[str, int | None]:
     }
 
 
-def start(d: Path, min_job_age: int, timeout: float) -> None:
+def write_owner(d: Path, owner: int | None) -> None:
+    """DIR/owner: "PID START_TIME" of the process the cluster serves, or "-" for a cluster kept until stopped."""
+    text = "-" if owner is None else f"{owner} {start_time(owner)}"
+    (d / "owner").write_text(text + "\n")
+
+
+def orphaned(d: Path) -> bool:
+    """A cluster nobody will stop: its directory is gone, it has no owner file (an earlier version of this
+    script started it), or the process it served has exited."""
+    try:
+        owner = (d / "owner").read_text().split()
+    except OSError:
+        return True
+    if owner == ["-"]:
+        return False
+    return len(owner) != 2 or start_time(int(owner[0])) != owner[1]
+
+
+def ours(conf: Path) -> bool:
+    try:
+        return conf.read_text().startswith(CONF_HEADER)
+    except OSError:
+        return not conf.parent.exists()  # a cluster whose directory was deleted under it
+
+
+def reap() -> None:
+    """Stop every cluster this script started whose owner is gone (found through slurmctld's SLURM_CONF)."""
+    kept = False
+    for pid in pids_named("slurmctld"):
+        conf = process_conf(pid)
+        if conf is None or not ours(conf):
+            continue
+        if not orphaned(conf.parent):
+            kept = True
+        elif conf.exists():
+            log(f"reaping the cluster from {conf.parent} (its owner is gone)")
+            stop(conf.parent)
+        else:
+            log(f"reaping slurmctld (pid {pid}) of the deleted {conf.parent}")
+            kill(pid, "slurmctld")
+    if kept:
+        return
+    for pid in pids_named("slurmd"):  # a slurmd whose directory was deleted: no live cluster of ours serves it
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] == [a.encode() for a in SLURMD_COMMAND]:
+            log(f"reaping slurmd (pid {pid}) left without its slurmctld")
+            kill(pid, "slurmd")
+
+
+def start(d: Path, min_job_age: int, timeout: float, owner: int | None = None) -> None:
     missing = which_all(REQUIRED)
     if missing:
         raise ClusterError(f"not installed: {', '.join(missing)} (Debian: apt-get install slurm-wlm munge)")
@@ -307,6 +282,7 @@ def start(d: Path, min_job_age: int, timeout: float) -> None:
     daemons = running_daemons(d)
     if daemons["slurmctld"] and daemons["slurmd"] and ctld_responds(d) and node_usable(d):
         log(f"cluster from {d} already running (node {NODE}: {node_state(d)})")
+        write_owner(d, owner)
         return
     # a half-started or crashed cluster from this directory: stop what is left, then start afresh
     for name, pidfile in (("slurmd", d / "slurmd.pid"), ("slurmctld", d / "slurmctld.pid")):
@@ -316,12 +292,15 @@ def start(d: Path, min_job_age: int, timeout: float) -> None:
             f"{SYSTEM_SLURM_CONF} exists: client commands inside jobs would read it instead of this cluster's "
             "configuration; move it away to use the local cluster"
         )
+    if not all(port_free(p) for p in (CTLD_PORT, SLURMD_PORT)):
+        reap()  # a cluster left behind by a killed run holds the ports
     busy = [p for p in (CTLD_PORT, SLURMD_PORT) if not port_free(p)]
     if busy:
         raise ClusterError(f"port(s) {busy} on localhost are in use: is another SLURM cluster running here?")
 
     start_munge(d)
     conf = write_conf(d, min_job_age)
+    write_owner(d, owner)
     log(f"starting slurmctld ({conf})")
     spawn_daemon(["slurmctld"], env=client_env(d), logfile=d / "log" / "slurmctld.out")
     if not wait_for(lambda: ctld_responds(d), timeout):
@@ -330,9 +309,7 @@ def start(d: Path, min_job_age: int, timeout: float) -> None:
     log("starting slurmd (configless, config from slurmctld)")
     env = dict(os.environ)
     env.pop("SLURM_CONF", None)  # configless: slurmd must fetch (and cache) the config itself
-    spawn_daemon(
-        ["slurmd", "-N", NODE, "--conf-server", f"{NODE}:{CTLD_PORT}"], env=env, logfile=d / "log" / "slurmd.out"
-    )
+    spawn_daemon(SLURMD_COMMAND, env=env, logfile=d / "log" / "slurmd.out")
 
     def ready() -> bool:
         state = node_state(d)
@@ -401,15 +378,20 @@ def add_sbin_to_path() -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["start", "stop", "status", "env"])
-    parser.add_argument("dir", type=Path, help="directory for slurm.conf, state, spool, logs and pid files")
+    parser.add_argument("action", choices=["start", "stop", "status", "env", "reap"])
+    parser.add_argument("dir", type=Path, nargs="?", help="directory for slurm.conf, state, spool, logs and pid files")
+    parser.add_argument("--owner", type=int, help="start: stop the cluster on `reap` once this process has exited")
     parser.add_argument("--min-job-age", type=int, default=900, help="seconds finished jobs stay in squeue")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for each daemon")
     args = parser.parse_args(argv)
+    if args.action != "reap" and args.dir is None:
+        parser.error(f"{args.action} needs DIR")
     add_sbin_to_path()
     try:
-        if args.action == "start":
-            start(args.dir, args.min_job_age, args.timeout)
+        if args.action == "reap":
+            reap()
+        elif args.action == "start":
+            start(args.dir, args.min_job_age, args.timeout, args.owner)
             print(f"export SLURM_CONF={conf_path(args.dir.resolve())}")
         elif args.action == "stop":
             stop(args.dir)
