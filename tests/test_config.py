@@ -56,6 +56,22 @@ def test_each_experiment_is_its_overrides_on_the_defaults_on_the_schema(raw, def
                 _at(resolved, path)
 
 
+def test_the_archived_configs_extend_the_main_file_through_snakemake(root, raw, tmp_path):
+    """config/archive.yaml holds only experiments, none named as in config/config.yaml, and Snakemake's
+    `--configfile` merges them into the main file's: each one plans like a config of its own."""
+    from conftest import copy_workflow, planned_jobs
+
+    archive = yaml.safe_load((root / "config/archive.yaml").read_text())
+    assert set(archive) == {"experiments"}
+    assert not set(archive["experiments"]) & set(raw["experiments"])
+    merged = resolve_config({**raw, "experiments": {**raw["experiments"], **archive["experiments"]}})
+    for name in archive["experiments"]:
+        assert train_slice(merged, name)["episodes"] > 0
+    jobs = planned_jobs(copy_workflow(tmp_path), "results/mixed_network_alone/summary.html",
+                        extra=("--configfile", "config/archive.yaml"))
+    assert jobs["train"] == len(archive["experiments"]["mixed_network_alone"]["seeds"])
+
+
 def test_minimal_config_gets_every_default():
     cfg = resolve_config({"experiments": {"mine": {"episodes": 3}}})
     assert cfg["evaluation"]["episodes"] == 10 and cfg["suites"]["pool_size"] == {"train": 64, "heldout": 32}
