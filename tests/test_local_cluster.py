@@ -40,7 +40,7 @@ def test_a_cluster_without_owner_is_kept_and_one_without_owner_file_is_orphaned(
 
 
 def test_a_recycled_pid_does_not_keep_a_cluster(cluster_script, tmp_path):
-    (tmp_path / "owner").write_text(f"{1} not-its-start-time\n")
+    (tmp_path / "owner").write_text("1 not-its-start-time\n")
     assert cluster_script.orphaned(tmp_path)
 
 

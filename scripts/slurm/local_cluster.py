@@ -39,6 +39,7 @@ from processes import (
     log,
     pids_named,
     port_free,
+    process_cmdline,
     process_conf,
     run,
     spawn_daemon,
@@ -266,7 +267,7 @@ def reap() -> None:
     if kept:
         return
     for pid in pids_named("slurmd"):  # a slurmd whose directory was deleted: no live cluster of ours serves it
-        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] == [a.encode() for a in SLURMD_COMMAND]:
+        if process_cmdline(pid) == SLURMD_COMMAND:
             log(f"reaping slurmd (pid {pid}) left without its slurmctld")
             kill(pid, "slurmd")
 
