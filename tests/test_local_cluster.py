@@ -1,6 +1,8 @@
 """scripts/slurm/local_cluster.py decides which leftover clusters it may stop (no daemons started here)."""
 
 import importlib.util
+import os
+import socket
 import subprocess
 import sys
 
@@ -51,3 +53,24 @@ def test_only_this_scripts_configurations_are_reaped(cluster_script, tmp_path):
     assert cluster_script.ours(mine)
     assert not cluster_script.ours(other)
     assert cluster_script.ours(tmp_path / "deleted" / "slurm.conf")
+
+
+def test_busy_default_ports_give_two_other_free_ports(cluster_script):
+    held = []
+    try:
+        for port in cluster_script.DEFAULT_PORTS:
+            if cluster_script.port_free(port):  # else something else already holds it, just as well
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind(("127.0.0.1", port))
+                s.listen()
+                held.append(s)
+        if held:
+            port = held[0].getsockname()[1]
+            assert f"{os.getpid()} python" in " ".join(cluster_script.port_holders(port)).replace("python3", "python")
+        ctld, slurmd = cluster_script.choose_ports()
+    finally:
+        for s in held:
+            s.close()
+    assert ctld != slurmd
+    assert not {ctld, slurmd} & set(cluster_script.DEFAULT_PORTS)
+    assert cluster_script.port_free(ctld) and cluster_script.port_free(slurmd)

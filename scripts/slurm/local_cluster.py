@@ -20,7 +20,8 @@ every job's --mem is checked against the node's memory and recorded in its TRES.
 jobs visible to `squeue --states=all` (what Snakemake's squeue status command needs without sacct).
 Daemons run as root; starting twice is harmless (a running cluster is reused), and stop is idempotent.
 `start --owner PID` ties the cluster to a process (a test session): when that process is gone, `reap` stops
-the cluster, so a killed test run leaves no daemons holding the ports for the next one.
+the cluster, so a killed test run leaves no daemons holding the ports for the next one. When Slurm's default
+ports stay busy anyway (a cluster this script did not start), the cluster listens on two free ports instead.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from processes import (
     kill,
     log,
     pids_named,
+    free_port,
     port_free,
+    port_holders,
     process_cmdline,
     process_conf,
     run,
@@ -51,13 +54,12 @@ from processes import (
 
 NODE = "localhost"
 PARTITION = "local"
-CTLD_PORT = 6817
-SLURMD_PORT = 6818
+DEFAULT_PORTS = (6817, 6818)  # slurmctld, slurmd: Slurm's defaults, used when free
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 CONF_CACHE_LINK = Path("/run/slurm/conf")
 SYSTEM_SLURM_CONF = Path("/etc/slurm/slurm.conf")
 CONF_HEADER = "# Single-node SLURM cluster on localhost, written by scripts/slurm/local_cluster.py."
-SLURMD_COMMAND = ["slurmd", "-N", NODE, "--conf-server", f"{NODE}:{CTLD_PORT}"]
+SLURMD_COMMAND = ["slurmd", "-N", NODE, "--conf-server"]  # + "localhost:<slurmctld port>"
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 REQUIRED = ("munged", "mungekey", "munge", "unmunge", "slurmctld", "slurmd", "sinfo", "scontrol", "squeue", "scancel")
 
@@ -148,7 +150,7 @@ def hardware_value(hw: str, key: str) -> int:
     raise ClusterError(f"`slurmd -C` reported no {key}: {hw}")
 
 
-def write_conf(d: Path, min_job_age: int) -> Path:
+def write_conf(d: Path, min_job_age: int, ports: tuple[int, int]) -> Path:
     hw = node_hardware()
     cpus, mem = hardware_value(hw, "CPUs"), hardware_value(hw, "RealMemory")
     for sub in ("state", "spool", "log"):
@@ -157,8 +159,8 @@ def write_conf(d: Path, min_job_age: int) -> Path:
 {CONF_HEADER}
 ClusterName=acbo-local
 SlurmctldHost={NODE}
-SlurmctldPort={CTLD_PORT}
-SlurmdPort={SLURMD_PORT}
+SlurmctldPort={ports[0]}
+SlurmdPort={ports[1]}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -267,9 +269,25 @@ def reap() -> None:
     if kept:
         return
     for pid in pids_named("slurmd"):  # a slurmd whose directory was deleted: no live cluster of ours serves it
-        if process_cmdline(pid) == SLURMD_COMMAND:
+        if process_cmdline(pid)[: len(SLURMD_COMMAND)] == SLURMD_COMMAND:
             log(f"reaping slurmd (pid {pid}) left without its slurmctld")
             kill(pid, "slurmd")
+
+
+def choose_ports() -> tuple[int, int]:
+    """Slurm's default ports when free (after reaping orphaned clusters of this script); otherwise two
+    ports nothing listens on, so a cluster this script cannot stop (another user's, a system one) is no
+    obstacle."""
+    if not all(port_free(p) for p in DEFAULT_PORTS):
+        reap()  # a cluster left behind by a killed run holds the ports
+    busy = [p for p in DEFAULT_PORTS if not port_free(p)]
+    if not busy:
+        return DEFAULT_PORTS
+    held = "; ".join(f"{p}: {', '.join(port_holders(p)) or 'unknown process'}" for p in busy)
+    ctld = free_port()
+    slurmd = next(p for p in iter(free_port, None) if p != ctld)
+    log(f"default port(s) in use ({held}); using slurmctld port {ctld}, slurmd port {slurmd}")
+    return ctld, slurmd
 
 
 def start(d: Path, min_job_age: int, timeout: float, owner: int | None = None) -> None:
@@ -293,14 +311,10 @@ def start(d: Path, min_job_age: int, timeout: float, owner: int | None = None) -
             f"{SYSTEM_SLURM_CONF} exists: client commands inside jobs would read it instead of this cluster's "
             "configuration; move it away to use the local cluster"
         )
-    if not all(port_free(p) for p in (CTLD_PORT, SLURMD_PORT)):
-        reap()  # a cluster left behind by a killed run holds the ports
-    busy = [p for p in (CTLD_PORT, SLURMD_PORT) if not port_free(p)]
-    if busy:
-        raise ClusterError(f"port(s) {busy} on localhost are in use: is another SLURM cluster running here?")
+    ports = choose_ports()
 
     start_munge(d)
-    conf = write_conf(d, min_job_age)
+    conf = write_conf(d, min_job_age, ports)
     write_owner(d, owner)
     log(f"starting slurmctld ({conf})")
     spawn_daemon(["slurmctld"], env=client_env(d), logfile=d / "log" / "slurmctld.out")
@@ -310,7 +324,7 @@ def start(d: Path, min_job_age: int, timeout: float, owner: int | None = None) -
     log("starting slurmd (configless, config from slurmctld)")
     env = dict(os.environ)
     env.pop("SLURM_CONF", None)  # configless: slurmd must fetch (and cache) the config itself
-    spawn_daemon(SLURMD_COMMAND, env=env, logfile=d / "log" / "slurmd.out")
+    spawn_daemon([*SLURMD_COMMAND, f"{NODE}:{ports[0]}"], env=env, logfile=d / "log" / "slurmd.out")
 
     def ready() -> bool:
         state = node_state(d)

@@ -129,6 +129,50 @@ def port_free(port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fd_targets(proc: Path) -> list[str]:
+    """What a process's open file descriptors point to (those readable; fds come and go while we look)."""
+    targets = []
+    try:
+        fds = list((proc / "fd").iterdir())
+    except OSError:
+        return targets
+    for fd in fds:
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:
+            pass
+    return targets
+
+
+def port_holders(port: int) -> list[str]:
+    """"PID NAME" of each process listening on a TCP ``port`` (from /proc/net/tcp*, for error messages)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            listening = fields[3] == "0A"
+            if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    holders = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        if inodes & set(fd_targets(proc)):
+            holders.append(f"{proc.name} {process_name(int(proc.name))}")
+    return holders
+
+
 def tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
