@@ -36,10 +36,10 @@ from pathlib import Path
 from processes import (
     ClusterError,
     alive,
+    free_port,
     kill,
     log,
     pids_named,
-    free_port,
     port_free,
     port_holders,
     process_cmdline,
@@ -91,7 +91,11 @@ def munge_works() -> bool:
             return False
         check = subprocess.run(
             ["unmunge", "-S", str(MUNGE_SOCKET)],
-            check=False, input=cred.stdout, capture_output=True, text=True, timeout=10,
+            check=False,
+            input=cred.stdout,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return check.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
@@ -167,12 +171,12 @@ AuthType=auth/munge
 CredType=cred/munge
 # slurmd fetches this file from slurmctld (slurmd --conf-server) and caches it for jobs' client commands
 SlurmctldParameters=enable_configless
-StateSaveLocation={d / 'state'}
-SlurmdSpoolDir={d / 'spool'}
-SlurmctldPidFile={d / 'slurmctld.pid'}
-SlurmdPidFile={d / 'slurmd.pid'}
-SlurmctldLogFile={d / 'log' / 'slurmctld.log'}
-SlurmdLogFile={d / 'log' / 'slurmd.log'}
+StateSaveLocation={d / "state"}
+SlurmdSpoolDir={d / "spool"}
+SlurmctldPidFile={d / "slurmctld.pid"}
+SlurmdPidFile={d / "slurmd.pid"}
+SlurmctldLogFile={d / "log" / "slurmctld.log"}
+SlurmdLogFile={d / "log" / "slurmd.log"}
 SlurmctldDebug=info
 SlurmdDebug=info
 # no cgroups, no accounting

@@ -32,8 +32,14 @@ def spawn_daemon(cmd, *, env, logfile: Path) -> None:
     """Start a self-daemonizing program detached from our session and stdio; fail if it exits non-zero."""
     with open(logfile, "ab") as out:
         proc = subprocess.run(
-            cmd, check=False, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-            start_new_session=True, timeout=60,
+            cmd,
+            check=False,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            timeout=60,
         )
     if proc.returncode != 0:
         raise ClusterError(f"{' '.join(map(str, cmd))} exited with {proc.returncode}; see {logfile}")
@@ -115,7 +121,7 @@ def process_conf(pid: int) -> Path | None:
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return None
-    conf = next((e[len(b"SLURM_CONF="):] for e in env if e.startswith(b"SLURM_CONF=")), None)
+    conf = next((e[len(b"SLURM_CONF=") :] for e in env if e.startswith(b"SLURM_CONF=")), None)
     return Path(conf.decode()) if conf else None
 
 
@@ -152,7 +158,7 @@ def fd_targets(proc: Path) -> list[str]:
 
 
 def port_holders(port: int) -> list[str]:
-    """"PID NAME" of each process listening on a TCP ``port`` (from /proc/net/tcp*, for error messages)."""
+    """ "PID NAME" of each process listening on a TCP ``port`` (from /proc/net/tcp*, for error messages)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
