@@ -235,8 +235,8 @@ def copy_study(study: Path, dest: Path) -> Path:
 
 def pytest_collection_modifyitems(config, items):
     """A test that needs a finished Snakemake study is a `study` test (left out by `make test-fast`). The SLURM
-    tests share one local cluster (a session fixture with fixed daemon ports): under `pytest -n N --dist
-    loadgroup` they run on one worker."""
+    tests share one local cluster (a session fixture; the daemons of two clusters would share MUNGE's socket
+    and slurmd's /run/slurm/conf): under `pytest -n N --dist loadgroup` they run on one worker."""
     for item in items:
         if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.study)
