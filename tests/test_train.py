@@ -160,6 +160,12 @@ def small_spec(default_config, **overrides):
     return deep_merge(spec, overrides)
 
 
+def checkpoint_spec(default_config, episodes: int, checkpoint_every: int) -> dict:
+    """Level 1, a small network, 3 interventions: the checkpoint and resume tests share one compiled update."""
+    return small_spec(default_config, levels=[1], episodes=episodes, checkpoint_every=checkpoint_every,
+                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+
+
 def greedy_norm_improvement(ckpt_or_params, suite, policy_config=None) -> float:
     from workflow_src.suites.suite_io import load_suite
 
@@ -223,8 +229,7 @@ def test_training_learns_on_nonlinear_level_one(tmp_path, default_config):
 def test_resume_and_determinism_give_identical_checkpoints(tmp_path, suites_dir, default_config):
     import pandas as pd
 
-    spec = small_spec(default_config, levels=[1], episodes=12, checkpoint_every=4,
-                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 5})
+    spec = checkpoint_spec(default_config, episodes=12, checkpoint_every=4)
     runs = {}
     handler = signal.getsignal(signal.SIGTERM)
     for name in ("a", "b"):
@@ -488,8 +493,7 @@ def test_auxiliary_effect_loss_goes_down(tmp_path, suites_dir, default_config):
 
 
 def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, suites_dir, default_config, capsys):
-    spec = small_spec(default_config, levels=[1], episodes=4, checkpoint_every=2,
-                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+    spec = checkpoint_spec(default_config, episodes=4, checkpoint_every=2)
     paths = TrainPaths(tmp_path / "ck", tmp_path / "log.parquet")
     train("x", spec, 0, train_suite_files(spec["levels"], suites_dir), paths, progress=False)
     import io
@@ -587,8 +591,7 @@ def test_damaged_resume_state_falls_back_to_an_intact_checkpoint_or_starts_fresh
     import io
     import shutil
 
-    spec = small_spec(default_config, levels=[1], episodes=12, checkpoint_every=4,
-                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 5})
+    spec = checkpoint_spec(default_config, episodes=12, checkpoint_every=4)
     whole = TrainPaths(tmp_path / "whole", tmp_path / "whole" / "log.parquet")
     train("damaged", spec, 2, train_suite_files(spec["levels"], suites_dir), whole, progress=False)
     stopped = TrainPaths(tmp_path / "stopped", tmp_path / "stopped" / "log.parquet")
@@ -624,8 +627,7 @@ def test_another_seeds_checkpoints_are_not_resumed_and_a_users_files_survive(tmp
     import io
     import shutil
 
-    spec = small_spec(default_config, levels=[1], episodes=4, checkpoint_every=2,
-                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+    spec = checkpoint_spec(default_config, episodes=4, checkpoint_every=2)
     suites = train_suite_files(spec["levels"], suites_dir)
     seed_0 = TrainPaths(tmp_path / "seed_0", tmp_path / "seed_0.parquet")
     with pytest.raises(Exception, match="stopped after episode 2"):
@@ -658,8 +660,7 @@ def test_changed_training_suites_start_fresh_instead_of_resuming(tmp_path, suite
     from workflow_src.config import suite_slice
     from workflow_src.suites.build import build_suite
 
-    spec = small_spec(default_config, levels=[1], episodes=4, checkpoint_every=2,
-                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+    spec = checkpoint_spec(default_config, episodes=4, checkpoint_every=2)
     data = tmp_path / "suites"
     data.mkdir()
     shutil.copy(suites_dir / "train-L01.json", data / "train-L01.json")
@@ -708,8 +709,7 @@ def test_a_checkpoint_with_non_finite_values_is_never_resumed(tmp_path, suites_d
     to the newest finite checkpoint and ends as an uninterrupted run does."""
     import io
 
-    spec = small_spec(default_config, levels=[1], episodes=6, checkpoint_every=2,
-                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+    spec = checkpoint_spec(default_config, episodes=6, checkpoint_every=2)
     suites = train_suite_files(spec["levels"], suites_dir)
     whole = TrainPaths(tmp_path / "whole", tmp_path / "whole.parquet")
     train("nan", spec, 0, suites, whole, progress=False)
@@ -734,8 +734,7 @@ def grpo_state(spec):
     return grpo.initial_state(policy, optimizer, jax.random.PRNGKey(0))
 def test_another_seeds_finished_run_is_never_deleted(tmp_path, suites_dir, default_config):
     """Issue 27: training seed 1 into seed 0's finished folder deleted seed 0's final.ckpt without asking."""
-    spec = small_spec(default_config, levels=[1], episodes=2, checkpoint_every=2,
-                      policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 3})
+    spec = checkpoint_spec(default_config, episodes=2, checkpoint_every=2)
     suites = train_suite_files(spec["levels"], suites_dir)
     paths = TrainPaths(tmp_path / "seed_0", tmp_path / "seed_0.parquet")
     train("x", spec, 0, suites, paths, progress=False)
