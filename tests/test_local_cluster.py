@@ -55,22 +55,31 @@ def test_only_this_scripts_configurations_are_reaped(cluster_script, tmp_path):
     assert cluster_script.ours(tmp_path / "deleted" / "slurm.conf")
 
 
-def test_busy_default_ports_give_two_other_free_ports(cluster_script):
-    held = []
-    try:
-        for port in cluster_script.DEFAULT_PORTS:
-            if cluster_script.port_free(port):  # else something else already holds it, just as well
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.bind(("127.0.0.1", port))
-                s.listen()
-                held.append(s)
-        if held:
-            port = held[0].getsockname()[1]
-            assert f"{os.getpid()} python" in " ".join(cluster_script.port_holders(port)).replace("python3", "python")
-        ctld, slurmd = cluster_script.choose_ports()
-    finally:
-        for s in held:
-            s.close()
+def test_the_two_ports_are_distinct_and_free(cluster_script):
+    ctld, slurmd = cluster_script.choose_ports()
     assert ctld != slurmd
-    assert not {ctld, slurmd} & set(cluster_script.DEFAULT_PORTS)
-    assert cluster_script.port_free(ctld) and cluster_script.port_free(slurmd)
+    for port in (ctld, slurmd):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))
+
+
+def test_client_commands_carry_the_clusters_config_into_an_environment_without_it(cluster_script, tmp_path):
+    d = tmp_path / "cluster dir"  # a space: the wrapper quotes its paths
+    d.mkdir()
+    cluster_script.write_client_commands(d, names=("printenv", "no-such-client-command"))
+    assert sorted(p.name for p in (d / "bin").iterdir()) == ["printenv"]  # only installed commands
+    for caller in ({}, {"SLURM_CONF": "/elsewhere/slurm.conf"}):
+        env = {"PATH": os.environ["PATH"], **caller}
+        out = subprocess.run([d / "bin" / "printenv", "SLURM_CONF"], env=env, capture_output=True, text=True)
+        assert out.stdout.strip() == str(d / "slurm.conf")
+    exports = cluster_script.shell_exports(d)
+    shell = f'{exports}\necho "$SLURM_CONF"; command -v printenv'
+    out = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == [str(d / "slurm.conf"), str(d / "bin" / "printenv")]
+
+
+def test_a_munge_socket_path_too_long_for_unix_is_refused_by_name(cluster_script, tmp_path):
+    d = tmp_path / ("x" * 120)
+    with pytest.raises(cluster_script.ClusterError, match="shorten DIR"):
+        cluster_script.start_munge(d)
+    assert not d.exists()  # nothing half-made

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")  # the daemons; a non-logi
 SUITE_TARGETS = ("results/suites/train-L01.json", "results/suites/heldout-classic.json")
 # measured seconds (the training log's wall_time): the only column that differs between two identical runs
 TIMING_COLUMNS = ("wall_time",)
+DAEMON_LOGS = ("slurmctld.log", "slurmd.log")
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 
 
@@ -49,24 +51,42 @@ def cluster_cmd(action: str, d: Path, *options: str) -> subprocess.CompletedProc
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    search = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS])
-    require(all(shutil.which(p, path=search) for p in SLURM_PROGRAMS), "slurm (apt-get install slurm-wlm munge)")
-    require(os.geteuid() == 0, "slurm (root, to run the cluster's daemons)")
-    d = tmp_path_factory.mktemp("slurm-cluster")
-    # owned by this test process: a later run's start stops it if this run is killed before its teardown
+@contextmanager
+def local_cluster(d: Path):
+    """A cluster started from ``d`` for the duration of the block, owned by this test process (a later run's
+    start stops it if this run is killed before the block ends)."""
     started = cluster_cmd("start", d, "--owner", str(os.getpid()))
     try:
         if started.returncode != 0:
             pytest.fail(f"local SLURM cluster did not start:\n{started.stdout}\n{started.stderr}")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SNAKEMAKE_PROFILE"))}
         env["SLURM_CONF"] = str(d / "slurm.conf")
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", ""), *SBIN_DIRS])
+        # the venv's bin (acbo), then the cluster's client commands (they carry SLURM_CONF into jobs' srun)
+        venv_bin = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([venv_bin, str(d / "bin"), env.get("PATH", ""), *SBIN_DIRS])
         yield Cluster(d, env)
     finally:
         stopped = cluster_cmd("stop", d)
         assert stopped.returncode == 0, f"stopping the local SLURM cluster failed:\n{stopped.stderr}"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    search = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS])
+    require(all(shutil.which(p, path=search) for p in SLURM_PROGRAMS), "slurm (apt-get install slurm-wlm munge)")
+    require(os.geteuid() == 0, "slurm (root, to run the cluster's daemons)")
+    with local_cluster(tmp_path_factory.mktemp("slurm-cluster")) as cluster:
+        yield cluster
+
+
+def failed_jobs_report(cluster: Cluster, workdir: Path) -> str:
+    """The end of each SLURM job log under ``workdir`` and of the daemons' logs (a failed run's evidence)."""
+    logs = sorted((workdir / "logs" / "slurm").rglob("*.log")) + [cluster.dir / "log" / n for n in DAEMON_LOGS]
+    parts = []
+    for path in logs:
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else ["(missing)"]
+        parts.append(f"--- {path} (last 30 lines)\n" + "\n".join(lines[-30:]))
+    return "\n".join(parts)
 
 
 def run_on_slurm(cluster: Cluster, workdir: Path, *targets, timeout=900) -> tuple[str, dict[str, str]]:
@@ -80,8 +100,10 @@ def run_on_slurm(cluster: Cluster, workdir: Path, *targets, timeout=900) -> tupl
         *targets,
         env=cluster.env,
         timeout=timeout,
+        check=False,
     )
     output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{output[-4000:]}\n{failed_jobs_report(cluster, workdir)}"
     submitted = {slurm_id: log for _, slurm_id, log in SUBMITTED.findall(output)}
     return output, submitted
 
@@ -123,6 +145,17 @@ def test_cluster_is_up_and_memory_is_a_consumable(slurm_cluster):
     too_big = slurm_cluster.run("sbatch", f"--mem={int(memory) + 1024}", "--wrap", "true", check=False)
     assert too_big.returncode != 0
     assert "memory" in too_big.stderr.lower() or "configuration" in too_big.stderr.lower(), too_big.stderr
+
+
+def test_a_cluster_beside_another_runs_its_jobs_own_client_commands(slurm_cluster, tmp_path):
+    """Two clusters on one machine: `srun` inside a job, started without SLURM_CONF as Snakemake's jobstep
+    executor starts it, reaches the cluster that runs the job, on either (no shared config, socket or port)."""
+    with local_cluster(tmp_path / "beside") as beside:
+        for cluster in (slurm_cluster, beside):
+            out = cluster.dir / "probe.out"
+            script = "env -u SLURM_CONF srun -n1 sh -c 'echo $SLURM_CONF $SLURM_STEP_ID'"
+            cluster.run("sbatch", "--wait", "--mem=100", "-o", out, "--wrap", script)
+            assert out.read_text().split() == [str(cluster.dir / "slurm.conf"), "0"], out.read_text()
 
 
 def test_suites_through_slurm_equal_local(slurm_cluster, tmp_path):

@@ -5,29 +5,31 @@
     python scripts/slurm/local_cluster.py status DIR   # exit 0 when the node is up and idle or busy
     python scripts/slurm/local_cluster.py stop   DIR   # cancel jobs, stop the daemons started from DIR
     python scripts/slurm/local_cluster.py reap         # stop this script's clusters whose owner process is gone
-    eval "$(python scripts/slurm/local_cluster.py env DIR)"   # export SLURM_CONF for sbatch/squeue/snakemake
+    eval "$(python scripts/slurm/local_cluster.py env DIR)"   # SLURM_CONF and PATH for sbatch/squeue/snakemake
 
-Everything the cluster writes (config, state, spool, logs, pid files, munge key) lives in DIR, except two
-well-known paths that Slurm and MUNGE clients look up on their own: the MUNGE socket
-/run/munge/munge.socket.2 and slurmd's configless cache link /run/slurm/conf. slurmd runs in configless mode
-(it fetches slurm.conf from slurmctld) because a command started inside a job without SLURM_CONF in its
-environment -- `srun` as launched by Snakemake's slurm-jobstep executor, which drops inherited SLURM_*
-variables -- finds the configuration only through /run/slurm/conf (or /etc/slurm/slurm.conf).
+Everything the cluster uses lives in DIR: config, state, spool, logs, pid files, its own munged (key and
+socket, named in slurm.conf's AuthInfo) and DIR/bin, one small wrapper per Slurm client command that runs
+the real one with this cluster's SLURM_CONF. Jobs inherit PATH, so a client command started inside a job
+without SLURM_CONF in its environment -- `srun` as launched by Snakemake's slurm-jobstep executor, which
+drops inherited SLURM_* variables -- still reaches this cluster. The daemons listen on two ports the kernel
+picks. Nothing is shared with other clusters on the machine (no /etc/slurm, no /run/munge or /run/slurm, not
+Slurm's default ports 6817/6818), so clusters started side by side -- two test runs, a system cluster -- do
+not see each other.
 
 The configuration needs neither cgroups nor accounting: proctrack/linuxproc, task/none, no job accounting
 gather, no accounting storage. select/cons_tres with CR_Core_Memory makes cores and memory consumable, so
 every job's --mem is checked against the node's memory and recorded in its TRES. MinJobAge keeps finished
 jobs visible to `squeue --states=all` (what Snakemake's squeue status command needs without sacct).
 Daemons run as root; starting twice is harmless (a running cluster is reused), and stop is idempotent.
-`start --owner PID` ties the cluster to a process (a test session): when that process is gone, `reap` stops
-the cluster, so a killed test run leaves no daemons holding the ports for the next one. When Slurm's default
-ports stay busy anyway (a cluster this script did not start), the cluster listens on two free ports instead.
+`start --owner PID` ties the cluster to a process (a test session): when that process is gone, `reap` (and
+every `start`) stops the cluster, so a killed test run leaves no daemons behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -40,9 +42,6 @@ from processes import (
     kill,
     log,
     pids_named,
-    port_free,
-    port_holders,
-    process_cmdline,
     process_conf,
     run,
     spawn_daemon,
@@ -54,12 +53,10 @@ from processes import (
 
 NODE = "localhost"
 PARTITION = "local"
-DEFAULT_PORTS = (6817, 6818)  # slurmctld, slurmd: Slurm's defaults, used when free
-MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
-CONF_CACHE_LINK = Path("/run/slurm/conf")
-SYSTEM_SLURM_CONF = Path("/etc/slurm/slurm.conf")
 CONF_HEADER = "# Single-node SLURM cluster on localhost, written by scripts/slurm/local_cluster.py."
-SLURMD_COMMAND = ["slurmd", "-N", NODE, "--conf-server"]  # + "localhost:<slurmctld port>"
+DAEMONS = ("slurmctld", "slurmd", "munged")  # each started with this cluster's SLURM_CONF in its environment
+CLIENT_COMMANDS = ("srun", "sbatch", "salloc", "squeue", "scontrol", "scancel", "sinfo", "sacct", "sstat")
+MAX_SOCKET_PATH = 107  # bytes of a Unix socket path (sun_path holds 108 with the terminating NUL)
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 REQUIRED = ("munged", "mungekey", "munge", "unmunge", "slurmctld", "slurmd", "sinfo", "scontrol", "squeue", "scancel")
 
@@ -75,22 +72,57 @@ def conf_path(d: Path) -> Path:
     return d / "slurm.conf"
 
 
+def client_dir(d: Path) -> Path:
+    return d / "bin"
+
+
 def client_env(d: Path) -> dict[str, str]:
+    """This cluster's SLURM_CONF, and its client wrappers first on PATH (for the daemons, and jobs, too)."""
     env = dict(os.environ)
     env["SLURM_CONF"] = str(conf_path(d))
+    env["PATH"] = os.pathsep.join([str(client_dir(d)), env.get("PATH", "")])
     return env
+
+
+def shell_exports(d: Path) -> str:
+    """Shell lines that point sbatch/squeue/snakemake at this cluster (what `env` prints)."""
+    return f'export SLURM_CONF={shlex.quote(str(conf_path(d)))}\nexport PATH={shlex.quote(str(client_dir(d)))}:"$PATH"'
+
+
+def write_client_commands(d: Path, names=CLIENT_COMMANDS) -> None:
+    """DIR/bin/NAME for each installed client command: runs it with this cluster's SLURM_CONF."""
+    bindir = client_dir(d)
+    bindir.mkdir(exist_ok=True)
+    search = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != bindir)
+    for name in names:
+        real = shutil.which(name, path=search)
+        if real is None:
+            continue
+        wrapper = bindir / name
+        tmp = wrapper.with_name(f".{name}.tmp")
+        tmp.write_text(
+            f"#!/bin/sh\n# {name} of the cluster in {d} (scripts/slurm/local_cluster.py)\n"
+            f"export SLURM_CONF={shlex.quote(str(conf_path(d)))}\n"
+            f'exec {shlex.quote(real)} "$@"\n'
+        )
+        tmp.chmod(0o755)
+        tmp.replace(wrapper)
 
 
 # ----------------------------------------------------------------------------------------------- munge
 
 
-def munge_works() -> bool:
+def munge_socket(d: Path) -> Path:
+    return d / "munge" / "munge.socket"
+
+
+def munge_works(socket: Path) -> bool:
     try:
-        cred = run(["munge", "-n", "-S", str(MUNGE_SOCKET)], timeout=10)
+        cred = run(["munge", "-n", "-S", str(socket)], timeout=10)
         if cred.returncode != 0:
             return False
         check = subprocess.run(
-            ["unmunge", "-S", str(MUNGE_SOCKET)],
+            ["unmunge", "-S", str(socket)],
             check=False,
             input=cred.stdout,
             capture_output=True,
@@ -103,35 +135,35 @@ def munge_works() -> bool:
 
 
 def start_munge(d: Path) -> None:
-    mdir = d / "munge"
+    mdir, socket = d / "munge", munge_socket(d)
     pidfile = mdir / "munged.pid"
-    if munge_works():
-        owner = "this cluster" if alive(pidfile, "munged") else "an existing munged (left running on stop)"
-        log(f"munge is up at {MUNGE_SOCKET}, using {owner}")
+    if alive(pidfile, "munged") and munge_works(socket):
+        log(f"munged of this cluster is up at {socket}")
         return
+    terminate(pidfile, "munged")
+    if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
+        raise ClusterError(f"{socket}: longer than a Unix socket path may be ({MAX_SOCKET_PATH} bytes); shorten DIR")
     mdir.mkdir(mode=0o700, exist_ok=True)
     os.chmod(mdir, 0o700)  # munged refuses key/log directories writable by others
     key = mdir / "munge.key"
     if not key.exists():
         run(["mungekey", "--create", "--keyfile", str(key)], check=True)
     os.chmod(key, 0o600)
-    MUNGE_SOCKET.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(MUNGE_SOCKET.parent, 0o755)
-    log(f"starting munged (socket {MUNGE_SOCKET}, key {key})")
+    log(f"starting munged (socket {socket}, key {key})")
     spawn_daemon(
         [
             "munged",
             "--force",  # take over a stale socket left by a killed munged
-            f"--socket={MUNGE_SOCKET}",
+            f"--socket={socket}",
             f"--key-file={key}",
             f"--pid-file={pidfile}",
             f"--log-file={mdir / 'munged.log'}",
             f"--seed-file={mdir / 'munged.seed'}",
         ],
-        env=dict(os.environ),
+        env=client_env(d),
         logfile=mdir / "munged.out",
     )
-    if not wait_for(munge_works, 15):
+    if not wait_for(lambda: munge_works(socket), 15):
         raise ClusterError(f"munged did not come up:\n{tail(mdir / 'munged.log')}")
 
 
@@ -167,10 +199,10 @@ SlurmctldPort={ports[0]}
 SlurmdPort={ports[1]}
 SlurmUser=root
 SlurmdUser=root
+# this cluster's own munged
 AuthType=auth/munge
 CredType=cred/munge
-# slurmd fetches this file from slurmctld (slurmd --conf-server) and caches it for jobs' client commands
-SlurmctldParameters=enable_configless
+AuthInfo=socket={munge_socket(d)}
 StateSaveLocation={d / "state"}
 SlurmdSpoolDir={d / "spool"}
 SlurmctldPidFile={d / "slurmctld.pid"}
@@ -256,42 +288,24 @@ def ours(conf: Path) -> bool:
 
 
 def reap() -> None:
-    """Stop every cluster this script started whose owner is gone (found through slurmctld's SLURM_CONF)."""
-    kept = False
-    for pid in pids_named("slurmctld"):
-        conf = process_conf(pid)
-        if conf is None or not ours(conf):
-            continue
-        if not orphaned(conf.parent):
-            kept = True
-        elif conf.exists():
-            log(f"reaping the cluster from {conf.parent} (its owner is gone)")
-            stop(conf.parent)
-        else:
-            log(f"reaping slurmctld (pid {pid}) of the deleted {conf.parent}")
-            kill(pid, "slurmctld")
-    if kept:
-        return
-    for pid in pids_named("slurmd"):  # a slurmd whose directory was deleted: no live cluster of ours serves it
-        if process_cmdline(pid)[: len(SLURMD_COMMAND)] == SLURMD_COMMAND:
-            log(f"reaping slurmd (pid {pid}) left without its slurmctld")
-            kill(pid, "slurmd")
+    """Stop every cluster this script started whose owner is gone, found through its daemons' SLURM_CONF."""
+    for name in DAEMONS:
+        for pid in pids_named(name):
+            conf = process_conf(pid)
+            if conf is None or not ours(conf) or not orphaned(conf.parent):
+                continue
+            if conf.exists():
+                log(f"reaping the cluster from {conf.parent} (its owner is gone)")
+                stop(conf.parent)
+            else:
+                log(f"reaping {name} (pid {pid}) of the deleted {conf.parent}")
+                kill(pid, name)
 
 
 def choose_ports() -> tuple[int, int]:
-    """Slurm's default ports when free (after reaping orphaned clusters of this script); otherwise two
-    ports nothing listens on, so a cluster this script cannot stop (another user's, a system one) is no
-    obstacle."""
-    if not all(port_free(p) for p in DEFAULT_PORTS):
-        reap()  # a cluster left behind by a killed run holds the ports
-    busy = [p for p in DEFAULT_PORTS if not port_free(p)]
-    if not busy:
-        return DEFAULT_PORTS
-    held = "; ".join(f"{p}: {', '.join(port_holders(p)) or 'unknown process'}" for p in busy)
+    """Two distinct ports nothing listens on (the kernel's choice), for slurmctld and slurmd."""
     ctld = free_port()
-    slurmd = next(p for p in iter(free_port, None) if p != ctld)
-    log(f"default port(s) in use ({held}); using slurmctld port {ctld}, slurmd port {slurmd}")
-    return ctld, slurmd
+    return ctld, next(p for p in iter(free_port, None) if p != ctld)
 
 
 def start(d: Path, min_job_age: int, timeout: float, owner: int | None = None) -> None:
@@ -310,25 +324,20 @@ def start(d: Path, min_job_age: int, timeout: float, owner: int | None = None) -
     # a half-started or crashed cluster from this directory: stop what is left, then start afresh
     for name, pidfile in (("slurmd", d / "slurmd.pid"), ("slurmctld", d / "slurmctld.pid")):
         terminate(pidfile, name)
-    if SYSTEM_SLURM_CONF.exists():
-        raise ClusterError(
-            f"{SYSTEM_SLURM_CONF} exists: client commands inside jobs would read it instead of this cluster's "
-            "configuration; move it away to use the local cluster"
-        )
+    reap()  # daemons of clusters whose test run was killed
     ports = choose_ports()
 
-    start_munge(d)
-    conf = write_conf(d, min_job_age, ports)
     write_owner(d, owner)
+    conf = write_conf(d, min_job_age, ports)
+    write_client_commands(d)
+    start_munge(d)
     log(f"starting slurmctld ({conf})")
     spawn_daemon(["slurmctld"], env=client_env(d), logfile=d / "log" / "slurmctld.out")
     if not wait_for(lambda: ctld_responds(d), timeout):
         raise ClusterError(f"slurmctld did not answer within {timeout:.0f}s:\n{tail(d / 'log' / 'slurmctld.log')}")
 
-    log("starting slurmd (configless, config from slurmctld)")
-    env = dict(os.environ)
-    env.pop("SLURM_CONF", None)  # configless: slurmd must fetch (and cache) the config itself
-    spawn_daemon([*SLURMD_COMMAND, f"{NODE}:{ports[0]}"], env=env, logfile=d / "log" / "slurmd.out")
+    log(f"starting slurmd (port {ports[1]})")
+    spawn_daemon(["slurmd", "-N", NODE], env=client_env(d), logfile=d / "log" / "slurmd.out")
 
     def ready() -> bool:
         state = node_state(d)
@@ -370,9 +379,6 @@ def stop(d: Path) -> None:
             log("squeue/scancel timed out; stopping the daemons anyway")
     terminate(d / "slurmd.pid", "slurmd")
     terminate(d / "slurmctld.pid", "slurmctld")
-    # slurmd's configless cache link points into this directory: drop it so no client reads a stale config
-    if CONF_CACHE_LINK.is_symlink() and str(os.readlink(CONF_CACHE_LINK)).startswith(str(d)):
-        CONF_CACHE_LINK.unlink()
     terminate(d / "munge" / "munged.pid", "munged")
     log(f"cluster from {d} stopped")
 
@@ -411,13 +417,13 @@ def main(argv=None) -> int:
             reap()
         elif args.action == "start":
             start(args.dir, args.min_job_age, args.timeout, args.owner)
-            print(f"export SLURM_CONF={conf_path(args.dir.resolve())}")
+            print(shell_exports(args.dir.resolve()))
         elif args.action == "stop":
             stop(args.dir)
         elif args.action == "status":
             return status(args.dir)
         else:
-            print(f"export SLURM_CONF={conf_path(args.dir.resolve())}")
+            print(shell_exports(args.dir.resolve()))
     except ClusterError as err:
         log(f"error: {err}")
         return 1

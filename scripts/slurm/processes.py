@@ -87,7 +87,10 @@ def terminate(pidfile: Path, name: str, timeout: float = 20) -> None:
 def kill(pid: int, name: str, timeout: float = 20) -> None:
     """SIGTERM, then SIGKILL after ``timeout`` seconds, until ``pid`` is no longer the process ``name``."""
     log(f"stopping {name} (pid {pid})")
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it exited meanwhile
+        return
     if not wait_for(lambda: process_name(pid) != name, timeout):
         log(f"{name} (pid {pid}) ignored SIGTERM for {timeout:.0f}s, sending SIGKILL")
         os.kill(pid, signal.SIGKILL)
@@ -116,7 +119,7 @@ def pids_named(name: str) -> list[int]:
 
 
 def process_conf(pid: int) -> Path | None:
-    """The SLURM_CONF a daemon was started with (this script starts slurmctld with it in its environment)."""
+    """The SLURM_CONF a daemon was started with (this script starts each daemon with it in its environment)."""
     try:
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
@@ -125,58 +128,11 @@ def process_conf(pid: int) -> Path | None:
     return Path(conf.decode()) if conf else None
 
 
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port() -> int:
     """A TCP port on localhost that nothing listens on now (the kernel's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def fd_targets(proc: Path) -> list[str]:
-    """What a process's open file descriptors point to (those readable; fds come and go while we look)."""
-    targets = []
-    try:
-        fds = list((proc / "fd").iterdir())
-    except OSError:
-        return targets
-    for fd in fds:
-        try:
-            targets.append(os.readlink(fd))
-        except OSError:
-            pass
-    return targets
-
-
-def port_holders(port: int) -> list[str]:
-    """ "PID NAME" of each process listening on a TCP ``port`` (from /proc/net/tcp*, for error messages)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            listening = fields[3] == "0A"
-            if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{fields[9]}]")
-    holders = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        if inodes & set(fd_targets(proc)):
-            holders.append(f"{proc.name} {process_name(int(proc.name))}")
-    return holders
 
 
 def tail(path: Path, lines: int = 25) -> str:
