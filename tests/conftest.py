@@ -173,6 +173,7 @@ EXAMPLE_PLUGIN = ROOT / "examples/plugins/surrogate_greedy.py"
 STUDY_SUMMARIES = ("results/tiny_a/summary.html", "results/tiny_b/summary.html", "results/tiny_nl/summary.html")
 # a test that needs a finished Snakemake study (directly or through a fixture built on it) is a `study` test
 STUDY_FIXTURES = {"tiny_study"}
+SLURM_TESTS = "tests/test_slurm.py::"  # node ids of the tests that share the session's SLURM cluster
 
 
 def cbo_toy_doc(cos_weight: float = 1.0) -> dict:
@@ -234,11 +235,23 @@ def copy_study(study: Path, dest: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test that needs a finished Snakemake study is a `study` test (left out by `make test-fast`). The SLURM
-    tests share one local cluster (a session fixture; the daemons of two clusters would share MUNGE's socket
-    and slurmd's /run/slurm/conf): under `pytest -n N --dist loadgroup` they run on one worker."""
+    """A test that needs a finished Snakemake study is a `study` test (left out by `make test-fast`)."""
     for item in items:
         if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.study)
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` with the SLURM tests as one group: they share one local cluster (a session fixture,
+    so one cluster per worker that runs any of them), so one worker runs them all and starts it once. The
+    group is chosen here, from the node id: xdist 3.8 groups `xdist_group`-marked tests by rewriting
+    `item._nodeid`, which pytest 9 no longer reads, so the marker alone groups nothing."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SlurmTestsOnOneWorker(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "slurm" if nodeid.startswith(SLURM_TESTS) else super()._split_scope(nodeid)
+
+    return SlurmTestsOnOneWorker(config, log)

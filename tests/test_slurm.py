@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_workflow, planned_jobs, require, snakemake, study_definition
+from conftest import ROOT, copy_workflow, planned_jobs, require, run_folder, snakemake, study_definition
 
 pytestmark = pytest.mark.slurm
 
@@ -70,11 +70,26 @@ def local_cluster(d: Path):
         assert stopped.returncode == 0, f"stopping the local SLURM cluster failed:\n{stopped.stderr}"
 
 
+def claim_the_cluster_worker(tmp_path_factory) -> None:
+    """Under `pytest -n N --dist loadgroup` every SLURM test runs on the first worker that starts the session's
+    cluster (conftest groups them); a second worker starting one means the grouping was lost."""
+    from filelock import FileLock
+
+    claim = run_folder(tmp_path_factory) / "slurm-worker"
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with FileLock(f"{claim}.lock"):
+        if not claim.exists():
+            claim.write_text(worker)
+        first = claim.read_text()
+    assert first == worker, f"SLURM tests ran on workers {first} and {worker}: the xdist_group marker was lost"
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     search = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS])
     require(all(shutil.which(p, path=search) for p in SLURM_PROGRAMS), "slurm (apt-get install slurm-wlm munge)")
     require(os.geteuid() == 0, "slurm (root, to run the cluster's daemons)")
+    claim_the_cluster_worker(tmp_path_factory)
     with local_cluster(tmp_path_factory.mktemp("slurm-cluster")) as cluster:
         yield cluster
 
