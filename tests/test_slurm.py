@@ -72,7 +72,7 @@ def local_cluster(d: Path):
 
 def claim_the_cluster_worker(tmp_path_factory) -> None:
     """Under `pytest -n N --dist loadgroup` every SLURM test runs on the first worker that starts the session's
-    cluster (conftest groups them); a second worker starting one means the grouping was lost."""
+    cluster (conftest's scheduler groups them); a second worker starting one means that grouping was lost."""
     from filelock import FileLock
 
     claim = run_folder(tmp_path_factory) / "slurm-worker"
@@ -81,7 +81,7 @@ def claim_the_cluster_worker(tmp_path_factory) -> None:
         if not claim.exists():
             claim.write_text(worker)
         first = claim.read_text()
-    assert first == worker, f"SLURM tests ran on workers {first} and {worker}: the xdist_group marker was lost"
+    assert first == worker, f"SLURM tests ran on workers {first} and {worker}: conftest's grouping was lost"
 
 
 @pytest.fixture(scope="session")
