@@ -1,4 +1,4 @@
-"""scripts/slurm/local_cluster.py decides which leftover clusters it may stop (no daemons started here)."""
+"""scripts/slurm/local_cluster.py without daemons: the leftover clusters it may stop, its ports, its client wrappers."""
 
 import importlib.util
 import os
