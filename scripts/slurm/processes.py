@@ -106,14 +106,6 @@ def start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def process_cmdline(pid: int) -> list[str]:
-    """The arguments ``pid`` was started with ([] once it has exited)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
-    except OSError:
-        return []
-
-
 def pids_named(name: str) -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and process_name(int(p.name)) == name]
 
