@@ -19,14 +19,21 @@ rows = pd.concat([ev, bl.assign(seed=-1)])
 rows = rows.sort_values("step")
 rows["best"] = rows.groupby(["method", "seed", "suite", "scm_id", "episode"])["norm_improvement"].cummax()
 per_ep = rows.groupby(["method", "seed", "suite", "scm_id", "episode"]).agg(
-    per_step=("norm_improvement", "mean"),
-    best10=("best", lambda b: b.iloc[9]), best20=("best", lambda b: b.iloc[19]))
+    per_step=("norm_improvement", "mean"), best10=("best", lambda b: b.iloc[9]), best20=("best", lambda b: b.iloc[19])
+)
 per_scm = per_ep.groupby(["method", "suite", "scm_id"]).mean()
 per_seed = per_ep.groupby(["method", "seed", "suite"]).mean()
 rng = np.random.default_rng(0)
+
+
+def in_pool(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """The rows of the suites of one pool (heldout-classic belongs to the linear one)."""
+    suites = frame.index.get_level_values("suite")
+    return frame[[s.startswith(prefix) or (prefix == "heldout-L" and s == "heldout-classic") for s in suites]]
+
+
 for pool, prefix in (("linear", "heldout-L"), ("nonlinear", "heldout-NL")):
-    sub = per_scm[[s.startswith(prefix) or (prefix == "heldout-L" and s == "heldout-classic")
-                   for s in per_scm.index.get_level_values("suite")]]
+    sub = in_pool(per_scm, prefix)
     table = sub.groupby("method").mean().round(3)
     print(f"\n## {pool} ({sub.index.get_level_values('scm_id').nunique()} SCMs)\n")
     print(table.to_string())
@@ -36,9 +43,11 @@ for pool, prefix in (("linear", "heldout-L"), ("nonlinear", "heldout-NL")):
             diff = (mine - sub.xs(other, level="method")).dropna()
             boots = np.array([diff.iloc[rng.integers(0, len(diff), len(diff))].mean() for _ in range(1000)])
             lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
-            print(f"  {focus} - {other:20s} " + "  ".join(
-                f"{c} {diff[c].mean():+.3f} [{lo[i]:+.3f}, {hi[i]:+.3f}]" for i, c in enumerate(diff.columns)))
-    seeds = per_seed[[s.startswith(prefix) or (prefix == "heldout-L" and s == "heldout-classic")
-                      for s in per_seed.index.get_level_values("suite")]]
-    seeds = seeds.groupby(["method", "seed"])["per_step"].mean().unstack().round(3)
+            print(
+                f"  {focus} - {other:20s} "
+                + "  ".join(
+                    f"{c} {diff[c].mean():+.3f} [{lo[i]:+.3f}, {hi[i]:+.3f}]" for i, c in enumerate(diff.columns)
+                )
+            )
+    seeds = in_pool(per_seed, prefix).groupby(["method", "seed"])["per_step"].mean().unstack().round(3)
     print("\nper seed, per-step mean:\n" + seeds[seeds.columns[seeds.columns >= 0]].dropna().to_string())
