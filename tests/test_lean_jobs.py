@@ -1,9 +1,11 @@
 """Lean jobs: a job imports only what its stage uses (start-up time is paid by every job of a study)."""
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 PROBE = """
@@ -130,6 +132,38 @@ def test_every_stage_command_ends_its_log_with_job_stats(tmp_path):
     last = proc.stdout.strip().splitlines()[-1]
     stats = read_summary_line(last)
     assert stats["command"] == "suite generate" and stats["peak_mib"] > 0 and stats["wall_s"] >= stats["startup_s"]
+
+
+TOUCH = """
+def touch(mib):
+    block = bytearray(mib * 1024 ** 2)
+    block[::4096] = b"x" * len(block[::4096])
+    return block
+"""
+CHILD = TOUCH + "from workflow_src.jobstats import peak_mib\nheld = touch(300)\nprint(peak_mib())\n"
+BIG_PARENT = TOUCH + f"""
+import subprocess, sys
+held = touch(1024)
+print(subprocess.run([sys.executable, "-c", {CHILD!r}], capture_output=True, text=True, check=True).stdout)
+"""
+
+
+def test_a_jobs_peak_memory_is_its_own_not_its_parents():
+    """A job started by a large process (a Snakemake or pytest worker) reports the peak of its own program: a
+    1 GiB parent, a child that touches 300 MiB."""
+    proc = subprocess.run([sys.executable, "-c", BIG_PARENT], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert 300 < float(proc.stdout) < 600, proc.stdout
+
+
+def test_the_bench_takes_a_jobs_peak_memory_from_its_job_stats(tmp_path):
+    from workflow_src.bench import _acbo, _run
+
+    held = bytearray(512 * 1024**2)  # this process (the bench) grows well past the job's size
+    held[::4096] = b"x" * len(held[::4096])
+    result = _run(_acbo("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json"), dict(os.environ))
+    assert 0 < result["peak_rss_mib"] < 400 and result["wall_s"] > 0, result
+    with pytest.raises(RuntimeError, match="suite generate heldout-nope"):
+        _run(_acbo("suite", "generate", "heldout-nope", "--out", tmp_path / "t.json"), dict(os.environ))
 
 
 def test_training_rates_leave_out_the_episodes_that_compiled_a_bucket():

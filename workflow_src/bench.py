@@ -36,20 +36,19 @@ from . import paths
 from .atomic import atomic_write_text
 from .bench_study import bench_study, planned_programs, table
 from .config import load_config, suite_slice
+from .jobstats import read_summary_line
 from .suites.build import build_suite
 from .suites.generators import LEVELS
 
 
 def _run(cmd: list[str], env: dict) -> dict:
-    """Run a command; return its wall time and peak resident memory."""
+    """Run an ``acbo`` command; return its wall time and peak resident memory (from its own job stats line: the
+    rusage of a child forked from this process would count this process's memory too)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    output = proc.stdout.read()
-    proc.stdout.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-2000:]}")
-    return {"wall_s": time.perf_counter() - start, "peak_rss_mib": usage.ru_maxrss / 1024}
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}")
+    return {"wall_s": time.perf_counter() - start, "peak_rss_mib": read_summary_line(proc.stdout)["peak_mib"]}
 
 
 def _acbo(*args) -> list[str]:

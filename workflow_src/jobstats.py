@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
 import time
+from pathlib import Path
 
 STARTED = time.perf_counter()
 _ready: list[float] = []
@@ -27,10 +29,27 @@ def ready() -> None:
 def summary_line(command: str) -> str:
     now = time.perf_counter()
     startup = (_ready[0] if _ready else now) - STARTED
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
     stats = {"command": command, "wall_s": round(now - STARTED, 2), "startup_s": round(startup, 2),
-             "peak_mib": round(peak_mib)}
+             "peak_mib": round(peak_mib())}
     return f"{LINE_PREFIX} {json.dumps(stats)}"
+
+
+def peak_mib() -> float:
+    """This process's peak resident memory since it started its program, in MiB.
+
+    Linux's ``ru_maxrss`` also counts the memory of the process it was forked from: a process keeps the largest
+    resident set of any program it ran, and a forked child was its parent until it ran ``exec`` (measured: a job
+    started from a 1 GB Python process reported 967 MiB, its own peak being 14 MiB). ``VmHWM`` in
+    ``/proc/self/status`` is the peak of the running program alone; ``ru_maxrss`` is the fallback elsewhere.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        status = ""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)
 
 
 def read_summary_line(log: str) -> dict | None:
