@@ -528,8 +528,12 @@ def test_nonlinear_suite_runs_through_baselines_training_and_evaluation(tmp_path
     path = tmp_path / "nl.json"
     write_suite(suite, path)
     base = tmp_path / "base.parquet"
-    call_cli("baselines", "--suite", path, "--out", base, check=True)
+    # every baseline of the config, under a short protocol (the GP methods' cost grows with its length)
+    protocol = {"seed": 0, "episodes": 2, "interventions": 5, "n_obs": 10}
+    call_cli("baselines", "--suite", path, "--out", base, "--spec",
+             json.dumps({**protocol, "baselines": default_config["evaluation"]["baselines"]}), check=True)
     table = pd.read_parquet(base)
+    assert set(table.method) == set(default_config["evaluation"]["baselines"])
     numeric = table.select_dtypes("number").drop(columns=["seed"], errors="ignore")
     assert not numeric.isna().any().any()
     oracle_rows = table[table.method == "oracle"]
@@ -541,6 +545,8 @@ def test_nonlinear_suite_runs_through_baselines_training_and_evaluation(tmp_path
     log = pd.read_parquet(paths.log_table)
     assert np.isfinite(log[["reward", "norm_improvement", "loss"]].to_numpy()).all()
     out = tmp_path / "eval.parquet"
-    call_cli("evaluate", "--checkpoint", paths.ckpt("final"), "--suite", path, "--out", out, check=True)
+    call_cli("evaluate", "--checkpoint", paths.ckpt("final"), "--suite", path, "--out", out, "--spec",
+             json.dumps({**protocol, "policy_modes": ["greedy", "sampled"]}), check=True)
     table = pd.read_parquet(out)
+    assert set(table.method) == {"policy_greedy", "policy_sampled"}
     assert not table[["expected_target", "norm_improvement", "target"]].isna().any().any()

@@ -143,8 +143,9 @@ def test_resume_with_the_response_model_is_bit_identical(tmp_path, default_confi
 
 
 def test_amortized_ei_needs_a_checkpoint_with_the_response_model(tmp_path, default_config, small_suites):
-    spec = spec_with(default_config, levels=[1], episodes=1, checkpoint_every=1,
-                     policy={"hidden_dim": 16, "n_heads": 2, "n_layers": 1}, training={"n_interventions": 2})
+    from test_train import checkpoint_spec
+
+    spec = checkpoint_spec(default_config, episodes=4, checkpoint_every=2)  # test_train's: its compiled update
     paths = TrainPaths(tmp_path / "ckpt", tmp_path / "log.parquet")
     train("plain", spec, 0, train_suite_files([1], small_suites), paths, progress=False)
     suite, out = small_suites / "heldout-L01.json", tmp_path / "eval.parquet"
