@@ -56,6 +56,26 @@ def test_the_scoring_rule_is_exact_where_the_prediction_is_the_truth():
     assert float(response_loss((target.at[1].add(9.0), sd), target, intervenable).rmse) == 0.0
 
 
+def test_the_lower_confidence_bound_takes_the_lowest_optimistic_value_of_each_variable():
+    """``amortized_lcb``'s acquisition: per variable the highest ``kappa sd - mean`` over its range, found on the
+    grid and refined around it; a variable that is not intervenable is never chosen."""
+    from workflow_src.policy.response_model import lower_confidence_bound
+
+    def predict(points):  # X0: a bowl at 0.3, certain; X1: flat at 0.5, sd 1; X2: better, but not intervenable
+        mean = jnp.stack([(points[0] - 0.3) ** 2, jnp.full_like(points[1], 0.5), jnp.full_like(points[2], -9.0)])
+        return mean, jnp.stack([jnp.zeros_like(points[0]), jnp.ones_like(points[1]), jnp.zeros_like(points[2])])
+
+    allowed = jnp.array([True, True, False])
+    obs = pol.Observation(sample_features=jnp.zeros((2, 3, 4)), variable_features=jnp.zeros((3, 1)),
+                          sample_mask=jnp.ones(2, bool), node_mask=jnp.ones(3, bool), action_mask=allowed,
+                          heuristic=jnp.zeros((3, 2)))
+    found = np.asarray(lower_confidence_bound(predict, obs, kappa=1.0))
+    np.testing.assert_allclose(found[0], [0.0, 0.3], atol=2e-3)  # the bowl's bottom, between two grid values
+    np.testing.assert_allclose(found[1, 0], 0.5, rtol=1e-6)  # optimism: 1 sd below a mean of 0.5
+    assert found[2, 0] == -np.inf and int(np.argmax(found[:, 0])) == 1
+    assert int(np.argmax(np.asarray(lower_confidence_bound(predict, obs, kappa=0.0))[:, 0])) == 0  # no optimism
+
+
 def test_settings_that_need_the_response_model_are_refused_without_it(default_config):
     raw = load_yaml((ROOT / "config" / "config.yaml").read_text())
     for section, key, value in (("training", "response_steps", 10), ("training", "response_coef", 1.0),
@@ -88,7 +108,7 @@ def test_the_truth_reaches_the_loss_but_never_an_action(default_config, small_su
     params = pol.init_params(policy, jax.random.PRNGKey(1))
     suite = load_suite(small_suites / "heldout-NL01.json")
     changed = _perturbed_truth(suite)
-    methods = policy_methods(spec["policy"], ["greedy", "sampled", "amortized_ei"])
+    methods = policy_methods(spec["policy"], ["greedy", "sampled", "amortized_ei", "amortized_lcb"])
     before = run_methods(methods, params, suite, PROTOCOL)
     after = run_methods(methods, params, changed, PROTOCOL)
     for a, b in zip(before, after):

@@ -2,8 +2,8 @@
 
 Every method plugs into the same compiled protocol (``rollout``). The trained checkpoint gives a method per
 mode: ``policy_greedy`` (the most likely variable at its mean value), ``policy_sampled`` (a draw from the
-policy) and, with a response model, ``policy_amortized_ei`` (the response model's expected improvement, no
-policy). The non-learned baselines live in ``baselines``, one file each; ``registry`` names every built-in.
+policy) and, with a response model, ``policy_amortized_ei`` and ``policy_amortized_lcb`` (the response model's
+expected improvement, or its lower confidence bound, no policy). The non-learned baselines live in ``baselines``, one file each; ``registry`` names every built-in.
 """
 
 from __future__ import annotations
@@ -37,13 +37,16 @@ def make_policy_act(policy_config: dict, mode: str, source: str) -> Act:
 
     def act(params, view: StepView, key):
         from ..policy.distribution import greedy_action, squash
-        from ..policy.network import check_params, make_policy, policy_inputs, policy_observation, response_acquisition
+        from ..policy.network import (check_params, make_policy, policy_inputs, policy_observation,
+                                      response_acquisition, response_predictions)
+        from ..policy.response_model import LCB_KAPPA, lower_confidence_bound
 
         policy = make_policy(policy_config)
         check_params(policy, params, source)
-        if mode == "amortized_ei":  # the response model's expected improvement alone, no policy
+        if mode in RESPONSE_MODEL_MODES:  # the response model's acquisition alone, no policy
             obs = policy_observation(policy, view.scm, view.buffer, view.fit)
-            found = response_acquisition(policy, params, obs)
+            found = response_acquisition(policy, params, obs) if mode == "amortized_ei" else lower_confidence_bound(
+                lambda points: response_predictions(policy, params, obs, points), obs, LCB_KAPPA)
             variable = jnp.argmax(found[:, 0])
             lo, hi = view.scm.lo[variable], view.scm.hi[variable]
             return variable, lo + found[variable, 1] * (hi - lo)

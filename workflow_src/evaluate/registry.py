@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 POLICY_PREFIX = "policy_"
-POLICY_MODES = ("greedy", "sampled", "amortized_ei")
-RESPONSE_MODEL_MODES = ("amortized_ei",)  # modes only a checkpoint with a response model gives
+POLICY_MODES = ("greedy", "sampled", "amortized_ei", "amortized_lcb")
+RESPONSE_MODEL_MODES = ("amortized_ei", "amortized_lcb")  # modes only a checkpoint with a response model gives
 
 
 class Registration(NamedTuple):
@@ -38,6 +38,8 @@ REGISTRATIONS = (
     Registration(policy_method("sampled"), "the trained policy, sampling its action at each step", "#8e44ad"),
     Registration(policy_method("amortized_ei"), "the checkpoint's response model (learned from the simulator) with "
                  "expected improvement, no reinforcement learning", "#17becf"),
+    Registration(policy_method("amortized_lcb"), "the checkpoint's response model with a lower confidence bound "
+                 "(mean - 1 sd), no reinforcement learning", "#0b6e79"),
     Registration("oracle", "knows the SCM and always takes the best intervention (the upper bound)", "#2a9d3a",
                  "oracle", reads_truth=True),
     Registration("marginal_regression", "regresses the target on each variable and extrapolates to the range ends",

@@ -16,7 +16,8 @@ The network reads the policy's ``Observation`` and nothing else:
   mean and a softplus standard deviation.
 
 ``acquisition`` turns the predictions into expected improvement over a grid refined around each variable's
-best value, against the best outcome observed (``response_gp``'s incumbent, read from the same inputs).
+best value, against the best outcome observed (``response_gp``'s incumbent, read from the same inputs);
+``lower_confidence_bound`` into an optimistic bound ``mean - kappa sd`` over the same grid.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ MIN_SD = 0.01  # the smallest predicted standard deviation (standardized Y)
 ACT_GRID = 33  # positions per range where the acquisition is evaluated (ends included) ...
 ACT_REFINE = 8  # ... then this many within half a grid step of each variable's best
 LOG_EI_FLOOR = -30.0  # log of an expected improvement of (about) zero
+LCB_KAPPA = 1.0  # the evaluation mode amortized_lcb: the lowest mean - LCB_KAPPA sd
 
 
 def fourier(position: jnp.ndarray) -> jnp.ndarray:
@@ -97,19 +99,34 @@ def incumbent(obs: Observation) -> jnp.ndarray:
     return jnp.minimum(jnp.min(jnp.where(intervention, y, jnp.inf)), obs_mean)
 
 
-def acquisition(predict, obs: Observation) -> jnp.ndarray:
-    """(N, 2) per variable the log of its highest expected improvement (floored at ``LOG_EI_FLOOR``; the floor
-    where not intervenable) and the position in its range where it is: the best of ``ACT_GRID`` positions, then
-    of ``ACT_REFINE`` around it. ``predict(points)`` gives the model's (mean, sd) at positions (N, P)."""
-    n_vars, best_so_far = obs.node_mask.shape[0], incumbent(obs)
+def search(score, predict, obs: Observation) -> jnp.ndarray:
+    """(N, 2) per variable its highest ``score(mean, sd)`` and the position in its range where it is: the best of
+    ``ACT_GRID`` positions, then of ``ACT_REFINE`` around it. ``predict(points)`` gives the model's (mean, sd) at
+    positions (N, P)."""
+    n_vars = obs.node_mask.shape[0]
     grid = jnp.linspace(0.0, 1.0, ACT_GRID)
-    ei = expected_improvement(*predict(jnp.broadcast_to(grid, (n_vars, ACT_GRID))), best_so_far)
-    best = jnp.argmax(ei, 1)
+    coarse = score(*predict(jnp.broadcast_to(grid, (n_vars, ACT_GRID))))
+    best = jnp.argmax(coarse, 1)
     fine = jnp.clip(grid[best][:, None] + jnp.linspace(-0.5, 0.5, ACT_REFINE) / (ACT_GRID - 1), 0.0, 1.0)
     positions = jnp.concatenate([grid[best][:, None], fine], 1)
-    scores = jnp.concatenate([jnp.take_along_axis(ei, best[:, None], 1), expected_improvement(*predict(fine),
-                                                                                               best_so_far)], 1)
+    scores = jnp.concatenate([jnp.take_along_axis(coarse, best[:, None], 1), score(*predict(fine))], 1)
     pick = jnp.argmax(scores, 1)
-    score = jnp.log(jnp.maximum(jnp.take_along_axis(scores, pick[:, None], 1)[:, 0], 0.0))
+    return jnp.stack([jnp.take_along_axis(scores, pick[:, None], 1)[:, 0],
+                      jnp.take_along_axis(positions, pick[:, None], 1)[:, 0]], -1)
+
+
+def acquisition(predict, obs: Observation) -> jnp.ndarray:
+    """(N, 2) per variable the log of its highest expected improvement against the best outcome observed
+    (floored at ``LOG_EI_FLOOR``; the floor where not intervenable) and the position where it is (``search``)."""
+    best_so_far = incumbent(obs)
+    found = search(lambda mean, sd: expected_improvement(mean, sd, best_so_far), predict, obs)
+    score = jnp.log(jnp.maximum(found[:, 0], 0.0))
     score = jnp.where(obs.action_mask & obs.node_mask, jnp.maximum(score, LOG_EI_FLOOR), LOG_EI_FLOOR)
-    return jnp.stack([score, jnp.take_along_axis(positions, pick[:, None], 1)[:, 0]], -1)
+    return jnp.stack([score, found[:, 1]], -1)
+
+
+def lower_confidence_bound(predict, obs: Observation, kappa: float) -> jnp.ndarray:
+    """(N, 2) per variable the negated lowest ``mean - kappa sd`` of its predictions (``-inf`` where not
+    intervenable) and the position where it is (``search``): an optimistic bound for minimization."""
+    found = search(lambda mean, sd: kappa * sd - mean, predict, obs)
+    return found.at[:, 0].set(jnp.where(obs.action_mask & obs.node_mask, found[:, 0], -jnp.inf))
