@@ -3,7 +3,8 @@
 Every method plugs into the same compiled protocol (``rollout``). The trained checkpoint gives a method per
 mode: ``policy_greedy`` (the most likely variable at its mean value), ``policy_sampled`` (a draw from the
 policy) and, with a response model, ``policy_amortized_ei`` and ``policy_amortized_lcb`` (the response model's
-expected improvement, or its lower confidence bound, no policy). The non-learned baselines live in ``baselines``, one file each; ``registry`` names every built-in.
+expected improvement, or its lower confidence bound, no policy). The non-learned baselines live in
+``baselines``, one file each; ``registry`` names every built-in.
 """
 
 from __future__ import annotations
@@ -37,8 +38,14 @@ def make_policy_act(policy_config: dict, mode: str, source: str) -> Act:
 
     def act(params, view: StepView, key):
         from ..policy.distribution import greedy_action, squash
-        from ..policy.network import (check_params, make_policy, policy_inputs, policy_observation,
-                                      response_acquisition, response_predictions)
+        from ..policy.network import (
+            check_params,
+            make_policy,
+            policy_inputs,
+            policy_observation,
+            response_acquisition,
+            response_predictions,
+        )
         from ..policy.response_model import LCB_KAPPA, lower_confidence_bound
 
         policy = make_policy(policy_config)
