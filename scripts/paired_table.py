@@ -1,7 +1,10 @@
 """Per pool (linear / nonlinear held-out suites) and method: the per-step mean normalized improvement and the
 best-so-far after 10 and 20 interventions, per-SCM means over episodes and seeds, and the paired difference of
 one method against every other with a bootstrap 95% CI over SCMs. Usage:
-python scripts/paired_table.py CONFIG [METHOD]"""
+python scripts/paired_table.py CONFIG[,CONFIG...] [METHOD]
+With several configs (the same suites) each policy method is named CONFIG:METHOD, so one config's method is paired
+with another's: python scripts/paired_table.py amortized,amortized_response_steps_3000 \
+amortized_response_steps_3000:policy_amortized_ei"""
 
 import glob
 import sys
@@ -9,9 +12,13 @@ import sys
 import numpy as np
 import pandas as pd
 
-config = sys.argv[1]
+configs = sys.argv[1].split(",")
 focus = sys.argv[2] if len(sys.argv) > 2 else "policy_amortized_ei"
-ev = pd.concat([pd.read_parquet(f) for f in glob.glob(f"results/{config}/eval/seed_*/*.parquet")])
+evals = []
+for config in configs:
+    ev = pd.concat([pd.read_parquet(f) for f in glob.glob(f"results/{config}/eval/seed_*/*.parquet")])
+    evals.append(ev.assign(method=config + ":" + ev["method"]) if len(configs) > 1 else ev)
+ev = pd.concat(evals)
 suites = set(ev["suite"])
 bl = pd.concat([pd.read_parquet(f) for f in glob.glob("results/baselines/*.parquet")])
 bl = bl[bl["suite"].isin(suites) & (bl["method"] != "oracle")]
