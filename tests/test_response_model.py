@@ -76,10 +76,45 @@ def test_the_lower_confidence_bound_takes_the_lowest_optimistic_value_of_each_va
     assert int(np.argmax(np.asarray(lower_confidence_bound(predict, obs, kappa=0.0))[:, 0])) == 0  # no optimism
 
 
+def test_the_regression_lines_are_the_least_squares_lines_of_the_samples():
+    """``response_lines``' inputs: per variable the line through all its samples (observational and its own
+    interventions) and the interventional one (its interventions, observational samples at ``OBS_WEIGHT``), at
+    any query position; samples that set another variable and padded rows never count."""
+    from workflow_src.core.buffer import OBS_WEIGHT
+    from workflow_src.policy.features import SCALED_CHANNEL, SET_CHANNEL, Y_CHANNEL
+    from workflow_src.policy.response_model import regression_lines, sample_pairs
+
+    rng = np.random.default_rng(0)
+    position = rng.uniform(0.0, 1.0, (9, 2))  # 9 rows (the last padded), 2 variables
+    kind = np.array([0, 0, 0, 0, 1, 1, 1, 2, 0])  # observational, sets X0, sets X1
+    y = np.where(kind == 1, 1.0 - 2.0 * position[:, 0], 0.5 + position[:, 0]) + 0.1 * rng.normal(size=9)
+    y[7] = 5.0  # set X1: outside X0's lines
+    features = np.zeros((9, 2, 7), np.float32)
+    features[..., SCALED_CHANNEL] = 2.0 * position - 1.0
+    features[..., Y_CHANNEL] = y[:, None]
+    features[kind == 1, 0, SET_CHANNEL] = 1.0
+    features[kind == 2, 1, SET_CHANNEL] = 1.0
+    mask = np.arange(9) < 8
+    features[~mask] = 0.0
+    obs = pol.Observation(sample_features=jnp.asarray(features), variable_features=jnp.zeros((2, 1)),
+                          sample_mask=jnp.asarray(mask), node_mask=jnp.ones(2, bool), action_mask=jnp.ones(2, bool),
+                          heuristic=jnp.zeros((2, 2)))
+    points = jnp.array([[0.0, 0.25, 1.0], [0.0, 0.5, 1.0]])
+    lines = np.asarray(regression_lines(*sample_pairs(obs), points))
+    for variable, rows in ((0, kind[:8] <= 1), (1, kind[:8] != 1)):
+        x, w = position[:8, variable], rows.astype(float)
+        interventional = w * np.where(kind[:8] == variable + 1, 1.0, OBS_WEIGHT)
+        for column, weight in enumerate((w, interventional)):
+            slope, intercept = np.polyfit(x, y[:8], 1, w=np.sqrt(weight))
+            np.testing.assert_allclose(lines[variable, :, column], intercept + slope * np.asarray(points[variable]),
+                                       rtol=1e-4, atol=1e-4)
+
+
 def test_settings_that_need_the_response_model_are_refused_without_it(default_config):
     raw = load_yaml((ROOT / "config" / "config.yaml").read_text())
     for section, key, value in (("training", "response_steps", 10), ("training", "response_coef", 1.0),
-                                ("training", "anchor_coef", 0.1), ("policy", "prior", "amortized_ei")):
+                                ("training", "anchor_coef", 0.1), ("policy", "prior", "amortized_ei"),
+                                ("policy", "response_lines", True)):
         doc = copy.deepcopy(raw)
         doc["experiments"]["debug"][section] = {key: value}
         message = rf"experiments\.debug\.{section}\.{key}: .* needs policy\.response_model"
@@ -100,10 +135,11 @@ def _perturbed_truth(suite):
     return dataclasses.replace(suite, scms=tuple(scms))
 
 
-def test_the_truth_reaches_the_loss_but_never_an_action(default_config, small_suites):
+@pytest.mark.parametrize("lines", [False, True])
+def test_the_truth_reaches_the_loss_but_never_an_action(default_config, small_suites, lines):
     """Changing the stored oracle curves changes the response model's loss, and not one action of the trained
-    network in any mode."""
-    spec = spec_with(default_config, policy=RESPONSE_POLICY)
+    network in any mode (with and without the regression lines among its inputs)."""
+    spec = spec_with(default_config, policy={**RESPONSE_POLICY, "response_lines": lines})
     policy = pol.make_policy(spec["policy"])
     params = pol.init_params(policy, jax.random.PRNGKey(1))
     suite = load_suite(small_suites / "heldout-NL01.json")
@@ -144,7 +180,8 @@ def test_the_response_model_learns_the_curves_of_level_one(tmp_path, default_con
 
 
 def test_resume_with_the_response_model_is_bit_identical(tmp_path, default_config, small_suites):
-    spec = spec_with(default_config, levels=[1], episodes=4, checkpoint_every=2, policy=RESPONSE_POLICY,
+    spec = spec_with(default_config, levels=[1], episodes=4, checkpoint_every=2,
+                     policy={**RESPONSE_POLICY, "response_lines": True},
                      training={"n_interventions": 3, "response_steps": 6, "response_coef": 0.5, "anchor_coef": 0.1})
     suites = train_suite_files([1], small_suites)
     whole = TrainPaths(tmp_path / "a", tmp_path / "a" / "log.parquet")
@@ -156,6 +193,7 @@ def test_resume_with_the_response_model_is_bit_identical(tmp_path, default_confi
     assert whole.ckpt("final").read_bytes() == parts.ckpt("final").read_bytes()
     header = checkpoint.read_header(whole.ckpt("final"))
     assert header["response_pretrain"]["steps"] == 6 and header["architecture"]["response_model"] is True
+    assert header["architecture"]["response_lines"] is True
     import pandas as pd
 
     log = pd.read_parquet(whole.log_table)

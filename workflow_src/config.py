@@ -98,6 +98,7 @@ NEEDS = (
     (("training", "response_coef"), lambda v: v > 0, ("policy", "response_model")),
     (("training", "anchor_coef"), lambda v: v > 0, ("policy", "response_model")),
     (("policy", "prior"), lambda v: v == "amortized_ei", ("policy", "response_model")),
+    (("policy", "response_lines"), bool, ("policy", "response_model")),
 )
 
 

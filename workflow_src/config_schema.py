@@ -48,6 +48,7 @@ LEGACY_DEFAULTS = MappingProxyType({"train": MappingProxyType({
     ("training", "response_learning_rate"): 1e-3,
     ("training", "response_coef"): 0.0,
     ("training", "anchor_coef"): 0.0,
+    ("policy", "response_lines"): False,
 }), "summary": MappingProxyType({
     ("response_model",): False,  # the config's policy has a response model: its response quality tables are read
 })})

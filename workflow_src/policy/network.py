@@ -65,6 +65,7 @@ class PermutationInvariantPolicy(nn.Module):
     # an amortized response model beside the network, with parameters of its own (``params["response_model"]``,
     # ``policy_inputs``): it adds nothing to the network's own layers
     response_model: bool = False
+    response_lines: bool = False  # no parameters of the network's own: its response model's query inputs
 
     @nn.compact
     def __call__(self, obs: Observation) -> PolicyOutputs:
@@ -116,6 +117,7 @@ def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
         bandit_features=policy_config["bandit_features"], effect_head=policy_config["effect_head"],
         prior=policy_config["prior"], curve_features=policy_config["curve_features"],
         budget_feature=policy_config["budget_feature"], response_model=policy_config["response_model"],
+        response_lines=policy_config["response_lines"],
     )
 
 
@@ -126,7 +128,7 @@ def policy_observation(policy: PermutationInvariantPolicy, scm: Problem, buffer:
 
 
 def response_model_of(policy: PermutationInvariantPolicy) -> ResponseModel:
-    return ResponseModel(policy.hidden_dim, policy.n_heads, policy.n_layers)
+    return ResponseModel(policy.hidden_dim, policy.n_heads, policy.n_layers, policy.response_lines)
 
 
 def response_acquisition(policy: PermutationInvariantPolicy, params, obs: Observation) -> jnp.ndarray:

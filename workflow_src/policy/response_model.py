@@ -13,7 +13,10 @@ The network reads the policy's ``Observation`` and nothing else:
   features; samples that set another variable are left out;
 - per query position, **cross-attention** from the position (its Fourier features and the variable's trunk
   state) to those pairs plus a learned null pair (a variable without samples), then a small head giving the
-  mean and a softplus standard deviation.
+  mean and a softplus standard deviation;
+- with ``lines``, the query also reads two **least-squares lines** of the outcome on the position at the query
+  (``regression_lines``): what ``response_gp``'s affine prior extrapolates, given to the network rather than
+  learned by it.
 
 ``acquisition`` turns the predictions into expected improvement over a grid refined around each variable's
 best value, against the best outcome observed (``response_gp``'s incumbent, read from the same inputs);
@@ -26,9 +29,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ..core.buffer import OBS_WEIGHT
 from ..core.response_gp import expected_improvement
-from .features import SCALED_CHANNEL, SET_CHANNEL, Y_CHANNEL, Observation
-from .layers import LayerNorm, SampleEmbedding, VariableBlock
+from ..core.surrogate import weighted_simple_regression
+from .features import PREDICTION_CLIP, SCALED_CHANNEL, SET_CHANNEL, Y_CHANNEL, Observation
+from .layers import LayerNorm, SampleEmbedding, VariableBlock, head_major_attention
 
 FREQUENCIES = (0.5, 1.0, 2.0, 4.0)  # cycles per range width of the position's Fourier features
 MIN_SD = 0.01  # the smallest predicted standard deviation (standardized Y)
@@ -57,10 +62,24 @@ def sample_pairs(obs: Observation):
     return jnp.concatenate([pairs, fourier(position)], -1), counts
 
 
+def regression_lines(pairs: jnp.ndarray, counts: jnp.ndarray, points: jnp.ndarray) -> jnp.ndarray:
+    """(N, P, 2) per variable, at the positions ``points`` (N, P), two weighted least-squares lines of the
+    outcome on the position, from ``sample_pairs``: over every pair that counts (``marginal_regression``'s
+    statistic, confounded where the variable was never set), and over the samples that set the variable with
+    the observational ones at ``OBS_WEIGHT`` (the interventional regression); clipped to ``PREDICTION_CLIP``."""
+    position, y, set_here = pairs[..., 0].T, pairs[0, :, 1], pairs[..., 2].T  # (S, N), (S,), (S, N)
+    weight = counts.T.astype(y.dtype)
+    lines = [weighted_simple_regression(position, y, w, sxx_floor=1e-6)
+             for w in (weight, weight * jnp.where(set_here > 0, 1.0, OBS_WEIGHT))]
+    at = [intercept[:, None] + slope[:, None] * points for intercept, slope in lines]
+    return jnp.clip(jnp.stack(at, -1), -PREDICTION_CLIP, PREDICTION_CLIP)
+
+
 class ResponseModel(nn.Module):
     hidden_dim: int = 32
     n_heads: int = 4
     n_layers: int = 2
+    lines: bool = False  # the query reads ``regression_lines``
 
     @nn.compact
     def __call__(self, obs: Observation, points: jnp.ndarray):
@@ -75,13 +94,16 @@ class ResponseModel(nn.Module):
         h = LayerNorm()(h)  # (N, H)
 
         pairs, counts = sample_pairs(obs)
+        position = fourier(points)  # (N, P, F)
+        if self.lines:
+            position = jnp.concatenate([position, regression_lines(pairs, counts, points)], -1)
         keys = nn.Dense(width)(nn.gelu(nn.Dense(width)(pairs)))  # (N, S, H)
         null = self.param("null_pair", nn.initializers.normal(1.0), (width,))
         keys = jnp.concatenate([jnp.broadcast_to(null, keys.shape[:1] + (1, width)), keys], 1)
         counts = jnp.concatenate([jnp.ones(counts.shape[:1] + (1,), bool), counts], 1)
-        position = fourier(points)  # (N, P, F)
         query = nn.Dense(width)(position) + nn.Dense(width)(h)[:, None, :]
-        attention = nn.MultiHeadDotProductAttention(num_heads=self.n_heads, qkv_features=width)
+        attention = nn.MultiHeadDotProductAttention(num_heads=self.n_heads, qkv_features=width,
+                                                    attention_fn=head_major_attention)
         mask = jnp.broadcast_to(counts[:, None, None, :], (counts.shape[0], 1, points.shape[1], counts.shape[1]))
         attended = attention(LayerNorm()(query), keys, mask=mask)  # (N, P, H)
         z = jnp.concatenate([attended, query, jnp.broadcast_to(h[:, None, :], query.shape)], -1)

@@ -14,7 +14,7 @@ POLICY_NAMES = ("simple_permutation_invariant",)
 POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head", "prior")
 # settings added later, recorded in a checkpoint only when on: a network without them has the record (and the
 # program-store identity) it had before they existed
-OPTIONAL_KEYS = ("curve_features", "budget_feature", "response_model")
+OPTIONAL_KEYS = ("curve_features", "budget_feature", "response_model", "response_lines")
 PRIORS = ("none", "marginal_regression", "interventional_regression", "response_gp", "response_gp_ei", "amortized_ei")
 GP_PRIORS = ("response_gp", "response_gp_ei")  # priors read from the response-curve GP's posterior
 SAMPLE_CHANNELS = 7
@@ -40,6 +40,8 @@ def architecture(policy_config: dict) -> dict:
         layout["budget_feature"] = True
     if policy_config["response_model"]:
         layout["response_model"] = True
+    if policy_config["response_lines"]:
+        layout["response_lines"] = True
     return {**settings, **layout, "sample_channels": SAMPLE_CHANNELS,
             "variable_channels": variable_channels(policy_config["bandit_features"], curves, budget)}
 
@@ -52,6 +54,8 @@ def check_policy_config(policy_config: dict) -> None:
         raise ValueError(f"unknown prior {policy_config['prior']!r} (one of {', '.join(PRIORS)})")
     if policy_config["prior"] == "amortized_ei" and not policy_config["response_model"]:
         raise ValueError("prior amortized_ei needs the response model (policy.response_model: true)")
+    if policy_config["response_lines"] and not policy_config["response_model"]:
+        raise ValueError("response_lines are inputs of the response model (policy.response_model: true)")
 
 
 def policy_config_of(arch) -> dict:
