@@ -58,7 +58,8 @@ def test_an_evaluation_job_whose_program_is_stored_imports_no_flax(tmp_path):
 
     config = {"name": "simple_permutation_invariant", "hidden_dim": 8, "n_heads": 2, "n_layers": 1,
               "fixed_std": 0.5, "bandit_features": True, "effect_head": False, "prior": "interventional_regression",
-              "curve_features": False, "budget_feature": False, "response_model": False}
+              "curve_features": False, "budget_feature": False, "response_model": False,
+              "response_lines": False}
     params = init_params(make_policy(config), jax.random.PRNGKey(0))
     ckpt = tmp_path / "final.ckpt"
     checkpoint.save(ckpt, {"architecture": architecture(config), "config_hash": "c", "episode": 1}, {"params": params})

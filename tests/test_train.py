@@ -55,7 +55,8 @@ def test_clipped_objective_stops_gradient_outside_the_trust_region():
 
 SMALL_POLICY = {"name": "simple_permutation_invariant", "hidden_dim": 16, "n_heads": 2, "n_layers": 1,
                 "fixed_std": 0.5, "bandit_features": False, "effect_head": False,
-                "prior": "none", "curve_features": False, "budget_feature": False, "response_model": False}
+                "prior": "none", "curve_features": False, "budget_feature": False, "response_model": False,
+                "response_lines": False}
 
 
 def _scm_arrays():
