@@ -176,3 +176,19 @@ def test_training_rates_leave_out_the_episodes_that_compiled_a_bucket():
     duration, compiled = _episode_durations(log, {1: 8, 2: 8, 6: 16})
     assert list(compiled) == [True, False, False, False, True, False, False]
     assert list(duration) == [9.0, 0.5, 0.5, 0.5, 9.5, 1.0, 0.5]
+
+
+@pytest.mark.slow
+def test_the_acquisition_benchmark_times_each_bucket(tmp_path):
+    """``acbo bench --only acquisition`` writes, per shape bucket, the ms per observation of the production
+    network's search and policy step; larger graphs cost more."""
+    import json
+
+    from conftest import call_cli
+
+    proc = call_cli("bench", "--only", "acquisition", "--out", tmp_path, "--threads", 1)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads((tmp_path / "acquisition.json").read_text())
+    for mode in ("amortized_ei", "greedy"):
+        times = [figures[f"{mode}_ms_{bucket}"] for bucket in (8, 16, 32, 64)]
+        assert all(t > 0 for t in times) and times[-1] > times[0], figures

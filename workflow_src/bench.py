@@ -16,7 +16,11 @@
 - ``causal_bo``: a ``causal_bo`` job alone on ``heldout-NL10`` (32 SCMs) on one core, cold and warm cache;
 - ``response_quality``: an ``acbo response-quality`` job on ``heldout-NL10`` (32 SCMs, the protocol's replicates and
   buffer sizes) for a small checkpoint with a response model (untrained: the time does not depend on what it
-  learnt), on one core, cold and warm cache.
+  learnt), on one core, cold and warm cache;
+- ``acquisition``: per shape bucket, milliseconds per observation (a full buffer, ``ACQUISITION_BATCH`` of them
+  vmapped, as an evaluation chunk runs them) of the production network's two costs per step: its response
+  model's expected-improvement search (``amortized_ei``) and the policy's inputs and forward pass (``greedy``:
+  the same search, then the network), in this process.
 """
 
 from __future__ import annotations
@@ -224,7 +228,10 @@ def bench_response_quality(cfg: dict, suites_dir: Path, work: Path, suite: str =
     return result
 
 
-BENCHMARKS = ("suites", "train", "evaluate", "programs", "study", "nonlinear_suites", "causal_bo", "response_quality")
+BENCHMARKS = ("suites", "train", "evaluate", "programs", "study", "nonlinear_suites", "causal_bo", "response_quality",
+              "acquisition")
+ACQUISITION_BATCH = 20  # observations per call (an evaluation chunk of 2 SCMs x 10 episodes at 64 variables)
+ACQUISITION_REPEATS = 20
 STUDY_CONFIG = "debug"
 
 
@@ -234,6 +241,46 @@ def production_programs(cfg: dict, suites_dir: Path) -> dict:
 
     suites = {n: load_suite(suites_dir / f"{n}.json").scms for n in cfg["experiments"]["production"]["eval_suites"]}
     return planned_programs({n: (max(s.n for s in scms), term_bucket(scms)) for n, scms in suites.items()})
+
+
+def bench_acquisition(cfg: dict) -> dict:
+    """Per shape bucket, ms per observation of the production network's response-model search and of its whole
+    policy step (inputs and forward pass), for initialized parameters on random full observations (the time
+    depends on the shapes alone), jitted and vmapped over ``ACQUISITION_BATCH`` observations."""
+    import jax
+    import jax.numpy as jnp
+
+    from .policy.features import Observation
+    from .policy.network import init_params, make_policy, response_acquisition
+    from .policy.spec import SAMPLE_CHANNELS, variable_channels
+
+    exp = cfg["experiments"]["production"]
+    policy = make_policy(exp["policy"])
+    params = init_params(policy, jax.random.PRNGKey(0))
+    samples = exp["training"]["n_obs"] + cfg["evaluation"]["interventions"]
+    rng = np.random.default_rng(0)
+    channels = variable_channels(policy.bandit_features, policy.curve_features, policy.budget_feature)
+
+    def greedy(obs):
+        found = response_acquisition(policy, params, obs)
+        return policy.apply(params, obs._replace(heuristic=found)).logits
+
+    result = {"batch": ACQUISITION_BATCH, "samples": samples}
+    for bucket in (8, 16, 32, 64):
+        b = ACQUISITION_BATCH
+        obs = Observation(jnp.asarray(rng.normal(size=(b, samples, bucket, SAMPLE_CHANNELS)), jnp.float32),
+                          jnp.asarray(rng.normal(size=(b, bucket, channels)), jnp.float32),
+                          jnp.ones((b, samples), bool), jnp.ones((b, bucket), bool), jnp.ones((b, bucket), bool),
+                          jnp.zeros((b, bucket, 2)))
+        for name, fn in (("amortized_ei", lambda o: response_acquisition(policy, params, o)), ("greedy", greedy)):
+            run = jax.jit(jax.vmap(fn))
+            jax.block_until_ready(run(obs))  # compile
+            start = time.perf_counter()
+            for _ in range(ACQUISITION_REPEATS):
+                out = run(obs)
+            jax.block_until_ready(out)
+            result[f"{name}_ms_{bucket}"] = round((time.perf_counter() - start) / ACQUISITION_REPEATS / b * 1e3, 3)
+    return result
 
 
 def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: int) -> None:
@@ -259,6 +306,8 @@ def run_bench(config_path: str | Path, only: set[str], out_dir: Path, threads: i
             figures["causal_bo"] = bench_causal_bo(cfg, suites_dir, work)
         if "response_quality" in only:
             figures["response_quality"] = bench_response_quality(cfg, suites_dir, work)
+        if "acquisition" in only:
+            figures["acquisition"] = bench_acquisition(cfg)
     figures["machine"] = {"cpus": os.cpu_count(), "threads": threads}
     for name, data in figures.items():
         if name != "machine" and name in only:
