@@ -1,24 +1,23 @@
-"""The response model measured as a model (a config's response_quality tables): per pool (linear / nonlinear
-held-out suites), buffer size k and model, the mean RMSE, NLL and normalized improvement of the predicted best,
-per-SCM means over replicates and seeds, and response_model minus response_gp with a bootstrap 95% CI over SCMs.
+"""The response model measured as a model, as a config's summary holds it (``results/CONFIG/summary.parquet``, the
+rows the summary page's section is drawn from): per pool (all linear / all nonlinear held-out SCMs), buffer size k
+and model, the mean RMSE, NLL and normalized improvement of the predicted best, and response_model minus
+response_gp with the summary's 95% CI (stratified bootstrap over SCMs and seeds, ``report.bootstrap``).
 Usage: python scripts/response_table.py CONFIG"""
 
-import glob
 import sys
 
-import numpy as np
 import pandas as pd
 
+from workflow_src.report.scopes import POOLED_SCOPES
+
 config = sys.argv[1]
-rq = pd.concat([pd.read_parquet(f) for f in glob.glob(f"results/{config}/response_quality/seed_*/*.parquet")])
-rq["pool"] = np.where(rq["suite"].str.startswith("heldout-NL"), "nonlinear", "linear")
-metrics = ["rmse", "nll", "best_improvement"]
-per_scm = rq.groupby(["pool", "interventions", "model", "scm_id"])[metrics].mean()
-print(per_scm.groupby(["pool", "model", "interventions"]).mean().round(3).unstack("interventions").to_string())
-rng = np.random.default_rng(0)
-for (pool, k), sub in per_scm.groupby(["pool", "interventions"]):
-    diff = (sub.xs("response_model", level="model") - sub.xs("response_gp", level="model")).dropna()
-    boots = np.array([diff.iloc[rng.integers(0, len(diff), len(diff))].mean() for _ in range(1000)])
-    lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
-    print(f"{pool:9s} k={k:2d} response_model - response_gp  "
-          + "  ".join(f"{c} {diff[c].mean():+.3f} [{lo[i]:+.3f}, {hi[i]:+.3f}]" for i, c in enumerate(metrics)))
+summary = pd.read_parquet(f"results/{config}/summary.parquet")
+pooled = summary[summary["kind"].isin(["response_quality", "response_paired"]) & summary["seed"].isna()
+                 & summary["suite"].isin(POOLED_SCOPES)]
+pooled = pooled.assign(k=pooled["step"].astype(int))
+quality = pooled[pooled["kind"] == "response_quality"]
+print(quality.pivot_table(index=["suite", "method"], columns=["metric", "k"], values="mean").round(3).to_string())
+paired = pooled[pooled["kind"] == "response_paired"].sort_values(["suite", "k", "metric"])
+for (pool, k), rows in paired.groupby(["suite", "k"], sort=False):
+    print(f"{pool:18s} k={k:2d} response_model - response_gp  "
+          + "  ".join(f"{r.metric} {r.mean:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in rows.itertuples()))

@@ -181,7 +181,8 @@ def test_training_rates_leave_out_the_episodes_that_compiled_a_bucket():
 @pytest.mark.slow
 def test_the_acquisition_benchmark_times_each_bucket(tmp_path):
     """``acbo bench --only acquisition`` writes, per shape bucket, the ms per observation of the production
-    network's search and policy step; larger graphs cost more."""
+    network's search and its search-then-network step, on buffers as long as the protocol's (what the figures
+    are is the benchmark's business: nothing here compares times)."""
     import json
 
     from conftest import call_cli
@@ -189,6 +190,6 @@ def test_the_acquisition_benchmark_times_each_bucket(tmp_path):
     proc = call_cli("bench", "--only", "acquisition", "--out", tmp_path, "--threads", 1)
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((tmp_path / "acquisition.json").read_text())
-    for mode in ("amortized_ei", "greedy"):
-        times = [figures[f"{mode}_ms_{bucket}"] for bucket in (8, 16, 32, 64)]
-        assert all(t > 0 for t in times) and times[-1] > times[0], figures
+    timed = {f"{mode}_ms_{bucket}" for mode in ("amortized_ei", "greedy") for bucket in (8, 16, 32, 64)}
+    assert set(figures) == timed | {"batch", "samples", "machine"}, figures
+    assert figures["samples"] == 30 and all(figures[key] > 0 for key in timed), figures

@@ -19,8 +19,8 @@
   learnt), on one core, cold and warm cache;
 - ``acquisition``: per shape bucket, milliseconds per observation (a full buffer, ``ACQUISITION_BATCH`` of them
   vmapped, as an evaluation chunk runs them) of the production network's two costs per step: its response
-  model's expected-improvement search (``amortized_ei``) and the policy's inputs and forward pass (``greedy``:
-  the same search, then the network), in this process.
+  model's expected-improvement search (``amortized_ei``) and that search followed by the policy network's
+  forward pass (``greedy``; the observation's features are not timed), in this process.
 """
 
 from __future__ import annotations
@@ -244,9 +244,9 @@ def production_programs(cfg: dict, suites_dir: Path) -> dict:
 
 
 def bench_acquisition(cfg: dict) -> dict:
-    """Per shape bucket, ms per observation of the production network's response-model search and of its whole
-    policy step (inputs and forward pass), for initialized parameters on random full observations (the time
-    depends on the shapes alone), jitted and vmapped over ``ACQUISITION_BATCH`` observations."""
+    """Per shape bucket, ms per observation of the production network's response-model search, and of that search
+    followed by the policy network, for initialized parameters on random full observations (the time depends on
+    the shapes alone), jitted and vmapped over ``ACQUISITION_BATCH`` observations."""
     import jax
     import jax.numpy as jnp
 
@@ -257,7 +257,7 @@ def bench_acquisition(cfg: dict) -> dict:
     exp = cfg["experiments"]["production"]
     policy = make_policy(exp["policy"])
     params = init_params(policy, jax.random.PRNGKey(0))
-    samples = exp["training"]["n_obs"] + cfg["evaluation"]["interventions"]
+    samples = cfg["evaluation"]["n_obs"] + cfg["evaluation"]["interventions"]  # an episode's full buffer
     rng = np.random.default_rng(0)
     channels = variable_channels(policy.bandit_features, policy.curve_features, policy.budget_feature)
 
@@ -266,8 +266,8 @@ def bench_acquisition(cfg: dict) -> dict:
         return policy.apply(params, obs._replace(heuristic=found)).logits
 
     result = {"batch": ACQUISITION_BATCH, "samples": samples}
+    b = ACQUISITION_BATCH
     for bucket in (8, 16, 32, 64):
-        b = ACQUISITION_BATCH
         obs = Observation(jnp.asarray(rng.normal(size=(b, samples, bucket, SAMPLE_CHANNELS)), jnp.float32),
                           jnp.asarray(rng.normal(size=(b, bucket, channels)), jnp.float32),
                           jnp.ones((b, samples), bool), jnp.ones((b, bucket), bool), jnp.ones((b, bucket), bool),
