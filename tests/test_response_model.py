@@ -13,6 +13,7 @@ from conftest import ROOT, call_cli
 from workflow_src.config import ConfigError, deep_merge, resolve_config, suite_slice, train_slice
 from workflow_src.config_schema import load_yaml
 from workflow_src.core.response_scoring import LOG_SQRT_2PI, response_loss
+from workflow_src.core.scm import stack_scms
 from workflow_src.evaluate.methods import policy_methods
 from workflow_src.evaluate.response_eval import measure_suite
 from workflow_src.evaluate.run import load_policy, run_methods
@@ -21,7 +22,9 @@ from workflow_src.policy import checkpoint
 from workflow_src.policy import network as pol
 from workflow_src.suites.build import build_suite
 from workflow_src.suites.suite_io import load_suite
+from workflow_src.train.grpo import grpo_loss, response_rows
 from workflow_src.train.loop import Interrupted, train
+from workflow_src.train.rollout import GRPOSettings, play_batch
 
 RESPONSE_POLICY = {"hidden_dim": 16, "n_heads": 2, "n_layers": 1, "response_model": True, "prior": "amortized_ei"}
 PROTOCOL = {"seed": 5, "episodes": 2, "interventions": 4, "n_obs": 10}
@@ -120,6 +123,43 @@ def test_settings_that_need_the_response_model_are_refused_without_it(default_co
         message = rf"experiments\.debug\.{section}\.{key}: .* needs policy\.response_model"
         with pytest.raises(ConfigError, match=message):
             resolve_config(doc)
+    doc = copy.deepcopy(raw)
+    doc["experiments"]["debug"].update(policy={"response_model": True}, training={"response_states": 20})
+    message = r"debug\.training\.response_states: 20 needs training\.response_coef above 0"
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(doc)
+
+
+def test_the_response_loss_rows_spread_over_every_step_and_trajectory():
+    rows = response_rows(100, 20)  # 10 trajectories of 10 steps, trajectory by trajectory
+    assert len(set(rows.tolist())) == 20
+    trajectory, step = np.divmod(rows, 10)
+    assert (np.bincount(trajectory, minlength=10) == 2).all() and set(step.tolist()) == set(range(10))
+    assert response_rows(100, 0) == slice(None) and response_rows(100, 100) == slice(None)
+
+
+def test_the_response_loss_is_the_mean_over_the_chosen_states(default_config, small_suites):
+    """With ``training.response_states`` the response model's loss on an episode is its loss on those states alone
+    (the same as the loss of every state of an episode cut down to them), and not the loss on all of them."""
+    spec = spec_with(default_config, policy=RESPONSE_POLICY, training={"n_interventions": 4, "response_coef": 1.0})
+    policy = pol.make_policy(spec["policy"])
+    params = pol.init_params(policy, jax.random.PRNGKey(3))
+    scm = stack_scms(load_suite(small_suites / "heldout-NL01.json").scms[:1], 8)
+    settings = GRPOSettings.from_experiment(spec)
+    batch = play_batch(settings, policy, params, jax.tree.map(jnp.asarray, scm), jnp.zeros(1, jnp.int32),
+                       jax.random.PRNGKey(0))
+    one = jax.tree.map(lambda a: a[0], (batch.scms, batch.transitions))
+    n_states = one[1].response_scale.shape[0]
+    rows = response_rows(n_states, 7)
+
+    def response(states, tr):
+        return grpo_loss(settings._replace(response_states=states), policy, params, one[0], tr)[1].response
+
+    chosen = response(7, one[1])
+    per_row = [f for f in one[1]._fields if f != "executed"]  # per state (S·T) rows: the states and their actions
+    cut = one[1]._replace(**{f: jax.tree.map(lambda a: a[rows], getattr(one[1], f)) for f in per_row})
+    np.testing.assert_allclose(np.asarray(chosen), np.asarray(response(0, cut)), rtol=1e-5)
+    assert not np.allclose(np.asarray(chosen), np.asarray(response(0, one[1])))
 
 
 def _perturbed_truth(suite):
@@ -182,7 +222,8 @@ def test_the_response_model_learns_the_curves_of_level_one(tmp_path, default_con
 def test_resume_with_the_response_model_is_bit_identical(tmp_path, default_config, small_suites):
     spec = spec_with(default_config, levels=[1], episodes=4, checkpoint_every=2,
                      policy={**RESPONSE_POLICY, "response_lines": True},
-                     training={"n_interventions": 3, "response_steps": 6, "response_coef": 0.5, "anchor_coef": 0.1})
+                     training={"n_interventions": 3, "response_steps": 6, "response_coef": 0.5, "response_states": 4,
+                               "anchor_coef": 0.1})
     suites = train_suite_files([1], small_suites)
     whole = TrainPaths(tmp_path / "a", tmp_path / "a" / "log.parquet")
     train("resume", spec, 2, suites, whole, progress=False)

@@ -99,13 +99,17 @@ NEEDS = (
     (("training", "anchor_coef"), lambda v: v > 0, ("policy", "response_model")),
     (("policy", "prior"), lambda v: v == "amortized_ei", ("policy", "response_model")),
     (("policy", "response_lines"), bool, ("policy", "response_model")),
+    (("training", "response_states"), lambda v: v > 0, ("training", "response_coef")),
 )
 
 
 def _check_needs(where: str, exp: dict) -> None:
     for (section, key), on, (needs_section, needs_key) in NEEDS:
-        if on(exp[section][key]) and not exp[needs_section][needs_key]:
-            raise ConfigError(f"{where}.{section}.{key}: {exp[section][key]!r} needs {needs_section}.{needs_key}: true")
+        needed = exp[needs_section][needs_key]
+        if on(exp[section][key]) and not needed:
+            on_value = ": true" if isinstance(needed, bool) else " above 0"
+            raise ConfigError(f"{where}.{section}.{key}: {exp[section][key]!r} needs {needs_section}.{needs_key}"
+                              f"{on_value}")
 
 
 def resolve_config(raw: dict, source: str = "config") -> dict:

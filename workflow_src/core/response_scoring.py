@@ -25,13 +25,27 @@ class ResponseStats(NamedTuple):
     rmse: jnp.ndarray  # root mean squared error of the predicted mean, standardized Y
 
 
-def response_targets(scm: SCMArrays, buffer: Buffer, points: jnp.ndarray) -> jnp.ndarray:
-    """(N, P) the exact ``E[Y | do(X_i = v)]`` at the positions ``points`` (N, P) of each range, in units of Y
-    standardized over the buffer (the model's scale), clipped to ``TARGET_CLIP``."""
-    _, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
+def expected_curves(scm: SCMArrays, points: jnp.ndarray) -> jnp.ndarray:
+    """(N, P) the exact ``E[Y | do(X_i = v)]`` at the positions ``points`` (N, P) of each range, in Y's units."""
     value = scm.lo[:, None] + points * (scm.hi - scm.lo)[:, None]
-    expected = sampler.expected_target(scm, jnp.arange(points.shape[0])[:, None], value)
-    return jnp.clip((expected - mean[scm.target]) / std[scm.target], -TARGET_CLIP, TARGET_CLIP)
+    return sampler.expected_target(scm, jnp.arange(points.shape[0])[:, None], value)
+
+
+def target_scale(scm: SCMArrays, buffer: Buffer) -> jnp.ndarray:
+    """(2,) the mean and standard deviation of Y over the buffer: the model's scale."""
+    _, mean, std = masked_standardize(buffer.values, buffer.sample_mask)
+    return jnp.stack([mean[scm.target], std[scm.target]])
+
+
+def standardized_targets(curves: jnp.ndarray, scale: jnp.ndarray) -> jnp.ndarray:
+    """``curves`` in units of Y standardized by ``scale`` (``target_scale``), clipped to ``TARGET_CLIP``."""
+    return jnp.clip((curves - scale[0]) / scale[1], -TARGET_CLIP, TARGET_CLIP)
+
+
+def response_targets(scm: SCMArrays, buffer: Buffer, points: jnp.ndarray) -> jnp.ndarray:
+    """(N, P) ``expected_curves`` in units of Y standardized over the buffer (the model's scale), clipped to
+    ``TARGET_CLIP``."""
+    return standardized_targets(expected_curves(scm, points), target_scale(scm, buffer))
 
 
 def response_loss(prediction: tuple, target: jnp.ndarray, intervenable: jnp.ndarray) -> ResponseStats:

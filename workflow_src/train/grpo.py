@@ -19,11 +19,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ..core import sampler
 from ..core.buffer import Buffer, fit_surrogate
-from ..core.response_scoring import ResponseStats, grid_points, response_loss
+from ..core.response_scoring import ResponseStats, expected_curves, grid_points, response_loss, standardized_targets
 from ..core.scm import SCMArrays
 from ..core.step_metrics import step_metrics
 from ..policy.distribution import categorical_entropy, squash
@@ -98,11 +99,20 @@ def anchor_kl(logits, mu, obs, fixed_std: float) -> jnp.ndarray:
     return (p * jnp.where(p > 0, log_ratio + value_kl, 0.0)).sum(-1)
 
 
+def response_rows(n_states: int, wanted: int):
+    """The rows of an episode's ``n_states`` states (trajectory by trajectory) whose response loss is read:
+    ``wanted`` of them evenly spaced, so every step and trajectory is represented, or all (``wanted`` 0 or at
+    least ``n_states``): a static slice or index array."""
+    if not wanted or wanted >= n_states:
+        return slice(None)
+    return np.linspace(0, n_states - 1, wanted).round().astype(np.int32)
+
+
 def grpo_loss(settings: GRPOSettings, policy, params, scm: SCMArrays, tr: Transition):
     """The loss of one episode's transitions ``per_state`` and its ``Auxiliary`` parts: the clipped
     policy-gradient objective, an entropy bonus, the k3 estimate of KL(behaviour || current), the KL to the
-    starting acquisition, the effect head's squared error and the response model's NLL on the states, each by
-    its coefficient."""
+    starting acquisition, the effect head's squared error and the response model's NLL on the states
+    (``response_rows`` of them), each by its coefficient."""
     s = settings
     outputs = jax.vmap(policy.apply, (None, 0))(params, tr.obs)
     logits, mu = outputs.logits, outputs.mu
@@ -121,8 +131,12 @@ def grpo_loss(settings: GRPOSettings, policy, params, scm: SCMArrays, tr: Transi
     response = ResponseStats(jnp.zeros(()), jnp.zeros(()))
     if s.response_coef:
         points = grid_points(scm.bias.shape[0])
-        per_state = jax.vmap(lambda obs, target: response_loss(
-            response_predictions(policy, params, obs, points), target, scm.intervenable))(tr.obs, tr.response_target)
+        curves = expected_curves(scm, points)  # the truth: a target, never an input
+        rows = response_rows(tr.response_scale.shape[0], s.response_states)
+        obs, scale = jax.tree.map(lambda a: a[rows], (tr.obs, tr.response_scale))
+        per_state = jax.vmap(lambda obs, scale: response_loss(
+            response_predictions(policy, params, obs, points), standardized_targets(curves, scale),
+            scm.intervenable))(obs, scale)
         response = jax.tree.map(jnp.mean, per_state)
         loss = loss + s.response_coef * response.nll
     if s.anchor_coef:

@@ -10,8 +10,9 @@ the protocol produces:
   in ``0 .. RANDOM_INTERVENTIONS``, on SCMs drawn uniformly from every level of the config, at ``POINTS``
   positions per variable (both range ends and uniform draws); ``pretrain`` runs ``n`` such steps as one
   compiled ``lax.scan``, vmapped over the ``training.response_batch`` SCMs of a step;
-- **along the policy's own episodes** (``training.response_coef``): the states the rollouts act from, at
-  ``POINTS`` evenly spaced positions (``response_targets`` in the rollout, ``response_loss`` in the GRPO loss).
+- **along the policy's own episodes** (``training.response_coef``): the states the rollouts act from (all, or
+  ``training.response_states`` of each episode), at ``POINTS`` evenly spaced positions (the rollout keeps each
+  state's ``target_scale``, the GRPO loss compares the prediction with ``expected_curves`` in that scale).
 
 The truth is a target of the loss only: the model's inputs are the policy's observation of the buffer.
 """

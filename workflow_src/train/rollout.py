@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from ..core import sampler
 from ..core.buffer import Buffer, append, fit_surrogate, initial_buffer
 from ..core.problem import problem_of
-from ..core.response_scoring import grid_points, response_targets
+from ..core.response_scoring import target_scale
 from ..core.scm import SCMArrays
 from ..policy.distribution import log_prob, sample_actions, squash
 from ..policy.features import Observation
@@ -47,6 +47,7 @@ class GRPOSettings(NamedTuple):
     effect_coef: float
     advantage_std_floor: float  # added to a group's std of returns (training.advantage_std_floor, README)
     response_coef: float  # weight of the response model's loss on the episodes' states (``response``)
+    response_states: int  # states per SCM episode that loss reads, evenly spread (0: every one)
     anchor_coef: float  # weight of KL(policy || the starting acquisition)
 
     @classmethod
@@ -59,7 +60,7 @@ class GRPOSettings(NamedTuple):
             reward_parent=r["parent"], reward_info_gain=r["info_gain"], credit=t["credit"],
             exact_reward=r["exact"], best_weight=r["best_so_far"], effect_coef=t["effect_coef"],
             advantage_std_floor=t["advantage_std_floor"], response_coef=t["response_coef"],
-            anchor_coef=t["anchor_coef"],
+            response_states=t["response_states"], anchor_coef=t["anchor_coef"],
         )
 
 class Transition(NamedTuple):
@@ -71,7 +72,8 @@ class Transition(NamedTuple):
     """
 
     obs: Observation  # (T, S, ...)
-    response_target: jnp.ndarray  # (T, S, N, P) the truth the response model is trained on (P = 0: no loss)
+    response_scale: jnp.ndarray  # (T, S, 2) Y's mean and spread over the state's buffer, the scale of the
+    # response model's targets (``response_scoring.target_scale``; (T, S, 0) without its loss)
     variable: jnp.ndarray  # (T, G)
     u: jnp.ndarray  # (T, G) pre-squash values
     log_prob: jnp.ndarray  # (T, G) under the behaviour policy
@@ -87,7 +89,7 @@ class StepOutcome(NamedTuple):
     """One environment step (``env_step``): the state seen and k actions from it, executed and scored."""
 
     obs: Observation
-    response_target: jnp.ndarray  # (N, P) ``response.response_targets`` of the state (P = 0 without the loss)
+    response_scale: jnp.ndarray  # (2,) ``response_scoring.target_scale`` of the state ((0,) without the loss)
     variable: jnp.ndarray  # (k,)
     u: jnp.ndarray  # (k,)
     log_prob: jnp.ndarray  # (k,)
@@ -166,11 +168,9 @@ def env_step(settings: GRPOSettings, policy, params, scm: SCMArrays, buffer: Buf
     r_parent = scm.parents[variable].astype(jnp.float32)
     # one surrogate refit per action: only when its reward counts
     r_info = info_gain(scm, buffer, fit, row, x, variable) if s.reward_info_gain else jnp.zeros_like(r_target)
-    n_vars = scm.bias.shape[0]
-    response_target = (response_targets(scm, buffer, grid_points(n_vars)) if s.response_coef
-                       else jnp.zeros((n_vars, 0)))
+    response_scale = target_scale(scm, buffer) if s.response_coef else jnp.zeros((0,))
     return StepOutcome(
-        obs=obs, response_target=response_target, variable=variable, u=u,
+        obs=obs, response_scale=response_scale, variable=variable, u=u,
         log_prob=group_log_prob(logits, mu, scm, variable, u, s.fixed_std), x=x,
         reward=step_reward(s, r_target, r_parent, r_info), reward_target=r_target, reward_parent=r_parent,
         reward_info_gain=r_info, norm_improvement=exact,
@@ -240,7 +240,7 @@ def play_trajectories(settings: GRPOSettings, policy, params, scm: SCMArrays, ke
 ROLLOUTS = {"step": play_steps, "trajectory": play_trajectories}
 
 
-STATE_FIELDS = ("obs", "response_target")  # per state acted from, not per action
+STATE_FIELDS = ("obs", "response_scale")  # per state acted from, not per action
 _PER_ACTION = [f for f in Transition._fields if f not in (*STATE_FIELDS, "executed")]
 
 
