@@ -44,7 +44,7 @@ def make_policy_act(policy_config: dict, mode: str, source: str) -> Act:
             policy_inputs,
             policy_observation,
             response_acquisition,
-            response_predictions,
+            response_search,
         )
         from ..policy.response_model import LCB_KAPPA, lower_confidence_bound
 
@@ -52,8 +52,8 @@ def make_policy_act(policy_config: dict, mode: str, source: str) -> Act:
         check_params(policy, params, source)
         if mode in RESPONSE_MODEL_MODES:  # the response model's acquisition alone, no policy
             obs = policy_observation(policy, view.scm, view.buffer, view.fit)
-            found = response_acquisition(policy, params, obs) if mode == "amortized_ei" else lower_confidence_bound(
-                lambda points: response_predictions(policy, params, obs, points), obs, LCB_KAPPA)
+            found = response_acquisition(policy, params, obs) if mode == "amortized_ei" else response_search(
+                policy, params, obs, lambda predict: lower_confidence_bound(predict, obs, LCB_KAPPA))
             variable = jnp.argmax(found[:, 0])
             lo, hi = view.scm.lo[variable], view.scm.hi[variable]
             return variable, lo + found[variable, 1] * (hi - lo)

@@ -135,8 +135,13 @@ def response_acquisition(policy: PermutationInvariantPolicy, params, obs: Observ
     """(N, 2) the response model's expected improvement per variable (``response_model.acquisition``): the log of
     its best value and the position in the range where it is. A constant of the policy's loss (stop_gradient):
     the model learns from the simulator's truth alone."""
-    model, variables = response_model_of(policy), {"params": params["params"]["response_model"]}
-    return jax.lax.stop_gradient(acquisition(lambda u: model.apply(variables, obs, u), obs))
+    return jax.lax.stop_gradient(response_search(policy, params, obs, lambda predict: acquisition(predict, obs)))
+
+
+def response_search(policy: PermutationInvariantPolicy, params, obs: Observation, search):
+    """``search(predict)``, ``predict(points)`` giving the response model's (mean, sd) (N, P) at positions
+    ``points`` (N, P), with the buffer encoded once for all of its calls."""
+    return response_model_of(policy).apply({"params": params["params"]["response_model"]}, obs, search=search)
 
 
 def policy_inputs(policy: PermutationInvariantPolicy, params, scm: Problem, buffer: Buffer, fit: Surrogate):

@@ -82,9 +82,11 @@ class ResponseModel(nn.Module):
     lines: bool = False  # the query reads ``regression_lines``
 
     @nn.compact
-    def __call__(self, obs: Observation, points: jnp.ndarray):
+    def __call__(self, obs: Observation, points: jnp.ndarray | None = None, search=None):
         """Mean and standard deviation (N, P) of standardized ``E[Y | do(X_i = v)]`` at the positions ``points``
-        (N, P) of each variable's range (0 at the low end, 1 at the high end)."""
+        (N, P) of each variable's range (0 at the low end, 1 at the high end); or, given ``search``,
+        ``search(predict)`` where ``predict(points)`` gives them: the buffer is encoded once for all its calls
+        (``acquisition`` decodes a coarse grid, then positions around its best)."""
         width = self.hidden_dim
         mean, peak = SampleEmbedding(width)(obs.sample_features, obs.sample_mask)
         h = jnp.concatenate([mean, peak, obs.variable_features], -1)
@@ -94,21 +96,31 @@ class ResponseModel(nn.Module):
         h = LayerNorm()(h)  # (N, H)
 
         pairs, counts = sample_pairs(obs)
-        position = fourier(points)  # (N, P, F)
-        if self.lines:
-            position = jnp.concatenate([position, regression_lines(pairs, counts, points)], -1)
         keys = nn.Dense(width)(nn.gelu(nn.Dense(width)(pairs)))  # (N, S, H)
         null = self.param("null_pair", nn.initializers.normal(1.0), (width,))
         keys = jnp.concatenate([jnp.broadcast_to(null, keys.shape[:1] + (1, width)), keys], 1)
-        counts = jnp.concatenate([jnp.ones(counts.shape[:1] + (1,), bool), counts], 1)
-        query = nn.Dense(width)(position) + nn.Dense(width)(h)[:, None, :]
+        attend_to = jnp.concatenate([jnp.ones(counts.shape[:1] + (1,), bool), counts], 1)
+        # the decoder's layers, built once (in the order that names their parameters) and applied per call
+        embed_position, embed_state = nn.Dense(width), nn.Dense(width)
         attention = nn.MultiHeadDotProductAttention(num_heads=self.n_heads, qkv_features=width,
                                                     attention_fn=head_major_attention)
-        mask = jnp.broadcast_to(counts[:, None, None, :], (counts.shape[0], 1, points.shape[1], counts.shape[1]))
-        attended = attention(LayerNorm()(query), keys, mask=mask)  # (N, P, H)
-        z = jnp.concatenate([attended, query, jnp.broadcast_to(h[:, None, :], query.shape)], -1)
-        out = nn.Dense(2)(nn.gelu(nn.Dense(width)(nn.gelu(nn.Dense(width)(z)))))
-        return out[..., 0], jax.nn.softplus(out[..., 1]) + MIN_SD
+        query_norm = LayerNorm()
+        head_out, head_mid, head_in = nn.Dense(2), nn.Dense(width), nn.Dense(width)
+        state = embed_state(h)[:, None, :]
+
+        def predict(points):
+            position = fourier(points)  # (N, P, F)
+            if self.lines:
+                position = jnp.concatenate([position, regression_lines(pairs, counts, points)], -1)
+            query = embed_position(position) + state
+            mask = jnp.broadcast_to(attend_to[:, None, None, :],
+                                    (attend_to.shape[0], 1, points.shape[1], attend_to.shape[1]))
+            attended = attention(query_norm(query), keys, mask=mask)  # (N, P, H)
+            z = jnp.concatenate([attended, query, jnp.broadcast_to(h[:, None, :], query.shape)], -1)
+            out = head_out(nn.gelu(head_mid(nn.gelu(head_in(z)))))
+            return out[..., 0], jax.nn.softplus(out[..., 1]) + MIN_SD
+
+        return predict(points) if search is None else search(predict)
 
 
 def incumbent(obs: Observation) -> jnp.ndarray:
