@@ -3,6 +3,7 @@ the ``amortized_ei`` mode and prior, and resume with it."""
 
 import copy
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +78,33 @@ def test_the_lower_confidence_bound_takes_the_lowest_optimistic_value_of_each_va
     np.testing.assert_allclose(found[1, 0], 0.5, rtol=1e-6)  # optimism: 1 sd below a mean of 0.5
     assert found[2, 0] == -np.inf and int(np.argmax(found[:, 0])) == 1
     assert int(np.argmax(np.asarray(lower_confidence_bound(predict, obs, kappa=0.0))[:, 0])) == 0  # no optimism
+
+
+@pytest.mark.parametrize("lines", [False, True])
+def test_a_search_encodes_the_buffer_once_and_decodes_as_the_model_does(default_config, small_suites, lines):
+    """``response_search`` (the buffer encoded once, then the coarse grid and the refinement decoded) gives the
+    acquisition and the bound that the model gives decoding each set of positions from scratch."""
+    from workflow_src.core.buffer import fit_surrogate, random_buffer
+    from workflow_src.core.problem import problem_of
+    from workflow_src.policy.response_model import acquisition, lower_confidence_bound
+
+    policy = pol.make_policy(spec_with(default_config, policy={**RESPONSE_POLICY, "response_lines": lines})["policy"])
+    params = pol.init_params(policy, jax.random.PRNGKey(4))
+    scms = stack_scms(load_suite(small_suites / "heldout-NL01.json").scms[:1], 8)
+    scm = jax.tree.map(lambda a: jnp.asarray(a[0]), scms)
+    buffer = random_buffer(scm, jax.random.PRNGKey(5), 10, 20, 6)
+    obs = pol.policy_observation(policy, problem_of(scm), buffer, fit_surrogate(scm, buffer))
+
+    def encoded_once(search):
+        return pol.response_search(policy, params, obs, search)
+
+    def from_scratch(search):
+        return search(lambda points: pol.response_predictions(policy, params, obs, points))
+
+    for search in (lambda predict: acquisition(predict, obs),
+                   lambda predict: lower_confidence_bound(predict, obs, 1.0)):
+        once, scratch = (np.asarray(jax.jit(functools.partial(way, search))()) for way in (encoded_once, from_scratch))
+        np.testing.assert_allclose(once, scratch, rtol=1e-6, atol=1e-6)
 
 
 def test_the_regression_lines_are_the_least_squares_lines_of_the_samples():
