@@ -233,6 +233,22 @@ def test_without_a_likely_parent_the_prior_is_the_marginal_regression_and_curved
     np.testing.assert_allclose(prior_mean[0], (np.cos(3 * values) - y_mean) / y_std, atol=0.25)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_ten_noisy_samples_of_a_line_extrapolate_as_a_line(seed):
+    """Y = X + noise (noise std 1, X a root), 10 observational samples within [-1.5, 1.5] of a range [-10, 10]:
+    the prior of do(X) at the range ends is the line's extrapolation (the affine model's prior odds), not a
+    curve reverting to Y's mean beyond the data, which would hide the optimum at the range end."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=10)
+    y = x + rng.normal(size=10)
+    problem, buffer = observational_view(np.stack([x, y], 1), 1, [-10, 0], [10, 0])
+    fit = fit_surrogate(problem, buffer)._replace(parent_prob=jnp.zeros(4))
+    prior_mean, _, y_mean, y_std = prior_on(problem, buffer, fit, np.array([-10.0, 10.0]), -10, 10)
+    slope = np.polyfit(x, y, 1)[0]
+    line_gap = 20 * slope / y_std  # the line's standardized rise over the range
+    assert prior_mean[0, 1] - prior_mean[0, 0] > 0.8 * line_gap, (prior_mean[0], line_gap)
+
+
 def test_the_fitting_steps_raise_the_marginal_likelihood():
     view = hand_made_view()
     gp = response_gp.fit_gp(view.scm, view.buffer, view.fit)
