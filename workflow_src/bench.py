@@ -251,7 +251,7 @@ def bench_acquisition(cfg: dict) -> dict:
     import jax.numpy as jnp
 
     from .policy.features import Observation
-    from .policy.network import init_params, make_policy, response_acquisition
+    from .policy.network import init_params, make_policy, response_acquisition, with_acquisition
     from .policy.spec import SAMPLE_CHANNELS, variable_channels
 
     exp = cfg["experiments"]["production"]
@@ -262,8 +262,7 @@ def bench_acquisition(cfg: dict) -> dict:
     channels = variable_channels(policy.bandit_features, policy.curve_features, policy.budget_feature)
 
     def greedy(obs):
-        found = response_acquisition(policy, params, obs)
-        return policy.apply(params, obs._replace(heuristic=found)).logits
+        return policy.apply(params, with_acquisition(policy, params, obs, obs.action_mask)).logits
 
     result = {"batch": ACQUISITION_BATCH, "samples": samples}
     b = ACQUISITION_BATCH

@@ -150,8 +150,14 @@ def policy_inputs(policy: PermutationInvariantPolicy, params, scm: Problem, buff
     obs = policy_observation(policy, scm, buffer, fit)
     if policy.prior != "amortized_ei":
         return obs
+    return with_acquisition(policy, params, obs, scm.intervenable)
+
+
+def with_acquisition(policy: PermutationInvariantPolicy, params, obs: Observation, intervenable) -> Observation:
+    """``obs`` with the ``amortized_ei`` prior's heuristic: the response model's acquisition (the log of the best
+    expected improvement and the ``u`` of where it is) on the ``intervenable`` (N,) variables, 0 elsewhere."""
     found = response_acquisition(policy, params, obs)
-    return obs._replace(heuristic=jnp.where(scm.intervenable[:, None],
+    return obs._replace(heuristic=jnp.where(intervenable[:, None],
                                             jnp.stack([found[:, 0], position_u(found[:, 1])], -1), 0.0))
 
 
