@@ -80,16 +80,20 @@ def test_the_lower_confidence_bound_takes_the_lowest_optimistic_value_of_each_va
     assert int(np.argmax(np.asarray(lower_confidence_bound(predict, obs, kappa=0.0))[:, 0])) == 0  # no optimism
 
 
-@pytest.mark.parametrize("lines", [False, True])
-def test_a_search_encodes_the_buffer_once_and_decodes_as_the_model_does(default_config, small_suites, lines):
+@pytest.mark.parametrize("option", ["none", "response_lines", "response_trend"])
+def test_a_search_encodes_the_buffer_once_and_decodes_as_the_model_does(default_config, small_suites, option):
     """``response_search`` (the buffer encoded once, then the coarse grid and the refinement decoded) gives the
     acquisition and the bound that the model gives decoding each set of positions from scratch."""
     from workflow_src.core.buffer import fit_surrogate, random_buffer
     from workflow_src.core.problem import problem_of
     from workflow_src.policy.response_model import acquisition, lower_confidence_bound
 
-    policy = pol.make_policy(spec_with(default_config, policy={**RESPONSE_POLICY, "response_lines": lines})["policy"])
+    options = {} if option == "none" else {option: True}
+    policy = pol.make_policy(spec_with(default_config, policy={**RESPONSE_POLICY, **options})["policy"])
     params = pol.init_params(policy, jax.random.PRNGKey(4))
+    if option == "response_trend":  # a trend head away from its zero initialization
+        params = jax.tree_util.tree_map_with_path(
+            lambda path, x: x + 0.3 if "trend" in jax.tree_util.keystr(path) else x, params)
     scms = stack_scms(load_suite(small_suites / "heldout-NL01.json").scms[:1], 8)
     scm = jax.tree.map(lambda a: jnp.asarray(a[0]), scms)
     buffer = random_buffer(scm, jax.random.PRNGKey(5), 10, 20, 6)
@@ -105,6 +109,36 @@ def test_a_search_encodes_the_buffer_once_and_decodes_as_the_model_does(default_
                    lambda predict: lower_confidence_bound(predict, obs, 1.0)):
         once, scratch = (np.asarray(jax.jit(functools.partial(way, search))()) for way in (encoded_once, from_scratch))
         np.testing.assert_allclose(once, scratch, rtol=1e-6, atol=1e-6)
+
+
+def test_the_trend_adds_a_line_in_units_of_the_variables_observed_spread(default_config, small_suites):
+    """``response_trend``: the mean is the model's without the trend plus ``a_i + b_i x``, ``x`` the queried
+    value's offset from the variable's mean over the buffer in its standard deviations (from the buffer's values
+    here); the standard deviation is unchanged."""
+    from workflow_src.core.buffer import fit_surrogate, random_buffer
+    from workflow_src.core.problem import problem_of
+
+    trend_policy = {**RESPONSE_POLICY, "response_trend": True}
+    with_trend = pol.make_policy(spec_with(default_config, policy=trend_policy)["policy"])
+    without = pol.make_policy(spec_with(default_config, policy=RESPONSE_POLICY)["policy"])
+    params = pol.init_params(with_trend, jax.random.PRNGKey(4))
+    model = params["params"]["response_model"]
+    intercept, slope = 0.7, -1.3
+    model["trend"] = {"kernel": model["trend"]["kernel"], "bias": jnp.array([intercept, slope])}
+    plain = {"params": {**params["params"], "response_model": {k: v for k, v in model.items() if k != "trend"}}}
+    scms = stack_scms(load_suite(small_suites / "heldout-L01.json").scms[:1], 8)
+    scm = jax.tree.map(lambda a: jnp.asarray(a[0]), scms)
+    buffer = random_buffer(scm, jax.random.PRNGKey(5), 10, 20, 6)
+    obs = pol.policy_observation(with_trend, problem_of(scm), buffer, fit_surrogate(scm, buffer))
+    points = jnp.broadcast_to(jnp.array([0.0, 0.3, 1.0]), (8, 3))
+    mean, sd = pol.response_predictions(with_trend, params, obs, points)
+    plain_mean, plain_sd = pol.response_predictions(without, plain, obs, points)
+    rows = np.asarray(buffer.values, np.float64)[np.asarray(buffer.sample_mask)]
+    lo, hi = np.asarray(scm.lo, np.float64), np.asarray(scm.hi, np.float64)
+    for i in np.flatnonzero(np.asarray(scm.intervenable)):
+        x = (lo[i] + np.asarray(points[i]) * (hi[i] - lo[i]) - rows[:, i].mean()) / rows[:, i].std()
+        np.testing.assert_allclose(np.asarray(mean - plain_mean)[i], intercept + slope * x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(sd), np.asarray(plain_sd))
 
 
 def test_the_regression_lines_are_the_least_squares_lines_of_the_samples():
@@ -145,7 +179,7 @@ def test_settings_that_need_the_response_model_are_refused_without_it(default_co
     raw = load_yaml((ROOT / "config" / "config.yaml").read_text())
     for section, key, value in (("training", "response_steps", 10), ("training", "response_coef", 1.0),
                                 ("training", "anchor_coef", 0.1), ("policy", "prior", "amortized_ei"),
-                                ("policy", "response_lines", True)):
+                                ("policy", "response_lines", True), ("policy", "response_trend", True)):
         doc = copy.deepcopy(raw)
         doc["experiments"]["debug"][section] = {key: value}
         message = rf"experiments\.debug\.{section}\.{key}: .* needs policy\.response_model"

@@ -99,6 +99,7 @@ NEEDS = (
     (("training", "anchor_coef"), lambda v: v > 0, ("policy", "response_model")),
     (("policy", "prior"), lambda v: v == "amortized_ei", ("policy", "response_model")),
     (("policy", "response_lines"), bool, ("policy", "response_model")),
+    (("policy", "response_trend"), bool, ("policy", "response_model")),
     (("training", "response_states"), lambda v: v > 0, ("training", "response_coef")),
 )
 

@@ -49,6 +49,7 @@ LEGACY_DEFAULTS = MappingProxyType({"train": MappingProxyType({
     ("training", "response_coef"): 0.0,
     ("training", "anchor_coef"): 0.0,
     ("policy", "response_lines"): False,
+    ("policy", "response_trend"): False,
     ("training", "response_states"): 0,
 }), "summary": MappingProxyType({
     ("response_model",): False,  # the config's policy has a response model: its response quality tables are read

@@ -35,6 +35,9 @@ PRIOR_VALUE_SCALE = 3.0  # initial pull of the value towards the prior's better 
 LOG_EI_FLOOR = -20.0  # log EI below this (no improvement expected) counts as this
 # channels of ``Observation.sample_features`` (the order of ``observe``'s stack) that the response model reads
 Y_CHANNEL, SCALED_CHANNEL, SET_CHANNEL = 1, 3, 4
+# and of ``Observation.variable_features``: the log of the half-range and the range's centre's offset from the
+# variable's mean, both in units of its observed spread
+LOG_REACH_CHANNEL, CENTER_OFFSET_CHANNEL = 5, 8
 assert (response_gp.GRID - 1) % (CURVE_POINTS - 1) == 0  # the curve inputs are points of the prior's grid
 
 

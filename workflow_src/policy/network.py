@@ -66,6 +66,7 @@ class PermutationInvariantPolicy(nn.Module):
     # ``policy_inputs``): it adds nothing to the network's own layers
     response_model: bool = False
     response_lines: bool = False  # no parameters of the network's own: its response model's query inputs
+    response_trend: bool = False  # no parameters of the network's own: its response model's learned lines
 
     @nn.compact
     def __call__(self, obs: Observation) -> PolicyOutputs:
@@ -117,7 +118,7 @@ def make_policy(policy_config: dict) -> PermutationInvariantPolicy:
         bandit_features=policy_config["bandit_features"], effect_head=policy_config["effect_head"],
         prior=policy_config["prior"], curve_features=policy_config["curve_features"],
         budget_feature=policy_config["budget_feature"], response_model=policy_config["response_model"],
-        response_lines=policy_config["response_lines"],
+        response_lines=policy_config["response_lines"], response_trend=policy_config["response_trend"],
     )
 
 
@@ -128,7 +129,8 @@ def policy_observation(policy: PermutationInvariantPolicy, scm: Problem, buffer:
 
 
 def response_model_of(policy: PermutationInvariantPolicy) -> ResponseModel:
-    return ResponseModel(policy.hidden_dim, policy.n_heads, policy.n_layers, policy.response_lines)
+    return ResponseModel(policy.hidden_dim, policy.n_heads, policy.n_layers, policy.response_lines,
+                         policy.response_trend)
 
 
 def response_acquisition(policy: PermutationInvariantPolicy, params, obs: Observation) -> jnp.ndarray:

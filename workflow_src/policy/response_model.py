@@ -16,7 +16,11 @@ The network reads the policy's ``Observation`` and nothing else:
   mean and a softplus standard deviation;
 - with ``lines``, the query also reads two **least-squares lines** of the outcome on the position at the query
   (``regression_lines``): what ``response_gp``'s affine prior extrapolates, given to the network rather than
-  learned by it.
+  learned by it;
+- with ``trend``, the mean adds a **learned line** per variable, ``a_i + b_i x``, ``x`` the queried value in
+  units of the variable's observed spread (``standardized_position``) and ``(a_i, b_i)`` a head on its trunk
+  state (zero at initialization): a slope the network reads off its inputs extrapolates over the range as a
+  line, which the position's Fourier features alone express poorly far from the samples.
 
 ``acquisition`` turns the predictions into expected improvement over a grid refined around each variable's
 best value, against the best outcome observed (``response_gp``'s incumbent, read from the same inputs);
@@ -32,7 +36,15 @@ import jax.numpy as jnp
 from ..core.buffer import OBS_WEIGHT
 from ..core.response_gp import expected_improvement
 from ..core.surrogate import weighted_simple_regression
-from .features import PREDICTION_CLIP, SCALED_CHANNEL, SET_CHANNEL, Y_CHANNEL, Observation
+from .features import (
+    CENTER_OFFSET_CHANNEL,
+    LOG_REACH_CHANNEL,
+    PREDICTION_CLIP,
+    SCALED_CHANNEL,
+    SET_CHANNEL,
+    Y_CHANNEL,
+    Observation,
+)
 from .layers import LayerNorm, SampleEmbedding, VariableBlock, head_major_attention
 
 FREQUENCIES = (0.5, 1.0, 2.0, 4.0)  # cycles per range width of the position's Fourier features
@@ -75,11 +87,19 @@ def regression_lines(pairs: jnp.ndarray, counts: jnp.ndarray, points: jnp.ndarra
     return jnp.clip(jnp.stack(at, -1), -PREDICTION_CLIP, PREDICTION_CLIP)
 
 
+def standardized_position(obs: Observation, points: jnp.ndarray) -> jnp.ndarray:
+    """(N, P) the values at positions ``points`` (N, P) of each range (0 at the low end, 1 at the high end) in
+    units of the variable's observed spread, from its mean: the range's centre plus the half-range."""
+    reach = jnp.exp(obs.variable_features[:, LOG_REACH_CHANNEL])[:, None]
+    return obs.variable_features[:, CENTER_OFFSET_CHANNEL][:, None] + (2.0 * points - 1.0) * reach
+
+
 class ResponseModel(nn.Module):
     hidden_dim: int = 32
     n_heads: int = 4
     n_layers: int = 2
     lines: bool = False  # the query reads ``regression_lines``
+    trend: bool = False  # the mean adds a learned line per variable
 
     @nn.compact
     def __call__(self, obs: Observation, points: jnp.ndarray | None = None, search=None):
@@ -107,6 +127,8 @@ class ResponseModel(nn.Module):
         query_norm = LayerNorm()
         head_out, head_mid, head_in = nn.Dense(2), nn.Dense(width), nn.Dense(width)
         state = embed_state(h)[:, None, :]
+        # (N, 2) per variable the intercept and slope of the learned line (``trend``)
+        trend = nn.Dense(2, kernel_init=nn.initializers.zeros, name="trend")(h) if self.trend else None
 
         def predict(points):
             position = fourier(points)  # (N, P, F)
@@ -118,7 +140,10 @@ class ResponseModel(nn.Module):
             attended = attention(query_norm(query), keys, mask=mask)  # (N, P, H)
             z = jnp.concatenate([attended, query, jnp.broadcast_to(h[:, None, :], query.shape)], -1)
             out = head_out(nn.gelu(head_mid(nn.gelu(head_in(z)))))
-            return out[..., 0], jax.nn.softplus(out[..., 1]) + MIN_SD
+            mean = out[..., 0]
+            if trend is not None:
+                mean = mean + trend[:, :1] + trend[:, 1:] * standardized_position(obs, points)
+            return mean, jax.nn.softplus(out[..., 1]) + MIN_SD
 
         return predict(points) if search is None else search(predict)
 

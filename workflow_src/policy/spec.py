@@ -14,7 +14,7 @@ POLICY_NAMES = ("simple_permutation_invariant",)
 POLICY_KEYS = ("name", "hidden_dim", "n_heads", "n_layers", "fixed_std", "bandit_features", "effect_head", "prior")
 # settings added later, recorded in a checkpoint only when on: a network without them has the record (and the
 # program-store identity) it had before they existed
-OPTIONAL_KEYS = ("curve_features", "budget_feature", "response_model", "response_lines")
+OPTIONAL_KEYS = ("curve_features", "budget_feature", "response_model", "response_lines", "response_trend")
 PRIORS = ("none", "marginal_regression", "interventional_regression", "response_gp", "response_gp_ei", "amortized_ei")
 GP_PRIORS = ("response_gp", "response_gp_ei")  # priors read from the response-curve GP's posterior
 SAMPLE_CHANNELS = 7
@@ -40,8 +40,9 @@ def architecture(policy_config: dict) -> dict:
         layout["budget_feature"] = True
     if policy_config["response_model"]:
         layout["response_model"] = True
-    if policy_config["response_lines"]:
-        layout["response_lines"] = True
+    for key in ("response_lines", "response_trend"):
+        if policy_config[key]:
+            layout[key] = True
     return {**settings, **layout, "sample_channels": SAMPLE_CHANNELS,
             "variable_channels": variable_channels(policy_config["bandit_features"], curves, budget)}
 
@@ -56,6 +57,8 @@ def check_policy_config(policy_config: dict) -> None:
         raise ValueError("prior amortized_ei needs the response model (policy.response_model: true)")
     if policy_config["response_lines"] and not policy_config["response_model"]:
         raise ValueError("response_lines are inputs of the response model (policy.response_model: true)")
+    if policy_config["response_trend"] and not policy_config["response_model"]:
+        raise ValueError("response_trend is part of the response model (policy.response_model: true)")
 
 
 def policy_config_of(arch) -> dict:
