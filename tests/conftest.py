@@ -98,6 +98,14 @@ def default_config():
     return load_config(ROOT / "config/config.yaml")
 
 
+def policy_settings(**settings) -> dict:
+    """The built-in policy settings (every key the network reads, so a key added later needs no edit to a test)
+    with ``settings`` over them."""
+    from workflow_src.config_schema import config_schema
+
+    return {**config_schema()["properties"]["defaults"]["default"]["policy"], **settings}
+
+
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "envs", "report")
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, policy_settings
 
 PROBE = """
 import sys
@@ -56,10 +56,9 @@ def test_an_evaluation_job_whose_program_is_stored_imports_no_flax(tmp_path):
     from workflow_src.policy.network import init_params, make_policy
     from workflow_src.policy.spec import architecture
 
-    config = {"name": "simple_permutation_invariant", "hidden_dim": 8, "n_heads": 2, "n_layers": 1,
-              "fixed_std": 0.5, "bandit_features": True, "effect_head": False, "prior": "interventional_regression",
-              "curve_features": False, "budget_feature": False, "response_model": False,
-              "response_lines": False}
+    config = policy_settings(hidden_dim=8, n_heads=2, n_layers=1, fixed_std=0.5, bandit_features=True,
+                             effect_head=False, prior="interventional_regression", curve_features=False,
+                             budget_feature=False, response_model=False, response_lines=False)
     params = init_params(make_policy(config), jax.random.PRNGKey(0))
     ckpt = tmp_path / "final.ckpt"
     checkpoint.save(ckpt, {"architecture": architecture(config), "config_hash": "c", "episode": 1}, {"params": params})

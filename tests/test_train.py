@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import ROOT, call_cli, run_cli
+from conftest import ROOT, call_cli, policy_settings, run_cli
 
 from workflow_src.config import deep_merge, train_slice
 from workflow_src.core import buffer as buffer_mod
@@ -53,10 +53,9 @@ def test_clipped_objective_stops_gradient_outside_the_trust_region():
     )
 
 
-SMALL_POLICY = {"name": "simple_permutation_invariant", "hidden_dim": 16, "n_heads": 2, "n_layers": 1,
-                "fixed_std": 0.5, "bandit_features": False, "effect_head": False,
-                "prior": "none", "curve_features": False, "budget_feature": False, "response_model": False,
-                "response_lines": False}
+SMALL_POLICY = policy_settings(hidden_dim=16, n_heads=2, n_layers=1, fixed_std=0.5, bandit_features=False,
+                               effect_head=False, prior="none", curve_features=False, budget_feature=False,
+                               response_model=False, response_lines=False)
 
 
 def _scm_arrays():
