@@ -1,6 +1,7 @@
 """Plug-in methods: a user's method in one file runs like a baseline; a broken one gets one line, no output."""
 
 import json
+import signal
 import textwrap
 
 import pandas as pd
@@ -312,7 +313,6 @@ def test_helpers_imported_by_importlib_and_data_files_are_part_of_the_hash(tmp_p
 def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, suite_file):
     """Python's SIGINT handler cannot run while XLA runs a program: the command still stops, in one line."""
     import os
-    import signal
     import subprocess
     import sys
 
@@ -344,6 +344,35 @@ def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, sui
         proc.kill()
     assert proc.returncode == 130 and stderr == "acbo plugin: interrupted\n", stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_ctrl_c_taken_by_python_but_lost_still_ends_the_command():
+    """The handler ran, but its KeyboardInterrupt was lost (here: swallowed) and the command went on: the watcher
+    ends it after ``UNWIND_GRACE_S``, in the same one line and status."""
+    import subprocess
+    import sys
+
+    script = textwrap.dedent("""
+        import time
+        from workflow_src import interrupt
+        interrupt.UNWIND_GRACE_S = 0.5
+        interrupt.stop_on_interrupt("plugin")
+        print("ready", flush=True)
+        while True:
+            try:
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                pass  # lost on the way: the command goes on
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and stderr == "acbo plugin: interrupted\n", stderr
 
 
 def test_ctrl_c_while_a_plugin_imports_exits_130(tmp_path, suite_file):

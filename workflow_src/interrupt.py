@@ -8,6 +8,7 @@ import signal
 import threading
 
 INTERRUPT_GRACE_S = 2.0  # how long Ctrl-C waits for Python to take it before the process ends from native code
+UNWIND_GRACE_S = 30.0  # how long the command may take to end once Python has taken it
 
 
 def stop_on_interrupt(command: str) -> None:
@@ -16,8 +17,11 @@ def stop_on_interrupt(command: str) -> None:
     Python runs its SIGINT handler only when the main thread is back in the interpreter, which a compiled
     program (or a compilation) may never be. The C-level handler still writes the signal to a wakeup pipe: a
     watcher thread reads it and, when the handler has not run within ``INTERRUPT_GRACE_S``, says so in one line
-    and ends the process with the shell's status for SIGINT (130). Files are written only after a job's
-    computation (temporary file, then rename), so there is nothing half-written to clean up then.
+    and ends the process with the shell's status for SIGINT (130). When the handler did run but the process is
+    still there ``UNWIND_GRACE_S`` later, the ``KeyboardInterrupt`` was lost on the way (raised where Python only
+    reports an exception, a finalizer or a callback, and the command went on into compiled code: seen once in a
+    loaded test run) and the watcher ends it the same way. Files are written only after a job's computation
+    (temporary file, then rename), so there is nothing half-written to clean up then.
     """
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
@@ -27,11 +31,20 @@ def stop_on_interrupt(command: str) -> None:
         handled.release()
         raise KeyboardInterrupt
 
+    def end():
+        os.write(2, f"acbo {command}: interrupted\n".encode())
+        os._exit(130)
+
     def watch():
         while True:
-            if signal.SIGINT in os.read(read_fd, 64) and not handled.acquire(timeout=INTERRUPT_GRACE_S):
-                os.write(2, f"acbo {command}: interrupted\n".encode())
-                os._exit(130)
+            if signal.SIGINT in os.read(read_fd, 64):
+                if not handled.acquire(timeout=INTERRUPT_GRACE_S):
+                    end()
+                # taken by Python: a command that unwinds ends well before this timer (a daemon: it keeps no
+                # process alive)
+                timer = threading.Timer(UNWIND_GRACE_S, end)
+                timer.daemon = True
+                timer.start()
 
     signal.signal(signal.SIGINT, handler)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
