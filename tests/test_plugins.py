@@ -346,24 +346,39 @@ def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, sui
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_ctrl_c_taken_by_python_but_lost_still_ends_the_command():
-    """The handler ran, but its KeyboardInterrupt was lost (here: swallowed) and the command went on: the watcher
-    ends it after ``UNWIND_GRACE_S``, in the same one line and status."""
+SWALLOWED = """
+    while True:
+        try:
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            pass  # lost on the way: the command goes on
+    """
+EXIT_HANGS = """
+    atexit.register(time.sleep, 3600)  # an exit handler waiting for something that never ends
+    try:
+        while True:
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        sys.exit(interrupt.report("plugin"))  # as the CLI does
+    """
+
+
+@pytest.mark.parametrize("after", [SWALLOWED, EXIT_HANGS], ids=["swallowed", "exit_hangs"])
+def test_ctrl_c_taken_by_python_still_ends_a_command_that_does_not(after):
+    """The handler ran, but the command did not end (its KeyboardInterrupt lost, or the interpreter's exit stuck):
+    the watcher ends it after ``UNWIND_GRACE_S``, in one line (not two) and the status for SIGINT."""
     import subprocess
     import sys
 
     script = textwrap.dedent("""
+        import atexit
+        import sys
         import time
         from workflow_src import interrupt
         interrupt.UNWIND_GRACE_S = 0.5
         interrupt.stop_on_interrupt("plugin")
         print("ready", flush=True)
-        while True:
-            try:
-                time.sleep(0.05)
-            except KeyboardInterrupt:
-                pass  # lost on the way: the command goes on
-        """)
+        """) + textwrap.dedent(after)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -26,6 +26,7 @@ from .cli_args import (
 )
 from .compile_cache import configure_jax
 from .errors import ConfigError, UserError
+from .interrupt import report as report_interrupt
 from .interrupt import stop_on_interrupt
 from .paths import DEFAULT_CONFIG
 from .suite_catalogue import FIXED_SUITES, GENERATED_NAMES
@@ -425,8 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = args.func(args)
     except KeyboardInterrupt:
-        print(f"acbo {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return report_interrupt(args.command)
     except UserError as err:
         print(f"acbo {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 INTERRUPT_GRACE_S = 2.0  # how long Ctrl-C waits for Python to take it before the process ends from native code
-UNWIND_GRACE_S = 30.0  # how long the command may take to end once Python has taken it
+UNWIND_GRACE_S = 10.0  # how long the command may take to end once Python has taken it
+
+_said = threading.Event()  # the interrupt was reported: one line per process, whoever reports it
 
 
 def stop_on_interrupt(command: str) -> None:
@@ -18,10 +21,12 @@ def stop_on_interrupt(command: str) -> None:
     program (or a compilation) may never be. The C-level handler still writes the signal to a wakeup pipe: a
     watcher thread reads it and, when the handler has not run within ``INTERRUPT_GRACE_S``, says so in one line
     and ends the process with the shell's status for SIGINT (130). When the handler did run but the process is
-    still there ``UNWIND_GRACE_S`` later, the ``KeyboardInterrupt`` was lost on the way (raised where Python only
-    reports an exception, a finalizer or a callback, and the command went on into compiled code: seen once in a
-    loaded test run) and the watcher ends it the same way. Files are written only after a job's computation
-    (temporary file, then rename), so there is nothing half-written to clean up then.
+    still there ``UNWIND_GRACE_S`` later, the watcher ends it the same way (the line said once: ``report``): the
+    ``KeyboardInterrupt`` was lost on the way (raised where Python only reports an exception, a finalizer or a
+    callback, and the command went on into compiled code), or the interpreter's exit waits on something that never
+    ends (an exit handler waiting for a program that loops forever). A loaded ``make test`` once hung there. Files
+    are written only after a job's computation (temporary file, then rename), so there is nothing half-written to
+    clean up then.
     """
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
@@ -32,7 +37,9 @@ def stop_on_interrupt(command: str) -> None:
         raise KeyboardInterrupt
 
     def end():
-        os.write(2, f"acbo {command}: interrupted\n".encode())
+        if not _said.is_set():
+            _said.set()
+            os.write(2, f"acbo {command}: interrupted\n".encode())
         os._exit(130)
 
     def watch():
@@ -49,3 +56,12 @@ def stop_on_interrupt(command: str) -> None:
     signal.signal(signal.SIGINT, handler)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     threading.Thread(target=watch, name="acbo-interrupt", daemon=True).start()
+
+
+def report(command: str) -> int:
+    """Say in one line that ``command`` was interrupted (once per process: the watcher may say it too) and give
+    the shell's status for SIGINT."""
+    if not _said.is_set():
+        _said.set()
+        print(f"acbo {command}: interrupted", file=sys.stderr, flush=True)
+    return 130
