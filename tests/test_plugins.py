@@ -346,16 +346,21 @@ def test_ctrl_c_stops_a_plugin_that_loops_forever_in_compiled_code(tmp_path, sui
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+# each says "ready" inside its try: a SIGINT right after it is the command's to take
 SWALLOWED = """
-    while True:
-        try:
+    try:
+        print("ready", flush=True)
+        while True:
             time.sleep(0.05)
-        except KeyboardInterrupt:
-            pass  # lost on the way: the command goes on
+    except KeyboardInterrupt:
+        pass  # lost on the way: the command goes on
+    while True:
+        time.sleep(0.05)
     """
 EXIT_HANGS = """
     atexit.register(time.sleep, 3600)  # an exit handler waiting for something that never ends
     try:
+        print("ready", flush=True)
         while True:
             time.sleep(0.05)
     except KeyboardInterrupt:
@@ -377,7 +382,6 @@ def test_ctrl_c_taken_by_python_still_ends_a_command_that_does_not(after):
         from workflow_src import interrupt
         interrupt.UNWIND_GRACE_S = 0.5
         interrupt.stop_on_interrupt("plugin")
-        print("ready", flush=True)
         """) + textwrap.dedent(after)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
