@@ -11,7 +11,11 @@ import threading
 INTERRUPT_GRACE_S = 2.0  # how long Ctrl-C waits for Python to take it before the process ends from native code
 UNWIND_GRACE_S = 10.0  # how long the command may take to end once Python has taken it
 
-_said = threading.Event()  # the interrupt was reported: one line per process, whoever reports it
+_unsaid = threading.Lock()  # taken, never released, by the first to report the interrupt: one line per process
+
+
+def _line(command: str) -> str:
+    return f"acbo {command}: interrupted\n"
 
 
 def stop_on_interrupt(command: str) -> None:
@@ -37,9 +41,8 @@ def stop_on_interrupt(command: str) -> None:
         raise KeyboardInterrupt
 
     def end():
-        if not _said.is_set():
-            _said.set()
-            os.write(2, f"acbo {command}: interrupted\n".encode())
+        if _unsaid.acquire(blocking=False):
+            os.write(2, _line(command).encode())  # not through sys.stderr, whose lock the main thread may hold
         os._exit(130)
 
     def watch():
@@ -61,7 +64,7 @@ def stop_on_interrupt(command: str) -> None:
 def report(command: str) -> int:
     """Say in one line that ``command`` was interrupted (once per process: the watcher may say it too) and give
     the shell's status for SIGINT."""
-    if not _said.is_set():
-        _said.set()
-        print(f"acbo {command}: interrupted", file=sys.stderr, flush=True)
+    if _unsaid.acquire(blocking=False):
+        sys.stderr.write(_line(command))
+        sys.stderr.flush()
     return 130
