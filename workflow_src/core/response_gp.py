@@ -17,7 +17,13 @@ follows CBO (Aglietti et al. 2020):
   likelihood is refined by ``FIT_STEPS`` Adam steps (``FIT_LEARNING_RATE``) on the log hyperparameters,
   held within ``BOUNDS`` (lengthscales down to 0.02 of the range, RBF variances down to 0.01: an affine
   curve needs none, and a floor of 0.2 kept interior values uncertain on linear SCMs); the refined values are
-  kept where the likelihood rose (a variable never set keeps ``DEFAULT``);
+  kept where the likelihood rose. A variable never set keeps ``DEFAULT`` and, under the causal prior, a slope
+  variance of ``UNSET_SLOPE_VAR``, not ``SLOPE_VAR``: until it is set, how far its range ends may lie from the
+  causal prior is that prior's own uncertainty (CBO's kernel has no slope term). With ``SLOPE_VAR`` there,
+  expected improvement spread the first interventions of the largest linear graphs over the range ends of
+  variables whose prior is flat (``heldout-L15``, best after 10: 0.932 against 0.962); once a variable is set,
+  the slope term lets its residuals tilt the prior (a slope variance of 0.01 everywhere lost the toy graph, best
+  after 20: 0.72 against 0.80; held to unset variables it leaves the toy graph's figures as they were);
 - **acquisition** (``search``): expected improvement (for minimization) against the best outcome observed,
   CBO's incumbent: the lowest ``Y`` of an intervention so far (or the observational mean of ``Y``, doing
   nothing). The noise-robust alternative, the lowest posterior mean at the values tried, was measured and
@@ -54,6 +60,7 @@ GRID = 65  # values per variable, evenly spaced over each range (ends included)
 REFINE = 8  # values within half a grid step of a variable's best grid value
 INTERCEPT_VAR = 0.1  # prior variance of the prior mean's error at the observational mean of X_i
 SLOPE_VAR = 1.0  # of its slope error (standardized Y per range width, centred on the observational mean)
+UNSET_SLOPE_VAR = 0.01  # the same for a variable never set: its range ends as uncertain as the causal prior says
 START_RBF_VARS = (0.05, 0.5)
 START_LENGTHSCALES = (0.03, 0.08, 0.2, 0.5)  # on the range scaled to [0, 1]
 START_NOISE_VARS = (0.05, 0.3, 0.9)
@@ -205,7 +212,9 @@ def posterior_at(problem: Problem, gp: ResponseGP, u: jnp.ndarray) -> tuple[jnp.
     cross = jnp.where(own[:, None, :], k, 0.0)  # (N, P, S)
     mu = prior_mean + cross @ gp.alpha
     solved = jnp.einsum("se,npe->nps", gp.inverse, cross)
-    prior_var = INTERCEPT_VAR + SLOPE_VAR * d**2 + prior_sd**2 + gp.hyper[:, 0:1]
+    # a variable never set (its cross terms are 0): the causal prior's own uncertainty, or gp_ei's slope term
+    slope_var = jnp.where(own.any(1), SLOPE_VAR, UNSET_SLOPE_VAR if gp.prior.causal else SLOPE_VAR)[:, None]
+    prior_var = INTERCEPT_VAR + slope_var * d**2 + prior_sd**2 + gp.hyper[:, 0:1]
     return mu, jnp.sqrt(jnp.maximum(prior_var - (solved**2).sum(-1), EPS))
 
 
