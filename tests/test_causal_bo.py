@@ -115,15 +115,15 @@ def reference_posterior(view: StepView):
     return np.array(mus), np.array(sds), hyper
 
 
-def hand_made_view(n_pad: int = 8) -> StepView:
-    """The collider of ``SUITE`` padded to ``n_pad`` variables, with a buffer of 10 observational rows, 7
-    interventions on three variables (some repeated) and one row not yet filled."""
+def hand_made_view(n_pad: int = 8, set_var=(0, 2, 0, 1, 2, 0, 1)) -> StepView:
+    """The collider of ``SUITE`` padded to ``n_pad`` variables, with a buffer of 10 observational rows, the
+    interventions ``set_var`` (default: 7 on three variables, some repeated) and one row not yet filled."""
     arrays = stack_scms([SUITE.scms[0]], n_pad)
     scm = type(arrays)(*(x[0] for x in arrays))
     rng = np.random.default_rng(0)
-    n_rows = 18
+    set_var = [None] * 10 + list(set_var)
+    n_rows = len(set_var) + 1
     values = rng.normal(size=(n_rows, n_pad)) * np.asarray(scm.node_mask)
-    set_var = [None] * 10 + [0, 2, 0, 1, 2, 0, 1]
     intervened = np.zeros((n_rows, n_pad), bool)
     for row, var in enumerate(set_var):
         if var is not None:
@@ -145,6 +145,27 @@ def test_one_shared_gp_system_equals_a_gp_per_variable():
         np.testing.assert_allclose(np.asarray(sd)[i], ref_sd[i], rtol=1e-4, atol=1e-4)
     assert not np.allclose(ref_mu[0], ref_mu[0][0])  # the data moved the posterior off the prior
     np.testing.assert_allclose(hyper[3], response_gp.STARTS[response_gp.DEFAULT])  # the target: no rows
+
+
+def test_a_variable_never_set_keeps_the_causal_priors_uncertainty(monkeypatch):
+    """Under the causal prior a variable never set has the slope variance ``UNSET_SLOPE_VAR`` in its kernel, not
+    ``SLOPE_VAR``: the same means, a variance smaller by ``(SLOPE_VAR - UNSET_SLOPE_VAR) d^2`` (``d`` the offset
+    from its observational mean in range widths), and the set variables' posteriors unchanged; ``gp_ei``'s GP
+    (no causal prior) keeps ``SLOPE_VAR`` everywhere."""
+    view = hand_made_view(set_var=(0, 2, 0, 2, 0))  # X_1 never set
+    ours = {causal: response_gp.posterior(view.scm, view.buffer, view.fit, causal=causal) for causal in (True, False)}
+    monkeypatch.setattr(response_gp, "UNSET_SLOPE_VAR", response_gp.SLOPE_VAR)
+    flat = {causal: response_gp.posterior(view.scm, view.buffer, view.fit, causal=causal) for causal in (True, False)}
+    (mu, sd, grid), (mu_flat, sd_flat, _) = ours[True], flat[True]
+    np.testing.assert_allclose(np.asarray(mu), np.asarray(mu_flat), rtol=1e-6, atol=1e-6)
+    for i in (0, 2):
+        np.testing.assert_allclose(np.asarray(sd)[i], np.asarray(sd_flat)[i], rtol=1e-6, atol=1e-6)
+    d = np.asarray(grid) - float(response_gp.fit_gp(view.scm, view.buffer, view.fit).center_u[1])
+    gap = np.asarray(sd_flat)[1] ** 2 - np.asarray(sd)[1] ** 2
+    np.testing.assert_allclose(gap, (response_gp.SLOPE_VAR - 0.01) * d**2, rtol=1e-3, atol=1e-5)
+    assert gap.max() > 0.05  # a visible difference at the range's far end
+    for a, b in zip(ours[False], flat[False]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_the_marginal_likelihood_picks_a_wiggly_gp_for_an_interior_optimum():
