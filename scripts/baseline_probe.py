@@ -1,7 +1,7 @@
 """A built-in baseline run on suites outside the workflow, for trying a change to it before a study is rebuilt:
 per suite its best-so-far normalized improvement after 5 / 10 / 20 interventions (mean over SCMs and episodes),
-under the study's protocol (10 observational samples, 20 interventions, evaluation seed 0) with EPISODES
-episodes per SCM. Reads the suites a study built (results/suites/SUITE.json). Usage:
+under the study's protocol (config/config.yaml's evaluation: observational samples, interventions, seed) with
+EPISODES episodes per SCM. Reads the suites a study built (results/suites/SUITE.json). Usage:
 python scripts/baseline_probe.py SUITE[,SUITE...] [METHOD] [EPISODES]
 It imports the package from PYTHONPATH first, so an older commit's method runs on today's suites from a git
 worktree: git worktree add /tmp/old COMMIT && PYTHONPATH=/tmp/old python scripts/baseline_probe.py ..."""
@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import yaml
 
 from workflow_src.evaluate.baselines import baseline_method
 from workflow_src.evaluate.methods import Method
@@ -20,7 +21,9 @@ suites = sys.argv[1].split(",")
 name = sys.argv[2] if len(sys.argv) > 2 else "causal_bo"
 episodes = int(sys.argv[3]) if len(sys.argv) > 3 else 10
 method = Method(name, baseline_method(name).act, program_id=None, reads_truth=False)
-protocol = {"n_obs": 10, "interventions": 20, "episodes": episodes, "seed": 0}
+with open("config/config.yaml") as file:  # read as YAML, not validated: an older commit's schema may differ
+    evaluation = yaml.safe_load(file)["evaluation"]
+protocol = {**{k: evaluation[k] for k in ("n_obs", "interventions", "seed")}, "episodes": episodes}
 pooled = []
 for suite in suites:
     start = time.perf_counter()
