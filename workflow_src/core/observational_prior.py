@@ -21,8 +21,9 @@
   when it holds ``X_i`` itself to be a parent of ``Y`` (they block the back-door paths of a parent, and the
   surrogate knows nothing of ``X_i``'s own parents), else none (exact for a variable whose effect on ``Y`` is
   not confounded). A mediator among ``Y``'s parents makes this the direct effect of ``X_i``, as before;
-- **uncertainty**: the regression's posterior mean and standard deviation at each value; the response GP
-  adds ``sigma(v) sigma(v')`` to its kernel (CBO's causal kernel), so it explores where the data are silent;
+- **uncertainty**: the regression's posterior mean and covariance between any two values
+  (``prior_covariance``); the response GP adds it to its kernel (CBO adds ``sigma(v) sigma(v')``, the
+  standard deviations' product), so it explores where the data are silent;
 - **hyperparameters** per variable and model by type-II maximum likelihood over ``CANDIDATES`` (every
   combination of ``SLOPE_VARS``, ``RBF_VARS``, ``LENGTHSCALES`` and ``NOISE_VARS``), the other variances
   fixed. A small RBF variance lets a line explain linear data without wiggles of half Y's variance
@@ -129,20 +130,63 @@ def fit_prior(problem: Problem, buffer: Buffer, fit: Surrogate, z: jnp.ndarray, 
     return Prior(valid, u, d, inverse, alpha, chosen[..., 0], chosen[..., 1], chosen[..., 2], weight, y_mean, True)
 
 
-def prior_at(prior: Prior, u: jnp.ndarray, d: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Prior mean and standard deviation (N, P) of standardized ``E[Y | do(X_i = v)]`` at positions ``u``
-    (N, P) of each range, ``d`` (N, P) their standardized offsets from the observational means."""
-    if not prior.causal:
-        return jnp.full(u.shape, prior.y_mean), jnp.zeros(u.shape)
+class PriorPoints(NamedTuple):
+    """Each model's regression at points of every variable's range, from which ``prior_covariance`` reads the
+    covariance of the prior between any two sets of points."""
+
+    u: jnp.ndarray  # (N, P) the points' positions in each range
+    d: jnp.ndarray  # (N, P) their standardized offsets from the observational means
+    mean: jnp.ndarray  # (M, N, P) each model's posterior mean
+    solved: jnp.ndarray  # (M, N, P, C) L^-1 of their covariance with the observational rows (L: the Gram's factor)
+
+
+def prior_points(prior: Prior, u: jnp.ndarray, d: jnp.ndarray) -> PriorPoints:
+    """The models at positions ``u`` (N, P) of each range, ``d`` (N, P) their standardized offsets."""
     slope_var = prior.slope_var[:, :, None, None]  # (M, N, 1, 1)
     rbf_var = prior.rbf_var[:, :, None, None]
     cross = INTERCEPT_VAR + slope_var * d[:, :, None] * prior.d[:, None, :] + rbf_var * _rbf(
         u, prior.u, prior.lengthscale[:, :, None, None])  # (M, N, P, C)
     cross = cross * prior.valid  # rows without a sample: no covariance
     mean = prior.y_mean + jnp.einsum("mnpc,mnc->mnp", cross, prior.alpha)
-    solved = jnp.einsum("mnce,mnpe->mnpc", prior.inverse, cross)
-    var = INTERCEPT_VAR + prior.slope_var[:, :, None] * d**2 + prior.rbf_var[:, :, None] - (solved**2).sum(-1)
-    weight = prior.weight[:, :, None]
-    mixed = (weight * mean).sum(0)  # the models averaged by weight: mean and total variance
-    total = (weight * (jnp.maximum(var, EPS) + (mean - mixed) ** 2)).sum(0)
-    return mixed, jnp.sqrt(jnp.maximum(total, EPS))
+    return PriorPoints(u, d, mean, jnp.einsum("mnce,mnpe->mnpc", prior.inverse, cross))
+
+
+def mixture_mean(prior: Prior, points: PriorPoints) -> jnp.ndarray:
+    """(N, P) the prior mean: the models' means averaged by their weights (``y_mean`` without a causal prior)."""
+    if not prior.causal:
+        return jnp.full(points.u.shape, prior.y_mean)
+    return (prior.weight[:, :, None] * points.mean).sum(0)
+
+
+def prior_covariance(prior: Prior, a: PriorPoints, b: PriorPoints) -> jnp.ndarray:
+    """(N, A, B) the prior's covariance between points ``a`` and ``b`` of each variable: per model its
+    regression's posterior covariance, and over the models the mixture's (the weighted covariances plus the
+    covariance of the models' means around the mixture's). Unlike CBO's ``sigma(v) sigma(v')``, it keeps the
+    correlation's sign: an affine prior's slope error raises one side of the observational mean and lowers the
+    other. Zero without a causal prior."""
+    if not prior.causal:
+        return jnp.zeros(a.u.shape + b.u.shape[-1:])
+    slope_var = prior.slope_var[:, :, None, None]  # (M, N, 1, 1)
+    per_model = INTERCEPT_VAR + slope_var * a.d[:, :, None] * b.d[:, None, :] + prior.rbf_var[:, :, None, None] * _rbf(
+        a.u, b.u, prior.lengthscale[:, :, None, None]) - jnp.einsum("mnac,mnbc->mnab", a.solved, b.solved)
+    mixed_a, mixed_b = mixture_mean(prior, a), mixture_mean(prior, b)
+    spread = (a.mean - mixed_a)[..., :, None] * (b.mean - mixed_b)[..., None, :]  # (M, N, A, B)
+    return (prior.weight[:, :, None, None] * (per_model + spread)).sum(0)
+
+
+def prior_variance(prior: Prior, points: PriorPoints) -> jnp.ndarray:
+    """(N, P) the prior's variance at ``points``: the diagonal of ``prior_covariance``."""
+    if not prior.causal:
+        return jnp.zeros(points.u.shape)
+    var = INTERCEPT_VAR + prior.slope_var[:, :, None] * points.d**2 + prior.rbf_var[:, :, None] - (
+        points.solved**2).sum(-1)  # (M, N, P)
+    spread = (points.mean - mixture_mean(prior, points)) ** 2
+    return (prior.weight[:, :, None] * (jnp.maximum(var, EPS) + spread)).sum(0)
+
+
+def prior_at(prior: Prior, u: jnp.ndarray, d: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Prior mean and standard deviation (N, P) of standardized ``E[Y | do(X_i = v)]`` at positions ``u``
+    (N, P) of each range, ``d`` (N, P) their standardized offsets from the observational means."""
+    points = prior_points(prior, u, d)
+    sd = jnp.sqrt(jnp.maximum(prior_variance(prior, points), EPS)) if prior.causal else jnp.zeros(u.shape)
+    return mixture_mean(prior, points), sd
