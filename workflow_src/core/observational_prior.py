@@ -174,6 +174,23 @@ def prior_covariance(prior: Prior, a: PriorPoints, b: PriorPoints) -> jnp.ndarra
     return (prior.weight[:, :, None, None] * (per_model + spread)).sum(0)
 
 
+def own_covariance(prior: Prior, points: PriorPoints, var: jnp.ndarray) -> jnp.ndarray:
+    """(S, S) ``prior_covariance`` between points of the (N, S) ``points``, each point ``s`` taken under its own
+    variable ``var[s]`` and the pair under ``var[s]``'s regression (only pairs of one variable mean anything):
+    the S points gathered first, so the cost is that of one variable's, not N."""
+    index = (var, jnp.arange(var.shape[0]))
+    own = PriorPoints(points.u[index], points.d[index], points.mean[(slice(None), *index)],
+                      points.solved[(slice(None), *index)])  # (S,), (M, S), (M, S, C)
+    square = own.u.shape * 2
+    a = PriorPoints(own.u[:, None], own.d[:, None], own.mean[..., None], own.solved[:, :, None])  # (S, 1)
+    b = PriorPoints(jnp.broadcast_to(own.u, square), jnp.broadcast_to(own.d, square),
+                    jnp.broadcast_to(own.mean[:, None], own.mean.shape[:1] + square),
+                    jnp.broadcast_to(own.solved[:, None], own.solved.shape[:1] + square + own.solved.shape[-1:]))
+    per_row = prior._replace(slope_var=prior.slope_var[:, var], rbf_var=prior.rbf_var[:, var],
+                             lengthscale=prior.lengthscale[:, var], weight=prior.weight[:, var])
+    return prior_covariance(per_row, a, b)[:, 0]
+
+
 def prior_variance(prior: Prior, points: PriorPoints) -> jnp.ndarray:
     """(N, P) the prior's variance at ``points``: the diagonal of ``prior_covariance``."""
     if not prior.causal:

@@ -62,6 +62,7 @@ from .observational_prior import (
     PriorPoints,
     fit_prior,
     mixture_mean,
+    own_covariance,
     prior_covariance,
     prior_points,
     prior_variance,
@@ -191,8 +192,9 @@ def fit_gp(problem: Problem, buffer: Buffer, fit: Surrogate, causal: bool = True
     center = (observational * z).sum(0) / jnp.maximum(observational.sum(), 1.0)
     prior = fit_prior(scm, buf, fit, z, center, causal)
     width = jnp.where(scm.hi > scm.lo, scm.hi - scm.lo, 1.0)
+    u = ((buf.values - scm.lo) / width).T  # (N, S)
     # the prior at every row for every variable, then each row's own variable
-    row_points = prior_points(prior, ((buf.values - scm.lo) / width).T, (z - center).T)  # (N, S)
+    row_points = prior_points(prior, u, (z - center).T)  # (N, S)
     prior_mean = mixture_mean(prior, row_points)
     row_in = buf.sample_mask & buf.intervened.any(1)
     row_var = jnp.argmax(buf.intervened, 1)
@@ -200,9 +202,8 @@ def fit_gp(problem: Problem, buffer: Buffer, fit: Surrogate, causal: bool = True
     def own(x):
         return jnp.take_along_axis(x, row_var[None, :], 0)[0]
 
-    u = ((buf.values - scm.lo) / width).T  # (N, S)
     center_u = (observational * u.T).sum(0) / jnp.maximum(observational.sum(), 1.0)
-    prior_cov = prior_covariance(prior, row_points, row_points)[row_var, jnp.arange(row_var.shape[0])]  # (S, S)
+    prior_cov = own_covariance(prior, row_points, row_var)  # (S, S)
     rows = Rows(row_in=row_in, row_var=row_var, u=own(u), d=own(u - center_u[:, None]),
                 prior_cov=prior_cov, resid=jnp.where(row_in, y - own(prior_mean), 0.0), y=y)
     hyper = fit_hyperparameters(rows, z.shape[1])
