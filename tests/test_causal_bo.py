@@ -11,7 +11,7 @@ import pytest
 
 from workflow_src.core import observational_prior as op
 from workflow_src.core import response_gp
-from workflow_src.core.buffer import Buffer, fit_surrogate
+from workflow_src.core.buffer import Buffer, fit_surrogate, random_buffer
 from workflow_src.core.problem import problem_of
 from workflow_src.core.scm import stack_scms
 from workflow_src.core.surrogate import masked_standardize
@@ -149,6 +149,25 @@ def test_one_shared_gp_system_equals_a_gp_per_variable():
         np.testing.assert_allclose(np.asarray(sd)[i], ref_sd[i], rtol=1e-4, atol=1e-4)
     assert not np.allclose(ref_mu[0], ref_mu[0][0])  # the data moved the posterior off the prior
     np.testing.assert_allclose(hyper[3], response_gp.STARTS[response_gp.DEFAULT])  # the target: no rows
+
+
+def test_a_buffer_that_knows_its_observational_rows_gives_the_same_posterior_on_fewer_rows():
+    """The buffer's static ``n_obs`` sizes the prior's regression (10 rows, not the bound of 16: the six
+    masked rows changed nothing but the cost); the posterior is the one the bound gives."""
+    arrays = stack_scms([SUITE.scms[0]], 8)
+    made = jax.vmap(random_buffer, (0, 0, None, None, None))(arrays, jax.random.split(jax.random.PRNGKey(0), 1),
+                                                             10, 5, 3)
+    assert made.n_obs == 10  # the protocol's buffers know it, through vmap
+    view = hand_made_view()
+    assert view.buffer.n_obs is None
+    known = view.buffer.replace(n_obs=10)
+    assert jax.tree.leaves(known) == jax.tree.leaves(view.buffer)  # static: a part of the structure, no leaf
+    gp_known = response_gp.fit_gp(view.scm, known, view.fit)
+    assert gp_known.prior.u.shape[-1] == 10
+    assert response_gp.fit_gp(view.scm, view.buffer, view.fit).prior.u.shape[-1] == op.OBS_ROWS
+    for a, b in zip(response_gp.posterior(view.scm, known, view.fit), response_gp.posterior(view.scm, view.buffer,
+                                                                                             view.fit)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
 def test_a_variable_never_set_keeps_the_causal_priors_uncertainty(monkeypatch):

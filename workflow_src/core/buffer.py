@@ -3,11 +3,16 @@
 A buffer has a fixed number of rows (observational samples first, then one row per intervention), so
 episodes compile once; ``sample_mask`` marks the rows filled so far. The surrogate is always fitted on the
 buffer with the target's possible parents as candidates.
+
+A buffer made here knows, statically, how many of its front rows are observational (``n_obs``, part of the
+pytree's structure, not a traced leaf), so a method may size its arrays by the protocol's observational
+samples rather than by a bound (``core.observational_prior``).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -18,10 +23,17 @@ from .scm import SCMArrays
 OBS_WEIGHT = 0.1  # weight of an observational sample in a per-variable interventional regression
 
 
-class Buffer(NamedTuple):
+@partial(jax.tree_util.register_dataclass, data_fields=["values", "intervened", "sample_mask"],
+         meta_fields=["n_obs"])
+@dataclasses.dataclass(frozen=True)
+class Buffer:
     values: jnp.ndarray  # (S, N) samples collected so far (rows beyond ``count`` and latent variables are zero)
     intervened: jnp.ndarray  # (S, N) bool, which variable was set in each sample
     sample_mask: jnp.ndarray  # (S,) bool
+    n_obs: int | None = None  # static: no observational row after the first n_obs (None: anywhere)
+
+    def replace(self, **fields) -> Buffer:
+        return dataclasses.replace(self, **fields)
 
 
 def empty_buffer(n_samples: int, n_vars: int) -> Buffer:
@@ -36,9 +48,8 @@ def initial_buffer(scm: SCMArrays, key, n_obs: int, n_samples: int) -> Buffer:
     """A buffer of ``n_samples`` rows whose first ``n_obs`` hold observational samples."""
     buffer = empty_buffer(n_samples, scm.bias.shape[0])
     obs = shown(scm, sampler.sample_observational(scm, key, n_obs))
-    return buffer._replace(
-        values=buffer.values.at[:n_obs].set(obs), sample_mask=buffer.sample_mask.at[:n_obs].set(True)
-    )
+    return buffer.replace(values=buffer.values.at[:n_obs].set(obs),
+                           sample_mask=buffer.sample_mask.at[:n_obs].set(True), n_obs=n_obs)
 
 
 def shown(scm: SCMArrays, x) -> jnp.ndarray:
@@ -49,7 +60,7 @@ def shown(scm: SCMArrays, x) -> jnp.ndarray:
 def append(scm: SCMArrays, buffer: Buffer, row, x, variable) -> Buffer:
     """``buffer`` with the sample ``x`` (its ``shown`` part) in ``row``, ``variable`` marked as set."""
     n_vars = buffer.values.shape[1]
-    return Buffer(
+    return buffer.replace(
         values=buffer.values.at[row].set(shown(scm, x)),
         intervened=buffer.intervened.at[row].set(jnp.arange(n_vars) == variable),
         sample_mask=buffer.sample_mask.at[row].set(True),
@@ -87,6 +98,6 @@ def random_buffer(scm: SCMArrays, key, n_obs: int, n_interventions: int, k) -> B
     filled = jnp.arange(n_interventions) < k
     rows = n_obs + jnp.arange(n_interventions)
     set_here = filled[:, None] & (jnp.arange(n_vars) == variable[:, None])
-    return Buffer(values=buffer.values.at[rows].set(jnp.where(filled[:, None], shown(scm, x), 0.0)),
-                  intervened=buffer.intervened.at[rows].set(set_here),
-                  sample_mask=buffer.sample_mask.at[rows].set(filled))
+    return buffer.replace(values=buffer.values.at[rows].set(jnp.where(filled[:, None], shown(scm, x), 0.0)),
+                           intervened=buffer.intervened.at[rows].set(set_here),
+                           sample_mask=buffer.sample_mask.at[rows].set(filled))
