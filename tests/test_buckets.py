@@ -26,7 +26,7 @@ from workflow_src.suites.build import build_suite
 from workflow_src.suites.suite_io import load_suite
 from workflow_src.tables import EVAL_SCHEMA, read_table, to_table
 
-PROTOCOL = {"seed": 3, "episodes": 2, "interventions": 5, "n_obs": 6}
+PROTOCOL = {"seed": 3, "episodes": 2, "interventions": 5, "n_obs": 6, "min_suite_episodes": 1}
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_a_large_suite_stays_within_the_declared_memory(tmp_path, default_config
     spec = {**suite_slice(default_config, "heldout-L01"), "size": 5000}
     suite = tmp_path / "big.json"
     run_cli("suite", "generate", "--spec", json.dumps(spec), "--out", suite, check=True)
-    protocol = json.dumps({"seed": 0, "episodes": 10, "interventions": 20, "n_obs": 10,
+    protocol = json.dumps({"seed": 0, "episodes": 10, "interventions": 20, "n_obs": 10, "min_suite_episodes": 1,
                            "baselines": ["random", "oracle"]})
     output = run_cli("baselines", "--suite", suite, "--out", tmp_path / "big.parquet", "--spec", protocol,
                      check=True).stdout

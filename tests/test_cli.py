@@ -137,7 +137,7 @@ def test_importing_the_library_changes_no_environment():
 CONFIG = ROOT / "config/config.yaml"
 SUMMARY_SPEC = json.dumps({"config": "synth", "seeds": [0], "eval_suites": ["heldout-L01"],
                            "bootstrap_resamples": 100, "bootstrap_seed": 0})
-PROTOCOL = {"episodes": 1, "interventions": 2, "n_obs": 3, "seed": 0}
+PROTOCOL = {"episodes": 1, "interventions": 2, "n_obs": 3, "min_suite_episodes": 1, "seed": 0}
 
 
 def assert_refused(proc, command: str, *fragments: str) -> None:

@@ -14,7 +14,7 @@ from conftest import ROOT, run_cli
 from workflow_src.compile_cache import CACHE_SUFFIX, AtomicFileCache, CompileWatch, configure_jax, seal
 from workflow_src.evaluate.run import read_run_infos
 
-BASELINES_SPEC = json.dumps({"seed": 3, "episodes": 2, "interventions": 3, "n_obs": 4,
+BASELINES_SPEC = json.dumps({"seed": 3, "episodes": 2, "interventions": 3, "n_obs": 4, "min_suite_episodes": 1,
                              "baselines": ["random", "thompson_bandit"]})
 
 

@@ -1,5 +1,6 @@
 """Evaluation: baselines behave as their definitions say, tables are exact, paired, and well-formed."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -16,7 +17,7 @@ from workflow_src.errors import TableError
 from workflow_src.evaluate.baselines import baseline_methods
 from workflow_src.evaluate.methods import Method
 from workflow_src.evaluate.registry import BASELINES, METHODS
-from workflow_src.evaluate.run import evaluate_methods, write_evaluation
+from workflow_src.evaluate.run import evaluate_methods, suite_episodes, write_evaluation
 from workflow_src.paths import TrainPaths, train_suite_files
 from workflow_src.report.metrics import episode_metrics
 from workflow_src.suites.build import build_suite
@@ -24,7 +25,7 @@ from workflow_src.suites.suite_io import load_suite
 from workflow_src.tables import EVAL_SCHEMA
 from workflow_src.train.loop import train
 
-PROTOCOL = {"seed": 0, "episodes": 4, "interventions": 8, "n_obs": 10}
+PROTOCOL = {"seed": 0, "episodes": 4, "interventions": 8, "n_obs": 10, "min_suite_episodes": 1}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,24 @@ def suites_dir(tmp_path_factory, default_config):
 def baseline_table(suites_dir):
     suite = load_suite(suites_dir / "heldout-L01.json")
     return suite, evaluate_methods(baseline_methods(BASELINES), None, suite, PROTOCOL, {})
+
+
+def test_a_suite_of_few_scms_runs_more_episodes_and_keeps_the_first_ones(suites_dir):
+    """``min_suite_episodes``: a suite of 2 SCMs under a floor of 7 runs 4 episodes per SCM (not the protocol's 2);
+    episodes 0 and 1 are the rows a run without the floor gives (their keys depend on the episode's index only),
+    for a method that reads its key (``random``) and one that does not (``causal_bo``)."""
+    assert [suite_episodes({"episodes": 10, "min_suite_episodes": 30}, n) for n in (1, 3, 4, 32)] == [30, 10, 10, 10]
+    assert suite_episodes({"episodes": 10}, 1) == 10  # a protocol without the key: no floor
+    suite = dataclasses.replace(load_suite(suites_dir / "heldout-L01.json"), scms=load_suite(
+        suites_dir / "heldout-L01.json").scms[:2])
+    methods = baseline_methods(["random", "causal_bo"])
+    protocol = {**PROTOCOL, "episodes": 2, "interventions": 3}
+    floored = evaluate_methods(methods, None, suite, {**protocol, "min_suite_episodes": 7}, {})
+    plain = evaluate_methods(methods, None, suite, protocol, {})
+    assert floored.groupby(["method", "scm_id"]).episode.nunique().eq(4).all()
+    assert plain.groupby(["method", "scm_id"]).episode.nunique().eq(2).all()
+    first = floored[floored.episode < 2].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, plain.reset_index(drop=True))
 
 
 def test_oracle_reaches_one_at_every_step(baseline_table):
@@ -179,7 +198,8 @@ def test_policy_trained_on_small_graphs_runs_on_a_60_node_user_suite(tmp_path, c
     suite_file = tmp_path / "big.json"
     suite_file.write_text(json.dumps(large_user_suite_doc(60, seed=4)))
     out = tmp_path / "big.parquet"
-    spec = json.dumps({"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 5, "policy_modes": ["greedy", "sampled"]})
+    spec = json.dumps({"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 5, "min_suite_episodes": 1,
+                       "policy_modes": ["greedy", "sampled"]})
     proc = call_cli("evaluate", "--checkpoint", checkpoint_l12, "--suite", suite_file, "--out", out, "--spec", spec)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_parquet(out)

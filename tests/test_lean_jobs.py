@@ -38,7 +38,8 @@ def acbo(*args, env=None) -> tuple[str, set[str]]:
 def test_a_baseline_job_writes_its_table_without_pandas(tmp_path):
     """pandas is 0.3 s of start-up: evaluation tables are built from Arrow buffers (``tables.columns_to_table``)."""
     acbo("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json")
-    spec = '{"seed": 1, "episodes": 2, "interventions": 3, "n_obs": 4, "baselines": ["random", "causal_bo"]}'
+    spec = ('{"seed": 1, "episodes": 2, "interventions": 3, "n_obs": 4, "min_suite_episodes": 1, '
+            '"baselines": ["random", "causal_bo"]}')
     out, imported = acbo("baselines", "--suite", tmp_path / "s.json", "--out", tmp_path / "t.parquet", "--spec", spec)
     assert "(36 rows)" in out, out  # 2 methods x 3 SCMs x 2 episodes x 3 steps
     assert "pyarrow" in imported and not {"pandas", "flax", "networkx"} & imported
@@ -64,7 +65,8 @@ def test_an_evaluation_job_whose_program_is_stored_imports_no_flax(tmp_path):
     checkpoint.save(ckpt, {"architecture": architecture(config), "config_hash": "c", "episode": 1}, {"params": params})
     acbo("suite", "generate", "heldout-classic", "--out", tmp_path / "s.json")
     env = {**os.environ, "ACBO_JAX_CACHE": str(tmp_path / "cache")}  # an empty store: the first job traces
-    spec = '{"seed": 1, "episodes": 2, "interventions": 3, "n_obs": 4, "policy_modes": ["greedy", "sampled"]}'
+    spec = ('{"seed": 1, "episodes": 2, "interventions": 3, "n_obs": 4, "min_suite_episodes": 1, '
+            '"policy_modes": ["greedy", "sampled"]}')
     for name, origin, flax in (("cold", "traced", True), ("warm", "stored export", False)):
         out, imported = acbo("evaluate", "--checkpoint", ckpt, "--suite", tmp_path / "s.json",
                              "--out", tmp_path / f"{name}.parquet", "--spec", spec, env=env)

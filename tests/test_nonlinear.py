@@ -421,7 +421,8 @@ def test_a_stored_oracle_that_lies_is_refused_wherever_the_file_enters(tmp_path,
         load_suite(path)
     assert len(err.value.problems) == 1 and where in err.value.problems[0], err.value.problems
     out = tmp_path / "b.parquet"
-    spec = json.dumps({"episodes": 1, "interventions": 2, "n_obs": 3, "seed": 0, "baselines": ["oracle"]})
+    spec = json.dumps({"episodes": 1, "interventions": 2, "n_obs": 3, "min_suite_episodes": 1, "seed": 0,
+                       "baselines": ["oracle"]})
     for args in (["baselines", "--suite", path, "--out", out, "--spec", spec], ["suite", "oracle", path]):
         proc = call_cli(*args)
         assert proc.returncode == 2 and where in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
@@ -503,7 +504,7 @@ def test_v1_suite_written_as_v2_runs_the_same_program_numbers():
     from workflow_src.evaluate.baselines import baseline_methods
     from workflow_src.evaluate.run import run_methods
 
-    protocol = {"seed": 3, "episodes": 2, "interventions": 4, "n_obs": 5}
+    protocol = {"seed": 3, "episodes": 2, "interventions": 4, "n_obs": 5, "min_suite_episodes": 1}
     methods = baseline_methods(["random", "marginal_regression"])
     v1 = classic_suite()
     v2 = parse_suite(v2_doc(*v1.scms))
@@ -529,7 +530,7 @@ def test_nonlinear_suite_runs_through_baselines_training_and_evaluation(tmp_path
     write_suite(suite, path)
     base = tmp_path / "base.parquet"
     # every baseline of the config, under a short protocol (the GP methods' cost grows with its length)
-    protocol = {"seed": 0, "episodes": 2, "interventions": 5, "n_obs": 10}
+    protocol = {"seed": 0, "episodes": 2, "interventions": 5, "n_obs": 10, "min_suite_episodes": 1}
     call_cli("baselines", "--suite", path, "--out", base, "--spec",
              json.dumps({**protocol, "baselines": default_config["evaluation"]["baselines"]}), check=True)
     table = pd.read_parquet(base)

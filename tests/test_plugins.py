@@ -16,7 +16,7 @@ from workflow_src.evaluate.run import write_evaluation
 from workflow_src.suites.suite_io import parse_suite
 
 EXAMPLE = EXAMPLE_PLUGIN
-PROTOCOL = {"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 5}
+PROTOCOL = {"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 5, "min_suite_episodes": 1}
 SUITE_DOC = {
     "format": "acbo-suite/1", "name": "tiny",
     "scms": [

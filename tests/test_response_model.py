@@ -28,7 +28,7 @@ from workflow_src.train.loop import Interrupted, train
 from workflow_src.train.rollout import GRPOSettings, play_batch
 
 RESPONSE_POLICY = {"hidden_dim": 16, "n_heads": 2, "n_layers": 1, "response_model": True, "prior": "amortized_ei"}
-PROTOCOL = {"seed": 5, "episodes": 2, "interventions": 4, "n_obs": 10}
+PROTOCOL = {"seed": 5, "episodes": 2, "interventions": 4, "n_obs": 10, "min_suite_episodes": 1}
 
 
 def spec_with(default_config, **overrides):
@@ -310,7 +310,8 @@ def test_amortized_ei_needs_a_checkpoint_with_the_response_model(tmp_path, defau
     paths = TrainPaths(tmp_path / "ckpt", tmp_path / "log.parquet")
     train("plain", spec, 0, train_suite_files([1], small_suites), paths, progress=False)
     suite, out = small_suites / "heldout-L01.json", tmp_path / "eval.parquet"
-    spec_arg = '{"seed": 0, "episodes": 1, "interventions": 2, "n_obs": 10, "policy_modes": ["greedy", "amortized_ei"]}'
+    spec_arg = ('{"seed": 0, "episodes": 1, "interventions": 2, "n_obs": 10, "min_suite_episodes": 1, '
+                '"policy_modes": ["greedy", "amortized_ei"]}')
     asked = call_cli("evaluate", "--checkpoint", paths.ckpt("final"), "--suite", suite, "--out", out,
                      "--methods", "amortized_ei", "--spec", spec_arg)
     assert asked.returncode != 0 and not out.exists()

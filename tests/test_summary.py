@@ -25,8 +25,9 @@ from workflow_src.provenance import file_hash
 from workflow_src.report.bootstrap import Units, bootstrap, unit_table, units_of
 from workflow_src.report.inputs import load_inputs
 from workflow_src.report.metrics import METRIC_COLUMNS, episode_metrics
+from workflow_src.report.provenance_page import more_episodes_text
 from workflow_src.report.scopes import POOLS
-from workflow_src.report.summarize import paired_differences, read_summary, summarize
+from workflow_src.report.summarize import paired_differences, provenance, read_summary, summarize
 from workflow_src.suites.suite_io import parse_suite, write_suite
 from workflow_src.tables import EVAL_SCHEMA, SUMMARY_SCHEMA, TRAIN_LOG_SCHEMA, write_table
 
@@ -232,6 +233,18 @@ def _units(values: np.ndarray, n_strata: int = 1) -> Units:
     return Units(values=values, strata=strata, n_episodes=values.shape[1], n_seeds=values.shape[0])
 
 
+def test_the_provenance_names_the_suites_that_ran_more_episodes(tmp_path):
+    """A suite of one SCM that ran 6 episodes beside suites of 3 SCMs that ran 2 (``min_suite_episodes``): the
+    protocol reads 2 episodes per SCM, and 6 on that suite."""
+    make_study(tmp_path, seeds=(0,), suites={"heldout-L01": 1, "heldout-L03": 3}, n_scms=3, episodes=2, steps=3)
+    spec = make_study(tmp_path, seeds=(0,), suites={"heldout-L02": 2}, n_scms=1, episodes=6, steps=3)
+    spec["eval_suites"] = ["heldout-L01", "heldout-L02", "heldout-L03"]
+    protocol = provenance(load_inputs(spec, layout(spec, tmp_path)))["protocol"]
+    assert protocol == {"scms": 7, "episodes_per_scm": 2, "more_episodes": {"heldout-L02": 6},
+                        "interventions_per_episode": 3}
+    assert more_episodes_text(protocol["more_episodes"]) == " (6 on heldout-L02)"
+
+
 def test_bootstrap_ci_contains_mean_and_is_reproducible():
     rng = np.random.default_rng(1)
     units = _units(rng.normal(2.0, 1.0, size=(3, 20, 4)), n_strata=2)
@@ -365,6 +378,7 @@ def test_summary_table_schema_and_content(study):
     oracle_curve = curves[(curves["method"] == "oracle") & (curves["suite"] == LINEAR_POOL)].sort_values("step")
     assert oracle_curve["mean"].is_monotonic_increasing
     assert meta["config"] == "synth" and [t["seed"] for t in meta["training"]] == [0, 1]
+    assert meta["protocol"]["episodes_per_scm"] == 3 and meta["protocol"]["more_episodes"] == {}
     first = meta["training"][0]
     assert first["checkpoint_episode"] == 12 and first["checkpoint_metrics"] == {"reward": 0.5, "f1": 0.25}
     ckpt = study["tmp"] / "checkpoints" / "synth" / "seed_0" / "final.ckpt"

@@ -127,7 +127,7 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
     suite = generate_level_suite("u", 4, 1, 6, GeneratorSettings())
     config = {**SMALL_POLICY, "bandit_features": True, "prior": prior}
     params = with_own_heads_zeroed(pol.init_params(pol.make_policy(config), jax.random.PRNGKey(0)))
-    protocol = {"seed": 3, "episodes": 4, "interventions": 1, "n_obs": 10}
+    protocol = {"seed": 3, "episodes": 4, "interventions": 1, "n_obs": 10, "min_suite_episodes": 1}
     ours = run_methods(policy_methods(config, ["greedy"]), params, suite, protocol)[0]
     heuristic = run_methods(baseline_methods(["marginal_regression"]), None, suite, protocol)[0]
     np.testing.assert_array_equal(ours["variable"], heuristic["variable"])
@@ -174,7 +174,7 @@ def greedy_norm_improvement(ckpt_or_params, suite, policy_config=None) -> float:
     else:
         params = ckpt_or_params
     method = policy_methods(policy_config, ["greedy"])[0]
-    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10}
+    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10, "min_suite_episodes": 1}
     records = run_methods([method], params, load_suite(suite), protocol)[0]
     return float(records["norm_improvement"].mean())
 
@@ -184,7 +184,7 @@ def random_norm_improvement(suite) -> float:
     from workflow_src.evaluate.baselines import baseline_methods
     from workflow_src.suites.suite_io import load_suite
 
-    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10}
+    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10, "min_suite_episodes": 1}
     return float(run_methods(baseline_methods(["random"]), None, load_suite(suite), protocol)[0]
                  ["norm_improvement"].mean())
 
@@ -523,8 +523,8 @@ def test_changed_config_starts_fresh_and_bad_checkpoints_are_refused(tmp_path, s
     for bad, message in ((truncated, "body_sha256"), (alien, "architecture"), (unknown_prior, "unknown prior")):
         out_file = tmp_path / f"{bad.stem}.parquet"
         proc = call_cli("evaluate", "--checkpoint", bad, "--suite", suites_dir / "heldout-L01.json", "--out", out_file,
-                       "--spec", json.dumps({"episodes": 1, "interventions": 1, "n_obs": 3, "seed": 0,
-                                             "policy_modes": ["greedy"]}))
+                       "--spec", json.dumps({"episodes": 1, "interventions": 1, "n_obs": 3, "min_suite_episodes": 1,
+                                             "seed": 0, "policy_modes": ["greedy"]}))
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
@@ -572,7 +572,8 @@ def test_core_count_and_thread_count_change_no_checkpoint_and_no_table(tmp_path,
     if len(every) < 2:
         pytest.skip("needs at least two CPUs")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    spec = json.dumps({"seed": 3, "episodes": 2, "interventions": 6, "n_obs": 10, "policy_modes": ["sampled"]})
+    spec = json.dumps({"seed": 3, "episodes": 2, "interventions": 6, "n_obs": 10, "min_suite_episodes": 1,
+                       "policy_modes": ["sampled"]})
     outputs = []
     for threads, cpus in (("1", {min(every)}), ("2", every)):
         out = tmp_path / threads

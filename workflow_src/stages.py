@@ -17,7 +17,8 @@ from typing import NamedTuple
 from .config_schema import config_schema
 from .suite_catalogue import kind_of_slice
 
-PROTOCOL = ("episodes", "interventions", "n_obs", "seed")  # the evaluation protocol: every evaluating stage's
+# the evaluation protocol: in every evaluating stage's slice
+PROTOCOL = ("episodes", "min_suite_episodes", "interventions", "n_obs", "seed")
 NAME = {"type": "string", "minLength": 1}
 
 

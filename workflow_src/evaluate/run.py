@@ -51,15 +51,24 @@ def read_run_infos(log: str) -> list[RunInfo]:
             if line.startswith(RUN_INFO_PREFIX)]
 
 
+def suite_episodes(protocol: dict, n_scms: int) -> int:
+    """Episodes per SCM on a suite of ``n_scms``: the protocol's ``episodes``, or more on a suite of few SCMs, so
+    that it runs at least ``min_suite_episodes`` in all (a protocol without that key: no floor). Episode keys
+    depend on the episode's index only (``episode_keys``), so the first ``episodes`` are those of a run without
+    the floor."""
+    return max(protocol["episodes"], -(-protocol.get("min_suite_episodes", 1) // n_scms))
+
+
 def run_methods(methods: list[Method], params, suite: Suite, protocol: dict, bucket: int | None = None,
                 chunk: int | None = None, log=None) -> list[dict[str, np.ndarray]]:
-    """Per method, records of shape (n_scms, episodes, interventions) on one suite.
+    """Per method, records of shape (n_scms, episodes, interventions) on one suite (``suite_episodes``).
 
     The suite runs in chunks of ``chunk`` SCMs padded to ``bucket`` variables (defaults: ``bucket_size`` of
     the largest SCM and its ``chunk_size``), every method through one compiled program (from the program
     store when it holds it, see ``program_store``); ``log`` receives its ``RunInfo``.
     """
     scms = list(suite.scms)
+    protocol = {**protocol, "episodes": suite_episodes(protocol, len(scms))}
     bucket = bucket or bucket_size(max(s.n for s in scms))
     chunk = chunk or chunk_size(bucket)
     run = make_run_suite(tuple(m.act for m in methods), protocol["n_obs"], protocol["interventions"],

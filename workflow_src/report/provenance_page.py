@@ -29,6 +29,11 @@ def _mechanisms_text(classes: dict[str, str]) -> str:
     return "; ".join(f"{m}: {', '.join(suites)}" for m, suites in sorted(by_class.items())) or "n/a"
 
 
+def more_episodes_text(more: dict[str, int]) -> str:
+    """`` (30 on heldout-cbo)`` for the suites of few SCMs that ran more episodes per SCM; empty without."""
+    return f" ({'; '.join(f'{n} on {suite}' for suite, n in sorted(more.items()))})" if more else ""
+
+
 def provenance_html(meta: dict) -> str:
     import vl_convert
 
@@ -42,7 +47,8 @@ def provenance_html(meta: dict) -> str:
         [
             "evaluation protocol",
             esc(
-                f"{meta['protocol']['scms']} SCMs, {meta['protocol']['episodes_per_scm']} episodes per SCM, "
+                f"{meta['protocol']['scms']} SCMs, {meta['protocol']['episodes_per_scm']} episodes per SCM"
+                f"{more_episodes_text(meta['protocol'].get('more_episodes', {}))}, "
                 f"{meta['protocol']['interventions_per_episode']} interventions per episode"
             ),
         ],

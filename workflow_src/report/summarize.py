@@ -279,6 +279,9 @@ def provenance(inputs: SummaryInputs) -> dict:
                 "training_wall_time_s": float(log["wall_time"].iloc[-1]),
             }
         )
+    per_suite = evals.groupby(["method", "suite", "scm_id", "seed"], dropna=False)["episode"].nunique().groupby(
+        level="suite").max()  # episodes per SCM on each suite: more on a suite of few SCMs (min_suite_episodes)
+    usual = int(per_suite.mode().min())
     return {
         "config": spec["config"],
         "seeds": sorted(spec["seeds"]),
@@ -292,9 +295,8 @@ def provenance(inputs: SummaryInputs) -> dict:
         "methods": sorted(evals["method"].unique()),
         "protocol": {
             "scms": int(evals[["suite", "scm_id"]].drop_duplicates().shape[0]),
-            "episodes_per_scm": int(
-                evals.groupby(["method", "suite", "scm_id", "seed"], dropna=False)["episode"].nunique().max()
-            ),
+            "episodes_per_scm": usual,
+            "more_episodes": {suite: int(n) for suite, n in per_suite.items() if n != usual},
             "interventions_per_episode": int(evals.groupby(EPISODE_ID, dropna=False)["step"].nunique().max()),
         },
         "package_versions": _distinct(
