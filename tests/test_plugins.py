@@ -64,6 +64,23 @@ def test_example_plugin_runs_from_the_cli_with_its_name_and_hash(tmp_path, suite
     assert table.config.isna().all() and table.seed.isna().all()
 
 
+def test_a_plugin_sizes_its_arrays_by_the_protocols_observational_samples(tmp_path):
+    """``view.buffer.n_obs`` is a plain integer (the protocol's ``n_obs``) at trace time: a static slice of the
+    observational rows. The plug-in sets the variable whose observational mean is highest, at its low end."""
+    path = write_plugin(tmp_path, """
+        def act(settings, view, key):
+            assert isinstance(view.buffer.n_obs, int)
+            observational = view.buffer.values[:view.buffer.n_obs]  # (n_obs, N): a static shape
+            score = jnp.where(view.scm.intervenable, observational.mean(0), -jnp.inf)
+            variable = jnp.argmax(score)
+            return variable, view.scm.lo[variable]
+    """, "by_obs.py")
+    out = tmp_path / "t.parquet"
+    run_plugin(path, out)
+    table = pd.read_parquet(out)
+    assert len(table) == 2 * 2 * 3 and table.variable.isin(["A", "B", "X0", "X1"]).all()
+
+
 def test_settings_reach_act_and_unknown_settings_are_refused(tmp_path):
     path = write_plugin(tmp_path, """
         SETTINGS = {"variable": 0}
