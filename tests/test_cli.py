@@ -319,6 +319,10 @@ SPEC_VALUES = [  # (command, --spec, what the line says)
     ("baselines", {**PROTOCOL, "interventions": 10**8, "baselines": ["random"]},
      "--spec: interventions: 100000000 is greater than the maximum of 1000"),
     ("suite", {**SUITE_SPEC, "size": 10**9}, "--spec: size: 1000000000 is greater than the maximum of 100000"),
+    ("baselines", {**PROTOCOL, "min_suite_episodes": 10**6, "baselines": ["random"]},
+     "--spec: min_suite_episodes: 1000000 is greater than the maximum of 1000"),
+    ("evaluate", {**PROTOCOL, "min_suite_episodes": 0, "policy_modes": ["greedy"]},
+     "--spec: min_suite_episodes: 0 is less than the minimum of 1"),
     ("summarize", {**json.loads(SUMMARY_SPEC), "bootstrap_seed": -1}, "--spec: bootstrap_seed: -1 is less"),
 ]
 
