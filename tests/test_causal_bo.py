@@ -21,7 +21,7 @@ from workflow_src.evaluate.run import evaluate_methods
 from workflow_src.report.metrics import step_curves
 from workflow_src.suites.suite_io import parse_suite
 
-PROTOCOL = {"seed": 0, "episodes": 6, "interventions": 6, "n_obs": 10, "min_suite_episodes": 1}
+PROTOCOL = {"seed": 0, "episodes": 6, "interventions": 6, "n_obs": 10}
 
 
 def scm(scm_id, nodes, edges, ranges, bias=None):
@@ -347,7 +347,7 @@ def toy_table():
     one near z = -3.2, E[Y] ~ -2.17, where the observational data are silent), 12 short episodes."""
     from workflow_src.suites.generators import literature_suite
 
-    protocol = {"seed": 0, "episodes": 12, "interventions": 10, "n_obs": 10, "min_suite_episodes": 1}
+    protocol = {"seed": 0, "episodes": 12, "interventions": 10, "n_obs": 10}
     return evaluate_methods(baseline_methods(["causal_bo", "gp_ei", "random"]), None, literature_suite(), protocol, {})
 
 

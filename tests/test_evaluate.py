@@ -48,8 +48,8 @@ def test_a_suite_of_few_scms_runs_more_episodes_and_keeps_the_first_ones(suites_
     for a method that reads its key (``random``) and one that does not (``causal_bo``)."""
     assert [suite_episodes({"episodes": 10, "min_suite_episodes": 30}, n) for n in (1, 3, 4, 32)] == [30, 10, 10, 10]
     assert suite_episodes({"episodes": 10}, 1) == 10  # a protocol without the key: no floor
-    suite = dataclasses.replace(load_suite(suites_dir / "heldout-L01.json"), scms=load_suite(
-        suites_dir / "heldout-L01.json").scms[:2])
+    suite = load_suite(suites_dir / "heldout-L01.json")
+    suite = dataclasses.replace(suite, scms=suite.scms[:2])
     methods = baseline_methods(["random", "causal_bo"])
     protocol = {**PROTOCOL, "episodes": 2, "interventions": 3}
     floored = evaluate_methods(methods, None, suite, {**protocol, "min_suite_episodes": 7}, {})

@@ -504,7 +504,7 @@ def test_v1_suite_written_as_v2_runs_the_same_program_numbers():
     from workflow_src.evaluate.baselines import baseline_methods
     from workflow_src.evaluate.run import run_methods
 
-    protocol = {"seed": 3, "episodes": 2, "interventions": 4, "n_obs": 5, "min_suite_episodes": 1}
+    protocol = {"seed": 3, "episodes": 2, "interventions": 4, "n_obs": 5}
     methods = baseline_methods(["random", "marginal_regression"])
     v1 = classic_suite()
     v2 = parse_suite(v2_doc(*v1.scms))

@@ -103,7 +103,7 @@ def test_the_latent_cause_is_simulated_but_never_shown(tmp_path):
     loaded = load_suite(path)
     u = loaded.scms[0].nodes.index(nl.LATENT)
     assert [scm.latent for scm in loaded.scms] == [(u,), (u,)]
-    protocol = {"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 200, "min_suite_episodes": 1}
+    protocol = {"seed": 0, "episodes": 2, "interventions": 3, "n_obs": 200}
     views = probe_views(loaded, protocol)
     assert not np.asarray(views.scm.node_mask)[:, u].any() and not np.asarray(views.scm.intervenable)[:, u].any()
     assert (np.asarray(views.buffer.values)[..., u] == 0).all() and (np.asarray(views.fit.parent_prob)[:, u] == 0).all()

@@ -24,7 +24,7 @@ from workflow_src.provenance import PACKAGE_ROOT
 from workflow_src.suites.build import build_suite
 from workflow_src.suites.suite_io import load_suite
 
-PROTOCOL = {"seed": 5, "episodes": 2, "interventions": 4, "n_obs": 5, "min_suite_episodes": 1}
+PROTOCOL = {"seed": 5, "episodes": 2, "interventions": 4, "n_obs": 5}
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,7 @@ def test_the_response_gp_ei_prior_starts_as_causal_bo():
     suite = generate_level_suite("u", 3, 2, 8, GeneratorSettings())
     config = {**SMALL_POLICY, "bandit_features": True, "prior": "response_gp_ei"}
     params = with_own_heads_zeroed(pol.init_params(pol.make_policy(config), jax.random.PRNGKey(0)))
-    protocol = {"seed": 7, "episodes": 2, "interventions": 6, "n_obs": 10, "min_suite_episodes": 1}
+    protocol = {"seed": 7, "episodes": 2, "interventions": 6, "n_obs": 10}
     ours = run_methods(policy_methods(config, ["greedy"]), params, suite, protocol)[0]
     gp = run_methods(baseline_methods(["causal_bo"]), None, suite, protocol)[0]
     np.testing.assert_array_equal(ours["variable"], gp["variable"])

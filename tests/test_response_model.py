@@ -28,7 +28,7 @@ from workflow_src.train.loop import Interrupted, train
 from workflow_src.train.rollout import GRPOSettings, play_batch
 
 RESPONSE_POLICY = {"hidden_dim": 16, "n_heads": 2, "n_layers": 1, "response_model": True, "prior": "amortized_ei"}
-PROTOCOL = {"seed": 5, "episodes": 2, "interventions": 4, "n_obs": 10, "min_suite_episodes": 1}
+PROTOCOL = {"seed": 5, "episodes": 2, "interventions": 4, "n_obs": 10}
 
 
 def spec_with(default_config, **overrides):

@@ -127,7 +127,7 @@ def test_the_residual_prior_starts_as_marginal_regression(prior):
     suite = generate_level_suite("u", 4, 1, 6, GeneratorSettings())
     config = {**SMALL_POLICY, "bandit_features": True, "prior": prior}
     params = with_own_heads_zeroed(pol.init_params(pol.make_policy(config), jax.random.PRNGKey(0)))
-    protocol = {"seed": 3, "episodes": 4, "interventions": 1, "n_obs": 10, "min_suite_episodes": 1}
+    protocol = {"seed": 3, "episodes": 4, "interventions": 1, "n_obs": 10}
     ours = run_methods(policy_methods(config, ["greedy"]), params, suite, protocol)[0]
     heuristic = run_methods(baseline_methods(["marginal_regression"]), None, suite, protocol)[0]
     np.testing.assert_array_equal(ours["variable"], heuristic["variable"])
@@ -174,7 +174,7 @@ def greedy_norm_improvement(ckpt_or_params, suite, policy_config=None) -> float:
     else:
         params = ckpt_or_params
     method = policy_methods(policy_config, ["greedy"])[0]
-    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10, "min_suite_episodes": 1}
+    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10}
     records = run_methods([method], params, load_suite(suite), protocol)[0]
     return float(records["norm_improvement"].mean())
 
@@ -184,7 +184,7 @@ def random_norm_improvement(suite) -> float:
     from workflow_src.evaluate.baselines import baseline_methods
     from workflow_src.suites.suite_io import load_suite
 
-    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10, "min_suite_episodes": 1}
+    protocol = {"seed": 11, "episodes": 3, "interventions": 5, "n_obs": 10}
     return float(run_methods(baseline_methods(["random"]), None, load_suite(suite), protocol)[0]
                  ["norm_improvement"].mean())
 
